@@ -1,0 +1,69 @@
+"""What the guard judges (Attempt), what it answers (Decision), and the reason codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, Final
+
+# Stable reason codes. Denials carry one of the first group; allowed decisions carry
+# None, or one of the second group when they skipped the limits.
+SAME_CONTENT: Final = "same_content"
+DAILY_CAP: Final = "daily_cap"
+PHONE_RATE: Final = "phone_rate"
+IP_THROTTLE: Final = "ip_throttle"
+BLACKLISTED: Final = "blacklisted"
+SUSPENDED: Final = "suspended"
+BACKEND_UNAVAILABLE: Final = "backend_unavailable"
+EXEMPT: Final = "exempt"
+FAIL_OPEN: Final = "fail_open"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request to send an SMS, as the policies see it.
+
+    ``phone`` is already E.164. ``phone_id`` and ``content_id`` are keyed hashes of the
+    number and the content: build counter keys from them, never from the plain values.
+    """
+
+    phone: str
+    phone_id: str
+    digest: Callable[[str], str] = field(repr=False, compare=False)
+    """The guard's keyed hash, for policies that key on other values."""
+    content: str | None = None
+    content_id: str | None = None
+    ip: IPv4Address | IPv6Address | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back."""
+
+    token: str
+    entries: tuple[tuple[str, float], ...]
+    """(counter key, expires_at) of every hit the attempt took."""
+    fallback: bool = False
+    """Taken on the in-process fallback backend while the real one was down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``."""
+
+    allowed: bool
+    phone: str
+    policy: str | None = None
+    """Name of the policy that denied (or exempted) the attempt."""
+    reason: str | None = None
+    """Stable reason code (see the README table)."""
+    retry_after: float | None = None
+    """Seconds until the denying counter frees a slot; None when waiting will not help."""
+    remaining: Mapping[str, int] = field(default_factory=dict)
+    """Hits left per policy name, where known."""
+    receipt: Receipt | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return self.allowed

@@ -1,0 +1,96 @@
+"""What a backend is asked (a Job) and what it answers (an Outcome).
+
+Backends know counters and flags, not phones or policies: the guard turns an attempt into a
+Job, the backend runs it atomically, and the guard turns the Outcome into a Decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from smsguard.attempt import Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A quota: at most ``limit`` live hits under ``key``.
+
+    A hit taken now stops counting at ``expires_at`` (epoch seconds): ``now + window`` for a
+    sliding window, the next local midnight for a calendar day. ``limit`` is at least 1.
+    """
+
+    key: str
+    limit: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A set membership read with the counters: if ``member`` is in the set ``key``, the
+    attempt stops there, consuming nothing. ``reason`` None exempts it, else denies it."""
+
+    key: str
+    member: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything one decision asks of a backend, run as one atomic step."""
+
+    now: float
+    token: str
+    """Unique per attempt: names its hits, so that a refund removes exactly them."""
+    flags: tuple[Flag, ...]
+    counters: tuple[Counter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A backend's answer. At most one of ``flag`` and ``denied`` is set (>= 0)."""
+
+    flag: int = -1
+    """Index of the first flag whose member was found; nothing was consumed."""
+    denied: int = -1
+    """Index of the failing counter that frees a slot last; nothing was consumed."""
+    retry_after: float = 0.0
+    """Seconds until the ``denied`` counter frees a slot."""
+    counts: tuple[int, ...] = ()
+    """Live hits per counter before this attempt (when no flag was found)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage that runs a Job atomically: every counter passes and all consume, or none do."""
+
+    shared: bool
+    """True when several processes see the same state (the guard then needs a shared secret)."""
+
+    def run(self, job: Job) -> Outcome:
+        """Read the flags, then check every counter and consume all or none."""
+        ...
+
+    async def arun(self, job: Job) -> Outcome:
+        """``run`` for async code; never blocks the event loop on I/O."""
+        ...
+
+    def refund(self, receipt: Receipt) -> None:
+        """Give back the hits an allowed attempt took."""
+        ...
+
+    async def arefund(self, receipt: Receipt) -> None:
+        """``refund`` for async code."""
+        ...
+
+    def add(self, key: str, member: str) -> None:
+        """Put ``member`` in the set ``key`` (runtime whitelists, blacklists, the switch)."""
+        ...
+
+    def discard(self, key: str, member: str) -> None:
+        """Take ``member`` out of the set ``key``."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every counter and set this backend holds."""
+        ...

@@ -1,0 +1,120 @@
+"""The in-process backend: exact, thread- and asyncio-safe, bounded by expiry alone."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from bisect import bisect_right, insort
+
+from smsguard.attempt import Receipt
+from smsguard.backends.base import Job, Outcome
+
+
+class MemoryBackend:
+    """Counters in a dict of sorted expiry lists, guarded by one lock.
+
+    Memory is bounded by expiry only: every key sits once in a heap ordered by when its last
+    hit expires, and each decision sweeps a bounded slice of the keys that are past it. No
+    live key is ever evicted to make room, so a flood of fresh numbers cannot erase a
+    victim's count.
+    """
+
+    shared = False
+
+    def __init__(self, *, sweep_batch: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[str, list[float]] = {}
+        self._expiry: list[tuple[float, str]] = []  # (when the key may be empty, key)
+        self._sets: dict[str, set[str]] = {}
+        self._sweep_batch = sweep_batch
+
+    def run(self, job: Job) -> Outcome:
+        now = job.now
+        hits = self._hits
+        with self._lock:
+            if self._expiry and self._expiry[0][0] <= now:
+                self._sweep(now, self._sweep_batch)
+            for i, flag in enumerate(job.flags):
+                members = self._sets.get(flag.key)
+                if members is not None and flag.member in members:
+                    return Outcome(flag=i)
+            counts = []
+            denied, wait = -1, 0.0
+            for i, counter in enumerate(job.counters):
+                entries = hits.get(counter.key)
+                n = 0
+                if entries:
+                    if entries[0] <= now:
+                        del entries[: bisect_right(entries, now)]
+                    n = len(entries)
+                    # The slot frees when the (n - limit + 1)-th oldest live hit expires.
+                    if n >= counter.limit and (denied < 0 or entries[n - counter.limit] - now > wait):
+                        denied, wait = i, entries[n - counter.limit] - now
+                counts.append(n)
+            if denied >= 0:
+                return Outcome(denied=denied, retry_after=wait, counts=tuple(counts))
+            for counter in job.counters:
+                entries = hits.get(counter.key)
+                if entries is None:
+                    hits[counter.key] = [counter.expires_at]
+                    heapq.heappush(self._expiry, (counter.expires_at, counter.key))
+                elif not entries or entries[-1] <= counter.expires_at:
+                    entries.append(counter.expires_at)
+                else:
+                    insort(entries, counter.expires_at)
+            return Outcome(counts=tuple(counts))
+
+    async def arun(self, job: Job) -> Outcome:
+        # No await inside: the whole step runs without yielding to the event loop.
+        return self.run(job)
+
+    def refund(self, receipt: Receipt) -> None:
+        with self._lock:
+            for key, expires_at in receipt.entries:
+                entries = self._hits.get(key)
+                if entries:
+                    i = bisect_right(entries, expires_at) - 1
+                    if i >= 0 and entries[i] == expires_at:
+                        del entries[i]
+
+    async def arefund(self, receipt: Receipt) -> None:
+        self.refund(receipt)
+
+    def add(self, key: str, member: str) -> None:
+        with self._lock:
+            self._sets.setdefault(key, set()).add(member)
+
+    def discard(self, key: str, member: str) -> None:
+        with self._lock:
+            self._sets.get(key, set()).discard(member)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hits.clear()
+            self._expiry.clear()
+            self._sets.clear()
+
+    def sweep(self, now: float) -> int:
+        """Drop every key whose hits have all expired by ``now``; return how many went."""
+        with self._lock:
+            return self._sweep(now, len(self._expiry))
+
+    def __len__(self) -> int:
+        """Number of counter keys held (live or awaiting the sweep)."""
+        return len(self._hits)
+
+    def _sweep(self, now: float, budget: int) -> int:
+        dropped = 0
+        heap, hits = self._expiry, self._hits
+        while heap and heap[0][0] <= now and budget > 0:
+            budget -= 1
+            _, key = heapq.heappop(heap)
+            entries = hits.get(key)
+            if entries is None:
+                continue
+            if entries and entries[-1] > now:
+                heapq.heappush(heap, (entries[-1], key))
+            else:
+                del hits[key]
+                dropped += 1
+        return dropped

@@ -1,0 +1,40 @@
+"""The exceptions smsguard raises. Every one is a ``SmsguardError``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from smsguard.attempt import Decision
+
+
+class SmsguardError(Exception):
+    """Base class of every smsguard exception."""
+
+
+class ConfigError(SmsguardError, ValueError):
+    """A guard, policy or backend was built with a value it cannot use."""
+
+
+class InvalidInput(SmsguardError, ValueError):
+    """An attempt cannot be judged as given (adapters answer 400)."""
+
+
+class InvalidPhone(InvalidInput):
+    """The phone number cannot be parsed, or is not a valid number."""
+
+
+class MissingSubject(InvalidInput):
+    """A policy needs a part of the attempt (IP, content) that was not given."""
+
+
+class BackendUnavailable(SmsguardError):
+    """The backend could not be reached; the guard applies its fail mode."""
+
+
+class Denied(SmsguardError):
+    """Raised by ``Guard.enforce`` when an attempt is denied; carries the decision."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"denied by {decision.policy}: {decision.reason}")
+        self.decision = decision

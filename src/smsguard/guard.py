@@ -1,0 +1,293 @@
+"""The Guard: attempt -> plan -> backend -> Decision.
+
+Planning and deciding are pure; ``check`` and ``acheck`` differ only in how they call the
+backend, so every rule below serves both.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal
+
+from smsguard import attempt as codes
+from smsguard.attempt import Attempt, Decision, Receipt
+from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome
+from smsguard.backends.memory import MemoryBackend
+from smsguard.errors import BackendUnavailable, ConfigError, Denied, InvalidInput
+from smsguard.phone import Digest, check_region, normalize
+from smsguard.policies import EXEMPT, DailyCap, Deny, Policy, SameContent, Suspend
+
+log = logging.getLogger("smsguard")
+
+FailMode = Literal["open", "closed", "local"]
+FAIL_MODES: Final = ("open", "closed", "local")
+IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A job for the backend, and who owns each of its flags and counters."""
+
+    attempt: Attempt
+    job: Job
+    flag_owners: tuple[Policy, ...]
+    counter_owners: tuple[Policy, ...]
+
+    def decide(self, out: Outcome) -> Decision:
+        """Turn the backend's outcome into the decision (pure)."""
+        phone = self.attempt.phone
+        if out.flag >= 0:
+            flag, owner = self.job.flags[out.flag], self.flag_owners[out.flag]
+            if flag.reason is None:
+                return Decision(True, phone, owner.name, codes.EXEMPT)
+            return Decision(False, phone, owner.name, flag.reason)
+        allowed = out.denied < 0
+        remaining: dict[str, int] = {}
+        for counter, owner, n in zip(self.job.counters, self.counter_owners, out.counts, strict=True):
+            left = max(0, counter.limit - n - allowed)
+            remaining[owner.name] = min(left, remaining.get(owner.name, left))
+        if not allowed:
+            owner = self.counter_owners[out.denied]
+            return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining)
+        receipt = Receipt(self.job.token, tuple((c.key, c.expires_at) for c in self.job.counters))
+        return Decision(True, phone, remaining=remaining, receipt=receipt)
+
+
+class Guard:
+    """Policies + backend + settings: turns attempts into decisions.
+
+    ``fail_mode`` says what happens while the backend is unreachable: ``"open"`` allows
+    (and logs), ``"closed"`` denies with reason ``backend_unavailable``, ``"local"`` counts in
+    an in-process MemoryBackend. After a failure the backend is left alone for
+    ``retry_interval`` seconds, then tried again, so recovery needs no restart.
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[Policy] | None = None,
+        *,
+        backend: Backend | None = None,
+        default_region: str | None = None,
+        fail_mode: FailMode = "local",
+        clock: Callable[[], float] | None = None,
+        secret: str | bytes | None = None,
+        retry_interval: float = 5.0,
+        phone_cache: int = 4096,
+    ) -> None:
+        self.policies: tuple[Policy, ...] = (
+            tuple(policies) if policies is not None else (SameContent(), DailyCap())
+        )
+        for p in self.policies:
+            if not isinstance(p, Policy):
+                raise ConfigError(f"{p!r} is not a policy: it needs name, reason and review()")
+        names = [p.name for p in self.policies]
+        for p in self.policies:
+            if names.count(p.name) > 1:
+                raise ConfigError(f"two policies are named {p.name!r}: give one a name=")
+        if fail_mode not in FAIL_MODES:
+            raise ConfigError(f"fail_mode must be one of {FAIL_MODES}, not {fail_mode!r}")
+        self.backend: Backend = backend if backend is not None else MemoryBackend()
+        self.default_region = check_region(default_region)
+        self.fail_mode = fail_mode
+        self.clock: Callable[[], float] = clock or time.time
+        self.retry_interval = retry_interval
+        self.fallback = MemoryBackend()
+        self._digest = Digest.from_settings(secret, shared=self.backend.shared)
+        self._down_until = 0.0
+        self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
+        self._identify = functools.lru_cache(maxsize=phone_cache)(self._identify_uncached)
+
+    # -- the two shells -------------------------------------------------------------------
+
+    def check(
+        self,
+        phone: str,
+        *,
+        content: str | None = None,
+        ip: IPLike | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Judge one attempt. Raises InvalidInput (InvalidPhone, MissingSubject) on bad input."""
+        plan = self._plan(phone, content, ip, context)
+        if isinstance(plan, Decision):
+            return plan
+        backend = self._backend_for(plan.job.now)
+        if backend is not None:
+            try:
+                outcome = backend.run(plan.job)
+            except BackendUnavailable as exc:
+                self._mark_down(plan.job.now, exc)
+            else:
+                return self._decide(plan, outcome)
+        return self._degraded(plan)
+
+    async def acheck(
+        self,
+        phone: str,
+        *,
+        content: str | None = None,
+        ip: IPLike | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """``check`` for async code: the backend is awaited, never blocking the loop."""
+        plan = self._plan(phone, content, ip, context)
+        if isinstance(plan, Decision):
+            return plan
+        backend = self._backend_for(plan.job.now)
+        if backend is not None:
+            try:
+                outcome = await backend.arun(plan.job)
+            except BackendUnavailable as exc:
+                self._mark_down(plan.job.now, exc)
+            else:
+                return self._decide(plan, outcome)
+        return self._degraded(plan)
+
+    def enforce(self, phone: str, **attempt: Any) -> Decision:
+        """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
+        decision = self.check(phone, **attempt)
+        if not decision.allowed:
+            raise Denied(decision)
+        return decision
+
+    async def aenforce(self, phone: str, **attempt: Any) -> Decision:
+        """``enforce`` for async code."""
+        decision = await self.acheck(phone, **attempt)
+        if not decision.allowed:
+            raise Denied(decision)
+        return decision
+
+    def refund(self, decision: Decision) -> None:
+        """Give back what an allowed attempt consumed (call it when the SMS was not sent).
+
+        A refund that cannot reach the backend is logged and dropped: the number merely
+        keeps one hit it could have had back.
+        """
+        receipt = decision.receipt
+        if receipt is not None:
+            try:
+                (self.fallback if receipt.fallback else self.backend).refund(receipt)
+            except BackendUnavailable as exc:
+                log.warning("smsguard refund dropped: backend unavailable (%s)", exc)
+
+    async def arefund(self, decision: Decision) -> None:
+        """``refund`` for async code."""
+        receipt = decision.receipt
+        if receipt is not None:
+            try:
+                await (self.fallback if receipt.fallback else self.backend).arefund(receipt)
+            except BackendUnavailable as exc:
+                log.warning("smsguard refund dropped: backend unavailable (%s)", exc)
+
+    # -- operations -------------------------------------------------------------------
+
+    def add_number(self, policy: str, phone: str) -> None:
+        """Add ``phone`` to the shared list of the Whitelist/Blacklist named ``policy``."""
+        self.backend.add(self._shared_list(policy), self._identify(phone)[1])
+
+    def remove_number(self, policy: str, phone: str) -> None:
+        """Take ``phone`` out of the shared list of the policy named ``policy``."""
+        self.backend.discard(self._shared_list(policy), self._identify(phone)[1])
+
+    def suspend(self) -> None:
+        """Turn the emergency switch on: a ``Suspend`` policy then denies every attempt."""
+        self.backend.add(Suspend.KEY, Suspend.MEMBER)
+
+    def resume(self) -> None:
+        """Turn the emergency switch off."""
+        self.backend.discard(Suspend.KEY, Suspend.MEMBER)
+
+    # -- the pure core -----------------------------------------------------------------
+
+    def _identify_uncached(self, phone: str) -> tuple[str, str]:
+        e164 = normalize(phone, self.default_region)
+        return e164, self._digest(e164)
+
+    def _plan(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+    ) -> _Plan | Decision:
+        """Build the attempt and ask every policy; a list verdict decides at once."""
+        now = self.clock()
+        if not isinstance(phone, str):
+            raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
+        e164, phone_id = self._identify(phone)
+        if ip is not None and not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            try:
+                ip = ipaddress.ip_address(ip)
+            except ValueError:
+                raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
+        attempt = Attempt(
+            e164,
+            phone_id,
+            self._digest,
+            content,
+            None if content is None else self._digest(content),
+            ip,
+            context if context is not None else {},
+        )
+        flags: list[Flag] = []
+        counters: list[Counter] = []
+        flag_owners: list[Policy] = []
+        counter_owners: list[Policy] = []
+        for policy in self.policies:
+            review = policy.review(attempt, now)
+            if review is EXEMPT:
+                return Decision(True, e164, policy.name, codes.EXEMPT)
+            if isinstance(review, Deny):
+                return Decision(False, e164, policy.name, review.reason, review.retry_after)
+            for item in review:  # type: ignore[union-attr]
+                if isinstance(item, Counter):
+                    counters.append(item)
+                    counter_owners.append(policy)
+                else:
+                    flags.append(item)
+                    flag_owners.append(policy)
+        job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
+        return _Plan(attempt, job, tuple(flag_owners), tuple(counter_owners))
+
+    # -- fail modes --------------------------------------------------------------------
+
+    def _backend_for(self, now: float) -> Backend | None:
+        """The backend to ask now: None while a recent failure is still being waited out."""
+        return None if now < self._down_until else self.backend
+
+    def _decide(self, plan: _Plan, outcome: Outcome) -> Decision:
+        if self._down_until:
+            log.warning("smsguard backend reachable again")
+            self._down_until = 0.0
+        return plan.decide(outcome)
+
+    def _mark_down(self, now: float, exc: BackendUnavailable) -> None:
+        if self._down_until == 0.0:
+            log.warning("smsguard backend unavailable (%s); fail mode %r", exc, self.fail_mode)
+        self._down_until = now + self.retry_interval
+
+    def _degraded(self, plan: _Plan) -> Decision:
+        """The decision while the backend is down, by fail mode."""
+        phone = plan.attempt.phone
+        if self.fail_mode == "open":
+            return Decision(True, phone, None, codes.FAIL_OPEN)
+        if self.fail_mode == "closed":
+            retry = max(self._down_until - plan.job.now, 1.0)
+            return Decision(False, phone, None, codes.BACKEND_UNAVAILABLE, retry)
+        decision = plan.decide(self.fallback.run(plan.job))
+        if decision.receipt is None:
+            return decision
+        return replace(decision, receipt=replace(decision.receipt, fallback=True))
+
+    def _shared_list(self, policy: str) -> str:
+        for p in self.policies:
+            if p.name == policy and getattr(p, "shared", False):
+                return p.name
+        raise ConfigError(f"no Whitelist/Blacklist named {policy!r} with shared=True in this guard")

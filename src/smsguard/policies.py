@@ -1,0 +1,311 @@
+"""The policy objects. Each looks at an attempt and answers with a Review.
+
+A policy is anything with a ``name``, a ``reason`` and a ``review(attempt, now)`` method
+(see ``Policy``); no base class is needed. ``review`` returns one of:
+
+- ``EXEMPT``: allow the attempt without counting it anywhere (a whitelist);
+- ``Deny(reason)``: refuse it outright (a blacklist);
+- a sequence of ``Counter`` and ``Flag`` items for the backend (empty: no opinion).
+
+The guard asks every policy in order and stops at the first EXEMPT or Deny. Counters are
+consumed only after every policy has spoken, all or none, so order matters only between
+list verdicts: put ``Suspend`` before ``Whitelist`` if the switch must silence test numbers too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Final, Protocol, Union, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from limits import RateLimitItem, parse_many
+
+from smsguard import attempt as codes
+from smsguard.attempt import Attempt
+from smsguard.backends.base import Counter, Flag
+from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
+from smsguard.phone import normalize
+
+
+class Exempt:
+    """The verdict that lets an attempt through uncounted. Use the ``EXEMPT`` instance."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EXEMPT"
+
+
+EXEMPT: Final = Exempt()
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """The verdict that refuses an attempt outright, with a stable reason code."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+Review = Union[Exempt, Deny, Sequence[Union[Counter, Flag]]]  # noqa: UP007 (a runtime alias)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the guard needs of a policy."""
+
+    @property
+    def name(self) -> str:
+        """Unique within a guard; shown in ``Decision.policy`` and used in counter keys."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """The reason code of a denial by one of this policy's counters."""
+        ...
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        """Judge ``attempt`` at ``now`` (epoch seconds). Must not do I/O."""
+        ...
+
+
+def _positive(what: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{what} must be positive, got {value!r}")
+
+
+def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
+    """Parse a ``limits`` rate string (``"5/minute;20/hour"``) or raise ConfigError."""
+    try:
+        items = tuple(parse_many(rates))
+    except ValueError as exc:
+        raise ConfigError(f"{rates!r} is not a rate string such as '5/minute;20/hour': {exc}") from None
+    if not items:
+        raise ConfigError(f"{rates!r} holds no rate")
+    return items
+
+
+def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
+    if skip:
+        return ()
+    raise MissingSubject(
+        f"{policy} needs {what}: pass it to check(), or build the policy with skip_missing=True"
+    )
+
+
+class SameContent:
+    """At most ``limit`` messages with the same content to one number per ``window`` seconds.
+
+    The default is the SMS providers' rule: one identical message per number per 30 s.
+    """
+
+    reason = codes.SAME_CONTENT
+
+    def __init__(
+        self,
+        window: float = 30,
+        *,
+        limit: int = 1,
+        name: str = "same_content",
+        skip_missing: bool = False,
+    ) -> None:
+        _positive("window", window)
+        _positive("limit", limit)
+        self.name, self.window, self.limit, self.skip_missing = name, window, limit, skip_missing
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        if attempt.content_id is None:
+            return _missing(self.name, "content=", self.skip_missing)
+        # Hash-tag by number, so that every per-number key of an attempt shares one slot.
+        key = f"{self.name}:{{{attempt.phone_id}}}:{attempt.content_id}"
+        return (Counter(key, self.limit, now + self.window),)
+
+
+class DailyCap:
+    """At most ``limit`` messages to one number per calendar day in time zone ``tz``.
+
+    The day is the real local day: it resets at local midnight, on 23- and 25-hour DST days
+    too. The default zone is UTC; set the one your SMS provider counts days in
+    (``"Asia/Shanghai"`` for the mainland Chinese providers).
+    """
+
+    reason = codes.DAILY_CAP
+
+    def __init__(self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap") -> None:
+        _positive("limit", limit)
+        try:
+            self.tz = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
+        self.name, self.limit = name, limit
+        self._day = (0.0, 0.0)  # [start, end) of the last day seen, epoch seconds
+        self._lock = threading.Lock()
+
+    def day_bounds(self, now: float) -> tuple[float, float]:
+        """Epoch seconds of the local midnights that start and end the day holding ``now``."""
+        start, end = self._day
+        if start <= now < end:
+            return start, end
+        date = datetime.fromtimestamp(now, self.tz).date()
+        start = datetime.combine(date, time(), tzinfo=self.tz).timestamp()
+        end = datetime.combine(date + timedelta(days=1), time(), tzinfo=self.tz).timestamp()
+        with self._lock:
+            self._day = (start, end)
+        return start, end
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        return (Counter(f"{self.name}:{{{attempt.phone_id}}}", self.limit, self.day_bounds(now)[1]),)
+
+
+class _Rates:
+    """Shared by the rate policies: one sliding-window counter per item of a rate string."""
+
+    def __init__(self, rates: str, name: str) -> None:
+        self.name = name
+        self.rates = rates
+        self._items = tuple((i.amount, float(i.get_expiry())) for i in parse_rates(rates))
+
+    def counters(self, subject: str, now: float) -> tuple[Counter, ...]:
+        return tuple(
+            Counter(f"{self.name}:{{{subject}}}:{amount}/{window:g}", amount, now + window)
+            for amount, window in self._items
+        )
+
+
+class PhoneRate(_Rates):
+    """Sliding-window rates per number, in ``limits``' vocabulary: ``"1/minute;5/hour"``."""
+
+    reason = codes.PHONE_RATE
+
+    def __init__(self, rates: str = "1/minute;5/hour", *, name: str = "phone_rate") -> None:
+        super().__init__(rates, name)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        return self.counters(attempt.phone_id, now)
+
+
+class IPThrottle(_Rates):
+    """Sliding-window rates per client network: ``"20/hour"``.
+
+    IPv4 addresses count one by one (``ipv4_prefix=32``); IPv6 ones by /64, since anyone
+    holding one IPv6 address holds its whole /64. IPv4-mapped IPv6 addresses count as IPv4.
+    An attempt without an IP raises MissingSubject unless ``skip_missing=True``.
+    """
+
+    reason = codes.IP_THROTTLE
+
+    def __init__(
+        self,
+        rates: str = "20/hour",
+        *,
+        ipv4_prefix: int = 32,
+        ipv6_prefix: int = 64,
+        name: str = "ip_throttle",
+        skip_missing: bool = False,
+    ) -> None:
+        if not (0 <= ipv4_prefix <= 32 and 0 <= ipv6_prefix <= 128):
+            raise ConfigError("ipv4_prefix must be within 0..32 and ipv6_prefix within 0..128")
+        super().__init__(rates, name)
+        self.ipv4_prefix, self.ipv6_prefix, self.skip_missing = ipv4_prefix, ipv6_prefix, skip_missing
+
+    def network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """The network ``ip`` is counted under, as text."""
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix
+        if prefix == ip.max_prefixlen:
+            return str(ip)
+        return str(ipaddress.ip_network((ip, prefix), strict=False))
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        if attempt.ip is None:
+            return _missing(self.name, "ip=", self.skip_missing)
+        return self.counters(attempt.digest(self.network(attempt.ip)), now)
+
+
+class _NumberList:
+    """Numbers fixed at construction, plus (``shared=True``) a set kept in the backend that
+    every worker reads in the same round trip, changed at runtime with ``Guard.add_number``."""
+
+    verdict: Exempt | Deny
+
+    def __init__(self, numbers: Iterable[str], region: str | None, name: str, shared: bool) -> None:
+        try:
+            self.numbers = frozenset(normalize(n, region) for n in numbers)
+        except InvalidPhone as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        self.name, self.shared = name, shared
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        if attempt.phone in self.numbers:
+            return self.verdict
+        if self.shared:
+            reason = None if isinstance(self.verdict, Exempt) else self.verdict.reason
+            return (Flag(self.name, attempt.phone_id, reason),)
+        return ()
+
+
+class Whitelist(_NumberList):
+    """Numbers exempt from every limit (test and alarm numbers)."""
+
+    reason = codes.EXEMPT
+    verdict = EXEMPT
+
+    def __init__(
+        self,
+        numbers: Iterable[str] = (),
+        *,
+        region: str | None = None,
+        name: str = "whitelist",
+        shared: bool = False,
+    ) -> None:
+        super().__init__(numbers, region, name, shared)
+
+
+class Blacklist(_NumberList):
+    """Numbers always denied; ``prefixes`` deny whole E.164 ranges (``"+8819"``) against pumping."""
+
+    reason = codes.BLACKLISTED
+    verdict = Deny(codes.BLACKLISTED)
+
+    def __init__(
+        self,
+        numbers: Iterable[str] = (),
+        *,
+        prefixes: Iterable[str] = (),
+        region: str | None = None,
+        name: str = "blacklist",
+        shared: bool = False,
+    ) -> None:
+        super().__init__(numbers, region, name, shared)
+        self.prefixes = tuple(prefixes)
+        for p in self.prefixes:
+            if not (p.startswith("+") and p[1:].isdigit()):
+                raise ConfigError(f"{name}: prefix {p!r} must be '+' and digits, as in '+8819'")
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        if self.prefixes and attempt.phone.startswith(self.prefixes):
+            return self.verdict
+        return super().review(attempt, now)
+
+
+class Suspend:
+    """The emergency switch: while on (``Guard.suspend()``), every attempt is denied.
+
+    The switch lives in the backend, so on Redis one call silences every worker; it is read
+    in the same round trip as the counters.
+    """
+
+    reason = codes.SUSPENDED
+    KEY: Final = "switch"
+    MEMBER: Final = "suspended"
+
+    def __init__(self, *, name: str = "suspend") -> None:
+        self.name = name
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        return (Flag(self.KEY, self.MEMBER, self.reason),)
