@@ -66,7 +66,7 @@ def test_refund_removes_one_hit_only() -> None:
     backend = MemoryBackend()
     backend.run(job(0, Counter("k", 5, 10)))
     backend.run(job(0, Counter("k", 5, 10)))
-    backend.refund(Receipt("t", (("k", 10.0), ("missing", 3.0))))
+    backend.refund(Receipt("t", (Counter("k", 5, 10.0), Counter("missing", 1, 3.0))))
     assert backend.run(job(1, Counter("k", 5, 11))).counts == (1,)
 
 

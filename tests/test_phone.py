@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from smsguard import ConfigError, InvalidPhone, normalize
-from smsguard.phone import Digest, check_region
+from smsguard.phone import Digest, canonical, check_region
 
 SAME_NUMBER = [
     "+8613800138000",
@@ -84,3 +84,20 @@ def test_shared_backend_without_secret_fails_at_construction(monkeypatch: pytest
         Digest.from_settings(None, shared=True)
     # An in-process backend gets a random secret: keys never leave the process.
     assert Digest.from_settings(None, shared=False)("x") != Digest.from_settings(None, shared=False)("x")
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("+86 138-0013-8000", "+8613800138000"),
+        ("(138) 0013.8000", "13800138000"),
+        ("＋８６　１３８００１３８０００", "+8613800138000"),
+        ("+1 201 555 0123 ext. 4", "+1 201 555 0123 ext. 4"),  # not digits alone: left whole
+        ("١٣٨٠٠١٣٨٠٠٠", "١٣٨٠٠١٣٨٠٠٠"),  # Arabic-Indic digits: phonenumbers reads them
+    ],
+)
+def test_canonical_cache_key(raw: str, key: str) -> None:
+    assert canonical(raw) == key
+    assert normalize(key, "CN" if "ext" not in raw else None) == normalize(
+        raw, "CN" if "ext" not in raw else None
+    )

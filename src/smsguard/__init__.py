@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from smsguard.attempt import Attempt, Decision, Receipt
-from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome
+from smsguard.attempt import Attempt, Decision
+from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import (
     BackendUnavailable,

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from smsguard.backends.base import Receipt
 
 # Stable reason codes. Denials carry one of the first group; allowed decisions carry
 # None, or one of the second group when they skipped the limits.
@@ -36,17 +39,6 @@ class Attempt:
     content_id: str | None = None
     ip: IPv4Address | IPv6Address | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back."""
-
-    token: str
-    entries: tuple[tuple[str, float], ...]
-    """(counter key, expires_at) of every hit the attempt took."""
-    fallback: bool = False
-    """Taken on the in-process fallback backend while the real one was down."""
 
 
 @dataclass(frozen=True, slots=True)

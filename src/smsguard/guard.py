@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from smsguard import attempt as codes
-from smsguard.attempt import Attempt, Decision, Receipt
-from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome
+from smsguard.attempt import Attempt, Decision
+from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import BackendUnavailable, ConfigError, Denied, InvalidInput
-from smsguard.phone import Digest, check_region, normalize
+from smsguard.phone import Digest, canonical, check_region, normalize
 from smsguard.policies import EXEMPT, DailyCap, Deny, Policy, SameContent, Suspend
 
 log = logging.getLogger("smsguard")
@@ -56,8 +56,7 @@ class _Plan:
         if not allowed:
             owner = self.counter_owners[out.denied]
             return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining)
-        receipt = Receipt(self.job.token, tuple((c.key, c.expires_at) for c in self.job.counters))
-        return Decision(True, phone, remaining=remaining, receipt=receipt)
+        return Decision(True, phone, remaining=remaining, receipt=Receipt(self.job.token, self.job.counters))
 
 
 class Guard:
@@ -102,7 +101,9 @@ class Guard:
         self._digest = Digest.from_settings(secret, shared=self.backend.shared)
         self._down_until = 0.0
         self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
+        # Caches for what repeats in a flood: the victim's number, the attackers' addresses.
         self._identify = functools.lru_cache(maxsize=phone_cache)(self._identify_uncached)
+        self._ip = functools.lru_cache(maxsize=phone_cache)(ipaddress.ip_address)
 
     # -- the two shells -------------------------------------------------------------------
 
@@ -190,11 +191,11 @@ class Guard:
 
     def add_number(self, policy: str, phone: str) -> None:
         """Add ``phone`` to the shared list of the Whitelist/Blacklist named ``policy``."""
-        self.backend.add(self._shared_list(policy), self._identify(phone)[1])
+        self.backend.add(self._shared_list(policy), self.identify(phone)[1])
 
     def remove_number(self, policy: str, phone: str) -> None:
         """Take ``phone`` out of the shared list of the policy named ``policy``."""
-        self.backend.discard(self._shared_list(policy), self._identify(phone)[1])
+        self.backend.discard(self._shared_list(policy), self.identify(phone)[1])
 
     def suspend(self) -> None:
         """Turn the emergency switch on: a ``Suspend`` policy then denies every attempt."""
@@ -210,6 +211,11 @@ class Guard:
         e164 = normalize(phone, self.default_region)
         return e164, self._digest(e164)
 
+    def identify(self, phone: str) -> tuple[str, str]:
+        """(E.164, keyed hash) of ``phone``; raises InvalidPhone. Cached on a canonical form,
+        so that the formats an attacker rotates through share one entry."""
+        return self._identify(canonical(phone))
+
     def _plan(
         self,
         phone: str,
@@ -221,10 +227,10 @@ class Guard:
         now = self.clock()
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
-        e164, phone_id = self._identify(phone)
+        e164, phone_id = self.identify(phone)
         if ip is not None and not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             try:
-                ip = ipaddress.ip_address(ip)
+                ip = self._ip(ip)
             except ValueError:
                 raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
         attempt = Attempt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -28,6 +29,26 @@ _WHY_IMPOSSIBLE = {
     ValidationResult.INVALID_LENGTH: "wrong length for its country",
     ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "a local number: add the area code",
 }
+
+
+# Separators people type, and full-width digits and plus (as typed on CJK keyboards).
+_CANONICAL = str.maketrans(
+    {" ": None, "-": None, "(": None, ")": None, ".": None, "\u3000": None, "\uff0b": "+"}
+    | {chr(0xFF10 + d): str(d) for d in range(10)}
+)
+
+
+def canonical(raw: str) -> str:
+    """``raw`` without separators, as a cache key: ``"+86 138-0013-8000"`` -> ``"+8613800138000"``.
+
+    Only a result of ASCII digits (after an optional ``+``) is returned; anything else (an
+    extension, letters, other scripts) comes back unchanged for phonenumbers to read whole.
+    """
+    if not isinstance(raw, str):
+        return raw
+    key = raw.translate(_CANONICAL)
+    digits = key[1:] if key.startswith("+") else key
+    return key if digits.isascii() and digits.isdecimal() else raw
 
 
 def check_region(region: str | None) -> str | None:
@@ -71,15 +92,21 @@ class Digest:
     possible values that a plain hash of it could be reversed by trying them all.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_cached", "_key")
 
     def __init__(self, secret: str | bytes) -> None:
         raw = secret.encode() if isinstance(secret, str) else secret
         if not raw:
             raise ConfigError("the hashing secret must not be empty")
         self._key = hashlib.blake2b(raw, digest_size=32, person=b"smsguard").digest()
+        # Contents and client networks repeat far more often than not: cache their hashes.
+        self._cached = functools.lru_cache(maxsize=4096)(self.hash)
 
     def __call__(self, text: str) -> str:
+        return self._cached(text)
+
+    def hash(self, text: str) -> str:
+        """The keyed hash of ``text``, as 24 hex digits."""
         return hashlib.blake2b(text.encode(), key=self._key, digest_size=12).hexdigest()
 
     @classmethod

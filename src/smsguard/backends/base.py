@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from smsguard.attempt import Receipt
-
 
 @dataclass(frozen=True, slots=True)
 class Counter:
@@ -58,6 +56,18 @@ class Outcome:
     """Seconds until the ``denied`` counter frees a slot."""
     counts: tuple[int, ...] = ()
     """Live hits per counter before this attempt (when no flag was found)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back."""
+
+    token: str
+    """The job's token: the name of its hits."""
+    counters: tuple[Counter, ...]
+    """The counters it took one hit of."""
+    fallback: bool = False
+    """Taken on the in-process fallback backend while the real one was down."""
 
 
 @runtime_checkable

@@ -6,8 +6,7 @@ import heapq
 import threading
 from bisect import bisect_right, insort
 
-from smsguard.attempt import Receipt
-from smsguard.backends.base import Job, Outcome
+from smsguard.backends.base import Job, Outcome, Receipt
 
 
 class MemoryBackend:
@@ -70,11 +69,11 @@ class MemoryBackend:
 
     def refund(self, receipt: Receipt) -> None:
         with self._lock:
-            for key, expires_at in receipt.entries:
-                entries = self._hits.get(key)
+            for counter in receipt.counters:
+                entries = self._hits.get(counter.key)
                 if entries:
-                    i = bisect_right(entries, expires_at) - 1
-                    if i >= 0 and entries[i] == expires_at:
+                    i = bisect_right(entries, counter.expires_at) - 1
+                    if i >= 0 and entries[i] == counter.expires_at:
                         del entries[i]
 
     async def arefund(self, receipt: Receipt) -> None:

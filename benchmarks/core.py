@@ -1,0 +1,166 @@
+"""The 4-policy check on the memory backend, side by side with `limits` in one run.
+
+Workload (issue #2): 100,000 attempts across 50,000 numbers and 5,000 IPs, drawn at random
+with a fixed seed; SameContent(30 s), DailyCap(10/day), PhoneRate(1/minute;5/hour),
+IPThrottle(20/hour). Then a flood of random numbers: peak memory, and memory once their
+windows have passed.
+
+`limits` has no calendar day, no all-or-nothing and no phone numbers, so its side does the
+nearest thing: four moving-window limits (10/day as a sliding 24 h), hit in turn and
+stopping at the first refusal (its usual pattern, and its cheapest). It runs twice: keyed
+on the number as typed (what a `limits` user gets for free, where "138 0013 8000" and
+"+8613800138000" are two numbers) and keyed on the number normalized by `phonenumbers` as
+smsguard does (the same job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import phonenumbers
+from limits import parse, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from smsguard import DailyCap, Guard, IPThrottle, MemoryBackend, PhoneRate, SameContent
+
+Attempt = tuple[str, str, str]  # phone as typed, content, ip
+
+
+def workload(n: int = 100_000, numbers: int = 50_000, ips: int = 5_000, seed: int = 1) -> list[Attempt]:
+    rng = random.Random(seed)
+    phones = [f"13{rng.randrange(5, 10)}{rng.randrange(10**8):08d}" for _ in range(numbers)]
+    formats = ["{}", "+86 {}", "+86{}", "0086{}"]
+    addresses = [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}" for _ in range(ips)]
+    return [
+        (
+            rng.choice(formats).format(rng.choice(phones)),
+            f"Your code is {rng.randrange(10)}",
+            rng.choice(addresses),
+        )
+        for _ in range(n)
+    ]
+
+
+def four_policies() -> list[object]:
+    return [
+        SameContent(30),
+        DailyCap(10, tz="Asia/Shanghai"),
+        PhoneRate("1/minute;5/hour"),
+        IPThrottle("20/hour"),
+    ]
+
+
+def smsguard_check() -> Callable[[str, str, str], bool]:
+    guard = Guard(four_policies(), default_region="CN", secret="bench")  # type: ignore[arg-type]
+    return lambda phone, content, ip: guard.check(phone, content=content, ip=ip).allowed
+
+
+def limits_check(normalize: bool) -> Callable[[str, str, str], bool]:
+    limiter = MovingWindowRateLimiter(MemoryStorage())
+    same, daily = parse("1/30 seconds"), parse("10/day")
+    rates, per_ip = parse_many("1/minute;5/hour"), parse("20/hour")
+
+    def check(phone: str, content: str, ip: str) -> bool:
+        if normalize:
+            number = phonenumbers.parse(phone, "CN")
+            if not phonenumbers.is_valid_number(number):
+                return False
+            phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return (
+            limiter.hit(same, "same", phone, content)
+            and limiter.hit(daily, "daily", phone)
+            and all(limiter.hit(r, "rate", phone) for r in rates)
+            and limiter.hit(per_ip, "ip", ip)
+        )
+
+    return check
+
+
+def measure(check: Callable[[str, str, str], bool], attempts: Sequence[Attempt]) -> dict[str, float]:
+    latencies = []
+    allowed = 0
+    gc.collect()
+    start = time.perf_counter()
+    for phone, content, ip in attempts:
+        t = time.perf_counter_ns()
+        allowed += check(phone, content, ip)
+        latencies.append(time.perf_counter_ns() - t)
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "per_s": len(attempts) / elapsed,
+        "p50_us": latencies[len(latencies) // 2] / 1000,
+        "p99_us": latencies[int(len(latencies) * 0.99)] / 1000,
+        "mean_us": statistics.fmean(latencies) / 1000,
+        "allowed": allowed,
+    }
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MiB."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def flood(n: int) -> None:
+    now = [1772424000.0]  # 12:00 in Shanghai
+    backend = MemoryBackend()
+    guard = Guard(four_policies(), backend=backend, clock=lambda: now[0], secret="bench")  # type: ignore[arg-type]
+    rng = random.Random(2)
+    gc.collect()
+    before, _ = rss_mib()
+    start = time.perf_counter()
+    for i in range(n):
+        now[0] += 0.01
+        guard.check(
+            f"+8613{rng.randrange(5, 10)}{rng.randrange(10**8):08d}", content="x", ip=f"10.0.{i % 250}.1"
+        )
+    elapsed = time.perf_counter() - start
+    during, peak = rss_mib()
+    keys = len(backend)
+    now[0] += 86400  # every window, the calendar day included, is over
+    for i in range(2000):  # ordinary traffic resumes: each decision sweeps a bounded slice
+        guard.check(f"+86139{i:08d}", content="y", ip="10.9.9.9")
+    after_traffic = len(backend)
+    swept = backend.sweep(now[0])
+    gc.collect()
+    after, _ = rss_mib()
+    print(f"\nflood of {n:,} random numbers through the 4-policy guard ({n / elapsed:,.0f}/s)")
+    print(f"  RSS before {before:,.0f} MiB, at the end of the flood {during:,.0f} MiB (peak {peak:,.0f} MiB)")
+    print(f"  counter keys held: {keys:,} during; {after_traffic:,} after 2,000 ordinary checks a day later;")
+    print(f"  sweep() dropped {swept:,} more; {len(backend):,} left; RSS then {after:,.0f} MiB")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attempts", type=int, default=100_000)
+    parser.add_argument("--flood", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+
+    attempts = workload(args.attempts)
+    rows = {
+        "smsguard (memory)": measure(smsguard_check(), attempts),
+        "limits, keyed as typed": measure(limits_check(normalize=False), attempts),
+        "limits + phonenumbers": measure(limits_check(normalize=True), attempts),
+    }
+    ours = rows["smsguard (memory)"]["per_s"]
+    print(f"4-policy check, {len(attempts):,} attempts, 50,000 numbers, 5,000 IPs, one thread")
+    print(f"{'':26}{'decisions/s':>12}{'p50 µs':>9}{'p99 µs':>9}{'allowed':>9}{'smsguard ×':>12}")
+    for name, r in rows.items():
+        print(
+            f"{name:26}{r['per_s']:>12,.0f}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}"
+            f"{r['allowed']:>9,.0f}{ours / r['per_s']:>12.2f}"
+        )
+    if args.flood:
+        flood(args.flood)
+
+
+if __name__ == "__main__":
+    main()
