@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
+from servers import RedisCluster, RedisServer
 
 from smsguard import Guard, MemoryBackend
 from smsguard.backends.base import Backend
+from smsguard.backends.redis import RedisBackend
 
 # Mon 2026-03-02 12:00:00 in Asia/Shanghai (04:00 UTC): far from any midnight.
 T0 = 1772424000.0
@@ -30,7 +35,12 @@ def clock() -> Clock:
     return Clock()
 
 
-BACKENDS = ["memory"]
+BACKENDS = [
+    "memory",
+    "fakeredis",
+    pytest.param("redis", marks=pytest.mark.redis_server),
+    pytest.param("cluster", marks=pytest.mark.cluster),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -44,6 +54,51 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 @pytest.fixture
 def memory_backend() -> MemoryBackend:
     return MemoryBackend()
+
+
+def unique_prefix() -> str:
+    """Each test its own key space, so tests never see each other's counters."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def fakeredis_backend(fake_server: fakeredis.FakeServer) -> RedisBackend:
+    return RedisBackend(
+        fakeredis.FakeRedis(server=fake_server),
+        aclient=fakeredis.FakeAsyncRedis(server=fake_server, max_connections=1000),
+        prefix=unique_prefix(),
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole session, started by the suite itself."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real local Redis Cluster of 3 masters, started by the suite itself."""
+    cluster = RedisCluster(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_backend(redis_server: RedisServer) -> RedisBackend:
+    return RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
+
+
+@pytest.fixture
+def cluster_backend(redis_cluster: RedisCluster) -> RedisBackend:
+    return RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix())
 
 
 @pytest.fixture

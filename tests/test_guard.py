@@ -178,7 +178,7 @@ def test_concurrent_acheck_admits_exactly_the_cap(make_guard: Callable[..., Guar
     guard = make_guard([SameContent(skip_missing=True), DailyCap(10), IPThrottle("50/hour")])
 
     async def flood() -> list[Decision]:
-        return await asyncio.gather(*(guard.acheck(VICTIM, ip=f"198.51.100.{i % 7}") for i in range(200)))
+        return await asyncio.gather(*(guard.acheck(VICTIM, ip=f"198.51.100.{i % 7}") for i in range(300)))
 
     decisions = asyncio.run(flood())
     assert sum(d.allowed for d in decisions) == 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from smsguard import Counter, DailyCap, Guard, Job, MemoryBackend, Receipt, SameContent
+from smsguard import Counter, DailyCap, Flag, Guard, Job, MemoryBackend, Receipt, SameContent
 
 VICTIM = "+8613800138000"
 
@@ -72,11 +72,11 @@ def test_refund_removes_one_hit_only() -> None:
 
 def test_clear_and_sets() -> None:
     backend = MemoryBackend()
-    backend.add("wl", "a")
+    backend.set_flag("wl")
     backend.run(job(0, Counter("k", 5, 10)))
     backend.clear()
     assert len(backend) == 0
-    assert backend.run(Job(0, "t", (), ())).flag == -1
+    assert backend.run(Job(0, "t", (Flag("wl"),), ())).flag == -1
 
 
 def test_guard_flood_of_random_numbers_is_freed_after_the_day() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from smsguard.attempt import Attempt, Decision
 from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
 from smsguard.backends.memory import MemoryBackend
@@ -29,6 +31,19 @@ from smsguard.policies import (
     Whitelist,
 )
 
+if TYPE_CHECKING:
+    from smsguard.backends.redis import RedisBackend
+
+
+def __getattr__(name: str) -> Any:
+    # RedisBackend needs the `redis` extra; import it only when asked for.
+    if name == "RedisBackend":
+        from smsguard.backends.redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module 'smsguard' has no attribute {name!r}")
+
+
 __all__ = [
     "EXEMPT",
     "Attempt",
@@ -53,6 +68,7 @@ __all__ = [
     "PhoneRate",
     "Policy",
     "Receipt",
+    "RedisBackend",
     "SameContent",
     "SmsguardError",
     "Suspend",

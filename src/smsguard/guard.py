@@ -22,7 +22,7 @@ from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import BackendUnavailable, ConfigError, Denied, InvalidInput
 from smsguard.phone import Digest, canonical, check_region, normalize
-from smsguard.policies import EXEMPT, DailyCap, Deny, Policy, SameContent, Suspend
+from smsguard.policies import EXEMPT, DailyCap, Deny, NumberList, Policy, SameContent, Suspend
 
 log = logging.getLogger("smsguard")
 
@@ -191,19 +191,19 @@ class Guard:
 
     def add_number(self, policy: str, phone: str) -> None:
         """Add ``phone`` to the shared list of the Whitelist/Blacklist named ``policy``."""
-        self.backend.add(self._shared_list(policy), self.identify(phone)[1])
+        self.backend.set_flag(self._shared_list(policy).flag_key(self.identify(phone)[1]))
 
     def remove_number(self, policy: str, phone: str) -> None:
         """Take ``phone`` out of the shared list of the policy named ``policy``."""
-        self.backend.discard(self._shared_list(policy), self.identify(phone)[1])
+        self.backend.clear_flag(self._shared_list(policy).flag_key(self.identify(phone)[1]))
 
     def suspend(self) -> None:
         """Turn the emergency switch on: a ``Suspend`` policy then denies every attempt."""
-        self.backend.add(Suspend.KEY, Suspend.MEMBER)
+        self.backend.set_flag(Suspend.KEY)
 
     def resume(self) -> None:
         """Turn the emergency switch off."""
-        self.backend.discard(Suspend.KEY, Suspend.MEMBER)
+        self.backend.clear_flag(Suspend.KEY)
 
     # -- the pure core -----------------------------------------------------------------
 
@@ -292,8 +292,8 @@ class Guard:
             return decision
         return replace(decision, receipt=replace(decision.receipt, fallback=True))
 
-    def _shared_list(self, policy: str) -> str:
+    def _shared_list(self, policy: str) -> NumberList:
         for p in self.policies:
-            if p.name == policy and getattr(p, "shared", False):
-                return p.name
+            if p.name == policy and isinstance(p, NumberList) and p.shared:
+                return p
         raise ConfigError(f"no Whitelist/Blacklist named {policy!r} with shared=True in this guard")

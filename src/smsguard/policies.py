@@ -227,7 +227,7 @@ class IPThrottle(_Rates):
         return self.counters(attempt.digest(self.network(attempt.ip)), now)
 
 
-class _NumberList:
+class NumberList:
     """Numbers fixed at construction, plus (``shared=True``) a set kept in the backend that
     every worker reads in the same round trip, changed at runtime with ``Guard.add_number``."""
 
@@ -240,16 +240,20 @@ class _NumberList:
             raise ConfigError(f"{name}: {exc}") from None
         self.name, self.shared = name, shared
 
+    def flag_key(self, phone_id: str) -> str:
+        """The backend flag that holds ``phone_id`` on this shared list."""
+        return f"{self.name}:{{{phone_id}}}"
+
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.phone in self.numbers:
             return self.verdict
         if self.shared:
             reason = None if isinstance(self.verdict, Exempt) else self.verdict.reason
-            return (Flag(self.name, attempt.phone_id, reason),)
+            return (Flag(self.flag_key(attempt.phone_id), reason),)
         return ()
 
 
-class Whitelist(_NumberList):
+class Whitelist(NumberList):
     """Numbers exempt from every limit (test and alarm numbers)."""
 
     reason = codes.EXEMPT
@@ -266,7 +270,7 @@ class Whitelist(_NumberList):
         super().__init__(numbers, region, name, shared)
 
 
-class Blacklist(_NumberList):
+class Blacklist(NumberList):
     """Numbers always denied; ``prefixes`` deny whole E.164 ranges (``"+8819"``) against pumping."""
 
     reason = codes.BLACKLISTED
@@ -301,11 +305,10 @@ class Suspend:
     """
 
     reason = codes.SUSPENDED
-    KEY: Final = "switch"
-    MEMBER: Final = "suspended"
+    KEY: Final = "switch:suspended"
 
     def __init__(self, *, name: str = "suspend") -> None:
         self.name = name
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return (Flag(self.KEY, self.MEMBER, self.reason),)
+        return (Flag(self.KEY, self.reason),)

@@ -25,11 +25,14 @@ class Counter:
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """A set membership read with the counters: if ``member`` is in the set ``key``, the
-    attempt stops there, consuming nothing. ``reason`` None exempts it, else denies it."""
+    """A key read with the counters: if it is set, the attempt stops there, consuming
+    nothing. ``reason`` None exempts the attempt, else denies it with that reason.
+
+    Per-number flags (a shared whitelist entry) are hash-tagged like the number's counters,
+    so in a Redis Cluster they live in the same slot and are read by the same script.
+    """
 
     key: str
-    member: str
     reason: str | None = None
 
 
@@ -49,7 +52,7 @@ class Outcome:
     """A backend's answer. At most one of ``flag`` and ``denied`` is set (>= 0)."""
 
     flag: int = -1
-    """Index of the first flag whose member was found; nothing was consumed."""
+    """Index of the first flag found set; nothing was consumed."""
     denied: int = -1
     """Index of the failing counter that frees a slot last; nothing was consumed."""
     retry_after: float = 0.0
@@ -93,12 +96,12 @@ class Backend(Protocol):
         """``refund`` for async code."""
         ...
 
-    def add(self, key: str, member: str) -> None:
-        """Put ``member`` in the set ``key`` (runtime whitelists, blacklists, the switch)."""
+    def set_flag(self, key: str) -> None:
+        """Set the flag ``key`` (a runtime list entry, the emergency switch); it has no expiry."""
         ...
 
-    def discard(self, key: str, member: str) -> None:
-        """Take ``member`` out of the set ``key``."""
+    def clear_flag(self, key: str) -> None:
+        """Clear the flag ``key``."""
         ...
 
     def clear(self) -> None:

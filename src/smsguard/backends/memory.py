@@ -20,11 +20,11 @@ class MemoryBackend:
 
     shared = False
 
-    def __init__(self, *, sweep_batch: int = 256) -> None:
+    def __init__(self, *, sweep_batch: int = 64) -> None:
         self._lock = threading.Lock()
         self._hits: dict[str, list[float]] = {}
         self._expiry: list[tuple[float, str]] = []  # (when the key may be empty, key)
-        self._sets: dict[str, set[str]] = {}
+        self._flags: set[str] = set()
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
@@ -34,8 +34,7 @@ class MemoryBackend:
             if self._expiry and self._expiry[0][0] <= now:
                 self._sweep(now, self._sweep_batch)
             for i, flag in enumerate(job.flags):
-                members = self._sets.get(flag.key)
-                if members is not None and flag.member in members:
+                if flag.key in self._flags:
                     return Outcome(flag=i)
             counts = []
             denied, wait = -1, 0.0
@@ -79,19 +78,19 @@ class MemoryBackend:
     async def arefund(self, receipt: Receipt) -> None:
         self.refund(receipt)
 
-    def add(self, key: str, member: str) -> None:
+    def set_flag(self, key: str) -> None:
         with self._lock:
-            self._sets.setdefault(key, set()).add(member)
+            self._flags.add(key)
 
-    def discard(self, key: str, member: str) -> None:
+    def clear_flag(self, key: str) -> None:
         with self._lock:
-            self._sets.get(key, set()).discard(member)
+            self._flags.discard(key)
 
     def clear(self) -> None:
         with self._lock:
             self._hits.clear()
             self._expiry.clear()
-            self._sets.clear()
+            self._flags.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``; return how many went."""

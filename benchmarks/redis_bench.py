@@ -1,0 +1,173 @@
+"""The 4-policy check on Redis (sync and async), beside `limits`' RedisStorage, in one run.
+
+Starts its own redis-server on a free loopback port. Same workload and the same four limits
+as benchmarks/core.py (limits keyed on the normalized number, doing the same job); also
+counts the top-level Redis commands each sends per decision, as MONITOR sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import phonenumbers
+from core import Attempt, four_policies, measure, workload
+from limits import parse, parse_many
+from limits.aio.storage import RedisStorage as AsyncRedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindow
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from smsguard import Guard
+from smsguard.backends.redis import RedisBackend
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from servers import RedisServer, top_level_commands
+
+SAME, DAILY, RATES, PER_IP = (
+    parse("1/30 seconds"),
+    parse("10/day"),
+    parse_many("1/minute;5/hour"),
+    parse("20/hour"),
+)
+
+
+def e164(phone: str) -> str:
+    number = phonenumbers.parse(phone, "CN")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def limits_sync(url: str) -> Callable[[str, str, str], bool]:
+    limiter = MovingWindowRateLimiter(RedisStorage(url, key_prefix="bench-limits"))
+
+    def check(phone: str, content: str, ip: str) -> bool:
+        phone = e164(phone)
+        return (
+            limiter.hit(SAME, "same", phone, content)
+            and limiter.hit(DAILY, "daily", phone)
+            and all(limiter.hit(r, "rate", phone) for r in RATES)
+            and limiter.hit(PER_IP, "ip", ip)
+        )
+
+    return check
+
+
+def limits_async(url: str) -> Callable[[str, str, str], Awaitable[bool]]:
+    limiter = AsyncMovingWindow(
+        AsyncRedisStorage(
+            url.replace("redis://", "async+redis://"), key_prefix="bench-al", implementation="redispy"
+        )
+    )
+
+    async def check(phone: str, content: str, ip: str) -> bool:
+        phone = e164(phone)
+        return (
+            await limiter.hit(SAME, "same", phone, content)
+            and await limiter.hit(DAILY, "daily", phone)
+            and await limiter.hit(RATES[0], "rate", phone)
+            and await limiter.hit(RATES[1], "rate", phone)
+            and await limiter.hit(PER_IP, "ip", ip)
+        )
+
+    return check
+
+
+def measure_async(
+    check: Callable[[str, str, str], Awaitable[bool]], attempts: Sequence[Attempt], concurrency: int
+) -> dict[str, float]:
+    """Throughput and latency with ``concurrency`` tasks sharing one event loop."""
+    latencies: list[int] = []
+    allowed = 0
+
+    async def worker(queue: list[Attempt]) -> None:
+        nonlocal allowed
+        while queue:
+            phone, content, ip = queue.pop()
+            t = time.perf_counter_ns()
+            ok = await check(phone, content, ip)  # not `allowed += await ...`: that reads before awaiting
+            latencies.append(time.perf_counter_ns() - t)
+            allowed += ok
+
+    async def main() -> float:
+        queue = list(reversed(attempts))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(queue) for _ in range(concurrency)))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    return {
+        "per_s": len(attempts) / elapsed,
+        "p50_us": latencies[len(latencies) // 2] / 1000,
+        "p99_us": latencies[int(len(latencies) * 0.99)] / 1000,
+        "allowed": allowed,
+    }
+
+
+def commands_per_decision(
+    port: int, check: Callable[[str, str, str], object], sample: Sequence[Attempt]
+) -> float:
+    for attempt in sample[:5]:
+        check(*attempt)  # warm up: scripts loaded, connections open
+    sent = top_level_commands(port, lambda: [check(*a) for a in sample[5:]])
+    return len(sent) / (len(sample) - 5)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attempts", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    attempts = workload(args.attempts, numbers=args.attempts // 2, ips=max(args.attempts // 20, 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp)).start()
+        try:
+            backend = RedisBackend.from_url(server.url, prefix="bench:")
+            guard = Guard(four_policies(), backend=backend, default_region="CN", secret="bench")  # type: ignore[arg-type]
+
+            def ours(phone: str, content: str, ip: str) -> bool:
+                return guard.check(phone, content=content, ip=ip).allowed
+
+            async def ours_async(phone: str, content: str, ip: str) -> bool:
+                return (await guard.acheck(phone, content=content, ip=ip)).allowed
+
+            theirs, theirs_async = limits_sync(server.url), limits_async(server.url)
+            rows = {
+                "smsguard, sync": measure(ours, attempts),
+                "limits, sync": measure(theirs, attempts),
+            }
+            backend.clear()
+            rows[f"smsguard, async ×{args.concurrency}"] = measure_async(
+                ours_async, attempts, args.concurrency
+            )
+            rows[f"limits, async ×{args.concurrency}"] = measure_async(
+                theirs_async, attempts, args.concurrency
+            )
+            sample = workload(205, seed=9)
+            commands = {
+                "smsguard, sync": commands_per_decision(server.port, ours, sample),
+                "limits, sync": commands_per_decision(server.port, theirs, sample),
+            }
+        finally:
+            server.stop()
+
+    print(f"4-policy check on a local redis-server, {len(attempts):,} attempts")
+    header = ["decisions/s", "p50 µs", "p99 µs", "allowed", "smsguard ×", "cmds/decision"]
+    print(f"{'':22}" + "".join(f"{h:>{w}}" for h, w in zip(header, [12, 9, 9, 9, 12, 15], strict=True)))
+    for name, r in rows.items():
+        peer = "smsguard," + name.split(",", 1)[1]
+        cmds = commands.get(name)
+        print(
+            f"{name:22}{r['per_s']:>12,.0f}{r['p50_us']:>9.0f}{r['p99_us']:>9.0f}{r['allowed']:>9,.0f}"
+            f"{rows[peer]['per_s'] / r['per_s']:>12.2f}{'' if cmds is None else f'{cmds:.2f}':>15}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Real redis-server processes for the tests: a single node and a 3-master cluster.
+
+Each listens on a free loopback port, in a temporary directory, and is stopped at the end.
+Without the binary these tests skip with the reason, except under CI=true, where a missing
+redis-server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def require_redis_server() -> str:
+    if REDIS_SERVER:
+        return REDIS_SERVER
+    if os.environ.get("CI") == "true":
+        pytest.fail(
+            "redis-server is not installed: CI must run the Redis tests (apt-get install redis-server)"
+        )
+    pytest.skip("redis-server is not installed: Redis tests skipped (install it to run them)")
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
+    if not cluster:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1:port, with no persistence."""
+
+    def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
+        self.binary = require_redis_server()
+        self.port = port or free_port(cluster="--cluster-enabled" in extra)
+        self.workdir = workdir / str(self.port)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        args += ["--dir", str(self.workdir), *self.extra]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.02)  # waiting for a process to listen, not for a window to pass
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+class RedisCluster:
+    """Three masters (no replicas) on free ports, joined with redis-cli --cluster create."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.nodes = [RedisServer(workdir, None, "--cluster-enabled", "yes") for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is needed to form the test cluster")
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            states = [redis.Redis(port=n.port).cluster("info")["cluster_state"] for n in self.nodes]
+            if all(state == "ok" for state in states):
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test cluster did not come up: {states}")
+            time.sleep(0.05)  # waiting for the cluster to agree, not for a window to pass
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def top_level_commands(port: int, work: Callable[[], Any]) -> list[str]:
+    """The commands clients sent while ``work()`` ran, as MONITOR saw them (not the
+    ones scripts ran inside Redis)."""
+    seen: list[str] = []
+    client = redis.Redis(port=port)
+    with client.monitor() as monitor:
+        ready = threading.Event()
+
+        def read() -> None:
+            ready.set()
+            for command in monitor.listen():
+                if command["command"] == "ECHO end-of-test":
+                    return
+                if command["client_type"] != "lua":
+                    seen.append(command["command"].split()[0])
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        ready.wait()
+        redis.Redis(port=port).echo("start")
+        work()
+        redis.Redis(port=port).echo("end-of-test")
+        reader.join(timeout=30)
+    handshake = {"ECHO", "HELLO", "CLIENT", "AUTH", "SELECT"}  # connection set-up, ours and theirs
+    return [c for c in seen if c not in handshake]
