@@ -55,6 +55,8 @@ class Decision:
     """Seconds until the denying counter frees a slot; None when waiting will not help."""
     remaining: Mapping[str, int] = field(default_factory=dict)
     """Hits left per policy name, where known."""
+    limit: int | None = None
+    """The limit of the denying counter (the quota a RateLimit-Policy header announces)."""
     receipt: Receipt | None = field(default=None, repr=False, compare=False)
 
     def __bool__(self) -> bool:

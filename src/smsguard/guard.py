@@ -22,7 +22,7 @@ from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import BackendUnavailable, ConfigError, Denied, InvalidInput
 from smsguard.phone import Digest, canonical, check_region, normalize
-from smsguard.policies import EXEMPT, DailyCap, Deny, NumberList, Policy, SameContent, Suspend
+from smsguard.policies import EXEMPT, DailyCap, Deny, NumberList, Policy, SameContent, Suspend, Whitelist
 
 log = logging.getLogger("smsguard")
 
@@ -54,8 +54,8 @@ class _Plan:
             left = max(0, counter.limit - n - allowed)
             remaining[owner.name] = min(left, remaining.get(owner.name, left))
         if not allowed:
-            owner = self.counter_owners[out.denied]
-            return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining)
+            owner, limit = self.counter_owners[out.denied], self.job.counters[out.denied].limit
+            return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining, limit)
         return Decision(True, phone, remaining=remaining, receipt=Receipt(self.job.token, self.job.counters))
 
 
@@ -104,6 +104,55 @@ class Guard:
         # Caches for what repeats in a flood: the victim's number, the attackers' addresses.
         self._identify = functools.lru_cache(maxsize=phone_cache)(self._identify_uncached)
         self._ip = functools.lru_cache(maxsize=phone_cache)(ipaddress.ip_address)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> Guard:
+        """A guard from flat settings (a Flask ``app.config``, environment variables), with
+        the Tencent defaults for what is not set:
+
+        ``STORAGE_URI`` (``memory://``), ``SECRET``, ``DEFAULT_REGION``, ``FAIL_MODE`` (``local``),
+        ``SAME_CONTENT_WINDOW`` (30; 0 turns it off), ``DAILY_CAP`` (10; 0 off), ``TIMEZONE``
+        (``UTC``), ``PHONE_RATE`` (``1/minute;5/hour``; empty off), ``IP_RATE`` (``20/hour``; empty
+        off), ``WHITELIST`` and ``BLACKLIST`` (lists of numbers), ``SUSPENDABLE`` (True: add the
+        emergency switch).
+        """
+
+        def get(name: str, default: Any) -> Any:
+            value = settings.get(prefix + name)
+            return default if value is None else value
+
+        def listed(name: str) -> list[str]:  # a list, or "a,b" from an environment variable
+            value = get(name, ())
+            return (
+                [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+            )
+
+        from smsguard.backends import backend_from_url
+        from smsguard.policies import Blacklist, IPThrottle, PhoneRate
+
+        region = get("DEFAULT_REGION", None)
+        policies: list[Policy] = []
+        if str(get("SUSPENDABLE", True)).lower() not in ("0", "false", "no", "off"):
+            policies.append(Suspend())
+        if whitelist := listed("WHITELIST"):
+            policies.append(Whitelist(whitelist, region=region))
+        if blacklist := listed("BLACKLIST"):
+            policies.append(Blacklist(blacklist, region=region))
+        if window := float(get("SAME_CONTENT_WINDOW", 30)):
+            policies.append(SameContent(window))
+        if cap := int(get("DAILY_CAP", 10)):
+            policies.append(DailyCap(cap, tz=get("TIMEZONE", "UTC")))
+        if rates := get("PHONE_RATE", "1/minute;5/hour"):
+            policies.append(PhoneRate(rates))
+        if rates := get("IP_RATE", "20/hour"):
+            policies.append(IPThrottle(rates))
+        return cls(
+            policies,
+            backend=backend_from_url(get("STORAGE_URI", "memory://")),
+            default_region=region,
+            fail_mode=get("FAIL_MODE", "local"),
+            secret=get("SECRET", None),
+        )
 
     # -- the two shells -------------------------------------------------------------------
 

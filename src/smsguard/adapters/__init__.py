@@ -1,0 +1,3 @@
+"""Web adapters: ``asgi.SMSGuardMiddleware`` (Starlette, FastAPI) and ``flask.SMSGuard``."""
+
+from __future__ import annotations

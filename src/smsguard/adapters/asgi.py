@@ -1,0 +1,124 @@
+"""Pure ASGI middleware for Starlette, FastAPI or any ASGI app.
+
+Shaped like Starlette's own middleware: plain config in ``__init__``; ``__call__`` passes
+other routes and non-HTTP scopes straight through, reads a guarded request's body once (up to
+``max_body``), decides, and either answers itself or calls the app with the body replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from smsguard.adapters.http import Gate, Incoming, Reply
+from smsguard.errors import InvalidInput
+from smsguard.guard import Guard
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SMSGuardMiddleware:
+    """Guards ``routes`` (``"POST /sms/send"``) of an ASGI app with ``guard``.
+
+    ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``, ``max_body``,
+    ``refund_on``, ``render`` (see ``smsguard.adapters.http.Gate``).
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, guard: Guard, routes: Iterable[str] = ("POST /sms/send",), **options: Any
+    ) -> None:
+        self.app, self.guard, self.gate = app, guard, Gate(**options)
+        self.routes = {tuple(route.split(None, 1)) for route in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        body = await self._read_body(scope, receive)
+        if body is None:
+            await _respond(send, self.gate.too_large())
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        client = scope.get("client")
+        request = Incoming(
+            scope["method"],
+            scope["path"],
+            headers,
+            scope.get("query_string", b"").decode("latin-1"),
+            body,
+            client[0] if client else None,
+        )
+        arguments = self.gate.arguments(request)
+        if isinstance(arguments, Reply):
+            await _respond(send, arguments)
+            return
+        try:
+            decision = await self.guard.acheck(**arguments)
+        except InvalidInput as exc:
+            await _respond(send, self.gate.invalid(exc))
+            return
+        refusal = self.gate.refusal(decision)
+        if refusal is not None:
+            await _respond(send, refusal)
+            return
+
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body, receive), watch)
+        except BaseException:
+            await self.guard.arefund(decision)  # the endpoint failed: the code was not sent
+            raise
+        if self.gate.refund_on(status):
+            await self.guard.arefund(decision)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None past ``max_body`` (checked against Content-Length first)."""
+        limit = self.gate.max_body
+        for name, value in scope["headers"]:
+            if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+                return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away; judge what arrived
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body once, then the client's later messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(send: Send, reply: Reply) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -1,0 +1,248 @@
+"""What both web adapters share, free of any framework: read a request, answer it.
+
+An adapter hands a ``Gate`` the parts of a request (``Incoming``); the gate turns them into
+the guard's arguments or an error ``Reply`` (400, 413), and a ``Decision`` into a refusal
+(429, 503) or nothing (let the endpoint run). The ASGI middleware and the Flask extension are
+the few lines of I/O around it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from smsguard import attempt as codes
+from smsguard.attempt import Decision
+from smsguard.errors import ConfigError, InvalidInput
+
+MAX_BODY = 16 * 1024
+"""A send-code request is a phone number and a few fields: 16 KiB is generous."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A request as an adapter sees it: header names lower-case, the body already read."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: str
+    body: bytes
+    peer: str | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """The parsed body (JSON object or form) or, without a body, the query parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A refusal before it is rendered: the status, the JSON body, extra headers."""
+
+    status: int
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A rendered response."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def json_reply(problem: Problem) -> Reply:
+    """The default rendering: the problem's body as JSON."""
+    body = json.dumps(problem.body, separators=(",", ":")).encode()
+    headers = [("content-type", "application/json"), *problem.headers.items()]
+    return Reply(problem.status, headers, body)
+
+
+Field = str | Callable[[Incoming], Any] | None
+"""Where a value comes from: a field name (JSON body, form body, or query string), a
+callable given the Incoming request (return None when absent), or None (not used)."""
+
+
+class Gate:
+    """Request in, guard arguments or refusal out. Shared by every adapter.
+
+    - ``phone``: where the number is (default the ``phone`` field).
+    - ``content``: where the content is; default None, which uses the route (``POST
+      /sms/send``) as the content, so that SameContent limits one code per number per
+      window per endpoint. Name a field (``"template"``) to count per template instead.
+    - ``trusted_proxies``: CIDRs whose ``Forwarded`` / ``X-Forwarded-For`` are believed.
+    - ``refund_on``: statuses of the endpoint's response that mean "not sent" (default
+      every 5xx); an exception from the endpoint refunds as well.
+    - ``render``: turns a Problem into a Reply (default: JSON).
+    """
+
+    def __init__(
+        self,
+        *,
+        phone: Field = "phone",
+        content: Field = None,
+        trusted_proxies: Iterable[str] = (),
+        max_body: int = MAX_BODY,
+        refund_on: Collection[int] | Callable[[int], bool] | None = None,
+        render: Callable[[Problem], Reply] = json_reply,
+    ) -> None:
+        if phone is None:
+            raise ConfigError("phone must name a field or be a callable")
+        try:
+            self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
+        self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
+        if refund_on is None:
+            self.refund_on: Callable[[int], bool] = lambda status: status >= 500
+        elif callable(refund_on):
+            self.refund_on = refund_on
+        else:
+            statuses = frozenset(refund_on)
+            self.refund_on = statuses.__contains__
+
+    # -- request -> guard arguments ------------------------------------------------------
+
+    def arguments(self, request: Incoming) -> dict[str, Any] | Reply:
+        """``Guard.check`` keyword arguments for ``request``, or a 400 Reply saying why not."""
+        try:
+            request = _with_data(request)
+            phone = self._field(self.phone, request, "phone")
+            if phone is None:
+                raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
+            content = self._field(self.content, request, "content")
+            if content is None:
+                content = f"{request.method} {request.path}"
+        except InvalidInput as exc:
+            return self.invalid(exc)
+        return {"phone": phone, "content": content, "ip": self.client_ip(request)}
+
+    def _field(self, source: Field, request: Incoming, what: str) -> str | None:
+        if source is None:
+            return None
+        value = source(request) if callable(source) else request.data.get(source)
+        if value is None or isinstance(value, str):
+            return value
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
+
+    @staticmethod
+    def _name(source: Field) -> str:
+        return repr(source) if isinstance(source, str) else "the configured field"
+
+    def client_ip(self, request: Incoming) -> str | None:
+        """The socket peer, unless it is a trusted proxy: then the right-most hop of
+        ``Forwarded`` (or else ``X-Forwarded-For``) that is not a trusted proxy itself."""
+        peer = _address(request.peer)
+        if peer is None or not self._trusted(peer):
+            return None if peer is None else str(peer)
+        hops = _forwarded_for(request.headers)
+        client = peer
+        for hop in reversed(hops):
+            address = _address(hop)
+            if address is None:  # garbage in the chain: stop at the last hop we could read
+                break
+            client = address
+            if not self._trusted(address):
+                break
+        return str(client)
+
+    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.trusted)
+
+    # -- decision -> response ---------------------------------------------------------
+
+    def refusal(self, decision: Decision) -> Reply | None:
+        """The response for a denied decision (429, or 503 when the backend is down), or
+        None to let the endpoint run."""
+        if decision.allowed:
+            return None
+        wait = None if decision.retry_after is None else max(1, math.ceil(decision.retry_after))
+        headers = {} if wait is None else {"retry-after": str(wait)}
+        if decision.reason == codes.BACKEND_UNAVAILABLE:
+            body = {"error": "unavailable", "reason": decision.reason, "retry_after": wait}
+            return self.render(Problem(503, body, headers, decision))
+        if decision.limit is not None and decision.policy is not None:
+            policy = json.dumps(decision.policy)  # a structured-field string
+            headers["ratelimit-policy"] = f"{policy};q={decision.limit}"
+            headers["ratelimit"] = f"{policy};r=0" + ("" if wait is None else f";t={wait}")
+        body = {
+            "error": "rate_limited" if wait is not None else "forbidden",
+            "policy": decision.policy,
+            "reason": decision.reason,
+            "retry_after": wait,
+        }
+        return self.render(Problem(429, body, headers, decision))
+
+    def invalid(self, exc: InvalidInput) -> Reply:
+        """A 400 for input the guard cannot judge (a bad number, a missing field)."""
+        return self.render(Problem(400, {"error": "invalid_request", "detail": str(exc)}))
+
+    def too_large(self) -> Reply:
+        return self.render(
+            Problem(413, {"error": "payload_too_large", "detail": f"the body is over {self.max_body} bytes"})
+        )
+
+
+def _with_data(request: Incoming) -> Incoming:
+    """``request`` with ``data`` parsed from its body, by content type, or its query string."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not request.body:
+        data: Any = _form(request.query)
+    elif kind == "application/json" or kind.endswith("+json"):
+        try:
+            data = json.loads(request.body)
+        except (ValueError, RecursionError):
+            raise InvalidInput("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("the JSON body must be an object")
+    elif kind == "application/x-www-form-urlencoded":
+        try:
+            data = _form(request.body.decode())
+        except UnicodeDecodeError:
+            raise InvalidInput("the form body is not UTF-8") from None
+    else:
+        raise InvalidInput(
+            f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
+        )
+    return Incoming(
+        request.method, request.path, request.headers, request.query, request.body, request.peer, data
+    )
+
+
+def _form(text: str) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from a peer or a forwarded hop (``1.2.3.4:80``, ``"[2001:db8::1]:443"``)."""
+    if not text:
+        return None
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
+    """The client hops, left to right: ``Forwarded: for=`` if present, else ``X-Forwarded-For``."""
+    forwarded = headers.get("forwarded")
+    if forwarded:
+        hops = []
+        for element in forwarded.split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for":
+                    hops.append(value)
+        return hops
+    return [hop for hop in headers.get("x-forwarded-for", "").split(",") if hop.strip()]

@@ -1,0 +1,192 @@
+"""The ASGI middleware through a real Starlette app and its test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import Clock
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from smsguard import DailyCap, Guard, IPThrottle, SameContent
+from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.backends.redis import RedisBackend
+
+PEER = ("203.0.113.9", 50000)
+
+
+def make_app(guard: Guard, **options: Any) -> Starlette:
+    async def send(request: Request) -> Response:
+        body = await request.body()
+        if b"explode" in body:
+            raise RuntimeError("the SMS provider is down")
+        if b"reject" in body:
+            return JSONResponse({"sent": False}, status_code=502)
+        return JSONResponse({"echo": body.decode(), "type": request.headers.get("content-type")})
+
+    async def other(request: Request) -> Response:
+        return JSONResponse({"other": (await request.body()).decode()})
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    app = Starlette(
+        routes=[
+            Route("/sms/send", send, methods=["POST"]),
+            Route("/other", other, methods=["POST"]),
+            WebSocketRoute("/ws", ws),
+        ]
+    )
+    app.add_middleware(SMSGuardMiddleware, guard=guard, routes=["POST /sms/send"], **options)
+    return app
+
+
+@pytest.fixture
+def guard(make_guard: Callable[..., Guard]) -> Guard:
+    return make_guard([SameContent(), DailyCap(3), IPThrottle("100/hour")])
+
+
+@pytest.fixture
+def client(guard: Guard) -> Iterator[TestClient]:
+    with TestClient(make_app(guard), client=PEER) as test_client:
+        yield test_client
+
+
+def test_allowed_request_reaches_the_endpoint_with_its_body(client: TestClient) -> None:
+    body = '{"phone": "138 0013 8000", "note": "unchanged ✓"}'
+    response = client.post("/sms/send", content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 200
+    assert response.json() == {"echo": body, "type": "application/json"}
+
+
+def test_form_and_query(client: TestClient) -> None:
+    assert client.post("/sms/send", data={"phone": "13800138000"}).status_code == 200
+    assert client.post("/sms/send?phone=13900139000").status_code == 200
+
+
+def test_denied_is_429_with_headers(client: TestClient, clock: Clock) -> None:
+    assert client.post("/sms/send", json={"phone": "13800138000"}).status_code == 200
+    clock.advance(10.5)
+    response = client.post("/sms/send", json={"phone": "+86 138 0013 8000"})
+    assert response.status_code == 429
+    assert response.json() == {
+        "error": "rate_limited",
+        "policy": "same_content",
+        "reason": "same_content",
+        "retry_after": 20,
+    }
+    assert response.headers["retry-after"] == "20"
+    assert response.headers["ratelimit-policy"] == '"same_content";q=1'
+    assert response.headers["ratelimit"] == '"same_content";r=0;t=20'
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "detail"),
+    [
+        ({"json": {"phone": "12"}}, "'12' is not a valid number for region CN"),
+        ({"json": {"mobile": "13800138000"}}, "missing phone number"),
+        ({"content": b"{oops", "headers": {"content-type": "application/json"}}, "not valid JSON"),
+        ({"content": b"<a/>", "headers": {"content-type": "text/xml"}}, "unsupported content type"),
+        ({"json": {"phone": ["13800138000"]}}, "phone must be a string"),
+    ],
+)
+def test_bad_input_is_400(client: TestClient, kwargs: dict[str, Any], detail: str) -> None:
+    response = client.post("/sms/send", **kwargs)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert detail in response.json()["detail"]
+
+
+def test_body_too_large_is_413(guard: Guard) -> None:
+    with TestClient(make_app(guard, max_body=100), client=PEER) as client:
+        big = json.dumps({"phone": "13800138000", "pad": "x" * 200})
+        response = client.post("/sms/send", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["error"] == "payload_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            yield b'{"phone": "13800138000", "pad": "'
+            yield b"x" * 200
+            yield b'"}'
+
+        streamed = client.post("/sms/send", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        small = client.post("/sms/send", json={"phone": "13800138000"})
+        assert small.status_code == 200, "nothing was counted for the refused bodies"
+
+
+def test_refund_when_the_endpoint_fails(guard: Guard) -> None:
+    app = make_app(guard)
+    with TestClient(app, client=PEER, raise_server_exceptions=False) as client:
+        for _ in range(5):  # a 5xx from the endpoint gives the hit back every time
+            rejected = client.post("/sms/send", json={"phone": "13800138000", "x": "reject"})
+            assert rejected.status_code == 502
+        for _ in range(5):  # and so does an exception
+            assert client.post("/sms/send", json={"phone": "13800138000", "x": "explode"}).status_code == 500
+    with TestClient(app, client=PEER) as client:
+        assert client.post("/sms/send", json={"phone": "13800138000"}).status_code == 200
+        assert (
+            client.post("/sms/send", json={"phone": "13800138000", "t": 2}).status_code == 429
+        )  # same content
+    assert guard.check("13800138000", content="other", ip=PEER[0]).remaining["daily_cap"] == 1
+
+
+def test_client_ip_from_trusted_proxy_only(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([IPThrottle("1/hour")])
+    app = make_app(guard, trusted_proxies=["10.0.0.0/8"])
+    spoof = {"x-forwarded-for": "198.51.100.77"}
+    with TestClient(app, client=("203.0.113.9", 1)) as direct:
+        assert direct.post("/sms/send", json={"phone": "13800138000"}, headers=spoof).status_code == 200
+        # The header is ignored from an untrusted peer: a new spoofed address does not help.
+        spoof2 = {"x-forwarded-for": "198.51.100.78"}
+        assert direct.post("/sms/send", json={"phone": "13900139000"}, headers=spoof2).status_code == 429
+    with TestClient(app, client=("10.1.2.3", 1)) as proxied:
+        assert proxied.post("/sms/send", json={"phone": "13800138000"}, headers=spoof).status_code == 200
+        again = proxied.post("/sms/send", json={"phone": "13900139000"}, headers=spoof)
+        assert again.status_code == 429, "198.51.100.77 has used its one"
+        other = {"x-forwarded-for": "198.51.100.79"}
+        assert proxied.post("/sms/send", json={"phone": "13900139000"}, headers=other).status_code == 200
+
+
+def test_other_routes_and_websockets_pass_through(client: TestClient) -> None:
+    assert client.post("/other", content=b"anything").json() == {"other": "anything"}
+    assert client.get("/sms/send").status_code == 405, "another method is not guarded"
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "hello"
+
+
+def test_backend_down_closed_is_503(clock: Clock) -> None:
+    from servers import free_port
+
+    backend = RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    guard = Guard(
+        [DailyCap(3)], backend=backend, fail_mode="closed", clock=clock, secret="s", default_region="CN"
+    )
+    with TestClient(make_app(guard), client=PEER) as client:
+        response = client.post("/sms/send", json={"phone": "13800138000"})
+        assert response.status_code == 503
+        assert response.json() == {"error": "unavailable", "reason": "backend_unavailable", "retry_after": 5}
+        assert response.headers["retry-after"] == "5"
+
+
+def test_fastapi_app(make_guard: Callable[..., Guard]) -> None:
+    fastapi = pytest.importorskip("fastapi")  # FastAPI is Starlette underneath; run when installed
+    app = fastapi.FastAPI()
+
+    @app.post("/sms/send")
+    async def send(payload: dict[str, str]) -> dict[str, str]:
+        return {"to": payload["phone"]}
+
+    app.add_middleware(SMSGuardMiddleware, guard=make_guard([DailyCap(1)]))
+    with TestClient(app, client=PEER) as client:
+        assert client.post("/sms/send", json={"phone": "13800138000"}).json() == {"to": "13800138000"}
+        assert client.post("/sms/send", json={"phone": "13800138000"}).status_code == 429

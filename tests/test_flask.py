@@ -1,0 +1,183 @@
+"""The Flask extension and decorator through a real Flask app and its test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Clock
+from flask import Flask, jsonify, request
+
+from smsguard import ConfigError, DailyCap, Guard, IPThrottle, SameContent
+from smsguard.adapters.flask import SMSGuard, protect
+
+ENV = {"REMOTE_ADDR": "203.0.113.9"}
+
+
+def make_app(guard: Guard | None = None, config: dict[str, Any] | None = None, **options: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config or {})
+    sms = SMSGuard(guard=guard, **options)
+    sms.init_app(app)  # the application-factory way
+
+    @app.post("/sms/send")
+    @sms.protect()
+    def send() -> Any:
+        body = request.get_data(as_text=True)
+        if "explode" in body:
+            raise RuntimeError("the SMS provider is down")
+        if "reject" in body:
+            return jsonify(sent=False), 502
+        return jsonify(echo=body, json=request.get_json(silent=True))
+
+    @app.post("/sms/mobile")
+    @sms.protect(phone="mobile")
+    def send_mobile() -> Any:
+        return jsonify(sent=True)
+
+    app.extensions["test_sms"] = sms
+    return app
+
+
+@pytest.fixture
+def guard(make_guard: Callable[..., Guard]) -> Guard:
+    return make_guard([SameContent(), DailyCap(3), IPThrottle("100/hour")])
+
+
+def post(app: Flask, path: str = "/sms/send", **kwargs: Any) -> Any:
+    return app.test_client().post(path, environ_base=kwargs.pop("environ_base", ENV), **kwargs)
+
+
+def test_allowed_reaches_the_view_with_its_body(guard: Guard) -> None:
+    app = make_app(guard)
+    body = json.dumps({"phone": "138 0013 8000", "note": "unchanged ✓"})
+    response = post(app, data=body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.get_json() == {"echo": body, "json": json.loads(body)}
+
+
+def test_form_query_and_per_view_field(guard: Guard) -> None:
+    app = make_app(guard)
+    assert post(app, data={"phone": "13800138000"}).status_code == 200
+    assert post(app, "/sms/send?phone=13900139000").status_code == 200
+    assert post(app, "/sms/mobile", json={"mobile": "13700137000"}).status_code == 200
+    assert post(app, "/sms/mobile", json={"phone": "13700137000"}).status_code == 400
+
+
+def test_denied_is_429_with_headers(guard: Guard, clock: Clock) -> None:
+    app = make_app(guard)
+    assert post(app, json={"phone": "13800138000"}).status_code == 200
+    clock.advance(0.5)
+    response = post(app, json={"phone": "008613800138000"})
+    assert response.status_code == 429
+    assert response.get_json() == {
+        "error": "rate_limited",
+        "policy": "same_content",
+        "reason": "same_content",
+        "retry_after": 30,
+    }
+    assert response.headers["Retry-After"] == "30"
+    assert response.headers["RateLimit-Policy"] == '"same_content";q=1'
+    assert response.headers["RateLimit"] == '"same_content";r=0;t=30'
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "detail"),
+    [
+        ({"json": {"phone": "12"}}, 400, "'12' is not a valid number for region CN"),
+        ({"json": {}}, 400, "missing phone number"),
+        ({"data": "{oops", "content_type": "application/json"}, 400, "not valid JSON"),
+        ({"data": "<a/>", "content_type": "text/xml"}, 400, "unsupported content type"),
+        ({"json": {"phone": 13800138000}}, 400, "phone must be a string"),
+        ({"json": {"phone": "13800138000", "pad": "x" * 20000}}, 413, "over 16384 bytes"),
+    ],
+)
+def test_bad_input(guard: Guard, kwargs: dict[str, Any], status: int, detail: str) -> None:
+    response = post(make_app(guard), **kwargs)
+    assert response.status_code == status
+    assert detail in response.get_json()["detail"]
+
+
+def test_refund_when_the_view_fails(guard: Guard) -> None:
+    app = make_app(guard)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    for _ in range(5):
+        assert post(app, json={"phone": "13800138000", "x": "reject"}).status_code == 502
+        assert post(app, json={"phone": "13800138000", "x": "explode"}).status_code == 500
+    assert post(app, json={"phone": "13800138000"}).status_code == 200
+    assert guard.check("13800138000", content="other", ip="203.0.113.9").remaining["daily_cap"] == 1
+
+
+def test_client_ip_from_trusted_proxy_only(make_guard: Callable[..., Guard]) -> None:
+    app = make_app(make_guard([IPThrottle("1/hour")]), trusted_proxies=["10.0.0.0/8"])
+    spoof = {"X-Forwarded-For": "198.51.100.77"}
+    assert post(app, json={"phone": "13800138000"}, headers=spoof).status_code == 200
+    spoof2 = {"X-Forwarded-For": "198.51.100.78"}
+    assert post(app, json={"phone": "13900139000"}, headers=spoof2).status_code == 429, "header ignored"
+    via = {"REMOTE_ADDR": "10.9.9.9"}
+    assert post(app, json={"phone": "13800138000"}, headers=spoof, environ_base=via).status_code == 200
+    assert post(app, json={"phone": "13900139000"}, headers=spoof, environ_base=via).status_code == 429
+    assert post(app, json={"phone": "13900139000"}, headers=spoof2, environ_base=via).status_code == 200
+
+
+def test_guard_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMSGUARD_SECRET", raising=False)
+    config = {
+        "SMSGUARD_DEFAULT_REGION": "CN",
+        "SMSGUARD_DAILY_CAP": 2,
+        "SMSGUARD_SAME_CONTENT_WINDOW": 0,
+        "SMSGUARD_PHONE_RATE": "",
+        "SMSGUARD_WHITELIST": ["+8613800000000"],
+        "SMSGUARD_PHONE_FIELD": "mobile",
+        "SMSGUARD_MAX_BODY": 64,
+    }
+    app = Flask(__name__)
+    app.config.update(config)
+    sms = SMSGuard(app)
+
+    @app.post("/code")
+    @sms.protect()
+    def code() -> Any:
+        return jsonify(ok=True)
+
+    def send(phone: str) -> int:
+        return int(app.test_client().post("/code", json={"mobile": phone}, environ_base=ENV).status_code)
+
+    with app.app_context():
+        assert [p.name for p in sms.guard.policies] == ["suspend", "whitelist", "daily_cap", "ip_throttle"]
+    assert [send("13800138000") for _ in range(3)] == [200, 200, 429]
+    assert [send("13800000000") for _ in range(3)] == [200, 200, 200], "whitelisted"
+    with app.app_context():
+        sms.guard.suspend()
+    assert send("13900139000") == 429
+    response = app.test_client().post(
+        "/code", json={"mobile": "13900139000", "p": "x" * 64}, environ_base=ENV
+    )
+    assert response.status_code == 413
+
+
+def test_disabled_by_config(guard: Guard) -> None:
+    app = make_app(guard, {"SMSGUARD_ENABLED": False})
+    assert [post(app, json={"phone": "13800138000"}).status_code for _ in range(5)] == [200] * 5
+
+
+def test_protect_without_the_extension(make_guard: Callable[..., Guard]) -> None:
+    app = Flask(__name__)
+
+    @app.post("/code")
+    @protect(make_guard([DailyCap(1)]), phone="to")
+    async def code() -> Any:  # async views work too
+        return {"ok": True}
+
+    client = app.test_client()
+    assert client.post("/code", json={"to": "13800138000"}, environ_base=ENV).status_code == 200
+    assert client.post("/code", json={"to": "13800138000"}, environ_base=ENV).status_code == 429
+
+
+def test_uninitialised_extension_is_a_config_error() -> None:
+    app = Flask(__name__)
+    sms = SMSGuard()
+    with app.app_context(), pytest.raises(ConfigError, match="init_app"):
+        _ = sms.guard

@@ -1,0 +1,178 @@
+"""The framework-free part of the adapters: parsing, client IP, responses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from smsguard import ConfigError, Decision, InvalidPhone
+from smsguard.adapters.http import Gate, Incoming, Problem, Reply
+
+
+def incoming(
+    body: bytes = b"",
+    content_type: str = "",
+    peer: str | None = "203.0.113.9",
+    query: str = "",
+    **headers: str,
+) -> Incoming:
+    all_headers = {k.replace("_", "-"): v for k, v in headers.items()}
+    if content_type:
+        all_headers["content-type"] = content_type
+    return Incoming("POST", "/sms/send", all_headers, query, body, peer)
+
+
+def reply_json(reply: Reply) -> dict[str, object]:
+    assert ("content-type", "application/json") in reply.headers
+    return dict(json.loads(reply.body))
+
+
+def test_json_form_and_query_sources() -> None:
+    gate = Gate(content="template")
+    body = json.dumps({"phone": "138 0013 8000", "template": "login"}).encode()
+    assert gate.arguments(incoming(body, "application/json; charset=utf-8")) == {
+        "phone": "138 0013 8000",
+        "content": "login",
+        "ip": "203.0.113.9",
+    }
+    form = incoming(b"phone=%2B8613800138000&template=signup", "application/x-www-form-urlencoded")
+    assert gate.arguments(form) == {"phone": "+8613800138000", "content": "signup", "ip": "203.0.113.9"}
+    query = incoming(query="phone=13800138000")
+    assert gate.arguments(query)["phone"] == "13800138000"  # type: ignore[index]
+
+
+def test_default_content_is_the_route() -> None:
+    args = Gate().arguments(incoming(b'{"phone": "13800138000"}', "application/json"))
+    assert args["content"] == "POST /sms/send"  # type: ignore[index]
+
+
+def test_callable_fields() -> None:
+    gate = Gate(phone=lambda r: r.data["user"]["mobile"], content=lambda r: r.headers.get("x-template"))
+    body = json.dumps({"user": {"mobile": "13800138000"}}).encode()
+    args = gate.arguments(incoming(body, "application/json", x_template="reset"))
+    assert args == {"phone": "13800138000", "content": "reset", "ip": "203.0.113.9"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "detail"),
+    [
+        (b"{not json", "application/json", "not valid JSON"),
+        (b"[1, 2]", "application/json", "must be an object"),
+        (b'{"phone": 13800138000}', "application/json", "phone must be a string, not int"),
+        (b'{"name": "x"}', "application/json", "missing phone number: send it as 'phone'"),
+        (b"<xml/>", "application/xml", "unsupported content type 'application/xml'"),
+        (b"phone=1", "", "unsupported content type 'none'"),
+        (b"phone=\xff\xfe", "application/x-www-form-urlencoded", "not UTF-8"),
+        (b"[" * 100000 + b"]" * 100000, "application/json", "not valid JSON"),
+    ],
+)
+def test_bad_requests_are_400_with_a_reason(body: bytes, content_type: str, detail: str) -> None:
+    reply = Gate().arguments(incoming(body, content_type))
+    assert isinstance(reply, Reply)
+    assert reply.status == 400
+    assert detail in str(reply_json(reply)["detail"])
+
+
+def test_invalid_phone_reply() -> None:
+    reply = Gate().invalid(InvalidPhone("'12' is not a valid number for region CN: too short"))
+    assert (reply.status, reply_json(reply)) == (
+        400,
+        {"error": "invalid_request", "detail": "'12' is not a valid number for region CN: too short"},
+    )
+
+
+# -- client IP -----------------------------------------------------------------------------
+
+
+PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "client"),
+    [
+        ("203.0.113.9", {}, "203.0.113.9"),
+        # An untrusted peer's forwarding headers are ignored: they are the client's own words.
+        ("203.0.113.9", {"x-forwarded-for": "198.51.100.1"}, "203.0.113.9"),
+        ("203.0.113.9", {"forwarded": "for=198.51.100.1"}, "203.0.113.9"),
+        # From a trusted proxy: the right-most hop that is not a trusted proxy.
+        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1"}, "198.51.100.1"),
+        ("10.0.0.2", {"x-forwarded-for": "6.6.6.6, 198.51.100.1, 10.0.0.7"}, "198.51.100.1"),
+        ("10.0.0.2", {"forwarded": 'for=6.6.6.6, for="[2001:db8::17]:4711";proto=https'}, "2001:db8::17"),
+        ("10.0.0.2", {"forwarded": "for=198.51.100.1:8080", "x-forwarded-for": "6.6.6.6"}, "198.51.100.1"),
+        ("10.0.0.2", {"x-forwarded-for": "10.0.0.5, 10.0.0.6"}, "10.0.0.5"),  # all trusted: the left-most
+        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, garbage"}, "10.0.0.2"),  # unreadable: stop there
+        ("10.0.0.2", {"forwarded": "for=_hidden"}, "10.0.0.2"),
+        ("10.0.0.2", {}, "10.0.0.2"),
+        ("2001:db8:ffff::1", {"x-forwarded-for": "2001:db8:1::1"}, "2001:db8:1::1"),
+        (None, {"x-forwarded-for": "198.51.100.1"}, None),
+        ("testclient", {}, None),
+    ],
+)
+def test_client_ip(peer: str | None, headers: dict[str, str], client: str | None) -> None:
+    request = Incoming("POST", "/sms/send", headers, "", b"", peer)
+    assert Gate(trusted_proxies=PROXIES).client_ip(request) == client
+
+
+def test_bad_proxy_cidr_fails_at_construction() -> None:
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        Gate(trusted_proxies=["10.0.0.0/33"])
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def test_rate_limited_reply() -> None:
+    denied = Decision(False, "+8613800138000", "daily_cap", "daily_cap", 41233.2, {"daily_cap": 0}, 10)
+    reply = Gate().refusal(denied)
+    assert reply is not None
+    assert reply.status == 429
+    assert reply_json(reply) == {
+        "error": "rate_limited",
+        "policy": "daily_cap",
+        "reason": "daily_cap",
+        "retry_after": 41234,
+    }
+    headers = dict(reply.headers)
+    assert headers["retry-after"] == "41234"
+    assert headers["ratelimit-policy"] == '"daily_cap";q=10'
+    assert headers["ratelimit"] == '"daily_cap";r=0;t=41234'
+
+
+def test_blacklisted_reply_has_no_retry() -> None:
+    reply = Gate().refusal(Decision(False, "+8613800138000", "blacklist", "blacklisted"))
+    assert reply is not None
+    assert reply.status == 429
+    assert reply_json(reply)["error"] == "forbidden"
+    assert "retry-after" not in dict(reply.headers)
+
+
+def test_backend_down_reply_is_503() -> None:
+    reply = Gate().refusal(Decision(False, "+8613800138000", None, "backend_unavailable", 4.2))
+    assert reply is not None
+    assert (reply.status, dict(reply.headers)["retry-after"]) == (503, "5")
+
+
+def test_allowed_is_no_reply_and_subsecond_waits_round_up() -> None:
+    assert Gate().refusal(Decision(True, "+8613800138000")) is None
+    reply = Gate().refusal(Decision(False, "+8613800138000", "same_content", "same_content", 0.2, {}, 1))
+    assert reply is not None
+    assert dict(reply.headers)["retry-after"] == "1"
+
+
+def test_custom_render() -> None:
+    def render(problem: Problem) -> Reply:
+        return Reply(
+            problem.status, [("content-type", "text/plain")], f"no: {problem.body['error']}".encode()
+        )
+
+    reply = Gate(render=render).refusal(Decision(False, "+86", "daily_cap", "daily_cap", 3.0, {}, 10))
+    assert reply == Reply(429, [("content-type", "text/plain")], b"no: rate_limited")
+
+
+def test_refund_on() -> None:
+    assert Gate().refund_on(502)
+    assert not Gate().refund_on(200)
+    assert Gate(refund_on={409}).refund_on(409)
+    assert not Gate(refund_on={409}).refund_on(500)
+    assert Gate(refund_on=lambda s: s != 200).refund_on(201)
