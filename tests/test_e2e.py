@@ -1,0 +1,105 @@
+"""The example apps under real servers over loopback: uvicorn and gunicorn, memory and Redis."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import RedisServer, free_port
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FORMATS = ["{}", "+86 {}", "0086{}", "+86-{}"]
+
+
+def serve(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while True:  # until the server listens (bounded): no test window depends on this wait
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{command[2]} did not start: {process.communicate()[1][-2000:]}"
+                    ) from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def flood(base: str, number: str, clients: int = 10, each: int = 10) -> list[int]:
+    """``clients`` concurrent clients, ``each`` requests apiece, all for one number."""
+
+    def client(i: int) -> list[int]:
+        with httpx.Client(base_url=base, timeout=30) as http:
+            return [
+                http.post(
+                    "/sms/send", json={"phone": FORMATS[(i + j) % len(FORMATS)].format(number)}
+                ).status_code
+                for j in range(each)
+            ]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [status for statuses in pool.map(client, range(clients)) for status in statuses]
+
+
+# Only the daily cap (10) may bind: the others are turned off or set above the flood.
+ONLY_DAILY_CAP = {
+    "SMSGUARD_SAME_CONTENT_WINDOW": "0",
+    "SMSGUARD_PHONE_RATE": "",
+    "SMSGUARD_IP_RATE": "1000/hour",
+}
+
+
+def uvicorn(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "starlette_app:app", "--app-dir", str(EXAMPLES), "--host",
+            "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+
+
+def gunicorn(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+            "--chdir", str(EXAMPLES), "flask_app:app"]  # fmt: skip
+
+
+def test_uvicorn_memory_backend() -> None:
+    port = free_port()
+    for base in serve(uvicorn(port, 1), port, ONLY_DAILY_CAP):
+        statuses = flood(base, "13800138001")
+        assert sorted(statuses) == [200] * 10 + [429] * 90
+        assert httpx.get(f"{base}/sms/outbox").json()["sent"] == 10
+        bad = httpx.post(f"{base}/sms/send", json={"phone": "12"})
+        assert (bad.status_code, bad.json()["error"]) == (400, "invalid_request")
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize(
+    ("server", "number"), [(uvicorn, "13800138002"), (gunicorn, "13800138003")], ids=["uvicorn", "gunicorn"]
+)
+def test_two_workers_on_redis(redis_server: RedisServer, server: Any, number: str) -> None:
+    port = free_port()
+    env = {**ONLY_DAILY_CAP, "REDIS_URL": redis_server.url, "SMSGUARD_SECRET": "e2e-shared-secret"}
+    for base in serve(server(port, 2), port, env):
+        statuses = flood(base, number)
+        assert sorted(statuses) == [200] * 10 + [429] * 90, "exactly the daily cap across both workers"
+        refused = httpx.post(f"{base}/sms/send", json={"phone": "13900199999"})
+        assert refused.status_code == 502  # the fake provider rejects it; the hit is refunded
+        for _ in range(12):
+            assert httpx.post(f"{base}/sms/send", json={"phone": "13900199999"}).status_code == 502
