@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import secrets
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify
 
-from smsguard import normalize
 from smsguard.adapters.flask import SMSGuard
 
 app = Flask(__name__)
@@ -39,8 +38,7 @@ def send_sms(phone: str, text: str) -> None:
 @app.post("/sms/send")
 @sms_guard.protect()
 def send_code():  # type: ignore[no-untyped-def]
-    data = request.get_json(silent=True) or request.form
-    phone = normalize(data["phone"], sms_guard.guard.default_region)
+    phone = g.smsguard.phone  # the number the guard validated, in E.164
     try:
         send_sms(phone, f"Your code is {secrets.randbelow(10**6):06d}")
     except ConnectionError as exc:

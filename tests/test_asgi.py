@@ -29,7 +29,13 @@ def make_app(guard: Guard, **options: Any) -> Starlette:
             raise RuntimeError("the SMS provider is down")
         if b"reject" in body:
             return JSONResponse({"sent": False}, status_code=502)
-        return JSONResponse({"echo": body.decode(), "type": request.headers.get("content-type")})
+        return JSONResponse(
+            {
+                "echo": body.decode(),
+                "type": request.headers.get("content-type"),
+                "phone": request.state.smsguard.phone,
+            }
+        )
 
     async def other(request: Request) -> Response:
         return JSONResponse({"other": (await request.body()).decode()})
@@ -65,7 +71,7 @@ def test_allowed_request_reaches_the_endpoint_with_its_body(client: TestClient) 
     body = '{"phone": "138 0013 8000", "note": "unchanged ✓"}'
     response = client.post("/sms/send", content=body.encode(), headers={"content-type": "application/json"})
     assert response.status_code == 200
-    assert response.json() == {"echo": body, "type": "application/json"}
+    assert response.json() == {"echo": body, "type": "application/json", "phone": "+8613800138000"}
 
 
 def test_form_and_query(client: TestClient) -> None:

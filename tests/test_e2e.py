@@ -70,8 +70,9 @@ ONLY_DAILY_CAP = {
 
 
 def uvicorn(port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "starlette_app:app", "--app-dir", str(EXAMPLES), "--host",
-            "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+    return [sys.executable, "-m", "uvicorn", "starlette_app:app", "--app-dir", str(EXAMPLES),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--log-level", "warning"]  # fmt: skip
 
 
 def gunicorn(port: int, workers: int) -> list[str]:

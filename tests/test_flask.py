@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import Clock
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 
 from smsguard import ConfigError, DailyCap, Guard, IPThrottle, SameContent
 from smsguard.adapters.flask import SMSGuard, protect
@@ -30,7 +30,8 @@ def make_app(guard: Guard | None = None, config: dict[str, Any] | None = None, *
             raise RuntimeError("the SMS provider is down")
         if "reject" in body:
             return jsonify(sent=False), 502
-        return jsonify(echo=body, json=request.get_json(silent=True))
+        decision = g.get("smsguard")  # absent when SMSGUARD_ENABLED is False
+        return jsonify(echo=body, json=request.get_json(silent=True), phone=decision and decision.phone)
 
     @app.post("/sms/mobile")
     @sms.protect(phone="mobile")
@@ -55,7 +56,7 @@ def test_allowed_reaches_the_view_with_its_body(guard: Guard) -> None:
     body = json.dumps({"phone": "138 0013 8000", "note": "unchanged ✓"})
     response = post(app, data=body, content_type="application/json")
     assert response.status_code == 200
-    assert response.get_json() == {"echo": body, "json": json.loads(body)}
+    assert response.get_json() == {"echo": body, "json": json.loads(body), "phone": "+8613800138000"}
 
 
 def test_form_query_and_per_view_field(guard: Guard) -> None:

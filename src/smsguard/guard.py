@@ -49,10 +49,12 @@ class _Plan:
                 return Decision(True, phone, owner.name, codes.EXEMPT)
             return Decision(False, phone, owner.name, flag.reason)
         allowed = out.denied < 0
-        remaining: dict[str, int] = {}
+        remaining: dict[str, int] = {}  # per policy, the least left of its counters
         for counter, owner, n in zip(self.job.counters, self.counter_owners, out.counts, strict=True):
-            left = max(0, counter.limit - n - allowed)
-            remaining[owner.name] = min(left, remaining.get(owner.name, left))
+            left = counter.limit - n - allowed
+            known = remaining.get(owner.name)
+            if known is None or left < known:
+                remaining[owner.name] = left if left > 0 else 0
         if not allowed:
             owner, limit = self.counter_owners[out.denied], self.job.counters[out.denied].limit
             return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining, limit)

@@ -14,6 +14,7 @@ list verdicts: put ``Suspend`` before ``Whitelist`` if the switch must silence t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import threading
 from collections.abc import Iterable, Sequence
@@ -167,12 +168,17 @@ class _Rates:
     def __init__(self, rates: str, name: str) -> None:
         self.name = name
         self.rates = rates
-        self._items = tuple((i.amount, float(i.get_expiry())) for i in parse_rates(rates))
+        self._items = tuple(
+            (name, f"{i.amount}/{i.get_expiry()}", i.amount, float(i.get_expiry()))
+            for i in parse_rates(rates)
+        )
 
     def counters(self, subject: str, now: float) -> tuple[Counter, ...]:
         return tuple(
-            Counter(f"{self.name}:{{{subject}}}:{amount}/{window:g}", amount, now + window)
-            for amount, window in self._items
+            [
+                Counter(f"{key}:{{{subject}}}:{suffix}", amount, now + window)
+                for key, suffix, amount, window in self._items
+            ]
         )
 
 
@@ -211,6 +217,7 @@ class IPThrottle(_Rates):
             raise ConfigError("ipv4_prefix must be within 0..32 and ipv6_prefix within 0..128")
         super().__init__(rates, name)
         self.ipv4_prefix, self.ipv6_prefix, self.skip_missing = ipv4_prefix, ipv6_prefix, skip_missing
+        self._network = functools.lru_cache(maxsize=4096)(self.network)  # clients repeat
 
     def network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         """The network ``ip`` is counted under, as text."""
@@ -224,7 +231,7 @@ class IPThrottle(_Rates):
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.ip is None:
             return _missing(self.name, "ip=", self.skip_missing)
-        return self.counters(attempt.digest(self.network(attempt.ip)), now)
+        return self.counters(attempt.digest(self._network(attempt.ip)), now)
 
 
 class NumberList:

@@ -26,6 +26,10 @@ class SMSGuardMiddleware:
 
     ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``, ``max_body``,
     ``refund_on``, ``render`` (see ``smsguard.adapters.http.Gate``).
+
+    The endpoint finds the decision in ``request.state.smsguard`` (``scope["state"]``): its
+    ``phone`` is the number already validated and in E.164, so the endpoint need not parse it
+    again.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class SMSGuardMiddleware:
             await _respond(send, refusal)
             return
 
+        scope.setdefault("state", {})["smsguard"] = decision
         status = 0
 
         async def watch(message: Message) -> None:

@@ -9,7 +9,9 @@ settings from ``app.config["SMSGUARD_..."]``, a decorator on the view to guard::
     @sms.protect()                   # or @sms.protect(phone="mobile", content="template")
     def send_code(): ...
 
-``protect`` also works without the extension: ``@protect(guard)``.
+``protect`` also works without the extension: ``@protect(guard)``. The view finds the
+decision in ``flask.g.smsguard``: its ``phone`` is the number already validated, in E.164
+(absent while ``SMSGUARD_ENABLED`` is False).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from smsguard.adapters.http import Gate, Incoming, Reply
@@ -132,6 +134,7 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
     refusal = gate.refusal(decision)
     if refusal is not None:
         return _response(refusal)
+    g.smsguard = decision
     try:
         response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
     except BaseException:

@@ -8,13 +8,14 @@ the few lines of I/O around it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
 from smsguard.attempt import Decision
@@ -35,7 +36,8 @@ class Incoming:
     body: bytes
     peer: str | None
     data: Mapping[str, Any] = field(default_factory=dict)
-    """The parsed body (JSON object or form) or, without a body, the query parameters."""
+    """The parsed body (JSON object or form) or, without a body, the query parameters;
+    filled in by the Gate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,21 +114,21 @@ class Gate:
     def arguments(self, request: Incoming) -> dict[str, Any] | Reply:
         """``Guard.check`` keyword arguments for ``request``, or a 400 Reply saying why not."""
         try:
-            request = _with_data(request)
-            phone = self._field(self.phone, request, "phone")
+            data = request.data or _data(request)
+            phone = self._field(self.phone, request, data, "phone")
             if phone is None:
                 raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
-            content = self._field(self.content, request, "content")
+            content = self._field(self.content, request, data, "content")
             if content is None:
                 content = f"{request.method} {request.path}"
         except InvalidInput as exc:
             return self.invalid(exc)
         return {"phone": phone, "content": content, "ip": self.client_ip(request)}
 
-    def _field(self, source: Field, request: Incoming, what: str) -> str | None:
+    def _field(self, source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:
         if source is None:
             return None
-        value = source(request) if callable(source) else request.data.get(source)
+        value = source(replace(request, data=data)) if callable(source) else data.get(source)
         if value is None or isinstance(value, str):
             return value
         raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
@@ -168,7 +170,7 @@ class Gate:
             body = {"error": "unavailable", "reason": decision.reason, "retry_after": wait}
             return self.render(Problem(503, body, headers, decision))
         if decision.limit is not None and decision.policy is not None:
-            policy = json.dumps(decision.policy)  # a structured-field string
+            policy = _sf_string(decision.policy)
             headers["ratelimit-policy"] = f"{policy};q={decision.limit}"
             headers["ratelimit"] = f"{policy};r=0" + ("" if wait is None else f";t={wait}")
         body = {
@@ -189,36 +191,39 @@ class Gate:
         )
 
 
-def _with_data(request: Incoming) -> Incoming:
-    """``request`` with ``data`` parsed from its body, by content type, or its query string."""
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _sf_string(text: str) -> str:
+    """``text`` as a structured-field string (RFC 8941): quoted, with \\ and \" escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _data(request: Incoming) -> Mapping[str, Any]:
+    """The request's fields: its body parsed by content type, or without a body its query."""
     if not request.body:
-        data: Any = _form(request.query)
-    elif kind == "application/json" or kind.endswith("+json"):
+        return _form(request.query)
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
         try:
             data = json.loads(request.body)
         except (ValueError, RecursionError):
             raise InvalidInput("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise InvalidInput("the JSON body must be an object")
-    elif kind == "application/x-www-form-urlencoded":
+        return data
+    if kind == "application/x-www-form-urlencoded":
         try:
-            data = _form(request.body.decode())
+            return _form(request.body.decode())
         except UnicodeDecodeError:
             raise InvalidInput("the form body is not UTF-8") from None
-    else:
-        raise InvalidInput(
-            f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
-        )
-    return Incoming(
-        request.method, request.path, request.headers, request.query, request.body, request.peer, data
+    raise InvalidInput(
+        f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
     )
 
 
 def _form(text: str) -> dict[str, str]:
-    return {key: values[0] for key, values in parse_qs(text, keep_blank_values=True).items()}
+    return dict(parse_qsl(text, keep_blank_values=True)) if text else {}
 
 
+@functools.lru_cache(maxsize=4096)  # peers and proxies repeat: parse each once
 def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address from a peer or a forwarded hop (``1.2.3.4:80``, ``"[2001:db8::1]:443"``)."""
     if not text:

@@ -93,9 +93,17 @@ class MemoryBackend:
             self._flags.clear()
 
     def sweep(self, now: float) -> int:
-        """Drop every key whose hits have all expired by ``now``; return how many went."""
-        with self._lock:
-            return self._sweep(now, len(self._expiry))
+        """Drop every key whose hits have all expired by ``now``; return how many went.
+
+        Works in batches, letting go of the lock between them, so that decisions in other
+        threads wait for one batch at most, not for the whole sweep.
+        """
+        dropped = 0
+        while True:
+            with self._lock:
+                if not self._expiry or self._expiry[0][0] > now:
+                    return dropped
+                dropped += self._sweep(now, 10_000)
 
     def __len__(self) -> int:
         """Number of counter keys held (live or awaiting the sweep)."""
