@@ -16,13 +16,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from servers import RedisServer, free_port  # noqa: E402
+from servers import RedisServer, free_port, wait_listening  # noqa: E402
 
 WRK_SCRIPT = """
 math.randomseed(42)
@@ -48,10 +47,7 @@ def run(framework: str, variant: str, storage: str, seconds: int, script: Path) 
     )  # a pipe could fill and stall the server
     server = subprocess.Popen(server_command(framework, port), env=env, stdout=log, stderr=log)
     try:
-        for _ in range(300):  # until it listens, bounded
-            if subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 0:
-                break
-            time.sleep(0.05)
+        wait_listening(port, server)
         url = f"http://127.0.0.1:{port}"
         wrk = ["wrk", "-t1", "-c16", "--latency", "-s", str(script), url]
         subprocess.run([*wrk[:1], "-d2s", *wrk[1:]], capture_output=True, check=True)  # warm up
@@ -68,8 +64,8 @@ def run(framework: str, variant: str, storage: str, seconds: int, script: Path) 
         log.close()
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0.0,
         "requests": float(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
     }

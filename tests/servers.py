@@ -53,6 +53,20 @@ def free_port(*, cluster: bool = False) -> int:
     raise RuntimeError("no free pair of ports for a cluster node")
 
 
+def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Return once something listens on 127.0.0.1:``port``; raise if ``process`` dies first
+    or ``timeout`` passes. (Waiting for a process to start, never for a window to pass.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{process.args!r} did not start listening on port {port}") from None
+            time.sleep(0.05)
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1:port, with no persistence."""
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,28 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import RedisServer, free_port
+from servers import RedisServer, free_port, wait_listening
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORMATS = ["{}", "+86 {}", "0086{}", "+86-{}"]
 
 
 def serve(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
-    process = subprocess.Popen(
-        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 60
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     try:
-        while True:  # until the server listens (bounded): no test window depends on this wait
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{command[2]} did not start: {process.communicate()[1][-2000:]}"
-                    ) from None
-                time.sleep(0.1)
+        wait_listening(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
