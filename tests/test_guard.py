@@ -123,6 +123,8 @@ def test_bad_input_raises_invalid_input(make_guard: Callable[..., Guard]) -> Non
         guard.check(VICTIM, content="x", ip="999.1.1.1")
     with pytest.raises(InvalidInput, match="phone must be a string"):
         guard.check(None, content="x", ip="203.0.113.1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="content must be a string, not bytes"):
+        guard.check(VICTIM, content=b"x", ip="203.0.113.1")  # type: ignore[arg-type]
     assert guard.check(VICTIM, content="x", ip="203.0.113.1").remaining["daily_cap"] == 9
 
 

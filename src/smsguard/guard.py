@@ -278,6 +278,8 @@ class Guard:
         now = self.clock()
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
+        if content is not None and not isinstance(content, str):
+            raise InvalidInput(f"content must be a string, not {type(content).__name__}")
         e164, phone_id = self.identify(phone)
         if ip is not None and not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             try:
