@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from servers import RedisServer, free_port, wait_listening  # noqa: E402
+from servers import RedisServer, free_port, stop_process, wait_listening  # noqa: E402
 
 WRK_SCRIPT = """
 math.randomseed(42)
@@ -55,12 +55,7 @@ def run(framework: str, variant: str, storage: str, seconds: int, script: Path) 
             [*wrk[:1], f"-d{seconds}s", *wrk[1:]], capture_output=True, text=True, check=True
         ).stdout
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
         log.close()
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]

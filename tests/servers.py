@@ -67,6 +67,16 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 6
             time.sleep(0.05)
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Ask ``process`` to stop, and kill it if it has not within ten seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1:port, with no persistence."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import RedisServer, free_port, wait_listening
+from servers import RedisServer, free_port, stop_process, wait_listening
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORMATS = ["{}", "+86 {}", "0086{}", "+86-{}"]
@@ -24,11 +24,7 @@ def serve(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
         wait_listening(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def flood(base: str, number: str, clients: int = 10, each: int = 10) -> list[int]:
