@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING, Any, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
     from smsguard.backends.base import Receipt
@@ -23,8 +24,7 @@ EXEMPT: Final = "exempt"
 FAIL_OPEN: Final = "fail_open"
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):
     """One request to send an SMS, as the policies see it.
 
     ``phone`` is already E.164. ``phone_id`` and ``content_id`` are keyed hashes of the
@@ -33,12 +33,12 @@ class Attempt:
 
     phone: str
     phone_id: str
-    digest: Callable[[str], str] = field(repr=False, compare=False)
+    digest: Callable[[str], str]
     """The guard's keyed hash, for policies that key on other values."""
     content: str | None = None
     content_id: str | None = None
     ip: IPv4Address | IPv6Address | None = None
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Final, Literal
+from dataclasses import replace
+from typing import Any, Final, Literal, NamedTuple
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
@@ -31,8 +31,7 @@ FAIL_MODES: Final = ("open", "closed", "local")
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(NamedTuple):
     """A job for the backend, and who owns each of its flags and counters."""
 
     attempt: Attempt
@@ -309,9 +308,11 @@ class Guard:
                 if isinstance(item, Counter):
                     counters.append(item)
                     counter_owners.append(policy)
-                else:
+                elif isinstance(item, Flag):
                     flags.append(item)
                     flag_owners.append(policy)
+                else:
+                    raise TypeError(f"{policy.name}.review() gave {item!r}: expected Counter or Flag items")
         job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
         return _Plan(attempt, job, tuple(flag_owners), tuple(counter_owners))
 
@@ -343,7 +344,7 @@ class Guard:
         decision = plan.decide(self.fallback.run(plan.job))
         if decision.receipt is None:
             return decision
-        return replace(decision, receipt=replace(decision.receipt, fallback=True))
+        return replace(decision, receipt=decision.receipt._replace(fallback=True))
 
     def _shared_list(self, policy: str) -> NumberList:
         for p in self.policies:

@@ -13,8 +13,9 @@ import ipaddress
 import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
@@ -25,8 +26,7 @@ MAX_BODY = 16 * 1024
 """A send-code request is a phone number and a few fields: 16 KiB is generous."""
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
     """A request as an adapter sees it: header names lower-case, the body already read."""
 
     method: str
@@ -35,7 +35,7 @@ class Incoming:
     query: str
     body: bytes
     peer: str | None
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = MappingProxyType({})
     """The parsed body (JSON object or form) or, without a body, the query parameters;
     filled in by the Gate."""
 
@@ -128,7 +128,7 @@ class Gate:
     def _field(self, source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:
         if source is None:
             return None
-        value = source(replace(request, data=data)) if callable(source) else data.get(source)
+        value = source(request._replace(data=data)) if callable(source) else data.get(source)
         if value is None or isinstance(value, str):
             return value
         raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")

@@ -2,16 +2,17 @@
 
 Backends know counters and flags, not phones or policies: the guard turns an attempt into a
 Job, the backend runs it atomically, and the guard turns the Outcome into a Decision.
+
+These values are NamedTuples rather than frozen dataclasses: just as immutable, and a
+decision makes several of them, where a NamedTuple costs less than half as much to build.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(NamedTuple):
     """A quota: at most ``limit`` live hits under ``key``.
 
     A hit taken now stops counting at ``expires_at`` (epoch seconds): ``now + window`` for a
@@ -23,8 +24,7 @@ class Counter:
     expires_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Flag:
+class Flag(NamedTuple):
     """A key read with the counters: if it is set, the attempt stops there, consuming
     nothing. ``reason`` None exempts the attempt, else denies it with that reason.
 
@@ -36,8 +36,7 @@ class Flag:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     """Everything one decision asks of a backend, run as one atomic step."""
 
     now: float
@@ -47,8 +46,7 @@ class Job:
     counters: tuple[Counter, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A backend's answer. At most one of ``flag`` and ``denied`` is set (>= 0)."""
 
     flag: int = -1
@@ -61,8 +59,7 @@ class Outcome:
     """Live hits per counter before this attempt (when no flag was found)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(NamedTuple):
     """What an allowed attempt consumed, so that ``Guard.refund`` can give it back."""
 
     token: str
