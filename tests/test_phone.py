@@ -73,6 +73,14 @@ def test_digest_is_keyed_and_stable() -> None:
     assert "13800138000" not in a("+8613800138000")
 
 
+def test_digest_caches_short_texts_only() -> None:
+    digest = Digest("s")
+    long_text = "x" * 10_000
+    assert digest(long_text) == digest.hash(long_text)
+    assert digest("short") == digest.hash("short")
+    assert digest._cached.cache_info().currsize == 1  # only "short" is kept
+
+
 def test_digest_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMSGUARD_SECRET", "from-env")
     assert Digest.from_settings(None, shared=True)("x") == Digest("from-env")("x")

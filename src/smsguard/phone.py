@@ -103,7 +103,8 @@ class Digest:
         self._cached = functools.lru_cache(maxsize=4096)(self.hash)
 
     def __call__(self, text: str) -> str:
-        return self._cached(text)
+        # Long texts (a content field a client filled) are hashed but not kept in the cache.
+        return self._cached(text) if len(text) <= 256 else self.hash(text)
 
     def hash(self, text: str) -> str:
         """The keyed hash of ``text``, as 24 hex digits."""

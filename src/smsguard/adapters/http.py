@@ -223,11 +223,17 @@ def _form(text: str) -> dict[str, str]:
     return dict(parse_qsl(text, keep_blank_values=True)) if text else {}
 
 
-@functools.lru_cache(maxsize=4096)  # peers and proxies repeat: parse each once
 def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address from a peer or a forwarded hop (``1.2.3.4:80``, ``"[2001:db8::1]:443"``)."""
-    if not text:
+    # No address is longer than this (an IPv6 one in brackets, with a zone and a port, quoted):
+    # longer text is refused before the cache, so a client cannot fill it with big strings.
+    if not text or len(text) > 72:
         return None
+    return _parse_address(text)
+
+
+@functools.lru_cache(maxsize=4096)  # peers and proxies repeat: parse each once
+def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else ""
