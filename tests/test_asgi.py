@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -144,6 +145,28 @@ def test_refund_when_the_endpoint_fails(guard: Guard) -> None:
             client.post("/sms/send", json={"phone": "13800138000", "t": 2}).status_code == 429
         )  # same content
     assert guard.check("13800138000", content="other", ip=PEER[0]).remaining["daily_cap"] == 1
+
+
+def test_cancelled_endpoint_keeps_the_hit(make_guard: Callable[..., Guard]) -> None:
+    """A server may cancel the endpoint when the client hangs up, perhaps after the SMS
+    went out: that must not give the quota back, or hanging up would beat the limits."""
+    guard = make_guard([DailyCap(1)])
+    app = make_app(guard)
+
+    async def call() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b'{"phone": "13800138000"}', "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            raise asyncio.CancelledError  # the server gives up on the response
+
+        scope = {"type": "http", "method": "POST", "path": "/sms/send", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")], "client": PEER}  # fmt: skip
+        with pytest.raises(asyncio.CancelledError):
+            await app(scope, receive, send)
+
+    asyncio.run(call())
+    assert guard.check("13800138000", content="POST /sms/send", ip=PEER[0]).reason == "daily_cap"
 
 
 def test_client_ip_from_trusted_proxy_only(make_guard: Callable[..., Guard]) -> None:

@@ -81,7 +81,7 @@ class SMSGuardMiddleware:
 
         try:
             await self.app(scope, _replay(body, receive), watch)
-        except BaseException:
+        except Exception:  # not a cancellation: a client must not win a refund by hanging up
             await self.guard.arefund(decision)  # the endpoint failed: the code was not sent
             raise
         if self.gate.refund_on(status):

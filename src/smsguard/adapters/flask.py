@@ -137,7 +137,7 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
     g.smsguard = decision
     try:
         response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
-    except BaseException:
+    except Exception:  # not SystemExit and the like: those say nothing of the SMS
         guard.refund(decision)  # the endpoint failed: the code was not sent
         raise
     if gate.refund_on(response.status_code):
