@@ -1,13 +1,11 @@
 """Real redis-server processes for the tests: a single node and a 3-master cluster.
 
 Each listens on a free loopback port, in a temporary directory, and is stopped at the end.
-Without the binary these tests skip with the reason, except under CI=true, where a missing
-redis-server fails the run.
+Whether a missing binary skips or fails the tests is decided once, in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import socket
@@ -18,20 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def require_redis_server() -> str:
-    if REDIS_SERVER:
-        return REDIS_SERVER
-    if os.environ.get("CI") == "true":
-        pytest.fail(
-            "redis-server is not installed: CI must run the Redis tests (apt-get install redis-server)"
-        )
-    pytest.skip("redis-server is not installed: Redis tests skipped (install it to run them)")
+def redis_server_binary() -> str:
+    """The redis-server binary; a clear error when it is not installed."""
+    if REDIS_SERVER is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    return REDIS_SERVER
 
 
 def free_port(*, cluster: bool = False) -> int:
@@ -81,7 +75,7 @@ class RedisServer:
     """One redis-server on 127.0.0.1:port, with no persistence."""
 
     def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
-        self.binary = require_redis_server()
+        self.binary = redis_server_binary()
         self.port = port or free_port(cluster="--cluster-enabled" in extra)
         self.workdir = workdir / str(self.port)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Clock
+from conftest import Clock, admitted_by_threads
 
 from smsguard import (
     BackendUnavailable,
@@ -158,22 +157,7 @@ def test_custom_policy_from_examples(make_guard: Callable[..., Guard]) -> None:
 
 def test_threads_admit_exactly_the_cap(make_guard: Callable[..., Guard]) -> None:
     guard = make_guard([DailyCap(10)])
-    admitted: list[Decision] = []
-    start = threading.Barrier(16)
-
-    def hammer() -> None:
-        start.wait()
-        for _ in range(25):
-            d = guard.check(VICTIM)
-            if d.allowed:
-                admitted.append(d)
-
-    threads = [threading.Thread(target=hammer) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(admitted) == 10
+    assert len(admitted_by_threads(lambda: guard.check(VICTIM), threads=16, each=25)) == 10
 
 
 def test_concurrent_acheck_admits_exactly_the_cap(make_guard: Callable[..., Guard]) -> None:

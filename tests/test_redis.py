@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import Clock, unique_prefix
-from servers import RedisCluster, RedisServer, free_port, require_redis_server, top_level_commands
+from conftest import Clock, admitted_by_threads, unique_prefix
+from servers import RedisCluster, RedisServer, free_port, redis_server_binary, top_level_commands
 
 from smsguard import ConfigError, DailyCap, Decision, Guard, IPThrottle, PhoneRate, SameContent, Whitelist
 from smsguard.backends.redis import RedisBackend
@@ -123,21 +123,7 @@ def test_cluster_spanning_slots_never_over_admits(redis_cluster: RedisCluster, c
     # The number's counters and the IP's live in different slots: the IP limit (5) binds
     # first, and each denial there must give back the number's reservation.
     guard = guard_on(backend, clock, [DailyCap(10), IPThrottle("5/hour")])
-    admitted: list[Decision] = []
-    start = threading.Barrier(8)
-
-    def hammer() -> None:
-        start.wait()
-        for _ in range(10):
-            d = guard.check(VICTIM, ip="203.0.113.5")
-            if d.allowed:
-                admitted.append(d)
-
-    threads = [threading.Thread(target=hammer) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    admitted = admitted_by_threads(lambda: guard.check(VICTIM, ip="203.0.113.5"), threads=8, each=10)
     assert len(admitted) == 5
     # Rolled-back reservations are gone: the number holds exactly the 5 admitted hits.
     assert guard.check(VICTIM, ip="203.0.113.6").remaining == {"daily_cap": 4, "ip_throttle": 4}
@@ -207,7 +193,7 @@ def test_unix_socket_url(tmp_path: Path, clock: Clock) -> None:
 
 
 def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -> None:
-    binary = require_redis_server()
+    binary = redis_server_binary()
     port = free_port()
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
