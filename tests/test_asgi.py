@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from smsguard import DailyCap, Guard, IPThrottle, SameContent
-from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.adapters.asgi import Headers, SMSGuardMiddleware
 from smsguard.backends.redis import RedisBackend
 
 PEER = ("203.0.113.9", 50000)
@@ -184,6 +184,33 @@ def test_client_ip_from_trusted_proxy_only(make_guard: Callable[..., Guard]) -> 
         assert again.status_code == 429, "198.51.100.77 has used its one"
         other = {"x-forwarded-for": "198.51.100.79"}
         assert proxied.post("/sms/send", json={"phone": "13900139000"}, headers=other).status_code == 200
+
+
+def test_headers_read_lazily_from_the_asgi_list() -> None:
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"x-forwarded-for", b"1.1.1.1"),
+        (b"x-forwarded-for", b"2.2.2.2"),
+    ]
+    headers = Headers(raw)
+    assert headers["content-type"] == "application/json"
+    assert headers.get("x-forwarded-for") == "1.1.1.1, 2.2.2.2", "a repeated header reads as one list"
+    assert headers.get("forwarded") is None
+    assert list(headers) == ["content-type", "x-forwarded-for"]
+    assert len(headers) == 2
+    assert dict(headers) == {"content-type": "application/json", "x-forwarded-for": "1.1.1.1, 2.2.2.2"}
+
+
+def test_repeated_forwarding_header_counts_the_right_most_hop(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([IPThrottle("1/hour")])
+    app = make_app(guard, trusted_proxies=["10.0.0.0/8"])
+    with TestClient(app, client=("10.1.2.3", 1)) as proxied:
+        # The client wrote the first line, the proxy appended the second: the proxy's counts.
+        lines = [("x-forwarded-for", "198.51.100.1"), ("x-forwarded-for", "198.51.100.90")]
+        assert proxied.post("/sms/send", json={"phone": "13800138000"}, headers=lines).status_code == 200
+        other_spoof = [("x-forwarded-for", "198.51.100.2"), ("x-forwarded-for", "198.51.100.90")]
+        denied = proxied.post("/sms/send", json={"phone": "13900139000"}, headers=other_spoof)
+        assert denied.status_code == 429, "198.51.100.90 has used its one, whatever it wrote first"
 
 
 def test_other_routes_and_websockets_pass_through(client: TestClient) -> None:

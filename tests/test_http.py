@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from ipaddress import ip_address
+from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smsguard import ConfigError, Decision, InvalidPhone
-from smsguard.adapters.http import Gate, Incoming, Problem, Reply
+from smsguard.adapters.http import Gate, Incoming, Problem, Reply, _form
+
+CLIENT = ip_address("203.0.113.9")
 
 
 def incoming(
@@ -34,10 +40,10 @@ def test_json_form_and_query_sources() -> None:
     assert gate.arguments(incoming(body, "application/json; charset=utf-8")) == {
         "phone": "138 0013 8000",
         "content": "login",
-        "ip": "203.0.113.9",
+        "ip": CLIENT,
     }
     form = incoming(b"phone=%2B8613800138000&template=signup", "application/x-www-form-urlencoded")
-    assert gate.arguments(form) == {"phone": "+8613800138000", "content": "signup", "ip": "203.0.113.9"}
+    assert gate.arguments(form) == {"phone": "+8613800138000", "content": "signup", "ip": CLIENT}
     query = incoming(query="phone=13800138000")
     assert gate.arguments(query)["phone"] == "13800138000"  # type: ignore[index]
 
@@ -51,7 +57,7 @@ def test_callable_fields() -> None:
     gate = Gate(phone=lambda r: r.data["user"]["mobile"], content=lambda r: r.headers.get("x-template"))
     body = json.dumps({"user": {"mobile": "13800138000"}}).encode()
     args = gate.arguments(incoming(body, "application/json", x_template="reset"))
-    assert args == {"phone": "13800138000", "content": "reset", "ip": "203.0.113.9"}
+    assert args == {"phone": "13800138000", "content": "reset", "ip": CLIENT}
 
 
 @pytest.mark.parametrize(
@@ -178,3 +184,8 @@ def test_refund_on() -> None:
     assert Gate(refund_on={409}).refund_on(409)
     assert not Gate(refund_on={409}).refund_on(500)
     assert Gate(refund_on=lambda s: s != 200).refund_on(201)
+
+
+@given(st.text(alphabet="ab=&%+;2B \u00e9", max_size=30))
+def test_form_reads_like_parse_qsl(text: str) -> None:
+    assert _form(text) == dict(parse_qsl(text, keep_blank_values=True))

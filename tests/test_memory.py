@@ -70,6 +70,26 @@ def test_refund_removes_one_hit_only() -> None:
     assert backend.run(job(1, Counter("k", 5, 11))).counts == (1,)
 
 
+def test_single_hit_refunded_taken_again_and_swept() -> None:
+    backend = MemoryBackend()
+    backend.run(job(0, Counter("k", 1, 10)))
+    backend.refund(Receipt("t", (Counter("k", 1, 10),)))
+    assert len(backend) == 0
+    assert backend.run(job(1, Counter("k", 1, 11))).counts == (0,)
+    assert backend.run(job(2, Counter("k", 1, 12))).denied == 0, "the hit taken again counts"
+    assert backend.sweep(now=10) == 0, "the refunded hit's heap entry does not drop the new one"
+    assert backend.sweep(now=11) == 1
+    assert len(backend) == 0
+
+
+def test_expired_single_hit_is_replaced() -> None:
+    backend = MemoryBackend()
+    backend.run(job(0, Counter("k", 1, 10)))
+    assert backend.run(job(20, Counter("k", 1, 30))).counts == (0,)
+    out = backend.run(job(25, Counter("k", 1, 35)))
+    assert (out.denied, out.retry_after) == (0, 5)
+
+
 def test_clear_and_sets() -> None:
     backend = MemoryBackend()
     backend.set_flag("wl")

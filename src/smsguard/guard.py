@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple
 
 from smsguard import attempt as codes
@@ -29,6 +30,8 @@ log = logging.getLogger("smsguard")
 FailMode = Literal["open", "closed", "local"]
 FAIL_MODES: Final = ("open", "closed", "local")
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+_ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+_NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 class _Plan(NamedTuple):
@@ -279,8 +282,8 @@ class Guard:
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id = self.identify(phone)
-        if ip is not None and not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        e164, phone_id = self._identify(canonical(phone))
+        if ip is not None and not isinstance(ip, _ADDRESS):
             try:
                 ip = self._ip(ip)
             except ValueError:
@@ -292,7 +295,7 @@ class Guard:
             content,
             None if content is None else self._digest(content),
             ip,
-            context if context is not None else {},
+            _NO_CONTEXT if context is None else context,
         )
         flags: list[Flag] = []
         counters: list[Counter] = []

@@ -7,7 +7,7 @@ other routes and non-HTTP scopes straight through, reads a guarded request's bod
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from smsguard.adapters.http import Gate, Incoming, Reply
@@ -46,12 +46,11 @@ class SMSGuardMiddleware:
         if body is None:
             await _respond(send, self.gate.too_large())
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         client = scope.get("client")
         request = Incoming(
             scope["method"],
             scope["path"],
-            headers,
+            Headers(scope["headers"]),
             scope.get("query_string", b"").decode("latin-1"),
             body,
             client[0] if client else None,
@@ -106,6 +105,32 @@ class SMSGuardMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+class Headers(Mapping[str, str]):
+    """An ASGI header list as a read-only mapping, decoded only where looked up.
+
+    Names are looked up in lower case, as ASGI servers deliver them; a header sent several
+    times reads as its values joined by ", " (RFC 9110, 5.3).
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        key = name.encode("latin-1")
+        values = [value for k, value in self._raw if k == key]
+        if not values:
+            raise KeyError(name)
+        return b", ".join(values).decode("latin-1")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k.decode("latin-1") for k, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({k for k, _ in self._raw})
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

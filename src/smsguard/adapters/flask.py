@@ -17,10 +17,11 @@ decision in ``flask.g.smsguard``: its ``phone`` is the number already validated,
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, g, request
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from smsguard.adapters.http import Gate, Incoming, Reply
@@ -119,7 +120,7 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
     incoming = Incoming(
         request.method,
         request.path,
-        {k.lower(): v for k, v in request.headers.items()},
+        _Headers(request.headers),
         request.query_string.decode("latin-1"),
         body,
         request.remote_addr,
@@ -143,6 +144,24 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
     if gate.refund_on(response.status_code):
         guard.refund(decision)
     return response
+
+
+class _Headers(Mapping[str, str]):
+    """werkzeug's request headers as a Mapping (iterating them yields pairs, not names)."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]  # any case; the WSGI server joins a repeated header
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.lower() for name, _ in self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
 
 
 def _response(reply: Reply) -> Response:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import heapq
 import threading
 from bisect import bisect_right, insort
+from collections.abc import Sequence
 
 from smsguard.backends.base import Job, Outcome, Receipt
 
 
 class MemoryBackend:
-    """Counters in a dict of sorted expiry lists, guarded by one lock.
+    """Counters in a dict of expiry times, guarded by one lock.
+
+    A key holds the expiry of its one hit as a bare float, or a sorted list of them once it
+    has two; most keys never get a second hit, and a float costs a fraction of a list to
+    keep and nothing for the garbage collector to scan.
 
     Memory is bounded by expiry only: every key sits once in a heap ordered by when its last
     hit expires, and each decision sweeps a bounded slice of the keys that are past it. No
@@ -22,7 +27,7 @@ class MemoryBackend:
 
     def __init__(self, *, sweep_batch: int = 64) -> None:
         self._lock = threading.Lock()
-        self._hits: dict[str, list[float]] = {}
+        self._hits: dict[str, float | list[float]] = {}
         self._expiry: list[tuple[float, str]] = []  # (when the key may be empty, key)
         self._flags: set[str] = set()
         self._sweep_batch = sweep_batch
@@ -40,26 +45,33 @@ class MemoryBackend:
             denied, wait = -1, 0.0
             for i, counter in enumerate(job.counters):
                 entries = hits.get(counter.key)
-                n = 0
-                if entries:
-                    if entries[0] <= now:
+                live: Sequence[float]
+                if entries is None:
+                    live = ()
+                elif isinstance(entries, list):
+                    if entries and entries[0] <= now:
                         del entries[: bisect_right(entries, now)]
-                    n = len(entries)
-                    # The slot frees when the (n - limit + 1)-th oldest live hit expires.
-                    if n >= counter.limit and (denied < 0 or entries[n - counter.limit] - now > wait):
-                        denied, wait = i, entries[n - counter.limit] - now
+                    live = entries
+                else:
+                    live = (entries,) if entries > now else ()
+                n = len(live)
+                # The slot frees when the (n - limit + 1)-th oldest live hit expires.
+                if n >= counter.limit and (denied < 0 or live[n - counter.limit] - now > wait):
+                    denied, wait = i, live[n - counter.limit] - now
                 counts.append(n)
             if denied >= 0:
                 return Outcome(denied=denied, retry_after=wait, counts=tuple(counts))
-            for counter in job.counters:
-                entries = hits.get(counter.key)
+            for key, _, at in job.counters:
+                entries = hits.get(key)
                 if entries is None:
-                    hits[counter.key] = [counter.expires_at]
-                    heapq.heappush(self._expiry, (counter.expires_at, counter.key))
-                elif not entries or entries[-1] <= counter.expires_at:
-                    entries.append(counter.expires_at)
+                    hits[key] = at
+                    heapq.heappush(self._expiry, (at, key))
+                elif not isinstance(entries, list):
+                    hits[key] = at if entries <= now else sorted((entries, at))
+                elif not entries or entries[-1] <= at:
+                    entries.append(at)
                 else:
-                    insort(entries, counter.expires_at)
+                    insort(entries, at)
             return Outcome(counts=tuple(counts))
 
     async def arun(self, job: Job) -> Outcome:
@@ -68,12 +80,14 @@ class MemoryBackend:
 
     def refund(self, receipt: Receipt) -> None:
         with self._lock:
-            for counter in receipt.counters:
-                entries = self._hits.get(counter.key)
-                if entries:
-                    i = bisect_right(entries, counter.expires_at) - 1
-                    if i >= 0 and entries[i] == counter.expires_at:
+            for key, _, at in receipt.counters:
+                entries = self._hits.get(key)
+                if isinstance(entries, list):
+                    i = bisect_right(entries, at) - 1
+                    if i >= 0 and entries[i] == at:
                         del entries[i]
+                elif entries == at:
+                    del self._hits[key]  # its heap entry finds it gone
 
     async def arefund(self, receipt: Receipt) -> None:
         self.refund(receipt)
@@ -118,8 +132,9 @@ class MemoryBackend:
             entries = hits.get(key)
             if entries is None:
                 continue
-            if entries and entries[-1] > now:
-                heapq.heappush(heap, (entries[-1], key))
+            last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
+            if last > now:
+                heapq.heappush(heap, (last, key))
             else:
                 del hits[key]
                 dropped += 1
