@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,16 @@ def test_allowed_reaches_the_view_with_its_body(guard: Guard) -> None:
     response = post(app, data=body, content_type="application/json")
     assert response.status_code == 200
     assert response.get_json() == {"echo": body, "json": json.loads(body), "phone": "+8613800138000"}
+
+
+def test_chunked_body_without_length_is_read(guard: Guard) -> None:
+    body = json.dumps({"phone": "13800138000"}).encode()
+    headers = {"Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    # What a server hands over for a chunked body: no length, a stream that ends by itself.
+    server = {"wsgi.input_terminated": True}
+    response = post(make_app(guard), input_stream=io.BytesIO(body), headers=headers, environ_overrides=server)
+    assert response.status_code == 200
+    assert response.get_json()["phone"] == "+8613800138000"
 
 
 def test_form_query_and_per_view_field(guard: Guard) -> None:

@@ -60,7 +60,9 @@ class _Plan(NamedTuple):
         if not allowed:
             owner, limit = self.counter_owners[out.denied], self.job.counters[out.denied].limit
             return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining, limit)
-        return Decision(True, phone, remaining=remaining, receipt=Receipt(self.job.token, self.job.counters))
+        return Decision(
+            True, phone, None, None, None, remaining, None, Receipt(self.job.token, self.job.counters)
+        )
 
 
 class Guard:
@@ -262,7 +264,7 @@ class Guard:
 
     def _identify_uncached(self, phone: str) -> tuple[str, str]:
         e164 = normalize(phone, self.default_region)
-        return e164, self._digest(e164)
+        return e164, self._digest.hash(e164)  # this cache holds it: keep it out of the digest's
 
     def identify(self, phone: str) -> tuple[str, str]:
         """(E.164, keyed hash) of ``phone``; raises InvalidPhone. Cached on a canonical form,

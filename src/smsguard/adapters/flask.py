@@ -112,11 +112,16 @@ def _state() -> _State:
 
 
 def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    request.max_content_length = gate.max_body
-    try:
-        body = request.get_data(cache=True)  # cached: the view reads it again as usual
-    except RequestEntityTooLarge:
-        return _response(gate.too_large())
+    if request.content_length == 0 or (
+        request.content_length is None and "HTTP_TRANSFER_ENCODING" not in request.environ
+    ):
+        body = b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
+    else:
+        request.max_content_length = gate.max_body
+        try:
+            body = request.get_data(cache=True)  # cached: the view reads it again as usual
+        except RequestEntityTooLarge:
+            return _response(gate.too_large())
     incoming = Incoming(
         request.method,
         request.path,
