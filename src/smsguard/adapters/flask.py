@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -112,23 +112,25 @@ def _state() -> _State:
 
 
 def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    if request.content_length == 0 or (
-        request.content_length is None and "HTTP_TRANSFER_ENCODING" not in request.environ
-    ):
+    # The request and app behind Flask's proxies, looked up once rather than per attribute.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    length = req.content_length
+    if length == 0 or (length is None and "HTTP_TRANSFER_ENCODING" not in req.environ):
         body = b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
     else:
-        request.max_content_length = gate.max_body
+        req.max_content_length = gate.max_body
         try:
-            body = request.get_data(cache=True)  # cached: the view reads it again as usual
+            body = req.get_data(cache=True)  # cached: the view reads it again as usual
         except RequestEntityTooLarge:
             return _response(gate.too_large())
     incoming = Incoming(
-        request.method,
-        request.path,
-        _Headers(request.headers),
-        request.query_string.decode("latin-1"),
+        req.method,
+        req.path,
+        _Headers(req.headers),
+        req.query_string.decode("latin-1"),
         body,
-        request.remote_addr,
+        req.remote_addr,
     )
     arguments = gate.arguments(incoming)
     if isinstance(arguments, Reply):
@@ -142,7 +144,7 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
         return _response(refusal)
     g.smsguard = decision
     try:
-        response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
+        response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
     except Exception:  # not SystemExit and the like: those say nothing of the SMS
         guard.refund(decision)  # the endpoint failed: the code was not sent
         raise
