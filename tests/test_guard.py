@@ -55,6 +55,7 @@ def test_denied_attempt_consumes_nothing(make_guard: Callable[..., Guard], clock
     d = guard.check(VICTIM, content="b", ip="203.0.113.1")
     assert d.allowed
     assert d.remaining == {"same_content": 0, "daily_cap": 1, "ip_throttle": 0}
+    assert "remaining={'same_content': 0, 'daily_cap': 1, 'ip_throttle': 0}" in repr(d)
     # Denied by IPThrottle: DailyCap must not move.
     for _ in range(5):
         assert guard.check(VICTIM, content="c", ip="203.0.113.1").reason == "ip_throttle"

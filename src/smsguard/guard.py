@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple
@@ -50,19 +50,47 @@ class _Plan(NamedTuple):
             if flag.reason is None:
                 return Decision(True, phone, owner.name, codes.EXEMPT)
             return Decision(False, phone, owner.name, flag.reason)
-        allowed = out.denied < 0
-        remaining: dict[str, int] = {}  # per policy, the least left of its counters
-        for counter, owner, n in zip(self.job.counters, self.counter_owners, out.counts, strict=True):
-            left = counter.limit - n - allowed
-            known = remaining.get(owner.name)
-            if known is None or left < known:
-                remaining[owner.name] = left if left > 0 else 0
-        if not allowed:
+        remaining = _Remaining(self, out)
+        if out.denied >= 0:
             owner, limit = self.counter_owners[out.denied], self.job.counters[out.denied].limit
             return Decision(False, phone, owner.name, owner.reason, out.retry_after, remaining, limit)
         return Decision(
             True, phone, None, None, None, remaining, None, Receipt(self.job.token, self.job.counters)
         )
+
+
+class _Remaining(Mapping[str, int]):
+    """``Decision.remaining``: hits left per policy, the least over its counters. Worked out
+    when first read, since most callers never read it."""
+
+    __slots__ = ("_out", "_plan", "_values")
+
+    def __init__(self, plan: _Plan, out: Outcome) -> None:
+        self._plan, self._out = plan, out
+        self._values: dict[str, int] | None = None
+
+    def _dict(self) -> dict[str, int]:
+        if self._values is None:
+            plan, out = self._plan, self._out
+            allowed = out.denied < 0
+            values: dict[str, int] = {}
+            for counter, owner, n in zip(plan.job.counters, plan.counter_owners, out.counts, strict=True):
+                left = max(counter.limit - n - allowed, 0)
+                values[owner.name] = min(left, values.get(owner.name, left))
+            self._values = values
+        return self._values
+
+    def __getitem__(self, name: str) -> int:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())
 
 
 class Guard:
