@@ -102,6 +102,9 @@ def test_shared_backend_without_secret_fails_at_construction(monkeypatch: pytest
         ("＋８６　１３８００１３８０００", "+8613800138000"),
         ("+1 201 555 0123 ext. 4", "+1 201 555 0123 ext. 4"),  # not digits alone: left whole
         ("١٣٨٠٠١٣٨٠٠٠", "١٣٨٠٠١٣٨٠٠٠"),  # Arabic-Indic digits: phonenumbers reads them
+        ("13800138000", "13800138000"),  # already canonical
+        ("+8613800138000", "+8613800138000"),
+        ("++8613800138000", "++8613800138000"),  # not '+' then digits: left whole
     ],
 )
 def test_canonical_cache_key(raw: str, key: str) -> None:

@@ -46,6 +46,9 @@ def canonical(raw: str) -> str:
     """
     if not isinstance(raw, str):
         return raw
+    digits = raw[1:] if raw.startswith("+") else raw
+    if digits.isascii() and digits.isdecimal():
+        return raw  # already canonical, as most input is: skip the translation
     key = raw.translate(_CANONICAL)
     digits = key[1:] if key.startswith("+") else key
     return key if digits.isascii() and digits.isdecimal() else raw
