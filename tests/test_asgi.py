@@ -169,6 +169,40 @@ def test_cancelled_endpoint_keeps_the_hit(make_guard: Callable[..., Guard]) -> N
     assert guard.check("13800138000", content="POST /sms/send", ip=PEER[0]).reason == "daily_cap"
 
 
+def raw_call(app: Starlette, scope: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Call ``app`` with ``scope``, feeding it ``messages``; return what it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    base = {"type": "http", "method": "POST", "path": "/sms/send", "query_string": b"", "client": PEER}
+    asyncio.run(app({**base, **scope}, receive, send))  # type: ignore[arg-type]
+    return sent
+
+
+def test_http1_request_without_length_has_no_body_to_read(guard: Guard) -> None:
+    app = make_app(guard)
+    disconnect = {"type": "http.disconnect"}
+    scope = {"http_version": "1.1", "headers": [], "query_string": b"phone=13800138000"}
+    sent = raw_call(app, scope, [{"type": "http.request", "body": b"", "more_body": False}, disconnect])
+    assert sent[0]["status"] == 200
+    # The endpoint read the body itself: the server's own first message, not a replay.
+    assert json.loads(sent[1]["body"])["echo"] == ""
+
+
+def test_http2_request_without_length_is_read(guard: Guard) -> None:
+    app = make_app(guard)
+    body = {"type": "http.request", "body": b'{"phone": "13800138000"}', "more_body": False}
+    scope = {"http_version": "2", "headers": [(b"content-type", b"application/json")]}
+    sent = raw_call(app, scope, [body])
+    assert sent[0]["status"] == 200, "HTTP/2 frames a body without Content-Length"
+    assert json.loads(sent[1]["body"])["phone"] == "+8613800138000"
+
+
 def test_client_ip_from_trusted_proxy_only(make_guard: Callable[..., Guard]) -> None:
     guard = make_guard([IPThrottle("1/hour")])
     app = make_app(guard, trusted_proxies=["10.0.0.0/8"])

@@ -33,7 +33,7 @@ class SMSGuardMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, guard: Guard, routes: Iterable[str] = ("POST /sms/send",), **options: Any
+        self, app: ASGIApp, /, *, guard: Guard, routes: Iterable[str] = ("POST /sms/send",), **options: Any
     ) -> None:
         self.app, self.guard, self.gate = app, guard, Gate(**options)
         self.routes = {tuple(route.split(None, 1)) for route in routes}
@@ -42,7 +42,7 @@ class SMSGuardMiddleware:
         if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.routes:
             await self.app(scope, receive, send)
             return
-        body = await self._read_body(scope, receive)
+        body, app_receive = await self._read_body(scope, receive)
         if body is None:
             await _respond(send, self.gate.too_large())
             return
@@ -79,19 +79,27 @@ class SMSGuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, _replay(body, receive), watch)
+            await self.app(scope, app_receive, watch)
         except Exception:  # not a cancellation: a client must not win a refund by hanging up
             await self.guard.arefund(decision)  # the endpoint failed: the code was not sent
             raise
         if self.gate.refund_on(status):
             await self.guard.arefund(decision)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None past ``max_body`` (checked against Content-Length first)."""
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+        """The whole body (None past ``max_body``, checked against Content-Length first), and
+        the receive to hand the app: one that replays the body if it was read."""
         limit = self.gate.max_body
+        framed = False  # the request announces a body
         for name, value in scope["headers"]:
-            if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
-                return None
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    return None, receive
+                framed = framed or value != b"0"
+            elif name == b"transfer-encoding":
+                framed = True
+        if not framed and scope.get("http_version") in ("1.0", "1.1"):
+            return b"", receive  # no length and no chunks: HTTP/1 says there is no body (RFC 9112, 6.3)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -100,11 +108,12 @@ class SMSGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                return None
+                return None, receive
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        return body, _replay(body, receive)
 
 
 class Headers(Mapping[str, str]):
