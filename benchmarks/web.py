@@ -4,7 +4,7 @@ the peer (slowapi for Starlette, Flask-Limiter for Flask), on memory and on Redi
 Each variant runs in its own server process (uvicorn, one worker; gunicorn, one sync worker)
 on a free loopback port, loaded by wrk (apt-get install wrk) with random numbers from a pool
 of 50,000, so that both admissions and denials happen. Redis variants use a redis-server the
-script starts itself.
+script starts itself. Each row is the median of --rounds runs, the rows taking turns.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,8 @@ def _ms(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frameworks", default="starlette,flask")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -85,19 +87,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         redis = RedisServer(Path(tmp)).start()
         try:
             for framework in args.frameworks.split(","):
-                print(f"\n{framework}: POST /sms/send, wrk -t1 -c16, {args.seconds}s a row")
+                print(f"\n{framework}: POST /sms/send, wrk -t1 -c16, {args.seconds}s a run, "
+                      f"median of {args.rounds} interleaved rounds")  # fmt: skip
                 print(f"{'':28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
-                bare = run(framework, "bare", "memory://", args.seconds, script)
-                _row("bare", bare, bare)
+                rows = [("bare", "bare", "memory://")]
                 for storage, label in [("memory://", "memory"), (redis.url, "redis")]:
-                    redis.stop()
-                    redis.start()  # an empty Redis for every row
                     for variant, name in [("smsguard", "smsguard"), ("peer", peers[framework])]:
-                        _row(
-                            f"{name} ({label})", run(framework, variant, storage, args.seconds, script), bare
-                        )
+                        rows.append((f"{name} ({label})", variant, storage))
+                # Rounds interleave the rows, so that a slow spell of this shared machine
+                # lands on all of them rather than on one.
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in rows}
+                for _ in range(args.rounds):
+                    for name, variant, storage in rows:
+                        if storage != "memory://":
+                            redis.stop()
+                            redis.start()  # an empty Redis for every run
+                        runs[name].append(run(framework, variant, storage, args.seconds, script))
+                bare = _median(runs["bare"])
+                for name, _, _ in rows:
+                    _row(name, _median(runs[name]), bare)
         finally:
             redis.stop()
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
 def _row(name: str, r: dict[str, float], bare: dict[str, float]) -> None:
