@@ -115,8 +115,8 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
     # The request and app behind Flask's proxies, looked up once rather than per attribute.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    length = req.content_length
-    if length == 0 or (length is None and "HTTP_TRANSFER_ENCODING" not in req.environ):
+    environ = req.environ
+    if environ.get("CONTENT_LENGTH", "") in ("", "0") and "HTTP_TRANSFER_ENCODING" not in environ:
         body = b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
     else:
         req.max_content_length = gate.max_body
@@ -128,7 +128,7 @@ def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any,
         req.method,
         req.path,
         _Headers(req.headers),
-        req.query_string.decode("latin-1"),
+        environ.get("QUERY_STRING", ""),  # what req.query_string encodes
         body,
         req.remote_addr,
     )
