@@ -98,7 +98,7 @@ class SMSGuardMiddleware:
                 framed = framed or value != b"0"
             elif name == b"transfer-encoding":
                 framed = True
-        if not framed and scope.get("http_version") in ("1.0", "1.1"):
+        if not framed and scope.get("http_version", "1.0") in ("1.0", "1.1"):  # ASGI: absent is 1.0
             return b"", receive  # no length and no chunks: HTTP/1 says there is no body (RFC 9112, 6.3)
         chunks, size = [], 0
         while True:
@@ -129,7 +129,10 @@ class Headers(Mapping[str, str]):
         self._raw = raw
 
     def __getitem__(self, name: str) -> str:
-        key = name.encode("latin-1")
+        try:
+            key = name.encode("latin-1")
+        except UnicodeEncodeError:
+            raise KeyError(name) from None
         values = [value for k, value in self._raw if k == key]
         if not values:
             raise KeyError(name)
