@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import random
 import statistics
 import sys
@@ -170,7 +171,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{r['allowed']:>9,.0f}{ours / r['per_s']:>12.2f}"
         )
     if args.flood:
-        flood(args.flood)
+        # In a fresh process, so that its before and after count only what the flood does.
+        child = multiprocessing.get_context("spawn").Process(target=flood, args=(args.flood,))
+        child.start()
+        child.join()
 
 
 if __name__ == "__main__":
