@@ -63,22 +63,37 @@ def smsguard_check() -> Callable[[str, str, str], bool]:
     return lambda phone, content, ip: guard.check(phone, content=content, ip=ip).allowed
 
 
-def limits_check(normalize: bool) -> Callable[[str, str, str], bool]:
-    limiter = MovingWindowRateLimiter(MemoryStorage())
-    same, daily = parse("1/30 seconds"), parse("10/day")
-    rates, per_ip = parse_many("1/minute;5/hour"), parse("20/hour")
+# The four limits in limits' vocabulary, for the peer doing the same job.
+SAME, DAILY, RATES, PER_IP = (
+    parse("1/30 seconds"),
+    parse("10/day"),
+    parse_many("1/minute;5/hour"),
+    parse("20/hour"),
+)
+
+
+def e164(phone: str) -> str | None:
+    """The number in E.164, or None if phonenumbers finds it invalid (what the peer must do too)."""
+    number = phonenumbers.parse(phone, "CN")
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def limits_check(
+    limiter: MovingWindowRateLimiter | None = None, *, normalize: bool = True
+) -> Callable[[str, str, str], bool]:
+    """The four limits with ``limits`` (its memory storage unless given a limiter), keyed on the
+    validated number, or with ``normalize=False`` on the number as typed."""
+    limiter = limiter or MovingWindowRateLimiter(MemoryStorage())
 
     def check(phone: str, content: str, ip: str) -> bool:
-        if normalize:
-            number = phonenumbers.parse(phone, "CN")
-            if not phonenumbers.is_valid_number(number):
-                return False
-            phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        return (
-            limiter.hit(same, "same", phone, content)
-            and limiter.hit(daily, "daily", phone)
-            and all(limiter.hit(r, "rate", phone) for r in rates)
-            and limiter.hit(per_ip, "ip", ip)
+        key = e164(phone) if normalize else phone
+        return key is not None and (
+            limiter.hit(SAME, "same", key, content)
+            and limiter.hit(DAILY, "daily", key)
+            and all(limiter.hit(r, "rate", key) for r in RATES)
+            and limiter.hit(PER_IP, "ip", ip)
         )
 
     return check

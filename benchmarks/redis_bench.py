@@ -15,9 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-import phonenumbers
-from core import Attempt, four_policies, measure, workload
-from limits import parse, parse_many
+from core import DAILY, PER_IP, RATES, SAME, Attempt, e164, four_policies, limits_check, measure, workload
 from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindow
 from limits.storage import RedisStorage
@@ -29,32 +27,9 @@ from smsguard.backends.redis import RedisBackend
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from servers import RedisServer, top_level_commands
 
-SAME, DAILY, RATES, PER_IP = (
-    parse("1/30 seconds"),
-    parse("10/day"),
-    parse_many("1/minute;5/hour"),
-    parse("20/hour"),
-)
-
-
-def e164(phone: str) -> str:
-    number = phonenumbers.parse(phone, "CN")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
 
 def limits_sync(url: str) -> Callable[[str, str, str], bool]:
-    limiter = MovingWindowRateLimiter(RedisStorage(url, key_prefix="bench-limits"))
-
-    def check(phone: str, content: str, ip: str) -> bool:
-        phone = e164(phone)
-        return (
-            limiter.hit(SAME, "same", phone, content)
-            and limiter.hit(DAILY, "daily", phone)
-            and all(limiter.hit(r, "rate", phone) for r in RATES)
-            and limiter.hit(PER_IP, "ip", ip)
-        )
-
-    return check
+    return limits_check(MovingWindowRateLimiter(RedisStorage(url, key_prefix="bench-limits")))
 
 
 def limits_async(url: str) -> Callable[[str, str, str], Awaitable[bool]]:
@@ -64,13 +39,13 @@ def limits_async(url: str) -> Callable[[str, str, str], Awaitable[bool]]:
         )
     )
 
-    async def check(phone: str, content: str, ip: str) -> bool:
-        phone = e164(phone)
-        return (
-            await limiter.hit(SAME, "same", phone, content)
-            and await limiter.hit(DAILY, "daily", phone)
-            and await limiter.hit(RATES[0], "rate", phone)
-            and await limiter.hit(RATES[1], "rate", phone)
+    async def check(phone: str, content: str, ip: str) -> bool:  # limits_check, awaited
+        key = e164(phone)
+        return key is not None and (
+            await limiter.hit(SAME, "same", key, content)
+            and await limiter.hit(DAILY, "daily", key)
+            and await limiter.hit(RATES[0], "rate", key)
+            and await limiter.hit(RATES[1], "rate", key)
             and await limiter.hit(PER_IP, "ip", ip)
         )
 
