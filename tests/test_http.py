@@ -168,14 +168,34 @@ def test_allowed_is_no_reply_and_subsecond_waits_round_up() -> None:
     assert dict(reply.headers)["retry-after"] == "1"
 
 
+def test_repeated_denials_share_one_rendering() -> None:
+    gate = Gate()
+
+    def refusal(policy: str, wait: float, limit: int = 1) -> Reply | None:
+        return gate.refusal(Decision(False, "+8613800138000", policy, policy, wait, {}, limit))
+
+    first = refusal("same_content", 29.2)
+    assert first is not None
+    assert refusal("same_content", 29.9) is first  # the same whole seconds: the same reply
+    assert dict(first.headers)["retry-after"] == "30"
+    others = [refusal("same_content", 28.5), refusal("phone_rate", 29.2), refusal("same_content", 29.2, 2)]
+    assert None not in others
+    assert first not in others
+
+
 def test_custom_render() -> None:
+    seen: list[Decision | None] = []
+
     def render(problem: Problem) -> Reply:
+        seen.append(problem.decision)
         return Reply(
             problem.status, [("content-type", "text/plain")], f"no: {problem.body['error']}".encode()
         )
 
-    reply = Gate(render=render).refusal(Decision(False, "+86", "daily_cap", "daily_cap", 3.0, {}, 10))
+    denied = Decision(False, "+86", "daily_cap", "daily_cap", 3.0, {}, 10)
+    reply = Gate(render=render).refusal(denied)
     assert reply == Reply(429, [("content-type", "text/plain")], b"no: rate_limited")
+    assert seen == [denied]  # a custom render sees the decision, every time
 
 
 def test_refund_on() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from smsguard import ConfigError, InvalidPhone, normalize
@@ -71,6 +73,14 @@ def test_digest_is_keyed_and_stable() -> None:
     assert a("+8613800138000") != b("+8613800138000")
     assert a("+8613800138000") != a("+8613800138001")
     assert "13800138000" not in a("+8613800138000")
+
+
+def test_digest_is_keyed_blake2b_of_the_derived_key() -> None:
+    # Pinned to its construction: keys already in Redis must survive an upgrade.
+    key = hashlib.blake2b(b"s", digest_size=32, person=b"smsguard").digest()
+    digest = Digest("s")
+    for text in ["+8613800138000", "+8613800138000", "POST /sms/send", ""]:  # a hash leaves no trace
+        assert digest.hash(text) == hashlib.blake2b(text.encode(), key=key, digest_size=12).hexdigest()
 
 
 def test_digest_caches_short_texts_only() -> None:

@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import json
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -56,7 +56,7 @@ class Reply:
     """A rendered response."""
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: Sequence[tuple[str, str]]
     body: bytes
 
 
@@ -67,8 +67,7 @@ _to_json = json.JSONEncoder(separators=(",", ":")).encode
 def json_reply(problem: Problem) -> Reply:
     """The default rendering: the problem's body as JSON."""
     body = _to_json(problem.body).encode()
-    headers = [("content-type", "application/json"), *problem.headers.items()]
-    return Reply(problem.status, headers, body)
+    return Reply(problem.status, (("content-type", "application/json"), *problem.headers.items()), body)
 
 
 Field = str | Callable[[Incoming], Any] | None
@@ -175,21 +174,9 @@ class Gate:
         if decision.allowed:
             return None
         wait = None if decision.retry_after is None else max(1, math.ceil(decision.retry_after))
-        headers = {} if wait is None else {"retry-after": str(wait)}
-        if decision.reason == codes.BACKEND_UNAVAILABLE:
-            body = {"error": "unavailable", "reason": decision.reason, "retry_after": wait}
-            return self.render(Problem(503, body, headers, decision))
-        if decision.limit is not None and decision.policy is not None:
-            policy = _sf_string(decision.policy)
-            headers["ratelimit-policy"] = f"{policy};q={decision.limit}"
-            headers["ratelimit"] = f"{policy};r=0" + ("" if wait is None else f";t={wait}")
-        body = {
-            "error": "rate_limited" if wait is not None else "forbidden",
-            "policy": decision.policy,
-            "reason": decision.reason,
-            "retry_after": wait,
-        }
-        return self.render(Problem(429, body, headers, decision))
+        if self.render is json_reply:  # it reads nothing but the problem: render each kind once
+            return _json_refusal(decision.policy, decision.reason, wait, decision.limit)
+        return self.render(_refusal(decision.policy, decision.reason, wait, decision.limit, decision))
 
     def invalid(self, exc: InvalidInput) -> Reply:
         """A 400 for input the guard cannot judge (a bad number, a missing field)."""
@@ -199,6 +186,30 @@ class Gate:
         return self.render(
             Problem(413, {"error": "payload_too_large", "detail": f"the body is over {self.max_body} bytes"})
         )
+
+
+def _refusal(
+    policy: str | None, reason: str | None, wait: int | None, limit: int | None, decision: Decision | None
+) -> Problem:
+    """The Problem for a denial: 503 when the backend is down, else 429 with RateLimit headers."""
+    headers = {} if wait is None else {"retry-after": str(wait)}
+    if reason == codes.BACKEND_UNAVAILABLE:
+        body: dict[str, Any] = {"error": "unavailable", "reason": reason, "retry_after": wait}
+        return Problem(503, body, headers, decision)
+    if limit is not None and policy is not None:
+        name = _sf_string(policy)
+        headers["ratelimit-policy"] = f"{name};q={limit}"
+        headers["ratelimit"] = f"{name};r=0" + ("" if wait is None else f";t={wait}")
+    error = "rate_limited" if wait is not None else "forbidden"
+    body = {"error": error, "policy": policy, "reason": reason, "retry_after": wait}
+    return Problem(429, body, headers, decision)
+
+
+# Under a flood the same denials repeat (one policy, a few retry times): each is rendered once.
+# Policy names come from the configuration, not from clients, so the keys are few anyway.
+@functools.lru_cache(maxsize=1024)
+def _json_refusal(policy: str | None, reason: str | None, wait: int | None, limit: int | None) -> Reply:
+    return json_reply(_refusal(policy, reason, wait, limit, None))
 
 
 def _sf_string(text: str) -> str:
