@@ -202,10 +202,9 @@ class Guard:
         plan = self._plan(phone, content, ip, context)
         if isinstance(plan, Decision):
             return plan
-        backend = self._backend_for(plan.job.now)
-        if backend is not None:
+        if plan.job.now >= self._down_until:  # not waiting out a recent failure
             try:
-                outcome = backend.run(plan.job)
+                outcome = self.backend.run(plan.job)
             except BackendUnavailable as exc:
                 self._mark_down(plan.job.now, exc)
             else:
@@ -224,10 +223,9 @@ class Guard:
         plan = self._plan(phone, content, ip, context)
         if isinstance(plan, Decision):
             return plan
-        backend = self._backend_for(plan.job.now)
-        if backend is not None:
+        if plan.job.now >= self._down_until:
             try:
-                outcome = await backend.arun(plan.job)
+                outcome = await self.backend.arun(plan.job)
             except BackendUnavailable as exc:
                 self._mark_down(plan.job.now, exc)
             else:
@@ -350,10 +348,6 @@ class Guard:
         return _Plan(attempt, job, tuple(flag_owners), tuple(counter_owners))
 
     # -- fail modes --------------------------------------------------------------------
-
-    def _backend_for(self, now: float) -> Backend | None:
-        """The backend to ask now: None while a recent failure is still being waited out."""
-        return None if now < self._down_until else self.backend
 
     def _decide(self, plan: _Plan, outcome: Outcome) -> Decision:
         if self._down_until:

@@ -7,7 +7,8 @@ other routes and non-HTTP scopes straight through, reads a guarded request's bod
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from smsguard.adapters.http import Gate, Incoming, Reply
@@ -160,7 +161,19 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _respond(send: Send, reply: Reply) -> None:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
-    headers.append((b"content-length", str(len(reply.body)).encode()))
+    head = reply.headers
+    if isinstance(head, tuple):  # the default rendering's, repeated under a flood: encode once
+        headers = list(_encode(head, len(reply.body)))  # a fresh list: outer middleware may add to it
+    else:
+        headers = list(_encode.__wrapped__(head, len(reply.body)))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode(headers: Sequence[tuple[str, str]], length: int) -> tuple[tuple[bytes, bytes], ...]:
+    """Reply headers as ASGI wants them, with the Content-Length."""
+    return (
+        *[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        (b"content-length", b"%d" % length),
+    )
