@@ -45,6 +45,20 @@ def test_sweep_drops_all_expired_at_once() -> None:
     assert len(backend) == 0
 
 
+def test_sweep_is_exact_within_a_second() -> None:
+    backend = MemoryBackend()
+    for key, expires in [("a", 12.25), ("b", 12.5), ("c", 12.75), ("d", 13.0)]:
+        backend.run(job(0, Counter(key, 1, expires)))  # a, b, c and d share the second 13
+    backend.run(job(1, Counter("a", 2, 14.2)))  # a's last hit moves on to the second 15
+    assert backend.sweep(now=12.5) == 1  # b: a lives on, c and d are not due
+    assert backend.sweep(now=12.6) == 0
+    assert backend.sweep(now=13) == 2  # c and d
+    assert backend.run(job(13, Counter("a", 2, 23))).counts == (1,)
+    assert backend.sweep(now=14.2) == 0, "a's hit expiring at 23 keeps it"
+    assert backend.sweep(now=23) == 1
+    assert len(backend) == 0
+
+
 def test_key_alive_until_its_last_hit_expires() -> None:
     backend = MemoryBackend()
     backend.run(job(0, Counter("k", 3, 10)))
@@ -77,7 +91,7 @@ def test_single_hit_refunded_taken_again_and_swept() -> None:
     assert len(backend) == 0
     assert backend.run(job(1, Counter("k", 1, 11))).counts == (0,)
     assert backend.run(job(2, Counter("k", 1, 12))).denied == 0, "the hit taken again counts"
-    assert backend.sweep(now=10) == 0, "the refunded hit's heap entry does not drop the new one"
+    assert backend.sweep(now=10) == 0, "the refunded hit's filing does not drop the new one"
     assert backend.sweep(now=11) == 1
     assert len(backend) == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
@@ -17,10 +18,11 @@ class MemoryBackend:
     has two; most keys never get a second hit, and a float costs a fraction of a list to
     keep and nothing for the garbage collector to scan.
 
-    Memory is bounded by expiry only: every key sits once in a heap ordered by when its last
-    hit expires, and each decision sweeps a bounded slice of the keys that are past it. No
-    live key is ever evicted to make room, so a flood of fresh numbers cannot erase a
-    victim's count.
+    Memory is bounded by expiry only: every key is filed under the whole second its hits may
+    all have expired by (a timing wheel: filing is an append, and a heap orders the seconds,
+    not the keys), and each decision sweeps a bounded slice of the keys filed under seconds
+    now past. No live key is ever evicted to make room, so a flood of fresh numbers cannot
+    erase a victim's count.
     """
 
     shared = False
@@ -28,7 +30,8 @@ class MemoryBackend:
     def __init__(self, *, sweep_batch: int = 64) -> None:
         self._lock = threading.Lock()
         self._hits: dict[str, float | list[float]] = {}
-        self._expiry: list[tuple[float, str]] = []  # (when the key may be empty, key)
+        self._due: dict[int, list[str]] = {}  # second -> keys that may be empty by then
+        self._seconds: list[int] = []  # a heap of the seconds in _due
         self._flags: set[str] = set()
         self._sweep_batch = sweep_batch
 
@@ -36,7 +39,7 @@ class MemoryBackend:
         now = job.now
         hits = self._hits
         with self._lock:
-            if self._expiry and self._expiry[0][0] <= now:
+            if self._seconds and self._seconds[0] <= now:
                 self._sweep(now, self._sweep_batch)
             for i, flag in enumerate(job.flags):
                 if flag.key in self._flags:
@@ -65,7 +68,7 @@ class MemoryBackend:
                 entries = hits.get(key)
                 if entries is None:
                     hits[key] = at
-                    heapq.heappush(self._expiry, (at, key))
+                    self._file(key, at)
                 elif not isinstance(entries, list):
                     hits[key] = at if entries <= now else sorted((entries, at))
                 elif not entries or entries[-1] <= at:
@@ -87,7 +90,7 @@ class MemoryBackend:
                     if i >= 0 and entries[i] == at:
                         del entries[i]
                 elif entries == at:
-                    del self._hits[key]  # its heap entry finds it gone
+                    del self._hits[key]  # the sweep finds it gone
 
     async def arefund(self, receipt: Receipt) -> None:
         self.refund(receipt)
@@ -103,7 +106,8 @@ class MemoryBackend:
     def clear(self) -> None:
         with self._lock:
             self._hits.clear()
-            self._expiry.clear()
+            self._due.clear()
+            self._seconds.clear()
             self._flags.clear()
 
     def sweep(self, now: float) -> int:
@@ -115,27 +119,59 @@ class MemoryBackend:
         dropped = 0
         while True:
             with self._lock:
-                if not self._expiry or self._expiry[0][0] > now:
-                    return dropped
+                if not self._seconds or self._seconds[0] > now:
+                    break
                 dropped += self._sweep(now, 10_000)
+        with self._lock:  # and, key by key, those filed under the second now falls in
+            keys = self._due.get(math.ceil(now))
+            if keys:
+                live = []
+                for key in keys:
+                    if key not in self._hits:
+                        continue
+                    if self._last(key, now) > now:
+                        live.append(key)
+                    else:
+                        del self._hits[key]
+                        dropped += 1
+                keys[:] = live
+        return dropped
 
     def __len__(self) -> int:
         """Number of counter keys held (live or awaiting the sweep)."""
         return len(self._hits)
 
+    def _file(self, key: str, at: float) -> None:
+        """File ``key`` under the second its hit expiring ``at`` is gone by."""
+        second = math.ceil(at)
+        keys = self._due.get(second)
+        if keys is None:
+            self._due[second] = [key]
+            heapq.heappush(self._seconds, second)
+        else:
+            keys.append(key)
+
+    def _last(self, key: str, now: float) -> float:
+        entries = self._hits[key]
+        return (entries[-1] if entries else now) if isinstance(entries, list) else entries
+
     def _sweep(self, now: float, budget: int) -> int:
+        """Drop keys filed under seconds up to ``now`` whose hits are all gone; re-file the rest."""
         dropped = 0
-        heap, hits = self._expiry, self._hits
-        while heap and heap[0][0] <= now and budget > 0:
-            budget -= 1
-            _, key = heapq.heappop(heap)
-            entries = hits.get(key)
-            if entries is None:
-                continue
-            last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
-            if last > now:
-                heapq.heappush(heap, (last, key))
-            else:
-                del hits[key]
-                dropped += 1
+        due, seconds, hits = self._due, self._seconds, self._hits
+        while seconds and seconds[0] <= now and budget > 0:
+            keys = due[seconds[0]]
+            while keys and budget > 0:
+                budget -= 1
+                key = keys.pop()
+                if key not in hits:
+                    continue  # refunded, or filed twice
+                last = self._last(key, now)
+                if last > now:
+                    self._file(key, last)  # a later second, since last > now >= this one
+                else:
+                    del hits[key]
+                    dropped += 1
+            if not keys:
+                del due[heapq.heappop(seconds)]
         return dropped
