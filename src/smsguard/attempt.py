@@ -41,9 +41,12 @@ class Attempt(NamedTuple):
     context: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision
 class Decision:
-    """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``."""
+    """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``.
+
+    Treat it as read-only: ``Guard.refund`` trusts its ``receipt``.
+    """
 
     allowed: bool
     phone: str
