@@ -111,7 +111,8 @@ class MemoryBackend:
             self._flags.clear()
 
     def sweep(self, now: float) -> int:
-        """Drop every key whose hits have all expired by ``now``; return how many went.
+        """Drop every key whose hits have all expired by ``now``, to the whole second (a hit
+        expiring at 12.3 goes from 13); return how many went.
 
         Works in batches, letting go of the lock between them, so that decisions in other
         threads wait for one batch at most, not for the whole sweep.
@@ -120,22 +121,8 @@ class MemoryBackend:
         while True:
             with self._lock:
                 if not self._seconds or self._seconds[0] > now:
-                    break
+                    return dropped
                 dropped += self._sweep(now, 10_000)
-        with self._lock:  # and, key by key, those filed under the second now falls in
-            keys = self._due.get(math.ceil(now))
-            if keys:
-                live = []
-                for key in keys:
-                    if key not in self._hits:
-                        continue
-                    if self._last(key, now) > now:
-                        live.append(key)
-                    else:
-                        del self._hits[key]
-                        dropped += 1
-                keys[:] = live
-        return dropped
 
     def __len__(self) -> int:
         """Number of counter keys held (live or awaiting the sweep)."""
@@ -151,10 +138,6 @@ class MemoryBackend:
         else:
             keys.append(key)
 
-    def _last(self, key: str, now: float) -> float:
-        entries = self._hits[key]
-        return (entries[-1] if entries else now) if isinstance(entries, list) else entries
-
     def _sweep(self, now: float, budget: int) -> int:
         """Drop keys filed under seconds up to ``now`` whose hits are all gone; re-file the rest."""
         dropped = 0
@@ -164,9 +147,10 @@ class MemoryBackend:
             while keys and budget > 0:
                 budget -= 1
                 key = keys.pop()
-                if key not in hits:
+                entries = hits.get(key)
+                if entries is None:
                     continue  # refunded, or filed twice
-                last = self._last(key, now)
+                last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
                 if last > now:
                     self._file(key, last)  # a later second, since last > now >= this one
                 else:
