@@ -61,6 +61,16 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 6
             time.sleep(0.05)
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Return once ``condition()`` is true; raise naming ``what`` if ``timeout`` passes first.
+    (For a process to get somewhere, never for a window of the guard's to pass.)"""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
 def stop_process(process: subprocess.Popen[Any]) -> None:
     """Ask ``process`` to stop, and kill it if it has not within ten seconds."""
     process.terminate()
@@ -143,14 +153,9 @@ class RedisCluster:
             capture_output=True,
             timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            states = [redis.Redis(port=n.port).cluster("info")["cluster_state"] for n in self.nodes]
-            if all(state == "ok" for state in states):
-                return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the test cluster did not come up: {states}")
-            time.sleep(0.05)  # waiting for the cluster to agree, not for a window to pass
+        nodes = [redis.Redis(port=n.port) for n in self.nodes]
+        wait_until(lambda: all(n.cluster("info")["cluster_state"] == "ok" for n in nodes), "the test cluster")
+        return self
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -6,14 +6,22 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import trustme
 from conftest import Clock, admitted_by_threads, unique_prefix
-from servers import RedisCluster, RedisServer, free_port, redis_server_binary, top_level_commands
+from servers import (
+    RedisCluster,
+    RedisServer,
+    free_port,
+    redis_server_binary,
+    top_level_commands,
+    wait_listening,
+    wait_until,
+)
 
 from smsguard import ConfigError, DailyCap, Decision, Guard, IPThrottle, PhoneRate, SameContent, Whitelist
 from smsguard.backends.redis import RedisBackend
@@ -192,6 +200,34 @@ def test_unix_socket_url(tmp_path: Path, clock: Clock) -> None:
         server.stop()
 
 
+def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
+    ca = trustme.CA()
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    served = ca.issue_cert("127.0.0.1")
+    served.cert_chain_pems[0].write_to_path(str(cert))
+    served.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls_port = free_port()
+    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    server = RedisServer(tmp_path, None, *tls, "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no")
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0"
+        backend = RedisBackend.from_url(url, ssl_ca_certs=str(ca_file), prefix=unique_prefix())
+        guard = guard_on(backend, clock, [DailyCap(1)], fail_mode="closed")
+        assert guard.check(VICTIM).allowed
+        assert guard.check(VICTIM).reason == "daily_cap"
+        assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
+        keys = redis.Redis(port=server.port).keys(backend.prefix + "*")  # the plain port, same server
+        assert len(keys) == 1, "counted over TLS"
+
+        for untrusted in (f"rediss://127.0.0.1:{tls_port}/0", f"redis://127.0.0.1:{tls_port}/0"):
+            guard = guard_on(RedisBackend.from_url(untrusted), clock, [DailyCap(1)], fail_mode="closed")
+            assert guard.check(VICTIM).reason == "backend_unavailable", untrusted
+    finally:
+        server.stop()
+
+
 def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -> None:
     binary = redis_server_binary()
     port = free_port()
@@ -204,12 +240,7 @@ def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -
     try:
         backend = RedisBackend.from_url(f"redis+sentinel://127.0.0.1:{port}/guarded", prefix=unique_prefix())
         guard = guard_on(backend, clock, [DailyCap(1)], fail_mode="closed")
-        for _ in range(100):  # until the sentinel process listens (bounded; the clock is not involved)
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                threading.Event().wait(0.05)
+        wait_listening(port, sentinel)
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
         keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "*")
@@ -218,6 +249,47 @@ def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -
     finally:
         sentinel.kill()
         sentinel.wait()
+
+
+def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
+    master = RedisServer(tmp_path, None, "--repl-diskless-sync-delay", "0").start()  # no 5 s wait to sync
+    replica = RedisServer(tmp_path, None, "--replicaof", "127.0.0.1", str(master.port)).start()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor guarded 127.0.0.1 {master.port} 1\n"
+        "sentinel down-after-milliseconds guarded 300\nsentinel failover-timeout guarded 1000\n"
+    )
+    sentinel = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        wait_listening(port, sentinel)
+        watcher = redis.Redis(port=port, decode_responses=True)
+        wait_until(
+            lambda: any(r["port"] == replica.port for r in watcher.sentinel_slaves("guarded")),
+            "the sentinel to find the replica",
+        )
+        backend = RedisBackend.from_url(f"redis+sentinel://127.0.0.1:{port}/guarded", prefix=unique_prefix())
+        guard = guard_on(backend, clock, [DailyCap(2)], fail_mode="closed")
+        assert guard.check(VICTIM).allowed
+        assert redis.Redis(port=master.port).wait(1, 10_000) == 1, "the count reached the replica"
+
+        master.stop()
+        assert guard.check(VICTIM).reason == "backend_unavailable", "fail mode closed while nobody leads"
+
+        def promoted(state: dict[str, Any]) -> bool:  # the failover is over, as clients see it
+            return bool(state["port"] == replica.port and not (state["is_sdown"] or state["is_odown"]))
+
+        wait_until(lambda: promoted(watcher.sentinel_masters()["guarded"]), "the replica's promotion")
+        clock.advance(5)  # the guard's retry_interval: it asks Redis again
+        assert guard.check(VICTIM).allowed, "the second of two, on the new master"
+        assert guard.check(VICTIM).reason == "daily_cap", "the count from before the failover held"
+        assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
+    finally:
+        sentinel.kill()
+        sentinel.wait()
+        replica.stop()
+        master.stop()
 
 
 @pytest.mark.parametrize(
