@@ -259,7 +259,7 @@ def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
         f"sentinel monitor guarded 127.0.0.1 {master.port} 1\n"
-        "sentinel down-after-milliseconds guarded 300\nsentinel failover-timeout guarded 1000\n"
+        "sentinel down-after-milliseconds guarded 1000\nsentinel failover-timeout guarded 1000\n"
     )
     sentinel = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
     try:
