@@ -130,6 +130,24 @@ class RedisServer:
             self.process = None
 
 
+def start_sentinel(workdir: Path, master_port: int, *settings: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """A Sentinel on a free loopback port, watching service "guarded" at ``master_port`` with a
+    quorum of 1; ``settings`` are further lines of its config. Returns its port and process
+    once it listens."""
+    port = free_port()
+    conf = workdir / f"sentinel-{port}.conf"  # a Sentinel rewrites its config: its own file
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {workdir}",
+        f"sentinel monitor guarded 127.0.0.1 {master_port} 1",
+    ]
+    conf.write_text("\n".join([*lines, *settings]) + "\n")
+    process = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    wait_listening(port, process)
+    return port, process
+
+
 class RedisCluster:
     """Three masters (no replicas) on free ports, joined with redis-cli --cluster create."""
 

@@ -17,9 +17,9 @@ from servers import (
     RedisCluster,
     RedisServer,
     free_port,
-    redis_server_binary,
+    start_sentinel,
+    stop_process,
     top_level_commands,
-    wait_listening,
     wait_until,
 )
 
@@ -229,41 +229,26 @@ def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
 
 
 def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -> None:
-    binary = redis_server_binary()
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor guarded 127.0.0.1 {redis_server.port} 1\n"
-    )
-    sentinel = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    port, sentinel = start_sentinel(tmp_path, redis_server.port)
     try:
         backend = RedisBackend.from_url(f"redis+sentinel://127.0.0.1:{port}/guarded", prefix=unique_prefix())
         guard = guard_on(backend, clock, [DailyCap(1)], fail_mode="closed")
-        wait_listening(port, sentinel)
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
         keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "*")
         assert len(keys) == 1, "counted on the master the sentinel named"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
     finally:
-        sentinel.kill()
-        sentinel.wait()
+        stop_process(sentinel)
 
 
 def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
     master = RedisServer(tmp_path, None, "--repl-diskless-sync-delay", "0").start()  # no 5 s wait to sync
     replica = RedisServer(tmp_path, None, "--replicaof", "127.0.0.1", str(master.port)).start()
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor guarded 127.0.0.1 {master.port} 1\n"
-        "sentinel down-after-milliseconds guarded 1000\nsentinel failover-timeout guarded 1000\n"
-    )
-    sentinel = subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    # Down after 1 s without an answer: short, yet no slow ping on a loaded machine starts a failover.
+    settings = ["sentinel down-after-milliseconds guarded 1000", "sentinel failover-timeout guarded 1000"]
+    port, sentinel = start_sentinel(tmp_path, master.port, *settings)
     try:
-        wait_listening(port, sentinel)
         watcher = redis.Redis(port=port, decode_responses=True)
         wait_until(
             lambda: any(r["port"] == replica.port for r in watcher.sentinel_slaves("guarded")),
@@ -286,8 +271,7 @@ def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
         assert guard.check(VICTIM).reason == "daily_cap", "the count from before the failover held"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
     finally:
-        sentinel.kill()
-        sentinel.wait()
+        stop_process(sentinel)
         replica.stop()
         master.stop()
 
