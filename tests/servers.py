@@ -47,28 +47,35 @@ def free_port(*, cluster: bool = False) -> int:
     raise RuntimeError("no free pair of ports for a cluster node")
 
 
-def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 60) -> None:
-    """Return once something listens on 127.0.0.1:``port``; raise if ``process`` dies first
-    or ``timeout`` passes. (Waiting for a process to start, never for a window to pass.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args!r} did not start listening on port {port}") from None
-            time.sleep(0.05)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
-    """Return once ``condition()`` is true; raise naming ``what`` if ``timeout`` passes first.
-    (For a process to get somewhere, never for a window of the guard's to pass.)"""
+def wait_until(
+    condition: Callable[[], object],
+    what: str,
+    timeout: float = 30,
+    process: subprocess.Popen[Any] | None = None,
+) -> None:
+    """Return once ``condition()`` is true; raise naming ``what`` if ``timeout`` passes first,
+    or ``process`` exits. (For a process to get somewhere, never for a window of the guard's.)"""
     deadline = time.monotonic() + timeout
     while not condition():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited while waiting for {what}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Return once something listens on 127.0.0.1:``port``; raise if ``process`` dies first
+    or ``timeout`` passes."""
+
+    def listening() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(listening, f"a listener on port {port}", timeout, process)
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:
@@ -110,18 +117,16 @@ class RedisServer:
         ]
         args += ["--dir", str(self.workdir), *self.extra]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)  # waiting for a process to listen, not for a window to pass
-            finally:
-                client.close()
+        with redis.Redis(port=self.port) as client:
+
+            def answers() -> bool:
+                try:
+                    return bool(client.ping())
+                except redis.ConnectionError:
+                    return False
+
+            wait_until(answers, f"redis-server on port {self.port}", 10, self.process)
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

@@ -208,9 +208,9 @@ def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
     served.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_file))
     tls_port = free_port()
-    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
-    server = RedisServer(tmp_path, None, *tls, "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no")
-    server.start()
+    tls = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+           "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no"]  # fmt: skip
+    server = RedisServer(tmp_path, None, *tls).start()  # plain TCP on server.port as well
     try:
         url = f"rediss://127.0.0.1:{tls_port}/0"
         backend = RedisBackend.from_url(url, ssl_ca_certs=str(ca_file), prefix=unique_prefix())
@@ -218,7 +218,7 @@ def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
-        keys = redis.Redis(port=server.port).keys(backend.prefix + "*")  # the plain port, same server
+        keys = redis.Redis(port=server.port).keys(backend.prefix + "*")
         assert len(keys) == 1, "counted over TLS"
 
         for untrusted in (f"rediss://127.0.0.1:{tls_port}/0", f"redis://127.0.0.1:{tls_port}/0"):
