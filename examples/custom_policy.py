@@ -10,6 +10,7 @@ Run it:  python examples/custom_policy.py
 from __future__ import annotations
 
 from smsguard import Attempt, Counter, Guard, PhoneRate
+from smsguard.plan import key
 from smsguard.policies import Review, parse_rates
 
 
@@ -24,8 +25,9 @@ class RangeRate:
 
     def review(self, attempt: Attempt, now: float) -> Review:
         block = attempt.digest(attempt.phone[: self.digits + 1])  # keyed hash: no plain digits stored
+        # key() puts the subject in a Redis Cluster hash tag: one range's keys share a slot.
         return [
-            Counter(f"{self.name}:{{{block}}}:{amount}/{window}", amount, now + window)
+            Counter(key(self.name, block, f"{amount}/{window}"), amount, now + window)
             for amount, window in self.items
         ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from smsguard import Counter, DailyCap, Flag, Guard, Job, MemoryBackend, Receipt, SameContent
+from smsguard import Counter, DailyCap, Flag, Guard, Job, MemoryBackend, Receipt, SameContent, SetFlag
 
 VICTIM = "+8613800138000"
 
@@ -79,14 +79,14 @@ def test_refund_removes_one_hit_only() -> None:
     backend = MemoryBackend()
     backend.run(job(0, Counter("k", 5, 10)))
     backend.run(job(0, Counter("k", 5, 10)))
-    backend.refund(Receipt("t", (Counter("k", 5, 10.0), Counter("missing", 1, 3.0))))
+    backend.apply([Receipt("t", (Counter("k", 5, 10.0), Counter("missing", 1, 3.0)))])
     assert backend.run(job(1, Counter("k", 5, 11))).counts == (1,)
 
 
 def test_single_hit_refunded_taken_again_and_swept() -> None:
     backend = MemoryBackend()
     backend.run(job(0, Counter("k", 1, 10)))
-    backend.refund(Receipt("t", (Counter("k", 1, 10),)))
+    backend.apply([Receipt("t", (Counter("k", 1, 10),))])
     assert len(backend) == 0
     assert backend.run(job(1, Counter("k", 1, 11))).counts == (0,)
     assert backend.run(job(2, Counter("k", 1, 12))).denied == 0, "the hit taken again counts"
@@ -105,7 +105,7 @@ def test_expired_single_hit_is_replaced() -> None:
 
 def test_clear_and_sets() -> None:
     backend = MemoryBackend()
-    backend.set_flag("wl")
+    backend.apply([SetFlag("wl")])
     backend.run(job(0, Counter("k", 5, 10)))
     backend.clear()
     assert len(backend) == 0

@@ -279,14 +279,45 @@ def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("memcached://localhost:11211", "unsupported URL scheme 'memcached'"),
+        (
+            "memcached://localhost:11211",
+            "'memcached://localhost:11211' is not a storage URL: use one such as",
+        ),
+        ("localhost:6379", "'localhost:6379' is not a storage URL: use one such as redis://localhost:6379/0"),
+        ("127.0.0.1", "is not a storage URL"),
         ("redis+sentinel://localhost:26379", "names no service"),
+        ("valkey+sentinel://localhost:26379", "names no service"),
         ("redis+cluster://localhost", "is not host:port"),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RedisBackend.from_url(url)
+
+
+def test_limits_url_spellings(
+    tmp_path: Path, redis_server: RedisServer, redis_cluster: RedisCluster, clock: Clock
+) -> None:
+    """limits' own spellings reach the same servers: valkey:// for redis://, redis+unix://."""
+    sock = tmp_path / "redis.sock"
+    unix_server = RedisServer(tmp_path, None, "--unixsocket", str(sock)).start()
+    sentinel_port, sentinel = start_sentinel(tmp_path, redis_server.port)
+    try:
+        urls = [
+            redis_server.url.replace("redis://", "valkey://"),
+            redis_server.url.replace("redis://", "VALKEY://"),
+            f"redis+unix://{sock}",
+            f"valkey+unix://{sock}",
+            redis_cluster.url.replace("redis+cluster://", "valkey+cluster://"),
+            f"valkey+sentinel://127.0.0.1:{sentinel_port}/guarded",
+        ]
+        for url in urls:
+            guard = guard_on(RedisBackend.from_url(url, prefix=unique_prefix()), clock, [DailyCap(1)])
+            assert guard.check(VICTIM).allowed, url
+            assert guard.check(VICTIM).reason == "daily_cap", url
+    finally:
+        stop_process(sentinel)
+        unix_server.stop()
 
 
 def test_needs_a_secret(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:

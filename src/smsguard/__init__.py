@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from smsguard.attempt import Attempt, Decision
-from smsguard.backends.base import Backend, Counter, Flag, Job, Outcome, Receipt
+from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import (
+    BackendError,
     BackendUnavailable,
     ConfigError,
     Denied,
@@ -18,6 +19,7 @@ from smsguard.errors import (
 )
 from smsguard.guard import Guard
 from smsguard.phone import normalize
+from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt, SetFlag
 from smsguard.policies import (
     EXEMPT,
     Blacklist,
@@ -48,8 +50,10 @@ __all__ = [
     "EXEMPT",
     "Attempt",
     "Backend",
+    "BackendError",
     "BackendUnavailable",
     "Blacklist",
+    "Change",
     "ConfigError",
     "Counter",
     "DailyCap",
@@ -70,6 +74,7 @@ __all__ = [
     "Receipt",
     "RedisBackend",
     "SameContent",
+    "SetFlag",
     "SmsguardError",
     "Suspend",
     "Whitelist",

@@ -9,7 +9,18 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
-    from smsguard.backends.base import Receipt
+    from smsguard.plan import Receipt
+
+# What kind of refusal a reason is; adapters pick the status from it (429, 403, 503, 429).
+LIMIT: Final = "limit"
+"""A quota is spent: waiting ``retry_after`` helps."""
+FORBIDDEN: Final = "forbidden"
+"""This attempt is not allowed at all (a blacklisted number)."""
+UNAVAILABLE: Final = "unavailable"
+"""The service cannot send now (backend down, sending suspended); not the client's doing."""
+CHALLENGE: Final = "challenge"
+"""Allowed once the client passes a challenge (a CAPTCHA)."""
+KINDS: Final = (LIMIT, FORBIDDEN, UNAVAILABLE, CHALLENGE)
 
 # Stable reason codes. Denials carry one of the first group; allowed decisions carry
 # None, or one of the second group when they skipped the limits.
@@ -61,6 +72,9 @@ class Decision:
     limit: int | None = None
     """The limit of the denying counter (the quota a RateLimit-Policy header announces)."""
     receipt: Receipt | None = field(default=None, repr=False, compare=False)
+    kind: str | None = None
+    """What kind of refusal (``limit``, ``forbidden``, ``unavailable``, ``challenge``); None
+    when allowed."""
 
     def __bool__(self) -> bool:
         return self.allowed

@@ -29,7 +29,23 @@ class MissingSubject(InvalidInput):
 
 
 class BackendUnavailable(SmsguardError):
-    """The backend could not be reached; the guard applies its fail mode."""
+    """The backend could not be reached; the guard applies its fail mode.
+
+    ``partial`` is True when only part of the backend failed (some slots of a Cluster): the
+    guard then degrades this decision only, and keeps using the backend for the others.
+    """
+
+    def __init__(self, message: str, *, partial: bool = False) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class BackendError(SmsguardError):
+    """The backend answered, but wrongly: a script error, a reply the guard cannot read.
+
+    A bug, not an outage: it is raised, never answered with the fail mode (an ``open`` guard
+    must not admit everything because of it).
+    """
 
 
 class Denied(SmsguardError):

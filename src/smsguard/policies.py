@@ -7,9 +7,10 @@ A policy is anything with a ``name``, a ``reason`` and a ``review(attempt, now)`
 - ``Deny(reason)``: refuse it outright (a blacklist);
 - a sequence of ``Counter`` and ``Flag`` items for the backend (empty: no opinion).
 
-The guard asks every policy in order and stops at the first EXEMPT or Deny. Counters are
-consumed only after every policy has spoken, all or none, so order matters only between
-list verdicts: put ``Suspend`` before ``Whitelist`` if the switch must silence test numbers too.
+The guard asks every policy in order. The first list verdict in that order wins, whether
+the list is fixed in code (EXEMPT, Deny) or kept in the backend (a Flag): ``Suspend`` placed
+first stops everything, whitelisted numbers included. Counters are consumed only after every
+policy has spoken, all or none.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from limits import RateLimitItem, parse_many
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt
-from smsguard.backends.base import Counter, Flag
 from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
 from smsguard.phone import normalize
+from smsguard.plan import Counter, Flag, key
+from smsguard.settings import Settings
 
 
 class Exempt:
@@ -46,10 +48,19 @@ EXEMPT: Final = Exempt()
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """The verdict that refuses an attempt outright, with a stable reason code."""
+    """The verdict that refuses an attempt outright, with a stable reason code.
+
+    ``kind`` says what the refusal is (``forbidden`` by default; ``limit`` when waiting
+    ``retry_after`` helps, ``unavailable``, ``challenge``): adapters pick the status from it.
+    """
 
     reason: str
     retry_after: float | None = None
+    kind: str = codes.FORBIDDEN
+
+    def __post_init__(self) -> None:
+        if self.kind not in codes.KINDS:
+            raise ConfigError(f"Deny kind must be one of {codes.KINDS}, not {self.kind!r}")
 
 
 Review = Union[Exempt, Deny, Sequence[Union[Counter, Flag]]]  # noqa: UP007 (a runtime alias)
@@ -83,10 +94,13 @@ def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
     """Parse a ``limits`` rate string (``"5/minute;20/hour"``) or raise ConfigError."""
     try:
         items = tuple(parse_many(rates))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise ConfigError(f"{rates!r} is not a rate string such as '5/minute;20/hour': {exc}") from None
     if not items:
         raise ConfigError(f"{rates!r} holds no rate")
+    for item in items:
+        if item.amount < 1:
+            raise ConfigError(f"{rates!r}: a rate allows at least 1 per window, not {item.amount}")
     return items
 
 
@@ -121,9 +135,7 @@ class SameContent:
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.content_id is None:
             return _missing(self.name, "content=", self.skip_missing)
-        # Hash-tag by number, so that every per-number key of an attempt shares one slot.
-        key = f"{self.name}:{{{attempt.phone_id}}}:{attempt.content_id}"
-        return (Counter(key, self.limit, now + self.window),)
+        return (Counter(key(self.name, attempt.phone_id, attempt.content_id), self.limit, now + self.window),)
 
 
 class DailyCap:
@@ -159,7 +171,7 @@ class DailyCap:
         return start, end
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return (Counter(f"{self.name}:{{{attempt.phone_id}}}", self.limit, self.day_bounds(now)[1]),)
+        return (Counter(key(self.name, attempt.phone_id), self.limit, self.day_bounds(now)[1]),)
 
 
 class _Rates:
@@ -168,16 +180,15 @@ class _Rates:
     def __init__(self, rates: str, name: str) -> None:
         self.name = name
         self.rates = rates
-        # Per rate: its key around the subject ("phone_rate:{" subject "}:5/3600"), amount, window.
+        # Per rate: its key's detail ("5/3600"), amount, window.
         self._items = tuple(
-            (f"{name}:{{", f"}}:{i.amount}/{i.get_expiry()}", i.amount, float(i.get_expiry()))
-            for i in parse_rates(rates)
+            (f"{i.amount}/{i.get_expiry()}", i.amount, float(i.get_expiry())) for i in parse_rates(rates)
         )
 
     def counters(self, subject: str, now: float) -> tuple[Counter, ...]:
         counters = []
-        for head, tail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
-            counters.append(Counter(head + subject + tail, amount, now + window))
+        for detail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
+            counters.append(Counter(key(self.name, subject, detail), amount, now + window))
         return tuple(counters)
 
 
@@ -253,7 +264,7 @@ class NumberList:
 
     def flag_key(self, phone_id: str) -> str:
         """The backend flag that holds ``phone_id`` on this shared list."""
-        return f"{self.name}:{{{phone_id}}}"
+        return key(self.name, phone_id)
 
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.phone in self.numbers:
@@ -312,14 +323,49 @@ class Suspend:
     """The emergency switch: while on (``Guard.suspend()``), every attempt is denied.
 
     The switch lives in the backend, so on Redis one call silences every worker; it is read
-    in the same round trip as the counters.
+    in the same round trip as the counters. Its refusal is of kind ``unavailable`` (a 503):
+    sending is off, through no doing of the client's. Policies before it in the guard still
+    decide first: put it first to stop everything, whitelisted numbers included.
     """
 
     reason = codes.SUSPENDED
+    kind = codes.UNAVAILABLE
     KEY: Final = "switch:suspended"
 
     def __init__(self, *, name: str = "suspend") -> None:
         self.name = name
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return (Flag(self.KEY, self.reason),)
+        return (Flag(self.KEY, self.reason, self.kind),)
+
+
+def settings_policies(read: Settings) -> list[Policy]:
+    """The policies ``Guard.from_settings`` builds, in order (the switch first, so that it stops
+    everything): the SMS providers' rules by default. See the README's settings table."""
+    region = read.optional("DEFAULT_REGION")
+    policies: list[Policy] = []
+    if read.boolean("SUSPENDABLE", True):
+        policies.append(Suspend())
+    whitelist, shared_whitelist = read.strings("WHITELIST"), read.boolean("SHARED_WHITELIST", False)
+    if whitelist or shared_whitelist:
+        policies.append(Whitelist(whitelist, region=region, shared=shared_whitelist))
+    blacklist, prefixes = read.strings("BLACKLIST"), read.strings("BLACKLIST_PREFIXES")
+    shared_blacklist = read.boolean("SHARED_BLACKLIST", False)
+    if blacklist or prefixes or shared_blacklist:
+        policies.append(Blacklist(blacklist, prefixes=prefixes, region=region, shared=shared_blacklist))
+    if window := read.number("SAME_CONTENT_WINDOW", 30):
+        policies.append(SameContent(window, skip_missing=read.boolean("SAME_CONTENT_SKIP_MISSING", False)))
+    if cap := read.integer("DAILY_CAP", 10):
+        policies.append(DailyCap(cap, tz=read.string("TIMEZONE", "UTC")))
+    if rates := read.string("PHONE_RATE", "1/minute;5/hour"):
+        policies.append(PhoneRate(rates))
+    if rates := read.string("IP_RATE", "20/hour"):
+        policies.append(
+            IPThrottle(
+                rates,
+                ipv4_prefix=read.integer("IPV4_PREFIX", 32),
+                ipv6_prefix=read.integer("IPV6_PREFIX", 64),
+                skip_missing=read.boolean("IP_SKIP_MISSING", False),
+            )
+        )
+    return policies

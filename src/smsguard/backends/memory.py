@@ -8,7 +8,10 @@ import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 
-from smsguard.backends.base import Job, Outcome, Receipt
+from smsguard.plan import Change, Job, Outcome, Receipt, SetFlag
+
+_SPENT = "\x00spent:"
+"""Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
 
 
 class MemoryBackend:
@@ -33,6 +36,7 @@ class MemoryBackend:
         self._due: dict[int, list[str]] = {}  # second -> keys that may be empty by then
         self._seconds: list[int] = []  # a heap of the seconds in _due
         self._flags: set[str] = set()
+        self._spent: dict[str, float] = {}  # marker of a refunded receipt -> when it may go
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
@@ -43,9 +47,9 @@ class MemoryBackend:
                 self._sweep(now, self._sweep_batch)
             for i, flag in enumerate(job.flags):
                 if flag.key in self._flags:
-                    return Outcome(flag=i)
+                    return Outcome(i)
             counts = []
-            denied, wait = -1, 0.0
+            waits: list[float] = []
             for i, counter in enumerate(job.counters):
                 entries = hits.get(counter.key)
                 live: Sequence[float]
@@ -58,50 +62,37 @@ class MemoryBackend:
                 else:
                     live = (entries,) if entries > now else ()
                 n = len(live)
-                # The slot frees when the (n - limit + 1)-th oldest live hit expires.
-                if n >= counter.limit and (denied < 0 or live[n - counter.limit] - now > wait):
-                    denied, wait = i, live[n - counter.limit] - now
+                if n >= counter.limit:
+                    if not waits:
+                        waits = [0.0] * len(job.counters)
+                    # The slot frees when the (n - limit + 1)-th oldest live hit expires.
+                    waits[i] = live[n - counter.limit] - now
                 counts.append(n)
-            if denied >= 0:
-                return Outcome(denied=denied, retry_after=wait, counts=tuple(counts))
+            if waits:
+                return Outcome(-1, tuple(counts), tuple(waits))
             for key, _, at in job.counters:
-                entries = hits.get(key)
-                if entries is None:
-                    hits[key] = at
-                    self._file(key, at)
-                elif not isinstance(entries, list):
-                    hits[key] = at if entries <= now else sorted((entries, at))
-                elif not entries or entries[-1] <= at:
-                    entries.append(at)
-                else:
-                    insort(entries, at)
-            return Outcome(counts=tuple(counts))
+                self._add(key, at, now)
+            return Outcome(-1, tuple(counts))
 
     async def arun(self, job: Job) -> Outcome:
         # No await inside: the whole step runs without yielding to the event loop.
         return self.run(job)
 
-    def refund(self, receipt: Receipt) -> None:
+    def apply(self, changes: Sequence[Change]) -> None:
         with self._lock:
-            for key, _, at in receipt.counters:
-                entries = self._hits.get(key)
-                if isinstance(entries, list):
-                    i = bisect_right(entries, at) - 1
-                    if i >= 0 and entries[i] == at:
-                        del entries[i]
-                elif entries == at:
-                    del self._hits[key]  # the sweep finds it gone
+            for change in changes:
+                if isinstance(change, SetFlag):
+                    (self._flags.add if change.on else self._flags.discard)(change.key)
+                elif change.counters:
+                    self._refund(change)
 
-    async def arefund(self, receipt: Receipt) -> None:
-        self.refund(receipt)
+    async def aapply(self, changes: Sequence[Change]) -> None:
+        self.apply(changes)
 
-    def set_flag(self, key: str) -> None:
+    def flags(self) -> frozenset[str]:
+        """The flags set now."""
         with self._lock:
-            self._flags.add(key)
-
-    def clear_flag(self, key: str) -> None:
-        with self._lock:
-            self._flags.discard(key)
+            return frozenset(self._flags)
 
     def clear(self) -> None:
         with self._lock:
@@ -109,6 +100,7 @@ class MemoryBackend:
             self._due.clear()
             self._seconds.clear()
             self._flags.clear()
+            self._spent.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``, to the whole second (a hit
@@ -127,6 +119,41 @@ class MemoryBackend:
     def __len__(self) -> int:
         """Number of counter keys held (live or awaiting the sweep)."""
         return len(self._hits)
+
+    def _add(self, key: str, at: float, now: float) -> None:
+        """Take one hit under ``key`` that counts until ``at``."""
+        entries = self._hits.get(key)
+        if entries is None:
+            self._hits[key] = at
+            self._file(key, at)
+        elif not isinstance(entries, list):
+            self._hits[key] = at if entries <= now else sorted((entries, at))
+        elif not entries or entries[-1] <= at:
+            entries.append(at)
+        else:
+            insort(entries, at)
+
+    def _refund(self, receipt: Receipt) -> None:
+        """Give back one hit per counter of ``receipt``, the first time only.
+
+        Hits are stored as bare expiry times, so two hits with the same expiry are one and the
+        same to remove; what tells a first refund from a second is a marker for the token, kept
+        until the receipt's last counter expires, and swept by the same wheel as the hits.
+        """
+        spent = _SPENT + receipt.token
+        if spent in self._spent:
+            return
+        for key, _, at in receipt.counters:
+            entries = self._hits.get(key)
+            if isinstance(entries, list):
+                i = bisect_right(entries, at) - 1
+                if i >= 0 and entries[i] == at:
+                    del entries[i]
+            elif entries == at:
+                del self._hits[key]  # the sweep finds it gone
+        last = max(at for _, _, at in receipt.counters)
+        self._spent[spent] = last
+        self._file(spent, last)
 
     def _file(self, key: str, at: float) -> None:
         """File ``key`` under the second its hit expiring ``at`` is gone by."""
@@ -149,7 +176,8 @@ class MemoryBackend:
                 key = keys.pop()
                 entries = hits.get(key)
                 if entries is None:
-                    continue  # refunded, or filed twice
+                    self._spent.pop(key, None)  # a refund's marker (filed once: its time is up)
+                    continue  # or refunded, or filed twice
                 last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
                 if last > now:
                     self._file(key, last)  # a later second, since last > now >= this one

@@ -15,6 +15,7 @@ expires a live hit early.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
@@ -24,21 +25,24 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.retry
 import redis.sentinel
+from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
-from redis.retry import Retry
 
-from smsguard.backends.base import Counter, Flag, Job, Outcome, Receipt
-from smsguard.errors import BackendUnavailable, ConfigError
+from smsguard.errors import BackendError, BackendUnavailable, ConfigError
+from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt
+
+log = logging.getLogger("smsguard")
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
 
 # A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
-# ("zrem", [(key, member), ...]) -> None.
+# ("apply", changes) -> None (one pipeline: ZREM per refunded hit, SET or DEL per flag).
 Request = tuple[Any, ...]
 
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
@@ -47,9 +51,45 @@ _AsyncClusterNode: Any = redis.asyncio.cluster.ClusterNode
 _Sentinel: Any = redis.sentinel.Sentinel
 _AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
 
-# What "Redis cannot be reached" looks like; the guard answers it with its fail mode.
-FAILURES = (RedisError, RedisClusterException, OSError)
+# What "Redis cannot answer now" looks like: the guard answers it with its fail mode. An OOM
+# refusal is one (over maxmemory nothing can be counted, so nothing is), and so is a replica
+# that has not yet learnt it is a master. Any other error from Redis is a bug (a script error,
+# a wrong type) and is raised as BackendError, never met with the fail mode.
+OUTAGES = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.OutOfMemoryError,
+    rx.ReadOnlyError,
+    rx.BusyLoadingError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.MasterDownError,
+    rx.ClusterError,
+    rx.RedisClusterException,
+    OSError,
+)
 Steps = Generator[Request, Any, Outcome]
+
+# Retry once, at once, when a pooled connection turns out dead (Redis restarted): that is no
+# outage. Never on a timeout: the script may have run, and a stalled Redis must not be waited
+# for twice.
+_RETRY_ON = (rx.ConnectionError,)
+
+# Eviction policies that may delete counters (allkeys-*) or counters alone (volatile-*).
+SAFE_POLICY = "noeviction"
+
+
+def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendError:
+    """What an exception from the client means: an outage, or a bug to raise."""
+    if isinstance(exc, OUTAGES):
+        return BackendUnavailable(f"{type(exc).__name__}: {exc}", partial=partial)
+    if isinstance(exc, rx.RedisError):
+        return BackendError(f"Redis answered with an error: {type(exc).__name__}: {exc}")
+    # Not Redis's answer but the client library failing mid-call (seen: an AttributeError
+    # inside redis.asyncio during a Cluster failover). It says nothing about our counters:
+    # treat it as an outage of this call, and log it so that it is seen.
+    log.error("smsguard: the Redis client failed: %r", exc, exc_info=exc)
+    return BackendUnavailable(f"{type(exc).__name__} in the Redis client: {exc}", partial=partial)
 
 
 class RedisBackend:
@@ -58,6 +98,10 @@ class RedisBackend:
     Build it from a URL (``RedisBackend.from_url("redis://localhost:6379/0")``) or from
     redis-py clients you already have: ``client`` for ``Guard.check``, ``aclient`` (a
     ``redis.asyncio`` client) for ``Guard.acheck``. Every key starts with ``prefix``.
+
+    At first use it reads ``maxmemory-policy`` and logs a warning for anything but
+    ``noeviction``: an evicting Redis may drop a victim's count (``allkeys-*``, ``volatile-*``)
+    and the emergency switch (``allkeys-*``).
     """
 
     shared = True
@@ -83,6 +127,7 @@ class RedisBackend:
             weakref.WeakKeyDictionary()
         )
         self._sha: str | None = None
+        self._policy_checked = False
         if cluster is None:
             cluster = isinstance(client, redis.cluster.RedisCluster) or isinstance(
                 aclient, redis.asyncio.cluster.RedisCluster
@@ -99,36 +144,40 @@ class RedisBackend:
         timeout: float = 0.5,
         connect_timeout: float = 0.5,
         max_connections: int = 64,
+        pool_timeout: float = 10.0,
         **options: Any,
     ) -> RedisBackend:
         """A backend for ``url``, in the URL conventions of the ``limits`` library.
 
-        ``redis://``, ``rediss://`` and ``unix://`` (single node),
+        ``redis://``, ``rediss://``, ``unix://`` or ``redis+unix://`` (single node),
         ``redis+sentinel://[:password@]host:port[,host:port]/service_name``,
-        ``redis+cluster://[:password@]host:port[,host:port]``. Timeouts are short on purpose:
-        a slow Redis should meet the guard's fail mode, not hold the request. ``options`` go
-        to the redis-py client.
+        ``redis+cluster://[:password@]host:port[,host:port]``; ``valkey`` for ``redis`` in any
+        of them. ``timeout`` bounds Redis's answer and ``connect_timeout`` the connection: short
+        on purpose, since a Redis that does not answer should meet the guard's fail mode, not
+        hold the request. ``options`` go to the redis-py client.
 
-        A single node gets a blocking connection pool of ``max_connections``: a flood of
-        concurrent checks queues for a connection (up to ``connect_timeout`` plus
-        ``timeout``) instead of failing; redis-py's default pool raises past 100.
+        A single node gets a blocking pool of ``max_connections``: a burst of concurrent checks
+        queues for a connection (up to ``pool_timeout``) rather than failing. Waiting for a
+        connection is this process being busy, not Redis being down, so it has its own, longer
+        bound.
         """
-        settings: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": connect_timeout,
-            "retry": Retry(NoBackoff(), 1),
-            **options,
-        }
-        scheme = urlsplit(url).scheme
+        scheme, url = _scheme(url)
+        settings: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
+        settings.update(options)
+        retry = settings.pop("retry", None)
+        sync_retry = retry or redis.retry.Retry(NoBackoff(), 1, _RETRY_ON)
+        async_retry = retry or redis.asyncio.retry.Retry(NoBackoff(), 1, _RETRY_ON)
         if scheme in ("redis", "rediss", "unix"):
-            pooled = {**settings, "max_connections": max_connections, "timeout": timeout + connect_timeout}
+            pooled = {**settings, "max_connections": max_connections, "timeout": pool_timeout}
             return cls(
                 prefix=prefix,
                 make_client=lambda: redis.Redis(
-                    connection_pool=redis.BlockingConnectionPool.from_url(url, **pooled)
+                    connection_pool=redis.BlockingConnectionPool.from_url(url, retry=sync_retry, **pooled)
                 ),
                 make_aclient=lambda: redis.asyncio.Redis(
-                    connection_pool=redis.asyncio.BlockingConnectionPool.from_url(url, **pooled)
+                    connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                        url, retry=async_retry, **pooled
+                    )
                 ),
             )
         password, hosts, path = _locations(url)
@@ -145,23 +194,18 @@ class RedisBackend:
                     startup_nodes=[_AsyncClusterNode(h, p) for h, p in hosts], **settings
                 ),
             )
-        if scheme == "redis+sentinel":
-            service = path.strip("/")
-            if not service:
-                raise ConfigError(f"{url!r} names no service: redis+sentinel://host:port/service_name")
-            sentinel_kwargs = {"socket_timeout": timeout, "password": password} if password else None
-            return cls(
-                prefix=prefix,
-                make_client=lambda: _Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **settings).master_for(
-                    service
-                ),
-                make_aclient=lambda: _AsyncSentinel(
-                    hosts, sentinel_kwargs=sentinel_kwargs, **settings
-                ).master_for(service),
-            )
-        raise ConfigError(
-            f"unsupported URL scheme {scheme!r}: use redis://, rediss://, unix://, "
-            "redis+sentinel:// or redis+cluster://"
+        service = path.strip("/")  # redis+sentinel, as _scheme let nothing else through
+        if not service:
+            raise ConfigError(f"{url!r} names no service: redis+sentinel://host:port/service_name")
+        sentinel_kwargs = {"socket_timeout": timeout, "password": password} if password else None
+        return cls(
+            prefix=prefix,
+            make_client=lambda: _Sentinel(
+                hosts, sentinel_kwargs=sentinel_kwargs, retry=sync_retry, **settings
+            ).master_for(service),
+            make_aclient=lambda: _AsyncSentinel(
+                hosts, sentinel_kwargs=sentinel_kwargs, retry=async_retry, **settings
+            ).master_for(service),
         )
 
     # -- the Backend protocol ----------------------------------------------------------
@@ -172,22 +216,16 @@ class RedisBackend:
     async def arun(self, job: Job) -> Outcome:
         return await self._adrive(self._steps_run(job))
 
-    def refund(self, receipt: Receipt) -> None:
-        self._drive(self._steps_refund(receipt))
+    def apply(self, changes: Sequence[Change]) -> None:
+        self._drive(self._steps_apply(changes))
 
-    async def arefund(self, receipt: Receipt) -> None:
-        await self._adrive(self._steps_refund(receipt))
-
-    def set_flag(self, key: str) -> None:
-        self._call(lambda c: c.set(self.prefix + key, 1))
-
-    def clear_flag(self, key: str) -> None:
-        self._call(lambda c: c.delete(self.prefix + key))
+    async def aapply(self, changes: Sequence[Change]) -> None:
+        await self._adrive(self._steps_apply(changes))
 
     def clear(self) -> None:
         """Delete every key under this backend's prefix."""
-
-        def wipe(client: Any) -> None:
+        client = self._sync_client()
+        try:
             pattern = _glob_escape(self.prefix) + "*"
             keys = list(client.scan_iter(match=pattern, count=1000))
             for start in range(0, len(keys), 500):  # one key a DEL: keys may span cluster slots
@@ -195,15 +233,15 @@ class RedisBackend:
                 for key in keys[start : start + 500]:
                     pipe.delete(key)
                 pipe.execute()
-
-        self._call(wipe)
+        except Exception as exc:
+            raise _failure(exc, False) from exc
 
     # -- the logic, written once -------------------------------------------------------
 
     def _steps_run(self, job: Job) -> Steps:
         if not self.cluster:
             reply = yield self._eval(job, job.flags, job.counters)
-            return _outcome(reply)
+            return _outcome(reply, len(job.counters))
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
         # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
@@ -211,27 +249,31 @@ class RedisBackend:
             found = yield ("exists", [self.prefix + f.key for f in job.flags])
             for i, hit in enumerate(found):
                 if hit:
-                    return Outcome(flag=i)
+                    return Outcome(i)
         counts = [0] * len(job.counters)
+        waits = [0.0] * len(job.counters)
         taken: list[Counter] = []
-        denied, wait = -1, 0.0
+        full = False
         for indexes in _by_slot(job.counters):
             group = tuple(job.counters[i] for i in indexes)
-            # Once denied, the other slots are only checked (nothing written), so that the
-            # denial names the counter that frees last, as on a single node.
-            out = _outcome((yield self._eval(job, (), group, commit=denied < 0)))
-            for i, n in zip(indexes, out.counts, strict=True):
-                counts[i] = n
-            if out.denied >= 0 and (denied < 0 or out.retry_after > wait):
-                denied, wait = indexes[out.denied], out.retry_after
-            elif denied < 0:
+            # Once one is full, the other slots are only checked (nothing written), so that
+            # the denial names the counter that frees last, as on a single node.
+            out = _outcome((yield self._eval(job, (), group, commit=not full)), len(group))
+            for k, i in enumerate(indexes):
+                counts[i] = out.counts[k]
+                if out.waits:
+                    waits[i] = out.waits[k]
+            if out.waits:
+                full = True
+            elif not full:
                 taken.extend(group)
-        if denied >= 0 and taken:
-            yield from self._steps_refund(Receipt(job.token, tuple(taken)))
-        return Outcome(denied=denied, retry_after=wait, counts=tuple(counts))
+        if full and taken:
+            yield from self._steps_apply((Receipt(job.token, tuple(taken)),))
+        return Outcome(-1, tuple(counts), tuple(waits) if full else ())
 
-    def _steps_refund(self, receipt: Receipt) -> Generator[Request, Any, Outcome]:
-        yield ("zrem", [(self.prefix + c.key, receipt.token) for c in receipt.counters])
+    def _steps_apply(self, changes: Sequence[Change]) -> Steps:
+        if changes:
+            yield ("apply", changes)
         return Outcome()
 
     def _eval(
@@ -247,100 +289,169 @@ class RedisBackend:
 
     # -- the two drivers: the only code that differs between sync and async ---------------
 
-    def _drive(self, steps: Generator[Request, Any, Outcome]) -> Outcome:
+    def _drive(self, steps: Steps) -> Outcome:
+        client = self._sync_client()
         try:
             request = next(steps)
             while True:
-                request = steps.send(self._send(self._sync_client(), request))
+                try:
+                    reply = self._send(client, request)
+                except Exception as exc:
+                    request = steps.throw(_failure(exc, self.cluster))
+                else:
+                    request = steps.send(reply)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        except FAILURES as exc:
-            raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _adrive(self, steps: Generator[Request, Any, Outcome]) -> Outcome:
+    async def _adrive(self, steps: Steps) -> Outcome:
+        client = await self._async_client()
         try:
             request = next(steps)
             while True:
-                request = steps.send(await self._asend(self._async_client(), request))
+                try:
+                    reply = await self._asend(client, request)
+                except Exception as exc:
+                    request = steps.throw(_failure(exc, self.cluster))
+                else:
+                    request = steps.send(reply)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        except FAILURES as exc:
-            raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def _send(self, client: Any, request: Request) -> Any:
         kind = request[0]
         if kind == "eval":
             _, keys, args = request
             try:
-                return client.evalsha(self._script_sha(client), len(keys), *keys, *args)
-            except NoScriptError:  # Redis restarted or flushed its scripts: load, then retry once
-                self._sha = client.script_load(SCRIPT)
-                return client.evalsha(self._sha, len(keys), *keys, *args)
-        pipe = client.pipeline(transaction=False)
-        for item in request[1]:
-            pipe.exists(item) if kind == "exists" else pipe.zrem(*item)
-        return pipe.execute()
+                return client.evalsha(self._sha or self._load(client), len(keys), *keys, *args)
+            except rx.NoScriptError:  # Redis restarted or flushed its scripts: load, then retry once
+                return client.evalsha(self._load(client), len(keys), *keys, *args)
+        return self._pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _asend(self, client: Any, request: Request) -> Any:
         kind = request[0]
         if kind == "eval":
             _, keys, args = request
             try:
-                return await client.evalsha(await self._ascript_sha(client), len(keys), *keys, *args)
-            except NoScriptError:
-                self._sha = await client.script_load(SCRIPT)
-                return await client.evalsha(self._sha, len(keys), *keys, *args)
-        pipe = client.pipeline(transaction=False)
-        for item in request[1]:
-            pipe.exists(item) if kind == "exists" else pipe.zrem(*item)
-        return await pipe.execute()
+                return await client.evalsha(self._sha or await self._aload(client), len(keys), *keys, *args)
+            except rx.NoScriptError:
+                return await client.evalsha(await self._aload(client), len(keys), *keys, *args)
+        return await self._pipeline(client.pipeline(transaction=False), request).execute()
+
+    def _pipeline(self, pipe: Any, request: Request) -> Any:
+        """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
+        kind, items = request
+        if kind == "exists":
+            for key in items:
+                pipe.exists(key)
+            return pipe
+        for change in items:
+            if isinstance(change, Receipt):
+                for counter in change.counters:
+                    pipe.zrem(self.prefix + counter.key, change.token)
+            elif change.on:
+                pipe.set(self.prefix + change.key, 1)
+            else:
+                pipe.delete(self.prefix + change.key)
+        return pipe
 
     # -- clients ------------------------------------------------------------------------
 
-    def _script_sha(self, client: Any) -> str:
-        if self._sha is None:
-            self._sha = client.script_load(SCRIPT)
+    def _load(self, client: Any) -> str:
+        self._sha = client.script_load(SCRIPT)
         return self._sha
 
-    async def _ascript_sha(self, client: Any) -> str:
-        if self._sha is None:
-            self._sha = await client.script_load(SCRIPT)
+    async def _aload(self, client: Any) -> str:
+        self._sha = await client.script_load(SCRIPT)
         return self._sha
 
     def _sync_client(self) -> Any:
         if self._client is None:
             if self._make_client is None:
-                raise ConfigError("this RedisBackend has only an async client: use Guard.acheck")
+                raise ConfigError("this RedisBackend has only an async client: use the async methods")
             try:
-                self._client = self._make_client()
-            except FAILURES as exc:  # a cluster client connects when built
-                raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                self._client = self._make_client()  # a cluster client connects when built
+            except Exception as exc:
+                raise _failure(exc, False) from exc
+        if not self._policy_checked:
+            self._policy_checked = True
+            self._warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
         return self._client
 
-    def _async_client(self) -> Any:
+    async def _async_client(self) -> Any:
         """The async client of the running event loop (redis.asyncio clients are loop-bound)."""
-        if self._aclient is not None:
-            return self._aclient
-        if self._make_aclient is None:
-            raise ConfigError("this RedisBackend has only a sync client: use Guard.check")
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
+        client = self._aclient
         if client is None:
+            if self._make_aclient is None:
+                raise ConfigError("this RedisBackend has only a sync client: use the sync methods")
+            loop = asyncio.get_running_loop()
+            client = self._aclients.get(loop)
+            if client is None:
+                try:
+                    client = self._aclients[loop] = self._make_aclient()
+                except Exception as exc:
+                    raise _failure(exc, False) from exc
+        if not self._policy_checked:
+            self._policy_checked = True  # before the await: concurrent first calls ask once
             try:
-                client = self._aclients[loop] = self._make_aclient()
-            except FAILURES as exc:
-                raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                answer = await client.config_get("maxmemory-policy")
+            except rx.ResponseError:
+                answer = {}
+            except Exception as exc:
+                self._policy_checked = False
+                raise _failure(exc, self.cluster) from exc
+            self._warn_if_evicting(answer)
         return client
 
-    def _call(self, action: Callable[[Any], Any]) -> None:
+    def _read_policy(self, read: Callable[[], Any]) -> Any:
         try:
-            action(self._sync_client())
-        except FAILURES as exc:
-            raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            return read()
+        except rx.ResponseError:  # CONFIG is off limits (many managed Redis): taken on trust
+            return {}
+        except Exception as exc:
+            self._policy_checked = False
+            raise _failure(exc, self.cluster) from exc
+
+    def _warn_if_evicting(self, answer: Any) -> None:
+        """Warn if Redis may evict smsguard's keys."""
+        policies = set(_policies(answer)) - {SAFE_POLICY}
+        if policies:
+            log.warning(
+                "smsguard: Redis maxmemory-policy is %s: under memory pressure Redis may evict "
+                "counters (a victim's daily count)%s. Set maxmemory-policy noeviction: smsguard then "
+                "refuses to count when Redis is full and follows its fail mode.",
+                ", ".join(sorted(policies)),
+                " and the emergency switch and list entries"
+                if any(p.startswith("allkeys") for p in policies)
+                else "",
+            )
 
 
-def _outcome(reply: Sequence[Any]) -> Outcome:
-    return Outcome(int(reply[0]), int(reply[1]), float(reply[2]), tuple(int(n) for n in reply[3:]))
+def _policies(answer: Any) -> list[str]:
+    """The maxmemory-policy values in a CONFIG GET answer (a cluster client's may be per node)."""
+    if not isinstance(answer, dict):
+        return []
+    found = []
+    for name, value in answer.items():
+        if isinstance(value, dict):
+            found += _policies(value)
+        elif str(name).endswith("maxmemory-policy") and value:
+            found.append(value.decode() if isinstance(value, bytes) else str(value))
+    return found
+
+
+def _outcome(reply: Sequence[Any], n: int) -> Outcome:
+    """The Outcome in a script's reply for ``n`` counters; a reply of another shape is a bug."""
+    try:
+        flag = int(reply[0])
+        if flag >= 0:
+            return Outcome(flag)
+        counts = tuple(int(c) for c in reply[1 : 1 + n])
+        waits = tuple(float(w) for w in reply[1 + n :])
+    except (TypeError, ValueError, IndexError) as exc:
+        raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
+    if len(counts) != n or len(waits) not in (0, n):
+        raise BackendError(f"script reply {reply!r} does not fit {n} counters")
+    return Outcome(-1, counts, waits)
 
 
 def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
@@ -349,6 +460,30 @@ def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
     for i, c in enumerate(counters):
         groups.setdefault(key_slot(c.key.encode()), []).append(i)
     return list(groups.values())
+
+
+_SCHEMES = {
+    "redis": "redis",
+    "rediss": "rediss",
+    "unix": "unix",
+    "redis+unix": "unix",
+    "redis+cluster": "redis+cluster",
+    "redis+sentinel": "redis+sentinel",
+}
+
+
+def _scheme(url: str) -> tuple[str, str]:
+    """(scheme, url) in redis-py's spelling, from any of limits' spellings (``valkey`` for
+    ``redis``, ``redis+unix://``); a ConfigError naming the right form for anything else."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    canonical = _SCHEMES.get(scheme.replace("valkey", "redis", 1))
+    if canonical is None:
+        raise ConfigError(
+            f"{url!r} is not a storage URL: use one such as redis://localhost:6379/0, "
+            "rediss://, unix:///run/redis.sock, redis+sentinel://host:26379/service_name, "
+            "redis+cluster://host:7000,host:7001 (valkey for redis in any) or memory://"
+        )
+    return canonical, canonical + url[len(scheme) :]
 
 
 def _locations(url: str) -> tuple[str | None, list[tuple[str, int]], str]:

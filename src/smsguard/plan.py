@@ -1,0 +1,201 @@
+"""What a decision asks of a backend and what the backend answers: the plan layer.
+
+The guard turns an attempt into a ``Plan``: a ``Job`` for the backend (flags to read, counters
+to consume all or none) and who owns each item. The backend runs the job atomically and answers
+an ``Outcome``; ``Plan.decide`` turns that into the ``Decision``, a pure function. Writes (a
+refund, a flag turned on or off) are ``Change`` values a backend applies in one batch.
+
+These values are NamedTuples rather than frozen dataclasses: just as immutable, and a decision
+makes several of them, where a NamedTuple costs less than half as much to build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple, Union
+
+from smsguard import attempt as codes
+from smsguard.attempt import Attempt, Decision
+
+if TYPE_CHECKING:
+    from smsguard.policies import Policy
+
+
+def key(name: str, subject: str, *detail: str) -> str:
+    """The storage key of ``name``'s item for ``subject``: ``name:{subject}:detail...``.
+
+    The braces are a Redis Cluster hash tag: every key of one subject (a number's hash) lands
+    in one slot, so one script call can read and write them all. Build every key with this.
+    """
+    tail = "".join(":" + d for d in detail)
+    return f"{name}:{{{subject}}}{tail}"
+
+
+class Counter(NamedTuple):
+    """A quota: at most ``limit`` live hits under ``key``.
+
+    A hit taken now stops counting at ``expires_at`` (epoch seconds): ``now + window`` for a
+    sliding window, the next local midnight for a calendar day. ``limit`` is at least 1.
+    """
+
+    key: str
+    limit: int
+    expires_at: float
+
+
+class Flag(NamedTuple):
+    """A key read with the counters: if it is set, the attempt stops there, consuming nothing.
+
+    ``reason`` None exempts the attempt, else denies it with that reason, of ``kind``.
+    """
+
+    key: str
+    reason: str | None = None
+    kind: str = codes.FORBIDDEN
+
+
+class Job(NamedTuple):
+    """Everything one decision asks of a backend, run as one atomic step."""
+
+    now: float
+    token: str
+    """Unique per attempt: names its hits, so that a refund removes exactly them."""
+    flags: tuple[Flag, ...]
+    counters: tuple[Counter, ...]
+
+
+class Outcome(NamedTuple):
+    """A backend's answer to a Job.
+
+    ``flag`` is the index of the first flag found set (then nothing was read or taken further),
+    else -1. ``counts`` are each counter's live hits before this attempt; ``waits`` the seconds
+    until each full counter frees a slot (0 for a counter with room). The attempt was taken
+    (every counter consumed one hit) exactly when no flag was set and no counter was full.
+    """
+
+    flag: int = -1
+    counts: tuple[int, ...] = ()
+    waits: tuple[float, ...] = ()
+
+    @property
+    def denied(self) -> int:
+        """Index of the full counter that frees a slot last (-1 if none): the one a denial
+        names, since waiting for any other would not be enough."""
+        return frees_last(self.waits)[0]
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the ``denied`` counter frees a slot (0 when nothing was denied)."""
+        return frees_last(self.waits)[1]
+
+
+def frees_last(waits: tuple[float, ...]) -> tuple[int, float]:
+    """(index, wait) of the longest wait among full counters, or (-1, 0.0) if none is full.
+
+    The one rule every backend's denial follows, written once: single node, memory and each
+    slot of a cluster report waits, and this picks.
+    """
+    index, longest = -1, 0.0
+    for i, wait in enumerate(waits):
+        if wait > longest:
+            index, longest = i, wait
+    return index, longest
+
+
+class Receipt(NamedTuple):
+    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back once."""
+
+    token: str
+    """The job's token: the name of its hits."""
+    counters: tuple[Counter, ...]
+    """The counters it took one hit of."""
+    fallback: bool = False
+    """Taken on the in-process fallback backend while the real one was down."""
+
+
+class SetFlag(NamedTuple):
+    """Turn the flag ``key`` on or off (a shared list entry, the emergency switch)."""
+
+    key: str
+    on: bool = True
+
+
+Change = Union[Receipt, SetFlag]  # noqa: UP007 (a runtime alias)
+"""A write a backend applies: a refund (a Receipt, applied once however often it is given) or a
+flag change."""
+
+
+class Plan(NamedTuple):
+    """A job for the backend, and who owns each of its flags and counters.
+
+    ``final`` is the decision of a fixed list verdict that stands after the job's flags in
+    policy order: it applies only if none of those flags is set (semantics 11); the job then
+    has no counters.
+    """
+
+    attempt: Attempt
+    job: Job
+    flag_owners: tuple[Policy, ...]
+    counter_owners: tuple[Policy, ...]
+    final: Decision | None = None
+
+    def decide(self, out: Outcome) -> Decision:
+        """Turn the backend's outcome into the decision (pure)."""
+        phone = self.attempt.phone
+        if out.flag >= 0:
+            flag, owner = self.job.flags[out.flag], self.flag_owners[out.flag]
+            if flag.reason is None:
+                return Decision(True, phone, owner.name, codes.EXEMPT)
+            return Decision(False, phone, owner.name, flag.reason, kind=flag.kind)
+        if self.final is not None:
+            return self.final
+        remaining = _Remaining(self, out)
+        denied, wait = frees_last(out.waits)
+        if denied >= 0:
+            owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
+            return Decision(False, phone, owner.name, owner.reason, wait, remaining, limit, kind=_kind(owner))
+        return Decision(
+            True, phone, None, None, None, remaining, None, Receipt(self.job.token, self.job.counters)
+        )
+
+    def flags_only(self) -> Plan:
+        """This plan without its counters: what can still be decided with no counting."""
+        return self._replace(job=self.job._replace(counters=()), counter_owners=())
+
+
+def _kind(policy: Policy) -> str:
+    return getattr(policy, "kind", codes.LIMIT)
+
+
+class _Remaining(Mapping[str, int]):
+    """``Decision.remaining``: hits left per policy, the least over its counters. Worked out
+    when first read, since most callers never read it."""
+
+    __slots__ = ("_out", "_plan", "_values")
+
+    def __init__(self, plan: Plan, out: Outcome) -> None:
+        self._plan, self._out = plan, out
+        self._values: dict[str, int] | None = None
+
+    def _dict(self) -> dict[str, int]:
+        if self._values is None:
+            plan, out = self._plan, self._out
+            allowed = out.denied < 0
+            values: dict[str, int] = {}
+            for counter, owner, n in zip(plan.job.counters, plan.counter_owners, out.counts, strict=True):
+                left = max(counter.limit - n - allowed, 0)
+                values[owner.name] = min(left, values.get(owner.name, left))
+            self._values = values
+        return self._values
+
+    def __getitem__(self, name: str) -> int:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())

@@ -1,0 +1,133 @@
+"""Planning: an attempt in, a Plan (or an immediate Decision) out. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import itertools
+import secrets
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from smsguard import attempt as codes
+from smsguard.attempt import Attempt, Decision
+from smsguard.errors import ConfigError, InvalidInput
+from smsguard.phone import Digest, canonical, normalize
+from smsguard.plan import Counter, Flag, Job, Plan
+from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
+
+IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
+_ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+_NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class Planner:
+    """Asks every policy, in order, about an attempt; collects what the backend must do.
+
+    Caches what repeats in a flood: the victim's number (on a canonical form, so that the
+    formats an attacker rotates through share one entry) and the attackers' addresses.
+    """
+
+    def __init__(self, policies: Iterable[Policy], *, region: str | None, digest: Digest, cache: int) -> None:
+        self.policies = tuple(policies)
+        for p in self.policies:
+            if not isinstance(p, Policy):
+                raise ConfigError(f"{p!r} is not a policy: it needs name, reason and review()")
+        names = [p.name for p in self.policies]
+        for p in self.policies:
+            if names.count(p.name) > 1:
+                raise ConfigError(f"two policies are named {p.name!r}: give one a name=")
+        self.region = region
+        self.digest = digest
+        self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
+        self._identify = functools.lru_cache(maxsize=cache)(self._identify_uncached)
+        self._ip = functools.lru_cache(maxsize=cache)(ipaddress.ip_address)
+
+    def _identify_uncached(self, phone: str) -> tuple[str, str]:
+        e164 = normalize(phone, self.region)
+        return e164, self.digest.hash(e164)  # this cache holds it: keep it out of the digest's
+
+    def identify(self, phone: str) -> tuple[str, str]:
+        """(E.164, keyed hash) of ``phone``; raises InvalidPhone."""
+        if not isinstance(phone, str):
+            raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
+        return self._identify(canonical(phone))
+
+    def plan(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
+    ) -> Plan | Decision:
+        """Build the attempt and ask every policy. A fixed list verdict with no shared flag
+        before it decides at once, with no backend call."""
+        if content is not None and not isinstance(content, str):
+            raise InvalidInput(f"content must be a string, not {type(content).__name__}")
+        e164, phone_id = self.identify(phone)
+        if ip is not None and not isinstance(ip, _ADDRESS):
+            try:
+                ip = self._ip(ip)
+            except ValueError:
+                raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
+        digest = self.digest
+        attempt = Attempt(
+            e164,
+            phone_id,
+            digest,
+            content,
+            None if content is None else digest(content),
+            ip,
+            _NO_CONTEXT if context is None else context,
+        )
+        flags: list[Flag] = []
+        counters: list[Counter] = []
+        flag_owners: list[Policy] = []
+        counter_owners: list[Policy] = []
+        final: Decision | None = None
+        for policy in self.policies:
+            review = policy.review(attempt, now)
+            if review is EXEMPT:
+                final = Decision(True, e164, policy.name, codes.EXEMPT)
+            elif isinstance(review, Deny):
+                final = Decision(
+                    False, e164, policy.name, review.reason, review.retry_after, kind=review.kind
+                )
+            else:
+                for item in review:  # type: ignore[union-attr]
+                    if isinstance(item, Counter):
+                        counters.append(item)
+                        counter_owners.append(policy)
+                    elif isinstance(item, Flag):
+                        flags.append(item)
+                        flag_owners.append(policy)
+                    else:
+                        raise TypeError(
+                            f"{policy.name}.review() gave {item!r}: expected Counter or Flag items"
+                        )
+                continue
+            # A fixed verdict ends the asking. It stands unless a shared flag before it is set:
+            # then only those flags need reading, and nothing is counted.
+            if not flags:
+                return final
+            counters, counter_owners = [], []
+            break
+        job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
+        return Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final)
+
+    def shared_list(self, name: str) -> NumberList:
+        """The Whitelist/Blacklist named ``name`` that keeps a shared list in the backend."""
+        for p in self.policies:
+            if p.name == name and isinstance(p, NumberList) and p.shared:
+                return p
+        raise ConfigError(f"no Whitelist/Blacklist named {name!r} with shared=True in this guard")
+
+    def switch(self) -> Suspend:
+        """The guard's emergency switch; a ConfigError if it has none (turning on a switch that
+        no policy reads would silently change nothing)."""
+        for p in self.policies:
+            if isinstance(p, Suspend):
+                return p
+        raise ConfigError("this guard has no Suspend policy: add Suspend() (first, to stop everything)")
