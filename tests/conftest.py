@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 from servers import REDIS_SERVER, RedisCluster, RedisServer
 
-from smsguard import Decision, Guard, MemoryBackend
+from smsguard import BackendUnavailable, Change, Decision, Guard, Job, MemoryBackend, Outcome
 from smsguard.backends.base import Backend
 from smsguard.backends.redis import RedisBackend
 
@@ -67,6 +67,33 @@ def admitted_by_threads(check: Callable[[], Decision], threads: int, each: int) 
     for worker in workers:
         worker.join()
     return admitted
+
+
+class Unplugged(MemoryBackend):
+    """A shared backend whose connection the test pulls out (``down``) and puts back, or that
+    runs jobs but never answers (``stalled``: a Redis that wakes after the client gave up)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.stalled = False
+        self.calls = 0
+
+    def run(self, job: Job) -> Outcome:
+        self.calls += 1
+        if self.down:
+            raise BackendUnavailable("connection refused")
+        outcome = super().run(job)
+        if self.stalled:
+            raise BackendUnavailable("timeout reading from the socket")
+        return outcome
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        if self.down:
+            raise BackendUnavailable("connection refused")
+        super().apply(changes)
 
 
 BACKENDS = [

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Clock, admitted_by_threads
+from conftest import Clock, Unplugged, admitted_by_threads
 
 from smsguard import (
-    BackendUnavailable,
     ConfigError,
     DailyCap,
     Decision,
@@ -20,9 +19,6 @@ from smsguard import (
     InvalidInput,
     InvalidPhone,
     IPThrottle,
-    Job,
-    MemoryBackend,
-    Outcome,
     PhoneRate,
     Policy,
     SameContent,
@@ -94,6 +90,21 @@ def test_refund_gives_the_quota_back(make_guard: Callable[..., Guard]) -> None:
     guard.refund(denied)  # a denial has nothing to give back
     assert denied.reason == "daily_cap"
     assert guard.check(VICTIM, content="c").reason == "daily_cap"
+
+
+def test_a_receipt_is_spent_once(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([DailyCap(3)])
+    first = guard.check(VICTIM)
+    second = guard.check(VICTIM)  # same clock, same expiry: the hits differ only by token
+    for _ in range(3):
+        guard.refund(first)
+    assert guard.check(VICTIM).remaining == {"daily_cap": 1}, "one hit back, however many refunds"
+    asyncio.run(guard.arefund(first))
+    guard.refund(second)
+    guard.refund(second)
+    assert guard.check(VICTIM).remaining == {"daily_cap": 1}
+    assert guard.check(VICTIM).reason is None
+    assert guard.check(VICTIM).reason == "daily_cap"
 
 
 def test_refund_async(make_guard: Callable[..., Guard]) -> None:
@@ -173,23 +184,6 @@ def test_concurrent_acheck_admits_exactly_the_cap(make_guard: Callable[..., Guar
 
 
 # -- fail modes ----------------------------------------------------------------------------
-
-
-class Unplugged(MemoryBackend):
-    """A backend whose connection the test pulls out and puts back."""
-
-    shared = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = False
-        self.calls = 0
-
-    def run(self, job: Job) -> Outcome:
-        self.calls += 1
-        if self.down:
-            raise BackendUnavailable("connection refused")
-        return super().run(job)
 
 
 def outage_guard(mode: str, clock: Clock) -> tuple[Guard, Unplugged]:

@@ -242,3 +242,64 @@ def test_suspend_switch(make_guard: Callable[..., Guard]) -> None:
     assert (d.allowed, d.policy, d.reason) == (False, "suspend", "suspended")
     guard.resume()
     assert guard.check(OTHER).remaining == {"daily_cap": 9}, "the suspended attempt took nothing"
+
+
+# -- policy order is the order of verdicts (semantics 11) ---------------------------------
+
+
+def test_shared_blacklist_before_a_fixed_whitelist_wins(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Blacklist(shared=True), Whitelist([VICTIM]), DailyCap(1)])
+    assert guard.check(VICTIM).reason == "exempt"
+    guard.add_number("blacklist", VICTIM)
+    d = guard.check(VICTIM)
+    assert (d.allowed, d.policy, d.reason, d.kind) == (False, "blacklist", "blacklisted", "forbidden")
+
+
+def test_fixed_whitelist_before_a_shared_blacklist_wins(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Whitelist([VICTIM]), Blacklist(shared=True), DailyCap(1)])
+    guard.add_number("blacklist", VICTIM)
+    assert [guard.check(VICTIM).reason for _ in range(3)] == ["exempt"] * 3
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_switch_placed_first_stops_whitelisted_numbers(
+    make_guard: Callable[..., Guard], shared: bool
+) -> None:
+    whitelist = Whitelist(shared=True) if shared else Whitelist([VICTIM])
+    guard = make_guard([Suspend(), whitelist, DailyCap(1)])
+    if shared:
+        guard.add_number("whitelist", VICTIM)
+    guard.suspend()
+    assert guard.check(VICTIM).reason == "suspended"
+    guard.resume()
+    assert [guard.check(VICTIM).reason for _ in range(2)] == ["exempt"] * 2
+
+
+def test_switch_placed_after_a_whitelist_spares_it(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Whitelist([VICTIM]), Suspend(), DailyCap(1)])
+    guard.suspend()
+    assert guard.check(VICTIM).reason == "exempt"
+    assert guard.check(OTHER).reason == "suspended"
+
+
+def test_fixed_verdict_after_a_flag_counts_nothing(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Suspend(), DailyCap(1), Blacklist([VICTIM]), DailyCap(5, name="later")])
+    assert guard.check(VICTIM).reason == "blacklisted"
+    assert guard.check(OTHER).remaining == {"daily_cap": 0, "later": 4}, (
+        "the blacklisted attempt took nothing"
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: PhoneRate("0/minute"),
+        lambda: IPThrottle("5/hour;0/day"),
+        lambda: DailyCap(0),
+        lambda: SameContent(limit=0),
+        lambda: SameContent(window=0),
+    ],
+)
+def test_limits_below_one_fail_at_construction(build: Callable[[], object]) -> None:
+    with pytest.raises(ConfigError):
+        build()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,8 @@ import pytest
 import redis
 import trustme
 from conftest import Clock, admitted_by_threads, unique_prefix
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from servers import (
     RedisCluster,
     RedisServer,
@@ -23,13 +27,34 @@ from servers import (
     wait_until,
 )
 
-from smsguard import ConfigError, DailyCap, Decision, Guard, IPThrottle, PhoneRate, SameContent, Whitelist
+from smsguard import (
+    BackendError,
+    BackendUnavailable,
+    Blacklist,
+    ConfigError,
+    DailyCap,
+    Decision,
+    Guard,
+    IPThrottle,
+    PhoneRate,
+    SameContent,
+    Suspend,
+    Whitelist,
+)
 from smsguard.backends.redis import RedisBackend
+from smsguard.plan import key
 
 pytestmark = pytest.mark.redis_server
 
 VICTIM = "+8613800138000"
+OTHER = "+8613900139000"
 FOUR = [SameContent(), DailyCap(10, tz="Asia/Shanghai"), PhoneRate("1/minute;5/hour"), IPThrottle("20/hour")]
+
+
+def redis_backend_url(backend: RedisBackend) -> str:
+    client = backend._sync_client()
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
 
 
 def guard_on(backend: RedisBackend, clock: Clock, policies: Any = FOUR, **settings: Any) -> Guard:
@@ -70,14 +95,14 @@ def test_nothing_plain_in_redis_and_every_counter_expires(
     keys = list(client.scan_iter(match=redis_backend.prefix + "*"))
     assert len(keys) == 6  # same_content, daily_cap, 2 phone_rate, ip_throttle, whitelist entry
     dump = b" ".join(keys)
-    for key in keys:
-        if client.type(key) == b"zset":
-            members = client.zrange(key, 0, -1, withscores=True)
+    for stored in keys:
+        if client.type(stored) == b"zset":
+            members = client.zrange(stored, 0, -1, withscores=True)
             dump += b" ".join(m + repr(s).encode() for m, s in members)
-            ttl = client.pttl(key)
-            assert 0 < ttl <= 86400 * 1000 + 1000, f"{key!r} has no bounded TTL"
+            ttl = client.pttl(stored)
+            assert 0 < ttl <= 86400 * 1000 + 1000, f"{stored!r} has no bounded TTL"
         else:
-            dump += client.get(key) or b""
+            dump += client.get(stored) or b""
     for secret in [b"13800138000", b"13900139000", b"4821", b"Your code", b"203.0.113.77"]:
         assert secret not in dump
 
@@ -335,3 +360,202 @@ def test_client_for_each_mode(redis_server: RedisServer, clock: Clock) -> None:
         asyncio.run(sync_only.acheck(VICTIM))
     with pytest.raises(ConfigError, match="needs a client"):
         RedisBackend()
+
+
+# -- hardening: outages, bugs and a full Redis are told apart ------------------------------
+
+
+def test_script_error_is_raised_never_met_with_the_fail_mode(
+    redis_backend: RedisBackend, clock: Clock
+) -> None:
+    """A counter key of the wrong type makes the script fail: a bug, raised even by an open
+    guard, never an admission."""
+    guard = guard_on(redis_backend, clock, [DailyCap(1)], fail_mode="open")
+    client = redis.Redis.from_url(redis_backend_url(redis_backend))
+    client.set(redis_backend.prefix + key("daily_cap", guard.identify(VICTIM)[1]), "not a sorted set")
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        guard.check(VICTIM)
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        asyncio.run(guard.acheck(VICTIM))
+    assert guard.breaker.down_until == 0.0, "a bug does not trip the breaker"
+
+
+def test_client_library_failure_follows_the_fail_mode(redis_server: RedisServer, clock: Clock) -> None:
+    """An exception from inside redis.asyncio (as seen during a Cluster failover) never
+    escapes acheck."""
+
+    class Broken(redis.asyncio.Redis):
+        async def execute_command(self, *args: Any, **options: Any) -> Any:
+            if args[0] == "EVALSHA":
+                raise AttributeError("'NoneType' object has no attribute 'send_packed_command'")
+            return await super().execute_command(*args, **options)
+
+    async def scenario() -> Decision:
+        backend = RedisBackend(aclient=Broken(port=redis_server.port), prefix=unique_prefix())
+        return await guard_on(backend, clock, [DailyCap(1)], fail_mode="closed").acheck(VICTIM)
+
+    assert asyncio.run(scenario()).reason == "backend_unavailable"
+
+
+def stall(server: RedisServer, seconds: float) -> socket.socket:
+    """Send DEBUG SLEEP on a raw socket (no reply awaited); return once Redis has stopped
+    answering."""
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.sendall(f"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n${len(str(seconds))}\r\n{seconds}\r\n".encode())
+
+    def silent() -> bool:
+        try:
+            redis.Redis(port=server.port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0)).ping()
+            return False
+        except redis.TimeoutError:
+            return True
+
+    wait_until(silent, "Redis to stall")
+    return raw
+
+
+def test_stalled_redis_gives_back_the_hits_of_refused_jobs(tmp_path: Path, clock: Clock) -> None:
+    """Redis stalls; five concurrent checks time out and get 503; their scripts run when Redis
+    wakes. No SMS went out, so once Redis answers again the hits are given back."""
+    server = RedisServer(tmp_path, None, "--enable-debug-command", "yes").start()
+    try:
+        guard = guard_on(
+            RedisBackend.from_url(server.url, timeout=0.3), clock, [DailyCap(10)], fail_mode="closed"
+        )
+        assert guard.check(VICTIM).remaining == {"daily_cap": 9}  # connected, script loaded
+        pool = guard.backend._sync_client().connection_pool  # type: ignore[attr-defined]
+        opened = [pool.get_connection() for _ in range(5)]  # five in the pool: five jobs are sent
+        for connection in opened:
+            pool.release(connection)
+        raw = stall(server, 1.5)
+        assert admitted_by_threads(lambda: guard.check(VICTIM), threads=5, each=1) == []
+        raw.recv(16)  # "+OK": Redis is awake, and has run the five scripts
+        client = redis.Redis(port=server.port)
+        hits = client.zcard(f"smsguard:{key('daily_cap', guard.identify(VICTIM)[1])}")
+        assert hits == 6, "the timed-out scripts ran when Redis woke"
+        clock.advance(5)
+        assert guard.check(VICTIM).remaining == {"daily_cap": 8}, "given back: 1 before + this one"
+    finally:
+        server.stop()
+
+
+def test_full_redis_follows_the_fail_mode_and_writes_nothing(tmp_path: Path, clock: Clock) -> None:
+    """With maxmemory reached under noeviction, the script is refused whole (OOM): the fail
+    mode answers, nothing is half-written, and a refused suspend() raises yet holds here."""
+    server = RedisServer(tmp_path, None, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction").start()
+    try:
+        client = redis.Redis(port=server.port)
+        closed = guard_on(
+            RedisBackend.from_url(server.url, prefix="c:"),
+            clock,
+            [Suspend(), DailyCap(3)],
+            fail_mode="closed",
+        )
+        opened = guard_on(
+            RedisBackend.from_url(server.url, prefix="o:"), clock, [DailyCap(3)], fail_mode="open"
+        )
+        assert closed.check(VICTIM).allowed
+        filled = 0
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # noqa: PT012 (fill until refused)
+            while filled < 10_000:
+                client.set(f"junk{filled}", "x" * 10_000)
+                filled += 1
+        assert closed.check(OTHER).reason == "backend_unavailable"
+        assert opened.check(OTHER).reason == "fail_open"
+        assert client.keys(f"c:*{closed.identify(OTHER)[1]}*") == [], (
+            "nothing written for the refused attempt"
+        )
+        with pytest.raises(BackendUnavailable, match="OutOfMemoryError"):
+            closed.suspend()
+        assert closed.check(VICTIM).reason == "suspended", "the switch holds here at once"
+        client.flushdb()  # memory again: the owed write reaches Redis
+        clock.advance(5)
+        assert closed.check(VICTIM).reason == "suspended"
+        assert client.exists("c:switch:suspended") == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("policy", "warned"), [("noeviction", False), ("allkeys-lru", True), ("volatile-lru", True)]
+)
+def test_evicting_redis_is_warned_of_at_first_use(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
+) -> None:
+    server = RedisServer(tmp_path, None, "--maxmemory-policy", policy).start()
+    try:
+        guard = guard_on(RedisBackend.from_url(server.url), clock, [DailyCap(3)])
+        with caplog.at_level(logging.WARNING, logger="smsguard"):
+            guard.check(VICTIM)
+            asyncio.run(guard.acheck(VICTIM))
+            guard.check(VICTIM)
+        warnings = [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+        assert len(warnings) == (1 if warned else 0), warnings
+        if warned:
+            assert f"maxmemory-policy is {policy}" in warnings[0]
+            assert ("emergency switch" in warnings[0]) == policy.startswith("allkeys")
+    finally:
+        server.stop()
+
+
+def test_switch_and_list_entries_survive_volatile_eviction(tmp_path: Path, clock: Clock) -> None:
+    """Under volatile-* Redis evicts only keys with a TTL: the switch and list entries have none."""
+    server = RedisServer(tmp_path, None, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru").start()
+    try:
+        guard = guard_on(
+            RedisBackend.from_url(server.url), clock, [Suspend(), Blacklist(shared=True), DailyCap(3)]
+        )
+        guard.add_number("blacklist", VICTIM)
+        guard.suspend()
+        client = redis.Redis(port=server.port)
+        for i in range(2000):  # counters with TTLs, as a flood makes: these are what may go
+            client.set(f"smsguard:flood{i}", "x" * 5000, ex=3600)
+        assert client.exists("smsguard:switch:suspended") == 1
+        guard.resume()
+        assert guard.check(VICTIM).reason == "blacklisted"
+    finally:
+        server.stop()
+
+
+def test_async_recovers_from_a_restart_as_sync_does(tmp_path: Path, clock: Clock) -> None:
+    """A pooled connection left dead by a restart is retried at once, in async code too."""
+    server = RedisServer(tmp_path).start()
+    try:
+        guard = guard_on(RedisBackend.from_url(server.url), clock, [DailyCap(5)], fail_mode="closed")
+
+        async def scenario() -> list[Decision]:
+            first = await guard.acheck(VICTIM)
+            server.stop()
+            server.start()  # the pooled connection is dead now; Redis is empty and up
+            return [first, await guard.acheck(VICTIM)]
+
+        first, after = asyncio.run(scenario())
+        assert first.remaining == {"daily_cap": 4}
+        assert (after.allowed, after.remaining) == (True, {"daily_cap": 4}), "counted in the restarted Redis"
+        before = guard.check(VICTIM)
+        server.stop()
+        server.start()
+        assert guard.check(VICTIM).remaining == {"daily_cap": 4}, before
+    finally:
+        server.stop()
+
+
+def test_operations_have_async_twins_for_async_only_clients(redis_server: RedisServer, clock: Clock) -> None:
+    async def scenario() -> list[str | None]:
+        backend = RedisBackend(aclient=redis.asyncio.Redis(port=redis_server.port), prefix=unique_prefix())
+        guard = guard_on(backend, clock, [Suspend(), Blacklist(shared=True), DailyCap(5)])
+        reasons = []
+        await guard.asuspend()
+        reasons.append((await guard.acheck(VICTIM)).reason)
+        await guard.aresume()
+        await guard.aadd_number("blacklist", VICTIM)
+        reasons.append((await guard.acheck(VICTIM)).reason)
+        await guard.aremove_number("blacklist", VICTIM)
+        reasons.append((await guard.acheck(VICTIM)).reason)
+        d = await guard.acheck(OTHER)
+        await guard.arefund(d)
+        await guard.arefund(d)
+        reasons.append(str((await guard.acheck(OTHER)).remaining))
+        return reasons
+
+    assert asyncio.run(scenario()) == ["suspended", "blacklisted", None, "{'daily_cap': 4}"]
