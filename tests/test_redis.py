@@ -442,7 +442,7 @@ def test_stalled_redis_gives_back_the_hits_of_refused_jobs(tmp_path: Path, clock
 def test_full_redis_follows_the_fail_mode_and_writes_nothing(tmp_path: Path, clock: Clock) -> None:
     """With maxmemory reached under noeviction, the script is refused whole (OOM): the fail
     mode answers, nothing is half-written, and a refused suspend() raises yet holds here."""
-    server = RedisServer(tmp_path, None, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction").start()
+    server = RedisServer(tmp_path, None, "--maxmemory-policy", "noeviction").start()
     try:
         client = redis.Redis(port=server.port)
         closed = guard_on(
@@ -455,11 +455,12 @@ def test_full_redis_follows_the_fail_mode_and_writes_nothing(tmp_path: Path, clo
             RedisBackend.from_url(server.url, prefix="o:"), clock, [DailyCap(3)], fail_mode="open"
         )
         assert closed.check(VICTIM).allowed
-        filled = 0
-        with pytest.raises(redis.exceptions.OutOfMemoryError):  # noqa: PT012 (fill until refused)
-            while filled < 10_000:
-                client.set(f"junk{filled}", "x" * 10_000)
-                filled += 1
+        for i in range(200):
+            client.set(f"junk{i}", "x" * 10_000)
+        used = client.info("memory")["used_memory"]
+        client.config_set("maxmemory", used // 2)  # well over the limit: every write is refused
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("one-more", "x")
         assert closed.check(OTHER).reason == "backend_unavailable"
         assert opened.check(OTHER).reason == "fail_open"
         assert client.keys(f"c:*{closed.identify(OTHER)[1]}*") == [], (
