@@ -15,6 +15,8 @@ from smsguard import (
     ConfigError,
     DailyCap,
     Guard,
+    Job,
+    Outcome,
     Suspend,
     Whitelist,
 )
@@ -110,6 +112,40 @@ def test_whitelist_exemption_read_before_an_outage_stays(clock: Clock) -> None:
     backend.down = True
     assert [guard.check(VICTIM).reason for _ in range(3)] == ["exempt"] * 3
     assert guard.check(OTHER).reason == "backend_unavailable"
+
+
+class Overtaken(Unplugged):
+    """Fails the next job, but only after answering another one begun later: the way a burst
+    looks, where one job waits for a connection while others go through."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock, self.overtake = clock, False
+        self.guard: Guard | None = None
+
+    def run(self, job: Job) -> Outcome:
+        if self.overtake:
+            self.overtake = False
+            self.clock.advance(0.2)
+            assert self.guard is not None
+            assert self.guard.check(OTHER).allowed
+            raise BackendUnavailable("Timeout connecting to server")
+        return super().run(job)
+
+
+def test_a_failure_while_others_are_answered_is_no_outage(clock: Clock) -> None:
+    backend = Overtaken(clock)
+    guard = backend.guard = guard_on(backend, clock, "closed", [DailyCap(5)])
+    backend.overtake = True
+    assert guard.check(VICTIM).reason == "backend_unavailable"
+    calls = backend.calls
+    assert guard.check(VICTIM).allowed, "asked again at once: it answered meanwhile"
+    assert backend.calls == calls + 1
+    backend.down = True
+    assert guard.check(VICTIM).reason == "backend_unavailable"
+    backend.down = False
+    assert guard.check(VICTIM).reason == "backend_unavailable", "nothing answered since: left alone"
+    assert backend.calls == calls + 2
 
 
 # -- a job whose reply never came ---------------------------------------------------------

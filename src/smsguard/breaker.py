@@ -55,13 +55,17 @@ class Breaker:
         """Until when the backend is left alone (epoch seconds, the guard's clock); 0 when up."""
         self.pending: list[Change] = []
         """Writes the backend has yet to get, oldest first."""
+        self.answered_at = float("-inf")
+        """When the backend last answered a job (the guard's clock)."""
         self._on: set[str] = set()  # flags last read (or set through the guard) as on
         self._max_pending = max_pending
 
     # -- the backend answered ------------------------------------------------------------
 
-    def succeeded(self, plan: Plan, decision_flag: int) -> None:
-        """The backend ran ``plan``'s job; ``decision_flag`` is the index of the flag found set."""
+    def succeeded(self, plan: Plan, decision_flag: int, now: float) -> None:
+        """The backend answered ``plan``'s job at ``now``; ``decision_flag`` is the index of the
+        flag found set."""
+        self.answered_at = now
         if self.down_until:
             log.warning("smsguard: backend reachable again")
             self.down_until = 0.0
@@ -93,8 +97,13 @@ class Breaker:
 
     def failed(self, plan: Plan, exc: BackendUnavailable, *, sent: bool) -> Decision:
         """The decision for ``plan`` when the backend failed on it (``sent``: its job may have
-        run)."""
-        if not exc.partial:
+        run).
+
+        Only a backend that does not answer is down: if it answered another job after this one
+        began (a burst kept this one waiting for a connection on a busy event loop), this
+        decision degrades alone and the backend stays in use.
+        """
+        if not exc.partial and self.answered_at <= plan.job.now:
             if not self.down_until:
                 log.warning("smsguard: backend unavailable (%s); fail mode %r", exc, self.mode)
             self.down_until = plan.job.now + self.retry_interval

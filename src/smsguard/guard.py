@@ -105,7 +105,7 @@ class Guard:
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
             return breaker.failed(plan, exc, sent=sent)
-        breaker.succeeded(plan, outcome.flag)
+        breaker.succeeded(plan, outcome.flag, self.clock())
         return plan.decide(outcome)
 
     async def acheck(
@@ -131,7 +131,7 @@ class Guard:
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
             return breaker.failed(plan, exc, sent=sent)
-        breaker.succeeded(plan, outcome.flag)
+        breaker.succeeded(plan, outcome.flag, self.clock())
         return plan.decide(outcome)
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:

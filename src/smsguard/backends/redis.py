@@ -142,7 +142,7 @@ class RedisBackend:
         *,
         prefix: str = "smsguard:",
         timeout: float = 0.5,
-        connect_timeout: float = 0.5,
+        connect_timeout: float = 2.0,
         max_connections: int = 64,
         pool_timeout: float = 10.0,
         **options: Any,
@@ -152,14 +152,15 @@ class RedisBackend:
         ``redis://``, ``rediss://``, ``unix://`` or ``redis+unix://`` (single node),
         ``redis+sentinel://[:password@]host:port[,host:port]/service_name``,
         ``redis+cluster://[:password@]host:port[,host:port]``; ``valkey`` for ``redis`` in any
-        of them. ``timeout`` bounds Redis's answer and ``connect_timeout`` the connection: short
-        on purpose, since a Redis that does not answer should meet the guard's fail mode, not
-        hold the request. ``options`` go to the redis-py client.
+        of them. ``options`` go to the redis-py client.
 
-        A single node gets a blocking pool of ``max_connections``: a burst of concurrent checks
-        queues for a connection (up to ``pool_timeout``) rather than failing. Waiting for a
-        connection is this process being busy, not Redis being down, so it has its own, longer
-        bound.
+        Three waits, three bounds. ``timeout`` bounds Redis's answer to a command: short on
+        purpose, since a Redis that does not answer should meet the guard's fail mode, not hold
+        the request. ``connect_timeout`` bounds opening a connection, which takes several round
+        trips and, in a burst, waits on a busy event loop: longer, and a Redis that is down
+        refuses at once anyway. A single node gets a blocking pool of ``max_connections``, and a
+        burst queues for a connection up to ``pool_timeout``: that is this process being busy,
+        not Redis being down.
         """
         scheme, url = _scheme(url)
         settings: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
