@@ -154,10 +154,13 @@ def start_sentinel(workdir: Path, master_port: int, *settings: str) -> tuple[int
 
 
 class RedisCluster:
-    """Three masters (no replicas) on free ports, joined with redis-cli --cluster create."""
+    """Three masters on free ports, joined with redis-cli --cluster create; with ``replicas``,
+    one replica each and a short node timeout, so that a killed master fails over in seconds."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.nodes = [RedisServer(workdir, None, "--cluster-enabled", "yes") for _ in range(3)]
+    def __init__(self, workdir: Path, *, replicas: bool = False) -> None:
+        extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000" if replicas else "15000")
+        self.replicas = replicas
+        self.nodes = [RedisServer(workdir, None, *extra) for _ in range(6 if replicas else 3)]
 
     @property
     def url(self) -> str:
@@ -171,14 +174,40 @@ class RedisCluster:
             raise RuntimeError("redis-cli is needed to form the test cluster")
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(int(self.replicas)),
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,
         )
-        nodes = [redis.Redis(port=n.port) for n in self.nodes]
-        wait_until(lambda: all(n.cluster("info")["cluster_state"] == "ok" for n in nodes), "the test cluster")
+        clients = [redis.Redis(port=n.port) for n in self.nodes]
+
+        def formed() -> bool:
+            infos = [c.cluster("info") for c in clients]
+            return all(
+                i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(clients) for i in infos
+            )
+
+        wait_until(formed, "the test cluster")
         return self
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node serving ``key``'s slot now."""
+        slot = redis.Redis(port=self.nodes[0].port).cluster("keyslot", key)
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            for start, end, master, *_ in redis.Redis(port=node.port).execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return next(n for n in self.nodes if n.port == master[1])
+        raise RuntimeError(f"no node serves slot {slot}")
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -560,3 +560,38 @@ def test_operations_have_async_twins_for_async_only_clients(redis_server: RedisS
         return reasons
 
     assert asyncio.run(scenario()) == ["suspended", "blacklisted", None, "{'daily_cap': 4}"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("mode", ["local", "open"])
+def test_one_dead_master_degrades_only_the_decisions_that_need_it(
+    tmp_path: Path, clock: Clock, mode: str
+) -> None:
+    """SIGKILL one of three masters: numbers whose slots live on the other two stay exact at
+    their cap, in sync and async code; only the dead master's numbers meet the fail mode until
+    its replica takes over."""
+    cluster = RedisCluster(tmp_path, replicas=True).start()
+    try:
+        guard = guard_on(
+            RedisBackend.from_url(cluster.url, prefix="p:"), clock, [DailyCap(2)], fail_mode=mode
+        )
+        numbers = [f"+86138001{i:05d}" for i in range(60)]
+        for number in numbers:
+            assert [guard.check(number).allowed for _ in range(2)] == [True, True]
+        owner = {n: cluster.master_of("p:" + key("daily_cap", guard.identify(n)[1])).port for n in numbers}
+        dead = next(node for node in cluster.nodes if node.port == owner[numbers[0]])
+        dead.stop()  # SIGKILL
+        on_live = [n for n in numbers if owner[n] != dead.port]
+        assert 20 <= len(on_live) < 60
+
+        reasons = {n: guard.check(n).reason for n in numbers}
+        assert {reasons[n] for n in on_live} == {"daily_cap"}, "live masters' numbers stay at their cap"
+
+        async def again() -> list[str | None]:
+            return [(await guard.acheck(n)).reason for n in on_live]
+
+        assert set(asyncio.run(again())) == {"daily_cap"}
+        degraded = {reasons[n] for n in numbers if owner[n] == dead.port}
+        assert degraded <= {"daily_cap", {"local": None, "open": "fail_open"}[mode]}
+    finally:
+        cluster.stop()
