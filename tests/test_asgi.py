@@ -265,7 +265,12 @@ def test_backend_down_closed_is_503(clock: Clock) -> None:
     with TestClient(make_app(guard), client=PEER) as client:
         response = client.post("/sms/send", json={"phone": "13800138000"})
         assert response.status_code == 503
-        assert response.json() == {"error": "unavailable", "reason": "backend_unavailable", "retry_after": 5}
+        assert response.json() == {
+            "error": "unavailable",
+            "policy": None,
+            "reason": "backend_unavailable",
+            "retry_after": 5,
+        }
         assert response.headers["retry-after"] == "5"
 
 

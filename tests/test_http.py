@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from ipaddress import ip_address
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsguard import ConfigError, Decision, InvalidPhone
+from smsguard import Attempt, Blacklist, ConfigError, DailyCap, Decision, Deny, Guard, InvalidPhone, Suspend
 from smsguard.adapters.http import Gate, Incoming, Problem, Reply, _form
+from smsguard.policies import Review
 
 CLIENT = ip_address("203.0.113.9")
 
@@ -150,9 +152,55 @@ def test_rate_limited_reply() -> None:
 def test_blacklisted_reply_has_no_retry() -> None:
     reply = Gate().refusal(Decision(False, "+8613800138000", "blacklist", "blacklisted"))
     assert reply is not None
-    assert reply.status == 429
+    assert reply.status == 403
     assert reply_json(reply)["error"] == "forbidden"
     assert "retry-after" not in dict(reply.headers)
+
+
+class Geo:
+    """A user's own policy: no base class, a Deny of its own kind."""
+
+    name = reason = "geo"
+
+    def __init__(self, kind: str = "forbidden") -> None:
+        self.verdict = Deny("geo", retry_after=3600, kind=kind)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        return self.verdict if attempt.phone.startswith("+44") else ()
+
+
+@pytest.mark.parametrize(
+    ("policies", "phone", "status", "error"),
+    [
+        ([Geo()], "+447946000100", 403, "forbidden"),  # not "rate_limited", though it has a retry
+        ([Geo(kind="limit")], "+447946000100", 429, "rate_limited"),
+        ([Geo(kind="unavailable")], "+447946000100", 503, "unavailable"),
+        ([Blacklist(["+8613800138000"])], "+8613800138000", 403, "forbidden"),
+        ([Suspend(), DailyCap()], "+8613800138000", 503, "unavailable"),
+        ([DailyCap(1), DailyCap(1, name="again")], "+8613800138000", 429, "rate_limited"),
+    ],
+)
+def test_status_follows_the_kind_of_the_reason(
+    policies: list[Any], phone: str, status: int, error: str
+) -> None:
+    guard = Guard(policies, default_region="CN")
+    if any(isinstance(p, Suspend) for p in policies):
+        guard.suspend()
+    decision = guard.check(phone)
+    if decision.allowed:  # the cap needs one hit first
+        decision = guard.check(phone)
+    reply = Gate().refusal(decision)
+    assert reply is not None
+    assert (reply.status, reply_json(reply)["error"], reply_json(reply)["reason"]) == (
+        status,
+        error,
+        decision.reason,
+    )
+
+
+def test_unknown_kind_fails_at_construction() -> None:
+    with pytest.raises(ConfigError, match="Deny kind must be one of"):
+        Deny("geo", kind="teapot")
 
 
 def test_backend_down_reply_is_503() -> None:

@@ -34,6 +34,25 @@ BACKEND_UNAVAILABLE: Final = "backend_unavailable"
 EXEMPT: Final = "exempt"
 FAIL_OPEN: Final = "fail_open"
 
+KIND_OF: Final = {
+    SAME_CONTENT: LIMIT,
+    DAILY_CAP: LIMIT,
+    PHONE_RATE: LIMIT,
+    IP_THROTTLE: LIMIT,
+    BLACKLISTED: FORBIDDEN,
+    SUSPENDED: UNAVAILABLE,
+    BACKEND_UNAVAILABLE: UNAVAILABLE,
+}
+"""The kind of each built-in reason (for a Decision built by hand without one)."""
+
+
+def kind_of(decision: Decision) -> str:
+    """The kind of a denial: its own, else its reason's, else ``limit`` if waiting helps."""
+    if decision.kind is not None:
+        return decision.kind
+    default = LIMIT if decision.retry_after is not None else FORBIDDEN
+    return KIND_OF.get(decision.reason or "", default)
+
 
 class Attempt(NamedTuple):
     """One request to send an SMS, as the policies see it.

@@ -169,14 +169,15 @@ class Gate:
     # -- decision -> response ---------------------------------------------------------
 
     def refusal(self, decision: Decision) -> Reply | None:
-        """The response for a denied decision (429, or 503 when the backend is down), or
-        None to let the endpoint run."""
+        """The response for a denied decision, by its kind (429 for a limit or a challenge,
+        403 forbidden, 503 unavailable), or None to let the endpoint run."""
         if decision.allowed:
             return None
         wait = None if decision.retry_after is None else max(1, math.ceil(decision.retry_after))
+        kind = codes.kind_of(decision)
         if self.render is json_reply:  # it reads nothing but the problem: render each kind once
-            return _json_refusal(decision.policy, decision.reason, wait, decision.limit)
-        return self.render(_refusal(decision.policy, decision.reason, wait, decision.limit, decision))
+            return _json_refusal(decision.policy, decision.reason, kind, wait, decision.limit)
+        return self.render(_refusal(decision.policy, decision.reason, kind, wait, decision.limit, decision))
 
     def invalid(self, exc: InvalidInput) -> Reply:
         """A 400 for input the guard cannot judge (a bad number, a missing field)."""
@@ -188,28 +189,41 @@ class Gate:
         )
 
 
+# The status and the body's "error" for each kind of refusal.
+_STATUS = {
+    codes.LIMIT: (429, "rate_limited"),
+    codes.FORBIDDEN: (403, "forbidden"),
+    codes.UNAVAILABLE: (503, "unavailable"),
+    codes.CHALLENGE: (429, "challenge_required"),
+}
+
+
 def _refusal(
-    policy: str | None, reason: str | None, wait: int | None, limit: int | None, decision: Decision | None
+    policy: str | None,
+    reason: str | None,
+    kind: str,
+    wait: int | None,
+    limit: int | None,
+    decision: Decision | None,
 ) -> Problem:
-    """The Problem for a denial: 503 when the backend is down, else 429 with RateLimit headers."""
+    """The Problem for a denial of ``kind``; a spent limit also gets RateLimit headers."""
+    status, error = _STATUS.get(kind, _STATUS[codes.FORBIDDEN])
     headers = {} if wait is None else {"retry-after": str(wait)}
-    if reason == codes.BACKEND_UNAVAILABLE:
-        body: dict[str, Any] = {"error": "unavailable", "reason": reason, "retry_after": wait}
-        return Problem(503, body, headers, decision)
-    if limit is not None and policy is not None:
+    if kind == codes.LIMIT and limit is not None and policy is not None:
         name = _sf_string(policy)
         headers["ratelimit-policy"] = f"{name};q={limit}"
         headers["ratelimit"] = f"{name};r=0" + ("" if wait is None else f";t={wait}")
-    error = "rate_limited" if wait is not None else "forbidden"
     body = {"error": error, "policy": policy, "reason": reason, "retry_after": wait}
-    return Problem(429, body, headers, decision)
+    return Problem(status, body, headers, decision)
 
 
 # Under a flood the same denials repeat (one policy, a few retry times): each is rendered once.
 # Policy names come from the configuration, not from clients, so the keys are few anyway.
 @functools.lru_cache(maxsize=1024)
-def _json_refusal(policy: str | None, reason: str | None, wait: int | None, limit: int | None) -> Reply:
-    return json_reply(_refusal(policy, reason, wait, limit, None))
+def _json_refusal(
+    policy: str | None, reason: str | None, kind: str, wait: int | None, limit: int | None
+) -> Reply:
+    return json_reply(_refusal(policy, reason, kind, wait, limit, None))
 
 
 def _sf_string(text: str) -> str:
