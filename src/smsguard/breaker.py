@@ -138,6 +138,17 @@ class Breaker:
             (on.add if change.on else on.discard)(change.key)
             self.local.apply((change,))
 
+    def refund(self, receipt: Receipt | None) -> bool:
+        """Take a refund: given back here if it was counted here, else owed to the backend.
+        True when the backend has it to apply."""
+        if receipt is None:
+            return False
+        if receipt.fallback:
+            self.local.apply((receipt,))
+            return False
+        self.owe(receipt)
+        return True
+
     def owe(self, change: Change) -> None:
         """Send ``change`` to the backend once it answers again."""
         pending = self.pending

@@ -158,31 +158,19 @@ class Guard:
         A receipt is spent once: refunding the same decision again gives nothing more. A refund
         that cannot reach the backend is sent when it answers again.
         """
-        receipt = decision.receipt
-        if receipt is None:
-            return
-        if receipt.fallback:
-            self.breaker.local.apply((receipt,))
-            return
-        self.breaker.owe(receipt)
-        try:
-            self._flush()
-        except BackendUnavailable as exc:
-            log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+        if self.breaker.refund(decision.receipt):
+            try:
+                self._flush()
+            except BackendUnavailable as exc:
+                log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
 
     async def arefund(self, decision: Decision) -> None:
         """``refund`` for async code."""
-        receipt = decision.receipt
-        if receipt is None:
-            return
-        if receipt.fallback:
-            self.breaker.local.apply((receipt,))
-            return
-        self.breaker.owe(receipt)
-        try:
-            await self._aflush()
-        except BackendUnavailable as exc:
-            log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+        if self.breaker.refund(decision.receipt):
+            try:
+                await self._aflush()
+            except BackendUnavailable as exc:
+                log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
 
     # The switch and shared lists. A change holds in this guard at once. If the backend cannot
     # be reached it is sent when the backend answers again, and BackendUnavailable tells the
