@@ -96,32 +96,65 @@ def test_invalid_phone_reply() -> None:
 PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
 
 
+XFF, FWD = "x-forwarded-for", "forwarded"
+
+
 @pytest.mark.parametrize(
-    ("peer", "headers", "client"),
+    ("peer", "headers", "header", "client"),
     [
-        ("203.0.113.9", {}, "203.0.113.9"),
+        ("203.0.113.9", {}, XFF, "203.0.113.9"),
         # An untrusted peer's forwarding headers are ignored: they are the client's own words.
-        ("203.0.113.9", {"x-forwarded-for": "198.51.100.1"}, "203.0.113.9"),
-        ("203.0.113.9", {"forwarded": "for=198.51.100.1"}, "203.0.113.9"),
+        ("203.0.113.9", {"x-forwarded-for": "198.51.100.1"}, XFF, "203.0.113.9"),
+        ("203.0.113.9", {"forwarded": "for=198.51.100.1"}, FWD, "203.0.113.9"),
         # From a trusted proxy: the right-most hop that is not a trusted proxy.
-        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1"}, "198.51.100.1"),
-        ("10.0.0.2", {"x-forwarded-for": "6.6.6.6, 198.51.100.1, 10.0.0.7"}, "198.51.100.1"),
-        ("10.0.0.2", {"forwarded": 'for=6.6.6.6, for="[2001:db8::17]:4711";proto=https'}, "2001:db8::17"),
-        ("10.0.0.2", {"forwarded": "for=198.51.100.1:8080", "x-forwarded-for": "6.6.6.6"}, "198.51.100.1"),
-        ("10.0.0.2", {"x-forwarded-for": "10.0.0.5, 10.0.0.6"}, "10.0.0.5"),  # all trusted: the left-most
-        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, garbage"}, "10.0.0.2"),  # unreadable: stop there
-        ("10.0.0.2", {"forwarded": "for=_hidden"}, "10.0.0.2"),
-        ("10.0.0.2", {}, "10.0.0.2"),
-        ("2001:db8:ffff::1", {"x-forwarded-for": "2001:db8:1::1"}, "2001:db8:1::1"),
-        (None, {"x-forwarded-for": "198.51.100.1"}, None),
-        ("10.0.0.2", {"x-forwarded-for": "1" * 5000 + ", 198.51.100.1"}, "198.51.100.1"),
-        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, " + "9" * 5000}, "10.0.0.2"),
-        ("testclient", {}, None),
+        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1"}, XFF, "198.51.100.1"),
+        ("10.0.0.2", {"x-forwarded-for": "6.6.6.6, 198.51.100.1, 10.0.0.7"}, XFF, "198.51.100.1"),
+        (
+            "10.0.0.2",
+            {"forwarded": 'for=6.6.6.6, for="[2001:db8::17]:4711";proto=https'},
+            FWD,
+            "2001:db8::17",
+        ),
+        # Only the header the proxy sets is read: one it passes through untouched is the client's.
+        ("10.0.0.2", {"forwarded": "for=6.6.6.6", "x-forwarded-for": "198.51.100.1"}, XFF, "198.51.100.1"),
+        (
+            "10.0.0.2",
+            {"forwarded": "for=198.51.100.1:8080", "x-forwarded-for": "6.6.6.6"},
+            FWD,
+            "198.51.100.1",
+        ),
+        (
+            "10.0.0.2",
+            {"x-real-ip": "198.51.100.1", "x-forwarded-for": "6.6.6.6"},
+            "x-real-ip",
+            "198.51.100.1",
+        ),
+        (
+            "10.0.0.2",
+            {"x-forwarded-for": "10.0.0.5, 10.0.0.6"},
+            XFF,
+            "10.0.0.5",
+        ),  # all trusted: the left-most
+        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, garbage"}, XFF, "10.0.0.2"),  # unreadable: stop there
+        ("10.0.0.2", {"forwarded": "for=_hidden"}, FWD, "10.0.0.2"),
+        ("10.0.0.2", {}, XFF, "10.0.0.2"),
+        ("2001:db8:ffff::1", {"x-forwarded-for": "2001:db8:1::1"}, XFF, "2001:db8:1::1"),
+        (None, {"x-forwarded-for": "198.51.100.1"}, XFF, None),  # a unix socket, not trusted
+        ("10.0.0.2", {"x-forwarded-for": "1" * 5000 + ", 198.51.100.1"}, XFF, "198.51.100.1"),
+        ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, " + "9" * 5000}, XFF, "10.0.0.2"),
+        ("testclient", {}, XFF, None),
     ],
 )
-def test_client_ip(peer: str | None, headers: dict[str, str], client: str | None) -> None:
+def test_client_ip(peer: str | None, headers: dict[str, str], header: str, client: str | None) -> None:
     request = Incoming("POST", "/sms/send", headers, "", b"", peer)
-    assert Gate(trusted_proxies=PROXIES).client_ip(request) == client
+    assert Gate(trusted_proxies=PROXIES, proxy_header=header).client_ip(request) == client
+
+
+def test_unix_socket_peer_trusted_by_name() -> None:
+    request = Incoming("POST", "/sms/send", {"x-forwarded-for": "6.6.6.6, 198.51.100.1"}, "", b"", None)
+    assert Gate(trusted_proxies=["unix"]).client_ip(request) == "198.51.100.1"
+    assert Gate(trusted_proxies="unix").client_ip(request) == "198.51.100.1"
+    assert Gate().client_ip(request) is None
 
 
 def test_bad_proxy_cidr_fails_at_construction() -> None:

@@ -25,7 +25,12 @@ class InvalidPhone(InvalidInput):
 
 
 class MissingSubject(InvalidInput):
-    """A policy needs a part of the attempt (IP, content) that was not given."""
+    """A policy needs a part of the attempt (``subject``: ``"ip"``, ``"content"``) that was not
+    given."""
+
+    def __init__(self, message: str, *, subject: str = "") -> None:
+        super().__init__(message)
+        self.subject = subject
 
 
 class BackendUnavailable(SmsguardError):

@@ -113,7 +113,8 @@ class Digest:
     def hash(self, text: str) -> str:
         """The keyed hash of ``text``, as 24 hex digits."""
         h = self._keyed.copy()
-        h.update(text.encode())
+        # surrogatepass: a lone surrogate (valid in JSON, "\ud800") is hashed, not a crash.
+        h.update(text.encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
     @classmethod

@@ -108,7 +108,8 @@ def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
     if skip:
         return ()
     raise MissingSubject(
-        f"{policy} needs {what}: pass it to check(), or build the policy with skip_missing=True"
+        f"{policy} needs {what}: pass it to check(), or build the policy with skip_missing=True",
+        subject=what.rstrip("="),
     )
 
 

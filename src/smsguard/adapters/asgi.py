@@ -1,18 +1,19 @@
 """Pure ASGI middleware for Starlette, FastAPI or any ASGI app.
 
 Shaped like Starlette's own middleware: plain config in ``__init__``; ``__call__`` passes
-other routes and non-HTTP scopes straight through, reads a guarded request's body once (up to
-``max_body``), decides, and either answers itself or calls the app with the body replayed.
+other routes and non-HTTP scopes straight through, and drives the Gate's exchange for a guarded
+one: the body read once (up to ``max_body``, within ``body_timeout``), then replayed to the app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
-from smsguard.adapters.http import Gate, Incoming, Reply
-from smsguard.errors import InvalidInput
+from smsguard.adapters.http import BODY, OPTIONS, TOO_LARGE, TOO_SLOW, Exchange, Gate, Incoming, Reply
+from smsguard.errors import ConfigError, InvalidInput
 from smsguard.guard import Guard
 
 Scope = MutableMapping[str, Any]
@@ -21,12 +22,16 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class SMSGuardMiddleware:
     """Guards ``routes`` (``"POST /sms/send"``) of an ASGI app with ``guard``.
 
-    ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``, ``max_body``,
-    ``refund_on``, ``render`` (see ``smsguard.adapters.http.Gate``).
+    ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``,
+    ``proxy_header``, ``max_body``, ``body_timeout``, ``refund_on``, ``render`` (see
+    ``smsguard.adapters.http.Gate``). A route is matched below the app's mount point
+    (``root_path``), so a guarded app mounted under ``/api`` guards ``/api/sms/send``.
 
     The endpoint finds the decision in ``request.state.smsguard`` (``scope["state"]``): its
     ``phone`` is the number already validated and in E.164, so the endpoint need not parse it
@@ -34,42 +39,71 @@ class SMSGuardMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, /, *, guard: Guard, routes: Iterable[str] = ("POST /sms/send",), **options: Any
+        self,
+        app: ASGIApp,
+        /,
+        *,
+        guard: Guard,
+        routes: str | Iterable[str] = ("POST /sms/send",),
+        **options: Any,
     ) -> None:
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
         self.app, self.guard, self.gate = app, guard, Gate(**options)
-        self.routes = {tuple(route.split(None, 1)) for route in routes}
+        self.routes = parse_routes(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) not in self.routes:
+        if scope["type"] != "http" or not self._guarded(scope):
             await self.app(scope, receive, send)
             return
-        body, app_receive = await self._read_body(scope, receive)
-        if body is None:
-            await _respond(send, self.gate.too_large())
-            return
         client = scope.get("client")
-        request = Incoming(
+        head = Incoming(
             scope["method"],
             scope["path"],
             Headers(scope["headers"]),
             scope.get("query_string", b"").decode("latin-1"),
-            body,
+            b"",
             client[0] if client else None,
         )
-        arguments = self.gate.arguments(request)
-        if isinstance(arguments, Reply):
-            await _respond(send, arguments)
-            return
+        steps: Exchange = self.gate.exchange(head)
+        app_receive = receive
+        step = next(steps)
         try:
-            decision = await self.guard.acheck(**arguments)
-        except InvalidInput as exc:
-            await _respond(send, self.gate.invalid(exc))
-            return
-        refusal = self.gate.refusal(decision)
-        if refusal is not None:
-            await _respond(send, refusal)
-            return
+            while True:
+                if step is BODY:
+                    body, app_receive = await self._read_body(scope, receive)
+                    step = steps.send(body)
+                elif step[0] == "check":
+                    try:
+                        decision = await self.guard.acheck(**step[1])
+                    except InvalidInput as exc:
+                        step = steps.throw(exc)
+                    else:
+                        step = steps.send(decision)
+                elif step[0] == "endpoint":
+                    try:
+                        status = await self._endpoint(scope, app_receive, send, step[1])
+                    except Exception as exc:
+                        step = steps.throw(exc)
+                    else:
+                        step = steps.send(status)
+                else:  # refund
+                    await self.guard.arefund(step[1])
+                    step = steps.send(None)
+        except StopIteration as done:
+            if done.value is not None:
+                await _respond(send, done.value)
 
+    def _guarded(self, scope: Scope) -> bool:
+        routes, method, path = self.routes, scope["method"], scope["path"]
+        if (method, path) in routes:
+            return True
+        # Mounted below a prefix: Starlette keeps the full path in "path", the prefix in "root_path".
+        root = scope.get("root_path", "")
+        return bool(root) and path.startswith(root) and (method, path[len(root) :]) in routes
+
+    async def _endpoint(self, scope: Scope, receive: Receive, send: Send, decision: Any) -> int:
         scope.setdefault("state", {})["smsguard"] = decision
         status = 0
 
@@ -79,37 +113,38 @@ class SMSGuardMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, app_receive, watch)
-        except Exception:  # not a cancellation: a client must not win a refund by hanging up
-            await self.guard.arefund(decision)  # the endpoint failed: the code was not sent
-            raise
-        if self.gate.refund_on(status):
-            await self.guard.arefund(decision)
+        await self.app(scope, receive, watch)
+        return status
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
-        """The whole body (None past ``max_body``, checked against Content-Length first), and
-        the receive to hand the app: one that replays the body if it was read."""
-        limit = self.gate.max_body
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+        """The whole body (TOO_LARGE past ``max_body``, checked against Content-Length first;
+        TOO_SLOW past ``body_timeout``), and the receive to hand the app: one that replays the
+        body if it was read."""
+        gate = self.gate
         framed = False  # the request announces a body
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    return None, receive
+                if gate.declared(value.decode("latin-1")) is TOO_LARGE:
+                    return TOO_LARGE, receive
                 framed = framed or value != b"0"
             elif name == b"transfer-encoding":
                 framed = True
         if not framed and scope.get("http_version", "1.0") in ("1.0", "1.1"):  # ASGI: absent is 1.0
             return b"", receive  # no length and no chunks: HTTP/1 says there is no body (RFC 9112, 6.3)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + gate.body_timeout
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return TOO_SLOW, receive
             if message["type"] != "http.request":
                 break  # the client went away; judge what arrived
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                return None, receive
+            if size > gate.max_body:
+                return TOO_LARGE, receive
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -117,11 +152,26 @@ class SMSGuardMiddleware:
         return body, _replay(body, receive)
 
 
+def parse_routes(routes: str | Iterable[str]) -> frozenset[tuple[str, str]]:
+    """``"POST /sms/send"`` items as (METHOD, path); a ConfigError for any other shape, since a
+    route that never matches would leave its endpoint silently unguarded."""
+    items = [routes] if isinstance(routes, str) else list(routes)
+    parsed = set()
+    for route in items:
+        parts = route.split() if isinstance(route, str) else []
+        if len(parts) != 2 or parts[0].upper() not in METHODS or not parts[1].startswith("/"):
+            raise ConfigError(f"route {route!r} is not 'METHOD /path', as in 'POST /sms/send'")
+        parsed.add((parts[0].upper(), parts[1]))
+    if not parsed:
+        raise ConfigError("routes is empty: name the endpoints to guard, as in ['POST /sms/send']")
+    return frozenset(parsed)
+
+
 class Headers(Mapping[str, str]):
     """An ASGI header list as a read-only mapping, decoded only where looked up.
 
-    Names are looked up in lower case, as ASGI servers deliver them; a header sent several
-    times reads as its values joined by ", " (RFC 9110, 5.3).
+    Names are looked up in any case (ASGI servers deliver them in lower case); a header sent
+    several times reads as its values joined by ", " (RFC 9110, 5.3).
     """
 
     __slots__ = ("_raw",)
@@ -131,7 +181,7 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         try:
-            key = name.encode("latin-1")
+            key = name.lower().encode("latin-1")
         except UnicodeEncodeError:
             raise KeyError(name) from None
         values = [value for k, value in self._raw if k == key]

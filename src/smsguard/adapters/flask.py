@@ -11,39 +11,38 @@ settings from ``app.config["SMSGUARD_..."]``, a decorator on the view to guard::
 
 ``protect`` also works without the extension: ``@protect(guard)``. The view finds the
 decision in ``flask.g.smsguard``: its ``phone`` is the number already validated, in E.164
-(absent while ``SMSGUARD_ENABLED`` is False).
+(while ``SMSGUARD_ENABLED`` is false, the number is still validated, and nothing counted).
+
+The rules of the request live in the Gate's exchange (``smsguard.adapters.http``); this module
+is its WSGI I/O. The body is read here from ``wsgi.input`` (chunked ones too, up to
+``max_body``), then handed back to the view as a plain body of known length.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from smsguard.adapters.http import Gate, Incoming, Reply
+from smsguard.adapters.http import BODY, OPTIONS, TOO_LARGE, Exchange, Gate, Incoming
+from smsguard.attempt import Decision
 from smsguard.errors import ConfigError, InvalidInput
 from smsguard.guard import Guard
+from smsguard.settings import Settings
 
 View = TypeVar("View", bound=Callable[..., Any])
 
-# Gate options and the SMSGUARD_* keys they are read from.
-GATE_SETTINGS = {
-    "phone": "PHONE_FIELD",
-    "content": "CONTENT_FIELD",
-    "trusted_proxies": "TRUSTED_PROXIES",
-    "max_body": "MAX_BODY",
-    "refund_on": "REFUND_ON",
-}
-
 
 class SMSGuard:
-    """The Flask extension. ``guard`` overrides the one built from ``SMSGUARD_*`` config."""
+    """The Flask extension. ``guard`` overrides the one built from ``SMSGUARD_*`` config;
+    ``gate_options`` override the ``SMSGUARD_*`` request settings (see ``Gate.from_settings``)."""
 
     def __init__(self, app: Flask | None = None, *, guard: Guard | None = None, **gate_options: Any) -> None:
+        _check_options(gate_options)
         self._guard, self._options = guard, gate_options
         if app is not None:
             self.init_app(app)
@@ -51,14 +50,9 @@ class SMSGuard:
     def init_app(self, app: Flask) -> None:
         config = app.config
         guard = self._guard or Guard.from_settings(config)
-        options = {
-            option: config[f"SMSGUARD_{key}"]
-            for option, key in GATE_SETTINGS.items()
-            if f"SMSGUARD_{key}" in config
-        }
-        app.extensions["smsguard"] = _State(
-            guard, {**options, **self._options}, config.get("SMSGUARD_ENABLED", True)
-        )
+        options = {**Gate.settings(config), **self._options}
+        enabled = Settings(config).boolean("ENABLED", True)
+        app.extensions["smsguard"] = _State(guard, options, enabled)
 
     @property
     def guard(self) -> Guard:
@@ -66,15 +60,18 @@ class SMSGuard:
         return _state().guard
 
     def protect(self, **overrides: Any) -> Callable[[View], View]:
-        """Guard a view; ``overrides`` change Gate options (``phone``, ``content``...) for it."""
+        """Guard a view; ``overrides`` change Gate options (``phone``, ``content``...) for it.
+        They are checked here, when the view is decorated."""
+        _check_options(overrides)
+        Gate(**overrides)  # a bad value fails now, not on the first request
 
         def decorate(view: View) -> View:
             @functools.wraps(view)
             def guarded(*args: Any, **kwargs: Any) -> Any:
                 state = _state()
-                if not state.enabled:
-                    return current_app.ensure_sync(view)(*args, **kwargs)
-                return _guarded_call(state.guard, state.gate(overrides), view, args, kwargs)
+                return _guarded_call(
+                    state.guard, state.gate(view, overrides), view, args, kwargs, state.enabled
+                )
 
             return cast(View, guarded)
 
@@ -83,25 +80,38 @@ class SMSGuard:
 
 def protect(guard: Guard, **gate_options: Any) -> Callable[[View], View]:
     """Guard a view with ``guard``, without the extension."""
+    _check_options(gate_options)
     gate = Gate(**gate_options)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            return _guarded_call(guard, gate, view, args, kwargs)
+            return _guarded_call(guard, gate, view, args, kwargs, True)
 
         return cast(View, guarded)
 
     return decorate
 
 
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
+
+
 class _State:
     def __init__(self, guard: Guard, options: dict[str, Any], enabled: bool) -> None:
         self.guard, self.options, self.enabled = guard, options, enabled
         self._default = Gate(**options)
+        self._gates: dict[Callable[..., Any], Gate] = {}
 
-    def gate(self, overrides: dict[str, Any]) -> Gate:
-        return Gate(**{**self.options, **overrides}) if overrides else self._default
+    def gate(self, view: Callable[..., Any], overrides: dict[str, Any]) -> Gate:
+        if not overrides:
+            return self._default
+        gate = self._gates.get(view)
+        if gate is None:
+            gate = self._gates[view] = Gate(**{**self.options, **overrides})
+        return gate
 
 
 def _state() -> _State:
@@ -111,46 +121,101 @@ def _state() -> _State:
     return cast(_State, state)
 
 
-def _guarded_call(guard: Guard, gate: Gate, view: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+def _guarded_call(
+    guard: Guard, gate: Gate, view: Callable[..., Any], args: Any, kwargs: Any, enabled: bool
+) -> Any:
     # The request and app behind Flask's proxies, looked up once rather than per attribute.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     environ = req.environ
-    if environ.get("CONTENT_LENGTH", "") in ("", "0") and "HTTP_TRANSFER_ENCODING" not in environ:
-        body = b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
-    else:
-        req.max_content_length = gate.max_body
-        try:
-            body = req.get_data(cache=True)  # cached: the view reads it again as usual
-        except RequestEntityTooLarge:
-            return _response(gate.too_large())
-    incoming = Incoming(
+    head = Incoming(
         req.method,
         req.path,
         _Headers(req.headers),
         environ.get("QUERY_STRING", ""),  # what req.query_string encodes
-        body,
-        req.remote_addr,
+        b"",
+        environ.get("REMOTE_ADDR") or None,  # empty or absent on a unix socket
     )
-    arguments = gate.arguments(incoming)
-    if isinstance(arguments, Reply):
-        return _response(arguments)
+    steps: Exchange = gate.exchange(head)
+    response: Response | None = None
+    step = next(steps)
     try:
-        decision = guard.check(**arguments)
-    except InvalidInput as exc:
-        return _response(gate.invalid(exc))
-    refusal = gate.refusal(decision)
-    if refusal is not None:
-        return _response(refusal)
-    g.smsguard = decision
-    try:
-        response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
-    except Exception:  # not SystemExit and the like: those say nothing of the SMS
-        guard.refund(decision)  # the endpoint failed: the code was not sent
-        raise
-    if gate.refund_on(response.status_code):
-        guard.refund(decision)
+        while True:
+            if step is BODY:
+                step = steps.send(_read_body(req, gate))
+            elif step[0] == "check":
+                try:
+                    decision = (
+                        guard.check(**step[1])
+                        if enabled
+                        else Decision(True, guard.identify(step[1]["phone"])[0])
+                    )
+                except InvalidInput as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(decision)
+            elif step[0] == "endpoint":
+                g.smsguard = step[1]
+                try:
+                    response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
+                except Exception as exc:  # not SystemExit and the like: those say nothing of the SMS
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(response.status_code)
+            else:  # refund
+                guard.refund(step[1])
+                step = steps.send(None)
+    except StopIteration as done:
+        reply = done.value
+        if reply is not None:
+            return Response(reply.body, status=reply.status, headers=reply.headers)
     return response
+
+
+def _read_body(req: Request, gate: Gate) -> bytes | object:
+    """The body, read from ``wsgi.input`` up to ``max_body`` (TOO_LARGE past it), and put back
+    as a plain body of known length so that the view reads it as usual.
+
+    werkzeug stops at ``max_content_length`` without an error for a chunked body, so the limit
+    is kept here: a chunked body is read to its end or to one byte past the limit.
+    """
+    environ = req.environ
+    if "stream" in req.__dict__ or "_cached_data" in req.__dict__:  # already read (a before_request hook)
+        req.max_content_length = gate.max_body
+        data = req.get_data(cache=True)
+        return TOO_LARGE if len(data) > gate.max_body else data
+    declared = gate.declared(environ.get("CONTENT_LENGTH") or None)
+    if declared is TOO_LARGE:
+        return TOO_LARGE
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if declared is None and not chunked:
+        return b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
+    stream = environ["wsgi.input"]
+    if chunked:
+        if not environ.get("wsgi.input_terminated"):
+            return b""  # the server cannot tell where a chunked body ends: neither can the view
+        body = _read_upto(stream, gate.max_body + 1)
+        if len(body) > gate.max_body:
+            return TOO_LARGE
+    else:
+        body = _read_upto(stream, cast(int, declared))
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["wsgi.input_terminated"] = False
+    return body
+
+
+def _read_upto(stream: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream``, fewer if it ends first."""
+    parts, size = [], 0
+    while size < limit:
+        part = stream.read(min(limit - size, 65536))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 class _Headers(Mapping[str, str]):
@@ -169,7 +234,3 @@ class _Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._headers)
-
-
-def _response(reply: Reply) -> Response:
-    return Response(reply.body, status=reply.status, headers=reply.headers)

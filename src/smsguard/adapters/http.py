@@ -1,9 +1,17 @@
-"""What both web adapters share, free of any framework: read a request, answer it.
+"""What every web adapter shares, free of any framework: the rules of one guarded request.
 
-An adapter hands a ``Gate`` the parts of a request (``Incoming``); the gate turns them into
-the guard's arguments or an error ``Reply`` (400, 413), and a ``Decision`` into a refusal
-(429, 503) or nothing (let the endpoint run). The ASGI middleware and the Flask extension are
-the few lines of I/O around it.
+A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request, written once
+as a generator that asks its adapter for what needs I/O and gets the answers sent back:
+
+- ``BODY``: the body (bytes), or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past
+  ``body_timeout``;
+- ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
+- ``("endpoint", decision)``: the endpoint's status (its exception is thrown back in);
+- ``("refund", decision)``: nothing.
+
+It returns the Reply to send instead of the endpoint's response, or None. The ASGI middleware
+and the Flask extension are the few lines of I/O that drive it (sans-I/O, as h11 does), so
+their rules cannot drift apart.
 """
 
 from __future__ import annotations
@@ -11,24 +19,33 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
 from smsguard.attempt import Decision
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.errors import ConfigError, InvalidInput, MissingSubject
+from smsguard.settings import Settings
+
+log = logging.getLogger("smsguard")
 
 MAX_BODY = 16 * 1024
 """A send-code request is a phone number and a few fields: 16 KiB is generous."""
+BODY_TIMEOUT = 10.0
+"""Seconds a client has to deliver the body of a guarded request."""
+UNIX: Final = "unix"
+"""In ``trusted_proxies``: a peer on a unix socket (no address) is the trusted proxy."""
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Incoming(NamedTuple):
-    """A request as an adapter sees it: headers looked up by lower-case name, the body
-    already read."""
+    """A request as an adapter sees it: headers looked up by name in any case, the body read."""
 
     method: str
     path: str
@@ -36,6 +53,7 @@ class Incoming(NamedTuple):
     query: str
     body: bytes
     peer: str | None
+    """The socket peer's address; None where there is none (a unix socket)."""
     data: Mapping[str, Any] = MappingProxyType({})
     """The parsed body (JSON object or form) or, without a body, the query parameters;
     filled in by the Gate."""
@@ -60,6 +78,21 @@ class Reply:
     body: bytes
 
 
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+BODY: Final = ("body",)
+TOO_LARGE: Final = _Marker("TOO_LARGE")
+TOO_SLOW: Final = _Marker("TOO_SLOW")
+Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
+
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -74,17 +107,37 @@ Field = str | Callable[[Incoming], Any] | None
 """Where a value comes from: a field name (JSON body, form body, or query string), a
 callable given the Incoming request (return None when absent), or None (not used)."""
 
+OPTIONS: Final = (
+    "phone",
+    "content",
+    "trusted_proxies",
+    "proxy_header",
+    "max_body",
+    "body_timeout",
+    "refund_on",
+    "render",
+)
+"""The Gate's options: what every adapter takes."""
+
 
 class Gate:
-    """Request in, guard arguments or refusal out. Shared by every adapter.
+    """The rules of a guarded request. Shared by every adapter.
 
     - ``phone``: where the number is (default the ``phone`` field).
     - ``content``: where the content is; default None, which uses the route (``POST
       /sms/send``) as the content, so that SameContent limits one code per number per
       window per endpoint. Name a field (``"template"``) to count per template instead.
-    - ``trusted_proxies``: CIDRs whose ``Forwarded`` / ``X-Forwarded-For`` are believed.
-    - ``refund_on``: statuses of the endpoint's response that mean "not sent" (default
-      every 5xx); an exception from the endpoint refunds as well.
+      A phone or content field given more than once (in the body, or in the query and the
+      body) is a 400: the endpoint might read another copy than the guard counted.
+    - ``trusted_proxies``: CIDRs of the proxies whose ``proxy_header`` is believed, and
+      ``"unix"`` for a proxy on a unix socket.
+    - ``proxy_header``: the one header the proxy sets: ``x-forwarded-for`` (nginx, the cloud
+      load balancers), ``forwarded`` (RFC 7239) or a single-address one such as ``x-real-ip``.
+      No other is read: a client's own forwarding header would otherwise be believed.
+    - ``max_body``: larger bodies get a 413; ``body_timeout``: a body not delivered within it
+      gets a 408 (where the adapter can tell).
+    - ``refund_on``: statuses of the endpoint's response that mean "not sent" (default every
+      4xx and 5xx); an exception from the endpoint refunds as well.
     - ``render``: turns a Problem into a Reply (default: JSON).
     """
 
@@ -94,24 +147,110 @@ class Gate:
         phone: Field = "phone",
         content: Field = None,
         trusted_proxies: Iterable[str] = (),
+        proxy_header: str = "x-forwarded-for",
         max_body: int = MAX_BODY,
+        body_timeout: float = BODY_TIMEOUT,
         refund_on: Collection[int] | Callable[[int], bool] | None = None,
         render: Callable[[Problem], Reply] = json_reply,
     ) -> None:
-        if phone is None:
+        if phone is None or not (isinstance(phone, str) or callable(phone)):
             raise ConfigError("phone must name a field or be a callable")
+        if content is not None and not (isinstance(content, str) or callable(content)):
+            raise ConfigError("content must name a field, be a callable, or be None")
+        if isinstance(trusted_proxies, str):
+            trusted_proxies = [trusted_proxies]
+        proxies = [p.strip() for p in trusted_proxies]
+        self.trust_unix = UNIX in proxies
         try:
-            self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies)
+            self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in proxies if cidr != UNIX)
         except ValueError as exc:
-            raise ConfigError(f"trusted_proxies: {exc}") from None
+            raise ConfigError(f"trusted_proxies: {exc} (CIDRs, or 'unix' for a unix socket)") from None
+        if not isinstance(proxy_header, str) or not proxy_header.strip():
+            raise ConfigError("proxy_header must name a header, such as 'x-forwarded-for'")
+        if not (isinstance(max_body, int) and max_body >= 0):
+            raise ConfigError(f"max_body must be a whole number of bytes, not {max_body!r}")
+        if not (isinstance(body_timeout, int | float) and body_timeout > 0):
+            raise ConfigError(f"body_timeout must be a positive number of seconds, not {body_timeout!r}")
         self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
+        self.proxy_header = proxy_header.strip().lower()
+        self.body_timeout = float(body_timeout)
+        self._watched = tuple(name for name in (phone, content) if isinstance(name, str))
         if refund_on is None:
-            self.refund_on: Callable[[int], bool] = lambda status: status >= 500
+            self.refund_on: Callable[[int], bool] = lambda status: status >= 400
         elif callable(refund_on):
             self.refund_on = refund_on
         else:
             statuses = frozenset(refund_on)
             self.refund_on = statuses.__contains__
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_", **options: Any) -> Gate:
+        """A Gate from flat settings (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
+        ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``, ``REFUND_ON``),
+        each a value or a string; ``options`` win over them."""
+        return cls(**{**cls.settings(settings, prefix), **options})
+
+    @staticmethod
+    def settings(settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> dict[str, Any]:
+        """The Gate options that ``settings`` set (as in ``from_settings``)."""
+        read = Settings(settings, prefix)
+        found: dict[str, Any] = {}
+        if "PHONE_FIELD" in read:
+            found["phone"] = read.string("PHONE_FIELD", "phone")
+        if "CONTENT_FIELD" in read:
+            found["content"] = read.optional("CONTENT_FIELD")
+        if "TRUSTED_PROXIES" in read:
+            found["trusted_proxies"] = read.strings("TRUSTED_PROXIES")
+        if "PROXY_HEADER" in read:
+            found["proxy_header"] = read.string("PROXY_HEADER", "x-forwarded-for")
+        if "MAX_BODY" in read:
+            found["max_body"] = read.integer("MAX_BODY", MAX_BODY)
+        if "BODY_TIMEOUT" in read:
+            found["body_timeout"] = read.number("BODY_TIMEOUT", BODY_TIMEOUT)
+        if "REFUND_ON" in read:
+            found["refund_on"] = read.integers("REFUND_ON")
+        return found
+
+    # -- the exchange -------------------------------------------------------------------
+
+    def exchange(self, head: Incoming) -> Exchange:
+        """One guarded request, from its head to the reply (see the module docstring)."""
+        body = yield BODY
+        if body is TOO_LARGE:
+            return self.too_large()
+        if body is TOO_SLOW:
+            return self.too_slow()
+        request = head._replace(body=body)
+        arguments = self.arguments(request)
+        if isinstance(arguments, Reply):
+            return arguments
+        try:
+            decision = yield ("check", arguments)
+        except MissingSubject as exc:
+            if exc.subject == "ip" and request.peer is None:
+                return self.no_client_address()
+            return self.invalid(exc)
+        except InvalidInput as exc:
+            return self.invalid(exc)
+        refusal = self.refusal(decision)
+        if refusal is not None:
+            return refusal
+        try:
+            status = yield ("endpoint", decision)
+        except Exception:  # not a cancellation: a client must not win a refund by hanging up
+            yield ("refund", decision)  # the endpoint failed: the code was not sent
+            raise
+        if self.refund_on(status):
+            yield ("refund", decision)
+        return None
+
+    def declared(self, length: str | None) -> int | _Marker | None:
+        """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None
+        when absent (or unreadable: the body is then read up to ``max_body``)."""
+        if length is None or not length.isdigit():
+            return None
+        size = int(length)
+        return TOO_LARGE if size > self.max_body else size
 
     # -- request -> guard arguments ------------------------------------------------------
 
@@ -119,7 +258,7 @@ class Gate:
         """``Guard.check`` keyword arguments for ``request`` (``ip`` as an ``ipaddress``
         object, see ``client_ip``), or a 400 Reply saying why not."""
         try:
-            data = request.data or _data(request)
+            data = request.data or self._data(request)
             phone = self._field(self.phone, request, data, "phone")
             if phone is None:
                 raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
@@ -133,7 +272,14 @@ class Gate:
     def _field(self, source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:
         if source is None:
             return None
-        value = source(request._replace(data=data)) if callable(source) else data.get(source)
+        if callable(source):
+            try:
+                value = source(request._replace(data=data))
+            except Exception as exc:  # the callable met a request it did not expect: the client's
+                log.debug("smsguard: the %s callable failed on a request: %r", what, exc)
+                raise InvalidInput(f"cannot read the {what} from this request") from None
+        else:
+            value = data.get(source)
         if value is None or isinstance(value, str):
             return value
         raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
@@ -142,19 +288,49 @@ class Gate:
     def _name(source: Field) -> str:
         return repr(source) if isinstance(source, str) else "the configured field"
 
+    def _data(self, request: Incoming) -> Mapping[str, Any]:
+        """The request's fields: its body parsed by content type, or without a body its query.
+        A watched field (phone, content) may appear once in all."""
+        watched = self._watched
+        if not request.body:
+            return _form(request.query, watched)
+        if watched and request.query and any(n in watched for n, _ in _pairs(request.query)):
+            raise InvalidInput("a phone or content field is in both the query and the body: send it once")
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind == "application/json" or kind.endswith("+json"):
+            try:
+                data = json.loads(request.body, object_pairs_hook=_unique)
+            except _Duplicate as exc:
+                raise InvalidInput(f"field {exc} is given more than once: send it once") from None
+            except (ValueError, RecursionError):
+                raise InvalidInput("the body is not valid JSON") from None
+            if not isinstance(data, dict):
+                raise InvalidInput("the JSON body must be an object")
+            return data
+        if kind == "application/x-www-form-urlencoded":
+            try:
+                return _form(request.body.decode(), watched)
+            except UnicodeDecodeError:
+                raise InvalidInput("the form body is not UTF-8") from None
+        raise InvalidInput(
+            f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
+        )
+
     def client_ip(self, request: Incoming) -> str | None:
         """The socket peer, unless it is a trusted proxy: then the right-most hop of
-        ``Forwarded`` (or else ``X-Forwarded-For``) that is not a trusted proxy itself."""
+        ``proxy_header`` that is not a trusted proxy itself."""
         client = self._client(request)
         return None if client is None else str(client)
 
-    def _client(self, request: Incoming) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    def _client(self, request: Incoming) -> Address | None:
         peer = _address(request.peer)
-        if peer is None or not self.trusted or not self._trusted(peer):
+        if peer is None:
+            if not (self.trust_unix and request.peer is None):
+                return None
+        elif not self.trusted or not self._trusted(peer):
             return peer
-        hops = _forwarded_for(request.headers)
         client = peer
-        for hop in reversed(hops):
+        for hop in reversed(_hops(request.headers, self.proxy_header)):
             address = _address(hop)
             if address is None:  # garbage in the chain: stop at the last hop we could read
                 break
@@ -163,10 +339,10 @@ class Gate:
                 break
         return client
 
-    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def _trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted)
 
-    # -- decision -> response ---------------------------------------------------------
+    # -- replies ------------------------------------------------------------------------
 
     def refusal(self, decision: Decision) -> Reply | None:
         """The response for a denied decision, by its kind (429 for a limit or a challenge,
@@ -187,6 +363,23 @@ class Gate:
         return self.render(
             Problem(413, {"error": "payload_too_large", "detail": f"the body is over {self.max_body} bytes"})
         )
+
+    def too_slow(self) -> Reply:
+        detail = f"the body did not arrive within {self.body_timeout:g} s"
+        return self.render(
+            Problem(408, {"error": "request_timeout", "detail": detail}, {"connection": "close"})
+        )
+
+    def no_client_address(self) -> Reply:
+        """The server gave no client address (a unix socket) and no trusted proxy named one:
+        the deployment's fault, not the client's."""
+        log.error(
+            "smsguard: the server gives no client address (a unix socket?) and IPThrottle needs one: "
+            "add 'unix' to trusted_proxies so that the proxy's %s header is read",
+            self.proxy_header,
+        )
+        detail = "the server cannot tell the client's address; see its log"
+        return self.render(Problem(500, {"error": "server_misconfigured", "detail": detail}))
 
 
 # The status and the body's "error" for each kind of refusal.
@@ -231,43 +424,49 @@ def _sf_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _data(request: Incoming) -> Mapping[str, Any]:
-    """The request's fields: its body parsed by content type, or without a body its query."""
-    if not request.body:
-        return _form(request.query)
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind == "application/json" or kind.endswith("+json"):
-        try:
-            data = json.loads(request.body)
-        except (ValueError, RecursionError):
-            raise InvalidInput("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("the JSON body must be an object")
-        return data
-    if kind == "application/x-www-form-urlencoded":
-        try:
-            return _form(request.body.decode())
-        except UnicodeDecodeError:
-            raise InvalidInput("the form body is not UTF-8") from None
-    raise InvalidInput(
-        f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
-    )
+class _Duplicate(ValueError):
+    pass
 
 
-def _form(text: str) -> dict[str, str]:
-    """``text`` (a query or urlencoded body) as a dict, as ``parse_qsl`` reads it."""
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Duplicate(repr(name)[:40])
+            seen.add(name)
+    return data
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """``text`` (a query or urlencoded body) as its (name, value) pairs, as ``parse_qsl``
+    reads them."""
     if "%" in text or "+" in text:
-        return dict(parse_qsl(text, keep_blank_values=True))
+        return parse_qsl(text, keep_blank_values=True)
     # Nothing to unquote: split it here, which is the same and a third of parse_qsl's cost.
-    fields = {}
+    pairs = []
     for pair in text.split("&"):
         if pair:
             name, _, value = pair.partition("=")
-            fields[name] = value
+            pairs.append((name, value))
+    return pairs
+
+
+def _form(text: str, watched: Sequence[str] = ()) -> dict[str, str]:
+    """``text`` as a dict; a ``watched`` name given twice is an InvalidInput."""
+    pairs = _pairs(text)
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        names = [name for name, _ in pairs]
+        for name in watched:
+            if names.count(name) > 1:
+                raise InvalidInput(f"field {name!r} is given more than once: send it once")
     return fields
 
 
-def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(text: str | None) -> Address | None:
     """An address from a peer or a forwarded hop (``1.2.3.4:80``, ``"[2001:db8::1]:443"``)."""
     # No address is longer than this (an IPv6 one in brackets, with a zone and a port, quoted):
     # longer text is refused before the cache, so a client cannot fill it with big strings.
@@ -277,7 +476,7 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 
 
 @functools.lru_cache(maxsize=4096)  # peers and proxies repeat: parse each once
-def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _parse_address(text: str) -> Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):
         text = text[1 : text.find("]")] if "]" in text else ""
@@ -289,15 +488,16 @@ def _parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
         return None
 
 
-def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
-    """The client hops, left to right: ``Forwarded: for=`` if present, else ``X-Forwarded-For``."""
-    forwarded = headers.get("forwarded")
-    if forwarded:
-        hops = []
-        for element in forwarded.split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for":
-                    hops.append(value)
-        return hops
-    return [hop for hop in headers.get("x-forwarded-for", "").split(",") if hop.strip()]
+def _hops(headers: Mapping[str, str], name: str) -> list[str]:
+    """The client hops in header ``name``, left to right: the ``for=`` of ``Forwarded``, or a
+    comma-separated list (``X-Forwarded-For``; a single address is a list of one)."""
+    value = headers.get(name, "")
+    if name != "forwarded":
+        return [hop for hop in value.split(",") if hop.strip()]
+    hops = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            key, _, hop = pair.strip().partition("=")
+            if key.lower() == "for":
+                hops.append(hop)
+    return hops
