@@ -42,7 +42,7 @@ def send_code():  # type: ignore[no-untyped-def]
     try:
         send_sms(phone, f"Your code is {secrets.randbelow(10**6):06d}")
     except ConnectionError as exc:
-        return jsonify(sent=False, error=str(exc)), 502  # a 5xx: the guard refunds the quota
+        return jsonify(sent=False, error=str(exc)), 502  # a 4xx or 5xx: the guard refunds the quota
     return jsonify(sent=True)
 
 

@@ -4,8 +4,9 @@
     REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
         uvicorn starlette_app:app --app-dir examples --workers 4  # Redis, several workers
 
-The guard is built from SMSGUARD_* environment variables (see Guard.from_settings), with the
-Tencent defaults; try an SMS-bombing run with curl:
+The guard and the request settings come from SMSGUARD_* environment variables (see
+Guard.from_settings and Gate.from_settings), with the Tencent defaults; try an SMS-bombing run
+with curl:
 
     for i in $(seq 12); do curl -s -XPOST localhost:8000/sms/send \\
         -H 'content-type: application/json' -d '{"phone": "+86 138 0013 8000"}'; echo; done
@@ -23,6 +24,7 @@ from starlette.routing import Route
 
 from smsguard import Guard
 from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.adapters.http import Gate
 
 settings = {"SMSGUARD_DEFAULT_REGION": "CN", "SMSGUARD_TIMEZONE": "Asia/Shanghai", **os.environ}
 if "REDIS_URL" in os.environ:
@@ -51,7 +53,7 @@ async def send_code(request: Request) -> JSONResponse:
     try:
         sms.send(phone, f"Your code is {code}")
     except ConnectionError as exc:
-        return JSONResponse({"sent": False, "error": str(exc)}, status_code=502)  # refunded
+        return JSONResponse({"sent": False, "error": str(exc)}, status_code=502)  # a 5xx: refunded
     return JSONResponse({"sent": True})
 
 
@@ -60,9 +62,4 @@ async def outbox(request: Request) -> JSONResponse:
 
 
 app = Starlette(routes=[Route("/sms/send", send_code, methods=["POST"]), Route("/sms/outbox", outbox)])
-app.add_middleware(
-    SMSGuardMiddleware,
-    guard=guard,
-    routes=["POST /sms/send"],
-    trusted_proxies=[p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p],
-)
+app.add_middleware(SMSGuardMiddleware, guard=guard, routes=["POST /sms/send"], **Gate.settings(settings))

@@ -9,7 +9,7 @@ from typing import Any
 
 import fakeredis
 import pytest
-from servers import REDIS_SERVER, RedisCluster, RedisServer
+from servers import NGINX, REDIS_SERVER, RedisCluster, RedisServer
 
 from smsguard import BackendUnavailable, Change, Decision, Guard, Job, MemoryBackend, Outcome
 from smsguard.backends.base import Backend
@@ -38,14 +38,18 @@ def clock() -> Clock:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without redis-server, the tests that need it skip on a user's machine, with the reason;
-    under CI=true they run and fail, so that CI never passes without them."""
-    if REDIS_SERVER is not None or os.environ.get("CI") == "true":
+    """Without redis-server (or nginx), the tests that need it skip on a user's machine, with
+    the reason; under CI=true they run and fail, so that CI never passes without them."""
+    if os.environ.get("CI") == "true":
         return
-    reason = "redis-server is not installed: Redis tests skipped (install it to run them)"
+    missing = {"redis_server": REDIS_SERVER, "cluster": REDIS_SERVER, "nginx": NGINX}
     for item in items:
-        if item.get_closest_marker("redis_server") or item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        for marker, binary in missing.items():
+            if binary is None and item.get_closest_marker(marker):
+                name = "nginx" if marker == "nginx" else "redis-server"
+                item.add_marker(
+                    pytest.mark.skip(reason=f"{name} is not installed: install it to run this test")
+                )
 
 
 def admitted_by_threads(check: Callable[[], Decision], threads: int, each: int) -> list[Decision]:

@@ -6,6 +6,7 @@ Whether a missing binary skips or fails the tests is decided once, in conftest.p
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -239,3 +240,41 @@ def top_level_commands(port: int, work: Callable[[], Any]) -> list[str]:
         reader.join(timeout=30)
     handshake = {"ECHO", "HELLO", "CLIENT", "AUTH", "SELECT"}  # connection set-up, ours and theirs
     return [c for c in seen if c not in handshake]
+
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def start_nginx(workdir: Path, port: int, upstream: str, *directives: str) -> subprocess.Popen[bytes]:
+    """nginx on 127.0.0.1:``port`` proxying to ``upstream`` (``127.0.0.1:8000`` or
+    ``unix:/path.sock:``) as a stock config does: it appends the peer to X-Forwarded-For and
+    passes every other header (a client's own ``Forwarded`` too) through untouched."""
+    if NGINX is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx-light)")
+    root = workdir / f"nginx-{port}"
+    root.mkdir(parents=True, exist_ok=True)
+    temps = " ".join(
+        f"{kind}_temp_path {root / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""{user} worker_processes 1; daemon off; pid {root / "nginx.pid"}; error_log {root / "error.log"};
+events {{ worker_connections 1024; }}
+http {{
+    access_log off; {temps}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            {" ".join(directives)}
+        }}
+    }}
+}}
+"""
+    )
+    process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(root)], stderr=subprocess.DEVNULL)
+    wait_listening(port, process)
+    return process

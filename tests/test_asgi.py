@@ -7,20 +7,22 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pydantic
 import pytest
 from conftest import Clock
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from smsguard import DailyCap, Guard, IPThrottle, SameContent
+from smsguard import ConfigError, DailyCap, Guard, IPThrottle, SameContent
 from smsguard.adapters.asgi import Headers, SMSGuardMiddleware
 from smsguard.backends.redis import RedisBackend
 
 PEER = ("203.0.113.9", 50000)
+VICTIM = "13800138000"
 
 
 def make_app(guard: Guard, **options: Any) -> Starlette:
@@ -286,3 +288,58 @@ def test_fastapi_app(make_guard: Callable[..., Guard]) -> None:
     with TestClient(app, client=PEER) as client:
         assert client.post("/sms/send", json={"phone": "13800138000"}).json() == {"to": "13800138000"}
         assert client.post("/sms/send", json={"phone": "13800138000"}).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "routes",
+    ["/sms/send", ["/sms/send"], ["POST"], ["POST sms/send"], ["SEND /sms/send"], [], ["POST /a /b"]],
+)
+def test_malformed_routes_fail_at_construction(guard: Guard, routes: Any) -> None:
+    with pytest.raises(ConfigError, match=r"METHOD /path|routes is empty"):
+        SMSGuardMiddleware(make_app(guard), guard=guard, routes=routes)
+
+
+@pytest.mark.parametrize("routes", ["post /sms/send", "POST /sms/send", ["post /sms/send"]])
+def test_lower_case_and_plain_string_routes_guard(make_guard: Callable[..., Guard], routes: Any) -> None:
+    guard = make_guard([DailyCap(1)])
+    app = Starlette(routes=[Route("/sms/send", lambda r: JSONResponse({}), methods=["POST"])])
+    app.add_middleware(SMSGuardMiddleware, guard=guard, routes=routes)
+    with TestClient(app, client=PEER) as client:
+        assert [client.post("/sms/send", json={"phone": VICTIM}).status_code for _ in range(2)] == [200, 429]
+
+
+def test_mounted_app_guards_its_routes_below_the_prefix(make_guard: Callable[..., Guard]) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    api = fastapi.FastAPI()
+
+    @api.post("/sms/send")
+    async def send(request: Request) -> dict[str, str]:
+        return {"to": request.state.smsguard.phone}
+
+    api.add_middleware(SMSGuardMiddleware, guard=make_guard([DailyCap(1)]), routes=["POST /sms/send"])
+    site = Starlette(routes=[Mount("/api", app=api)])
+    with TestClient(site, client=PEER) as client:
+        assert client.post("/api/sms/send", json={"phone": VICTIM}).json() == {"to": "+8613800138000"}
+        assert client.post("/api/sms/send", json={"phone": VICTIM}).status_code == 429
+
+
+class Send(pydantic.BaseModel):
+    phone: str
+    code_length: int
+
+
+def test_fastapi_422_gives_the_quota_back(make_guard: Callable[..., Guard]) -> None:
+    """FastAPI validates after the middleware has counted: its 422 sent no SMS."""
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+
+    @app.post("/sms/send")
+    async def send(payload: Send) -> dict[str, int]:
+        return {"digits": payload.code_length}
+
+    app.add_middleware(SMSGuardMiddleware, guard=make_guard([DailyCap(1)]))
+    with TestClient(app, client=PEER) as client:
+        for _ in range(3):
+            assert client.post("/sms/send", json={"phone": VICTIM, "code_length": "six"}).status_code == 422
+        assert client.post("/sms/send", json={"phone": VICTIM, "code_length": 6}).json() == {"digits": 6}
+        assert client.post("/sms/send", json={"phone": VICTIM, "code_length": 6}).status_code == 429

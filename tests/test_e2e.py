@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import RedisServer, free_port, stop_process, wait_listening
+from servers import RedisServer, free_port, start_nginx, stop_process, wait_listening, wait_until
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FORMATS = ["{}", "+86 {}", "0086{}", "+86-{}"]
@@ -137,3 +137,198 @@ def test_burst_on_a_healthy_redis_is_no_outage(redis_server: RedisServer, mode: 
             s: statuses.count(s) for s in set(statuses)
         }
         assert {json.loads(body)["reason"] for status, body in answers if status == 429} == {"daily_cap"}
+
+
+# -- deploying behind a proxy (README: "Deploying behind a proxy") ----------------------------
+
+CLIENT = "127.0.0.2"  # the client's own loopback address, not the proxy's (127.0.0.1)
+IP_LIMITED = {
+    "SMSGUARD_SAME_CONTENT_WINDOW": "0",
+    "SMSGUARD_PHONE_RATE": "",
+    "SMSGUARD_DAILY_CAP": "100",
+    "SMSGUARD_IP_RATE": "20/hour",
+}
+
+
+def serve_unix(command: list[str], path: Path, env: dict[str, str]) -> Iterator[str]:
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    try:
+
+        def accepting() -> bool:
+            try:
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.connect(str(path))
+                return True
+            except OSError:
+                return False
+
+        wait_until(accepting, f"a listener on {path}", 60, process)
+        yield "http://localhost"
+    finally:
+        stop_process(process)
+
+
+def forged_run(base: str, *, source: str = CLIENT) -> list[int]:
+    """30 requests from one client, each for a fresh number and each forging both forwarding
+    headers with a fresh address: only an IP limit can stop the 21st."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=base, transport=transport, timeout=30) as http:
+        return [
+            http.post(
+                "/sms/send",
+                json={"phone": f"138001{i:05d}"},
+                headers={"forwarded": f"for=198.51.100.{i}", "x-forwarded-for": f"203.0.113.{i}"},
+            ).status_code
+            for i in range(30)
+        ]
+
+
+def behind_nginx(
+    tmp_path: Path, server: list[str], upstream: str, env: dict[str, str], sock: Path | None
+) -> list[int]:
+    """``forged_run`` through a stock nginx in front of ``server``."""
+    front = free_port()
+    nginx = start_nginx(tmp_path, front, upstream)
+    try:
+        if sock is not None:
+            for _ in serve_unix(server, sock, env):
+                return forged_run(f"http://127.0.0.1:{front}")
+        port = int(upstream.rsplit(":", 1)[1])
+        for _ in serve(server, port, env):
+            return forged_run(f"http://127.0.0.1:{front}")
+    finally:
+        stop_process(nginx)
+    raise AssertionError("unreachable")
+
+
+def uvicorn_on(where: str, *flags: str) -> list[str]:
+    bind = ["--uds", where] if where.startswith("/") else ["--host", "127.0.0.1", "--port", where]
+    return [sys.executable, "-m", "uvicorn", "starlette_app:app", "--app-dir", str(EXAMPLES), *bind,
+            "--log-level", "warning", *flags]  # fmt: skip
+
+
+def gunicorn_on(where: str) -> list[str]:
+    bind = f"unix:{where}" if where.startswith("/") else f"127.0.0.1:{where}"
+    return [sys.executable, "-m", "gunicorn", "-b", bind, "--chdir", str(EXAMPLES), "flask_app:app"]
+
+
+@pytest.mark.nginx
+@pytest.mark.parametrize(
+    ("server", "trusted"),
+    [
+        ("uvicorn --no-proxy-headers", "127.0.0.1"),  # smsguard reads X-Forwarded-For
+        ("uvicorn", ""),  # uvicorn's defaults read it (right-most untrusted hop), smsguard sees the client
+        ("gunicorn", "127.0.0.1"),  # gunicorn leaves REMOTE_ADDR alone: smsguard reads it
+        ("uvicorn --uds", "unix"),
+        ("gunicorn unix:", "unix"),
+    ],
+)
+def test_forged_forwarding_headers_behind_nginx_do_not_help(
+    tmp_path: Path, server: str, trusted: str
+) -> None:
+    """nginx appends the peer to X-Forwarded-For and passes a client's own Forwarded through:
+    the client still gets only its 20 an hour."""
+    env = {**IP_LIMITED, "SMSGUARD_TRUSTED_PROXIES": trusted}
+    sock = tmp_path / "app.sock" if "unix" in server or "uds" in server else None
+    where = str(sock) if sock else str(free_port())
+    command = (
+        gunicorn_on(where)
+        if server.startswith("gunicorn")
+        else uvicorn_on(where, *server.split()[1:2] if "proxy" in server else ())
+    )
+    upstream = f"unix:{sock}:" if sock else f"127.0.0.1:{where}"
+    statuses = behind_nginx(tmp_path, command, upstream, env, sock)
+    assert sorted(statuses) == [200] * 20 + [429] * 10
+
+
+def test_uvicorn_defaults_believe_a_local_client(tmp_path: Path) -> None:
+    """What the README warns of: uvicorn's defaults take X-Forwarded-For from any peer on
+    127.0.0.1, before the middleware sees the request; --no-proxy-headers leaves it to smsguard."""
+    for flags, limited in [((), False), (("--no-proxy-headers",), True)]:
+        port = free_port()
+        for base in serve(uvicorn_on(str(port), *flags), port, IP_LIMITED):
+            statuses = forged_run(base, source="127.0.0.1")
+            assert sorted(statuses) == ([200] * 20 + [429] * 10 if limited else [200] * 30), flags
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_unix_socket_without_a_trusted_proxy_blames_the_server(tmp_path: Path, server: str) -> None:
+    sock = tmp_path / "app.sock"
+    command = uvicorn_on(str(sock)) if server == "uvicorn" else gunicorn_on(str(sock))
+    for _ in serve_unix(command, sock, IP_LIMITED):
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://localhost") as http:
+            response = http.post("/sms/send", json={"phone": "13800100000"})
+    assert response.status_code == 500
+    assert response.json()["error"] == "server_misconfigured", "not a 400 that blames the client"
+
+
+def send_raw(port: int, head: bytes, chunks: list[bytes], *, chunked: bool = True) -> tuple[int, bytes]:
+    """A request written by hand (chunked, or a body sent in pieces); (status, body) read back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(head)
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered before taking the whole body
+        with sock.makefile("rb") as stream:
+            status = int(stream.readline().split()[1])
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            return status, stream.read(length)
+
+
+def chunked_head(kind: str) -> bytes:
+    return (
+        b"POST /sms/send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" % kind.encode()
+    )
+
+
+def test_gunicorn_chunked_bodies_keep_max_body() -> None:
+    """werkzeug cuts a chunked body at max_content_length without an error: the guard must not
+    count the cut body, nor let the view run."""
+    port = free_port()
+    env = {"SMSGUARD_MAX_BODY": "4096", "SMSGUARD_SAME_CONTENT_WINDOW": "0"}
+    for base in serve(gunicorn_on(str(port)), port, env):
+        form = b"phone=13800138000&pad=" + b"x" * 6000
+        status, body = send_raw(
+            port, chunked_head("application/x-www-form-urlencoded"), [form[:3000], form[3000:]]
+        )
+        assert (status, json.loads(body)["error"]) == (413, "payload_too_large")
+        big = json.dumps({"phone": "13800138000", "pad": "x" * 20_000}).encode()
+        status, body = send_raw(
+            port, chunked_head("application/json"), [big[i : i + 1000] for i in range(0, len(big), 1000)]
+        )
+        assert (status, json.loads(body)["error"]) == (413, "payload_too_large")
+        assert httpx.get(f"{base}/sms/outbox").json()["sent"] == 0, "neither reached the view"
+        small = json.dumps({"phone": "13800138000", "pad": "x" * 3000}).encode()
+        status, body = send_raw(port, chunked_head("application/json"), [small[:100], small[100:]])
+        assert (status, json.loads(body)) == (200, {"sent": True}), (
+            "a chunked body within the limit is read whole"
+        )
+
+
+def test_uvicorn_stalled_bodies_are_let_go() -> None:
+    """Clients that send headers and then stall their body get a 408 after body_timeout,
+    rather than holding their connection forever."""
+    port = free_port()
+    env = {"SMSGUARD_BODY_TIMEOUT": "0.5"}
+    head = (
+        b"POST /sms/send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    for _ in serve(uvicorn_on(str(port)), port, env):
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(
+                pool.map(lambda _: send_raw(port, head, [b'{"phone": '], chunked=False), range(50))
+            )
+    assert {status for status, _ in answers} == {408}
+    assert json.loads(answers[0][1]) == {
+        "error": "request_timeout",
+        "detail": "the body did not arrive within 0.5 s",
+    }

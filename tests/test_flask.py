@@ -31,8 +31,7 @@ def make_app(guard: Guard | None = None, config: dict[str, Any] | None = None, *
             raise RuntimeError("the SMS provider is down")
         if "reject" in body:
             return jsonify(sent=False), 502
-        decision = g.get("smsguard")  # absent when SMSGUARD_ENABLED is False
-        return jsonify(echo=body, json=request.get_json(silent=True), phone=decision and decision.phone)
+        return jsonify(echo=body, json=request.get_json(silent=True), phone=g.smsguard.phone)
 
     @app.post("/sms/mobile")
     @sms.protect(phone="mobile")
@@ -170,9 +169,57 @@ def test_guard_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert response.status_code == 413
 
 
-def test_disabled_by_config(guard: Guard) -> None:
-    app = make_app(guard, {"SMSGUARD_ENABLED": False})
-    assert [post(app, json={"phone": "13800138000"}).status_code for _ in range(5)] == [200] * 5
+@pytest.mark.parametrize("enabled", [False, "false", "0", "off"])
+def test_disabled_by_config(guard: Guard, enabled: Any) -> None:
+    """Off: nothing is counted, yet the view still gets the validated number, as when on."""
+    app = make_app(guard, {"SMSGUARD_ENABLED": enabled})
+    responses = [post(app, json={"phone": "138 0013 8000"}) for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 5
+    assert {r.get_json()["phone"] for r in responses} == {"+8613800138000"}
+    assert post(app, json={"phone": "12"}).status_code == 400, "still validated"
+
+
+def test_settings_from_environment_strings(make_guard: Callable[..., Guard]) -> None:
+    config = {
+        "SMSGUARD_MAX_BODY": "100",
+        "SMSGUARD_REFUND_ON": "502",
+        "SMSGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
+        "SMSGUARD_PROXY_HEADER": "X-Real-IP",
+        "SMSGUARD_PHONE_FIELD": "phone",
+        "SMSGUARD_ENABLED": "true",
+    }
+    app = make_app(make_guard([DailyCap(2), IPThrottle("1/hour")]), config)
+    behind = {"REMOTE_ADDR": "10.0.0.2"}  # a trusted proxy: its X-Real-IP names the client
+
+    def send(phone: str, client: str, note: str = "") -> int:
+        body = {"phone": phone, "note": note}
+        return int(post(app, json=body, headers={"X-Real-IP": client}, environ_base=behind).status_code)
+
+    assert post(app, json={"phone": "13800138000", "pad": "x" * 100}).status_code == 413
+    assert [send("13800138000", "198.51.100.1", "reject") for _ in range(3)] == [502] * 3  # refunded
+    assert send("13800138000", "198.51.100.1") == 200, "the 502s gave their hits back"
+    assert send("13900139000", "198.51.100.1") == 429, "one an hour for this client"
+    assert send("13900139000", "198.51.100.2") == 200, "another client, by the header"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"SMSGUARD_MAX_BODY": "lots"}, "SMSGUARD_MAX_BODY='lots' is not an integer"),
+        ({"SMSGUARD_REFUND_ON": "502,bad"}, "SMSGUARD_REFUND_ON='502,bad' is not a list of integers"),
+        ({"SMSGUARD_ENABLED": "perhaps"}, "SMSGUARD_ENABLED='perhaps' is not a boolean"),
+        ({"SMSGUARD_TRUSTED_PROXIES": "10.0.0.0/33"}, "trusted_proxies"),
+    ],
+)
+def test_unreadable_settings_fail_at_init(guard: Guard, config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_app(guard, config)
+
+
+@pytest.mark.parametrize("overrides", [{"phone_field": "mobile"}, {"phone": None}, {"max_body": -1}])
+def test_per_view_overrides_are_checked_when_decorating(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        SMSGuard().protect(**overrides)
 
 
 def test_protect_without_the_extension(make_guard: Callable[..., Guard]) -> None:

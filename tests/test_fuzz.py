@@ -19,7 +19,7 @@ from smsguard import DailyCap, Guard, IPThrottle, PhoneRate, SameContent
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.flask import protect
 
-ALLOWED = {200, 400, 413, 429}
+ALLOWED = {200, 400, 403, 413, 429}
 PEER = "203.0.113.9"
 
 phones = st.one_of(
@@ -32,8 +32,10 @@ phones = st.one_of(
     st.lists(st.text(max_size=5), max_size=3),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
 )
+# Any code point, lone surrogates included: valid in JSON ("\ud800"), and once a 500 when hashed.
+any_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=20)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20) | any_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
@@ -55,14 +57,22 @@ content_types = st.sampled_from(
 def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
     kind = draw(st.sampled_from(["json-object", "json-any", "form", "bytes", "empty"]))
     if kind == "json-object":
-        payload = draw(st.dictionaries(st.sampled_from(["phone", "content", "x"]), json_values, max_size=3))
+        payload = draw(
+            st.dictionaries(st.sampled_from(["phone", "template", "user", "x"]), json_values, max_size=4)
+        )
         if draw(st.booleans()):
             payload["phone"] = draw(phones)
+        if draw(st.booleans()):
+            payload["user"] = {"tel": draw(phones)} if draw(st.booleans()) else draw(json_values)
         body = json.dumps(payload, allow_nan=True).encode()
+        if draw(st.booleans()):  # the same field twice, as json.dumps cannot write it
+            body = body[:-1] + (b", " if payload else b"") + b'"phone": "13900139000"}'
     elif kind == "json-any":
         body = json.dumps(draw(json_values)).encode()
     elif kind == "form":
         body = draw(st.text(max_size=100)).encode("utf-8", "surrogatepass")
+        if draw(st.booleans()):
+            body += b"&phone=13800138000&phone=13900139000&template=%ED%A0%80"
     elif kind == "bytes":
         body = draw(st.binary(max_size=300))
     else:
@@ -70,7 +80,22 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
     headers = {"content-type": draw(content_types)}
     if draw(st.booleans()):
         headers["x-forwarded-for"] = draw(st.text(alphabet="0123456789.:abcdef, ", max_size=40))
-    query = draw(st.sampled_from(["", "phone=13800138000", "phone=%FF%FE", "phone=" + "9" * 500]))
+    if draw(st.booleans()):
+        headers["x-template"] = draw(
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20)
+        )
+    query = draw(
+        st.sampled_from(
+            [
+                "",
+                "phone=13800138000",
+                "phone=%FF%FE",
+                "phone=" + "9" * 500,
+                "phone=1&phone=2",
+                "template=%ED%A0%80",
+            ]
+        )
+    )
     return body, headers, query
 
 
@@ -84,29 +109,40 @@ def guard() -> Guard:
     return Guard(policies, default_region="CN", secret="fuzz")
 
 
-def starlette_app() -> Starlette:
+# Two ways to name the fields: by name, and by callables that expect a certain shape of body
+# (as the README's own ``lambda r: r.data["user"]["tel"]`` does) and meet every other shape.
+FIELDS: list[dict[str, Any]] = [
+    {"content": "template"},
+    {"phone": lambda r: r.data["user"]["tel"], "content": lambda r: r.headers["X-Template"]},
+]
+
+
+def starlette_app(fields: dict[str, Any]) -> Starlette:
     async def send(request: Request) -> JSONResponse:
         return JSONResponse({"bytes": len(await request.body())})
 
     app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
-    app.add_middleware(SMSGuardMiddleware, guard=guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024)
+    app.add_middleware(
+        SMSGuardMiddleware, guard=guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024, **fields
+    )
     return app
 
 
-def flask_app() -> Flask:
+def flask_app(fields: dict[str, Any]) -> Flask:
     app = Flask(__name__)
 
     @app.post("/sms/send")
-    @protect(guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024)
+    @protect(guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024, **fields)
     def send() -> Any:
         return jsonify(ok=True)
 
+    app.testing = True  # exceptions propagate to the test instead of becoming a 500
     return app
 
 
-STARLETTE = TestClient(starlette_app(), client=(PEER, 1))  # raises any exception that escapes
-FLASK = flask_app()
-FLASK.testing = True  # exceptions propagate to the test instead of becoming a 500
+# Any exception that escapes is raised into the test.
+STARLETTE = [TestClient(starlette_app(fields), client=(PEER, 1)) for fields in FIELDS]
+FLASK = [flask_app(fields) for fields in FIELDS]
 
 
 def check(status: int, body: bytes) -> None:
@@ -116,19 +152,21 @@ def check(status: int, body: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests())
-def test_starlette_never_500(request: tuple[bytes, dict[str, str], str]) -> None:
+@given(request=requests(), fields=st.sampled_from(range(len(FIELDS))))
+def test_starlette_never_500(request: tuple[bytes, dict[str, str], str], fields: int) -> None:
     body, headers, query = request
-    response = STARLETTE.post(f"/sms/send?{query}", content=body, headers=headers)
+    response = STARLETTE[fields].post(f"/sms/send?{query}", content=body, headers=headers)
     check(response.status_code, response.content)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests())
-def test_flask_never_500(request: tuple[bytes, dict[str, str], str]) -> None:
+@given(request=requests(), fields=st.sampled_from(range(len(FIELDS))))
+def test_flask_never_500(request: tuple[bytes, dict[str, str], str], fields: int) -> None:
     body, headers, query = request
-    response = FLASK.test_client().post(
-        f"/sms/send?{query}", data=body, headers=headers, environ_base={"REMOTE_ADDR": PEER}
+    response = (
+        FLASK[fields]
+        .test_client()
+        .post(f"/sms/send?{query}", data=body, headers=headers, environ_base={"REMOTE_ADDR": PEER})
     )
     check(response.status_code, response.data)
 
@@ -140,10 +178,10 @@ def test_body_sizes_at_the_edge(size: int) -> None:
     assert len(body) == size
     expected = 200 if size <= 1024 else 413
     # Fresh apps: the fuzzing above may have used up this number's quota.
-    with TestClient(starlette_app(), client=(PEER, 1)) as client:
+    with TestClient(starlette_app(FIELDS[0]), client=(PEER, 1)) as client:
         response = client.post("/sms/send", content=body, headers={"content-type": "application/json"})
         assert response.status_code == expected
-    flask = flask_app().test_client()
+    flask = flask_app(FIELDS[0]).test_client()
     response = flask.post(
         "/sms/send", data=body, content_type="application/json", environ_base={"REMOTE_ADDR": PEER}
     )

@@ -7,11 +7,31 @@ from ipaddress import ip_address
 from typing import Any
 from urllib.parse import parse_qsl
 
+import flask
 import pytest
+from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from smsguard import Attempt, Blacklist, ConfigError, DailyCap, Decision, Deny, Guard, InvalidPhone, Suspend
+from smsguard import (
+    Attempt,
+    Blacklist,
+    ConfigError,
+    DailyCap,
+    Decision,
+    Deny,
+    Guard,
+    InvalidPhone,
+    SameContent,
+    Suspend,
+)
+from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.adapters.flask import protect
 from smsguard.adapters.http import Gate, Incoming, Problem, Reply, _form
 from smsguard.policies import Review
 
@@ -290,3 +310,112 @@ def test_refund_on() -> None:
 @given(st.text(alphabet="ab=&%+;2B \u00e9", max_size=30))
 def test_form_reads_like_parse_qsl(text: str) -> None:
     assert _form(text) == dict(parse_qsl(text, keep_blank_values=True))
+
+
+# -- the exchange, through both adapters: one rule, one test ----------------------------------
+
+ADAPTERS = ["starlette", "flask"]
+VICTIM, FRESH = "13800138000", "13900139000"
+
+
+class Client:
+    """A real Starlette or Flask app guarded with ``options``, and what its endpoint saw."""
+
+    def __init__(self, adapter: str, guard: Guard, **options: Any) -> None:
+        self.adapter, self.seen = adapter, []
+        if adapter == "starlette":
+            # Starlette builds its middleware when the app starts (lifespan), as under uvicorn.
+            self.http = TestClient(self._starlette(guard, options), client=("203.0.113.9", 1)).__enter__()
+        else:
+            self.http = self._flask(guard, options).test_client()
+
+    def _starlette(self, guard: Guard, options: dict[str, Any]) -> Starlette:
+        async def send(request: Request) -> Response:
+            self.seen.append(request.state.smsguard.phone)
+            return JSONResponse({"phone": request.state.smsguard.phone})
+
+        app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
+        app.add_middleware(SMSGuardMiddleware, guard=guard, **options)
+        return app
+
+    def _flask(self, guard: Guard, options: dict[str, Any]) -> Flask:
+        app = Flask(__name__)
+
+        @app.post("/sms/send")
+        @protect(guard, **options)
+        def send() -> Any:
+            self.seen.append(flask.g.smsguard.phone)
+            return flask.jsonify(phone=flask.g.smsguard.phone)
+
+        return app
+
+    def post(self, query: str = "", **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        extra = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}} if self.adapter == "flask" else {}
+        if self.adapter == "flask" and "content" in kwargs:
+            kwargs["data"] = kwargs.pop("content")
+        response = self.http.post(f"/sms/send{query}", **kwargs, **extra)
+        return response.status_code, json.loads(
+            response.content if self.adapter == "starlette" else response.data
+        )
+
+
+def fresh_guard() -> Guard:
+    return Guard([SameContent(skip_missing=True), DailyCap(10)], default_region="CN", secret="s")
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize(
+    ("query", "body", "headers"),
+    [
+        ("", f"phone={VICTIM}&phone={FRESH}", FORM),
+        ("", f'{{"phone": "{VICTIM}", "phone": "{FRESH}"}}', JSON),
+        (f"?phone={VICTIM}", f"phone={FRESH}", FORM),  # request.values would read the query's
+        (f"?phone={VICTIM}", f'{{"phone": "{FRESH}"}}', JSON),
+        (f"?phone={VICTIM}&phone={FRESH}", "", {}),
+        ("", f"phone={FRESH}&template=a&template=b", FORM),
+    ],
+)
+def test_a_field_given_twice_is_a_400(adapter: str, query: str, body: str, headers: dict[str, str]) -> None:
+    client = Client(adapter, fresh_guard(), content="template")
+    status, answer = client.post(query, content=body.encode(), headers=headers)
+    assert (status, answer["error"]) == (400, "invalid_request")
+    assert "more than once" in answer["detail"] or "both the query and the body" in answer["detail"]
+    assert client.seen == []
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_lone_surrogate_in_content_is_judged_not_a_500(adapter: str) -> None:
+    client = Client(adapter, fresh_guard(), content="template")
+    body = b'{"phone": "13800138000", "template": "\\ud800"}'
+    assert client.post(content=body, headers=JSON) == (200, {"phone": "+8613800138000"})
+    assert client.post(content=body, headers=JSON)[0] == 429, "counted like any content"
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_field_callable_that_fails_on_a_request_is_a_400(adapter: str) -> None:
+    client = Client(adapter, fresh_guard(), phone=lambda r: r.data["user"]["tel"])
+    status, answer = client.post(content=b"{}", headers=JSON)
+    assert (status, answer) == (
+        400,
+        {"error": "invalid_request", "detail": "cannot read the phone from this request"},
+    )
+    assert client.post(content=b'{"user": {"tel": "13800138000"}}', headers=JSON)[0] == 200
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_callable_reads_headers_in_any_case(adapter: str) -> None:
+    client = Client(adapter, fresh_guard(), phone=lambda r: r.headers.get("X-Phone"))
+    assert client.post(headers={"x-phone": "13800138000"}) == (200, {"phone": "+8613800138000"})
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize(
+    "option", [{"bogus": 1}, {"phone": None}, {"max_body": "big"}, {"trusted_proxies": ["nope"]}]
+)
+def test_bad_options_fail_at_construction(adapter: str, option: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        Client(adapter, fresh_guard(), **option)
