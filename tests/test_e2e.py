@@ -263,7 +263,8 @@ def test_unix_socket_without_a_trusted_proxy_blames_the_server(tmp_path: Path, s
 
 
 def send_raw(port: int, head: bytes, chunks: list[bytes], *, chunked: bool = True) -> tuple[int, bytes]:
-    """A request written by hand (chunked, or a body sent in pieces); (status, body) read back."""
+    """A request written by hand (chunked, or a body sent in pieces); (status, body) read back,
+    status 0 if the server closed the connection without an answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         try:
             sock.sendall(head)
@@ -274,7 +275,10 @@ def send_raw(port: int, head: bytes, chunks: list[bytes], *, chunked: bool = Tru
         except OSError:
             pass  # the server answered before taking the whole body
         with sock.makefile("rb") as stream:
-            status = int(stream.readline().split()[1])
+            first = stream.readline()
+            if not first:
+                return 0, b""
+            status = int(first.split()[1])
             length = 0
             while (line := stream.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
@@ -332,3 +336,31 @@ def test_uvicorn_stalled_bodies_are_let_go() -> None:
         "error": "request_timeout",
         "detail": "the body did not arrive within 0.5 s",
     }
+
+
+@pytest.mark.nginx
+def test_gunicorn_behind_nginx_is_not_held_by_stalled_bodies(tmp_path: Path) -> None:
+    """Under WSGI the server holds a worker while it reads a body; nginx's request buffering
+    keeps stalled bodies away from gunicorn's one sync worker, and its client_body_timeout ends
+    them."""
+    port, front = free_port(), free_port()
+    nginx = start_nginx(tmp_path, front, f"127.0.0.1:{port}", "client_body_timeout 1s;")
+    head = (
+        b"POST /sms/send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    try:
+        for base in serve(gunicorn_on(str(port)), port, {"SMSGUARD_TRUSTED_PROXIES": "127.0.0.1"}):
+            with ThreadPoolExecutor(10) as pool:
+                stalled = [
+                    pool.submit(send_raw, front, head, [b'{"phone": '], chunked=False) for _ in range(10)
+                ]
+                served = httpx.post(
+                    f"http://127.0.0.1:{front}/sms/send", json={"phone": "13800138000"}, timeout=5
+                )
+                assert served.json() == {"sent": True}, "the one worker was free"
+                # nginx ends each: a 408, or (as it mostly does) a close without an answer
+                assert {future.result()[0] for future in stalled} <= {408, 0}
+                assert httpx.get(f"{base}/sms/outbox").json()["sent"] == 1
+    finally:
+        stop_process(nginx)

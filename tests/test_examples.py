@@ -29,3 +29,28 @@ def test_demo_sends_exactly_the_daily_cap() -> None:
 def test_custom_policy_example_stops_a_pumping_run() -> None:
     lines = run("custom_policy.py").splitlines()
     assert [line.split()[1] for line in lines] == ["sent"] * 5 + ["denied"] * 3
+
+
+def test_readme_quickstart_runs_when_pasted() -> None:
+    """The Quickstart's Python block, run as a script, prints what its comments say."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    quickstart = readme[readme.index("## Quickstart") :]
+    start = quickstart.index("```python\n") + len("```python\n")
+    code = quickstart[start : quickstart.index("\n```\n", start)]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "True +8613800138000"
+    assert lines[1] == "False phone_rate 60"
+    assert lines[2] == "phone_rate"
+    assert lines[-1] == "True"
+    for line in lines[:3]:
+        assert f"# {line}" in code, "the comment says what the line prints"
+
+
+def test_readme_names_no_package_index() -> None:
+    """smsguard is installed from a checkout: no install line may name a package it is not on."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    for line in readme.splitlines():
+        if "pip install" in line:
+            assert "pip install ." in line or "pip install '." in line, line
