@@ -56,16 +56,15 @@ class Breaker:
         self.pending: list[Change] = []
         """Writes the backend has yet to get, oldest first."""
         self.answered_at = float("-inf")
-        """When the backend last answered a job (the guard's clock)."""
+        """When the latest job the backend answered began (the guard's clock)."""
         self._on: set[str] = set()  # flags last read (or set through the guard) as on
         self._max_pending = max_pending
 
     # -- the backend answered ------------------------------------------------------------
 
-    def succeeded(self, plan: Plan, decision_flag: int, now: float) -> None:
-        """The backend answered ``plan``'s job at ``now``; ``decision_flag`` is the index of the
-        flag found set."""
-        self.answered_at = now
+    def succeeded(self, plan: Plan, decision_flag: int) -> None:
+        """The backend answered ``plan``'s job, which has flags or ended an outage;
+        ``decision_flag`` is the index of the flag found set. (The guard keeps ``answered_at``.)"""
         if self.down_until:
             log.warning("smsguard: backend reachable again")
             self.down_until = 0.0
@@ -99,9 +98,9 @@ class Breaker:
         """The decision for ``plan`` when the backend failed on it (``sent``: its job may have
         run).
 
-        Only a backend that does not answer is down: if it answered another job after this one
-        began (a burst kept this one waiting for a connection on a busy event loop), this
-        decision degrades alone and the backend stays in use.
+        Only a backend that does not answer is down: if it answered a job begun after this one
+        (a burst kept this one waiting for a connection on a busy event loop), this decision
+        degrades alone and the backend stays in use.
         """
         if not exc.partial and self.answered_at <= plan.job.now:
             if not self.down_until:

@@ -60,8 +60,12 @@ class Guard:
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
         self.breaker = Breaker(fail_mode, retry_interval)
-        self.fail_mode = fail_mode
         self.clock: Callable[[], float] = clock or time.time
+
+    @property
+    def fail_mode(self) -> str:
+        """``"open"``, ``"closed"`` or ``"local"``: what the guard answers while the backend is down."""
+        return self.breaker.mode
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> Guard:
@@ -105,7 +109,10 @@ class Guard:
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
             return breaker.failed(plan, exc, sent=sent)
-        breaker.succeeded(plan, outcome.flag, self.clock())
+        if plan.job.now > breaker.answered_at:
+            breaker.answered_at = plan.job.now
+        if breaker.down_until or plan.job.flags:
+            breaker.succeeded(plan, outcome.flag)
         return plan.decide(outcome)
 
     async def acheck(
@@ -131,7 +138,10 @@ class Guard:
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
             return breaker.failed(plan, exc, sent=sent)
-        breaker.succeeded(plan, outcome.flag, self.clock())
+        if plan.job.now > breaker.answered_at:
+            breaker.answered_at = plan.job.now
+        if breaker.down_until or plan.job.flags:
+            breaker.succeeded(plan, outcome.flag)
         return plan.decide(outcome)
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:

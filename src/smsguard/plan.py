@@ -27,8 +27,16 @@ def key(name: str, subject: str, *detail: str) -> str:
     The braces are a Redis Cluster hash tag: every key of one subject (a number's hash) lands
     in one slot, so one script call can read and write them all. Build every key with this.
     """
-    tail = "".join(":" + d for d in detail)
-    return f"{name}:{{{subject}}}{tail}"
+    if detail:
+        return f"{name}:{{{subject}}}:" + ":".join(detail)
+    return f"{name}:{{{subject}}}"
+
+
+def key_parts(name: str, *detail: str) -> tuple[str, str]:
+    """(head, tail) such that ``head + subject + tail == key(name, subject, *detail)``: for a
+    policy that builds the same key around many subjects, on the hot path."""
+    head, tail = key(name, "\x00", *detail).split("\x00")
+    return head, tail
 
 
 class Counter(NamedTuple):

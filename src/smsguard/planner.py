@@ -64,9 +64,11 @@ class Planner:
     ) -> Plan | Decision:
         """Build the attempt and ask every policy. A fixed list verdict with no shared flag
         before it decides at once, with no backend call."""
+        if not isinstance(phone, str):
+            raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id = self.identify(phone)
+        e164, phone_id = self._identify(canonical(phone))  # identify(), inlined on the hot path
         if ip is not None and not isinstance(ip, _ADDRESS):
             try:
                 ip = self._ip(ip)

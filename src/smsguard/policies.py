@@ -30,7 +30,7 @@ from smsguard import attempt as codes
 from smsguard.attempt import Attempt
 from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
 from smsguard.phone import normalize
-from smsguard.plan import Counter, Flag, key
+from smsguard.plan import Counter, Flag, key, key_parts
 from smsguard.settings import Settings
 
 
@@ -156,6 +156,7 @@ class DailyCap:
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
         self.name, self.limit = name, limit
+        self._key = key_parts(name)
         self._day = (0.0, 0.0)  # [start, end) of the last day seen, epoch seconds
         self._lock = threading.Lock()
 
@@ -172,7 +173,8 @@ class DailyCap:
         return start, end
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return (Counter(key(self.name, attempt.phone_id), self.limit, self.day_bounds(now)[1]),)
+        head, tail = self._key
+        return (Counter(head + attempt.phone_id + tail, self.limit, self.day_bounds(now)[1]),)
 
 
 class _Rates:
@@ -181,15 +183,16 @@ class _Rates:
     def __init__(self, rates: str, name: str) -> None:
         self.name = name
         self.rates = rates
-        # Per rate: its key's detail ("5/3600"), amount, window.
+        # Per rate: its key around the subject ("phone_rate:{", "}:5/3600"), amount, window.
         self._items = tuple(
-            (f"{i.amount}/{i.get_expiry()}", i.amount, float(i.get_expiry())) for i in parse_rates(rates)
+            (*key_parts(name, f"{i.amount}/{i.get_expiry()}"), i.amount, float(i.get_expiry()))
+            for i in parse_rates(rates)
         )
 
     def counters(self, subject: str, now: float) -> tuple[Counter, ...]:
         counters = []
-        for detail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
-            counters.append(Counter(key(self.name, subject, detail), amount, now + window))
+        for head, tail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
+            counters.append(Counter(head + subject + tail, amount, now + window))
         return tuple(counters)
 
 

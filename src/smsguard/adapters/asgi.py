@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+import sys
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import Any
 
-from smsguard.adapters.http import BODY, OPTIONS, TOO_LARGE, TOO_SLOW, Exchange, Gate, Incoming, Reply
+from smsguard.adapters.http import OPTIONS, TOO_LARGE, TOO_SLOW, Exchange, Gate, Incoming, Reply
 from smsguard.errors import ConfigError, InvalidInput
 from smsguard.guard import Guard
 
@@ -52,13 +61,15 @@ class SMSGuardMiddleware:
             raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
         self.app, self.guard, self.gate = app, guard, Gate(**options)
         self.routes = parse_routes(routes)
+        self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._guarded(scope):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        head = Incoming(
+        body, app_receive = await self._read_body(scope, receive)
+        request = Incoming(
             scope["method"],
             scope["path"],
             Headers(scope["headers"]),
@@ -66,15 +77,11 @@ class SMSGuardMiddleware:
             b"",
             client[0] if client else None,
         )
-        steps: Exchange = self.gate.exchange(head)
-        app_receive = receive
-        step = next(steps)
+        steps: Exchange = self.gate.exchange(request, body)
         try:
+            step = next(steps)
             while True:
-                if step is BODY:
-                    body, app_receive = await self._read_body(scope, receive)
-                    step = steps.send(body)
-                elif step[0] == "check":
+                if step[0] == "check":
                     try:
                         decision = await self.guard.acheck(**step[1])
                     except InvalidInput as exc:
@@ -132,24 +139,71 @@ class SMSGuardMiddleware:
         if not framed and scope.get("http_version", "1.0") in ("1.0", "1.1"):  # ASGI: absent is 1.0
             return b"", receive  # no length and no chunks: HTTP/1 says there is no body (RFC 9112, 6.3)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + gate.body_timeout
+        task = asyncio.current_task()
+        assert task is not None
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.loop is not loop:
+            watchdog = self._watchdog = Watchdog(loop, gate.body_timeout)
+        watchdog.due[task] = loop.time() + gate.body_timeout
+        if watchdog.running is None:
+            watchdog.start()
         chunks, size = [], 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
-                return TOO_SLOW, receive
-            if message["type"] != "http.request":
-                break  # the client went away; judge what arrived
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > gate.max_body:
-                return TOO_LARGE, receive
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break  # the client went away; judge what arrived
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > gate.max_body:
+                    return TOO_LARGE, receive
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if task not in watchdog.expired:
+                raise  # a cancellation of the request itself
+            watchdog.expired.discard(task)
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            return TOO_SLOW, receive
+        finally:
+            watchdog.due.pop(task, None)
         body = b"".join(chunks)
         return body, _replay(body, receive)
+
+
+class Watchdog:
+    """Ends body reads past their deadline: one task per event loop that wakes a few times per
+    timeout, rather than a timer per request (which would cost more than the guard's decision).
+
+    A read registers its task and deadline; the watchdog cancels a task found past it and notes
+    it in ``expired``, so the read can tell its own timeout from any other cancellation.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop, self.interval = loop, min(1.0, timeout / 4)
+        self.due: dict[asyncio.Task[Any], float] = {}
+        """The reads being watched: their task and deadline (the loop's clock)."""
+        self.expired: set[asyncio.Task[Any]] = set()
+        self.running: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.running = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = self.loop
+        while True:
+            await asyncio.sleep(self.interval)
+            if not self.due:  # idle for a whole interval: stop until the next read
+                self.running = None
+                return
+            now = loop.time()
+            for task, deadline in list(self.due.items()):
+                if deadline <= now:
+                    del self.due[task]
+                    self.expired.add(task)
+                    task.cancel()
 
 
 def parse_routes(routes: str | Iterable[str]) -> frozenset[tuple[str, str]]:

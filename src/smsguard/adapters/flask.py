@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
-from smsguard.adapters.http import BODY, OPTIONS, TOO_LARGE, Exchange, Gate, Incoming
+from smsguard.adapters.http import OPTIONS, TOO_LARGE, Exchange, Gate, Incoming, Marker
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError, InvalidInput
 from smsguard.guard import Guard
@@ -128,7 +128,7 @@ def _guarded_call(
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     environ = req.environ
-    head = Incoming(
+    request_ = Incoming(
         req.method,
         req.path,
         _Headers(req.headers),
@@ -136,14 +136,12 @@ def _guarded_call(
         b"",
         environ.get("REMOTE_ADDR") or None,  # empty or absent on a unix socket
     )
-    steps: Exchange = gate.exchange(head)
+    steps: Exchange = gate.exchange(request_, _read_body(req, gate))
     response: Response | None = None
-    step = next(steps)
     try:
+        step = next(steps)
         while True:
-            if step is BODY:
-                step = steps.send(_read_body(req, gate))
-            elif step[0] == "check":
+            if step[0] == "check":
                 try:
                     decision = (
                         guard.check(**step[1])
@@ -172,7 +170,7 @@ def _guarded_call(
     return response
 
 
-def _read_body(req: Request, gate: Gate) -> bytes | object:
+def _read_body(req: Request, gate: Gate) -> bytes | Marker:
     """The body, read from ``wsgi.input`` up to ``max_body`` (TOO_LARGE past it), and put back
     as a plain body of known length so that the view reads it as usual.
 

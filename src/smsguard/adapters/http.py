@@ -1,10 +1,10 @@
 """What every web adapter shares, free of any framework: the rules of one guarded request.
 
-A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request, written once
-as a generator that asks its adapter for what needs I/O and gets the answers sent back:
+A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request once its body
+is read (bytes, or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past ``body_timeout``),
+written once as a generator that asks its adapter for what needs I/O and gets the answers sent
+back:
 
-- ``BODY``: the body (bytes), or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past
-  ``body_timeout``;
 - ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
 - ``("endpoint", decision)``: the endpoint's status (its exception is thrown back in);
 - ``("refund", decision)``: nothing.
@@ -78,7 +78,9 @@ class Reply:
     body: bytes
 
 
-class _Marker:
+class Marker:
+    """A body that could not be read: TOO_LARGE or TOO_SLOW."""
+
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
@@ -88,9 +90,8 @@ class _Marker:
         return self.name
 
 
-BODY: Final = ("body",)
-TOO_LARGE: Final = _Marker("TOO_LARGE")
-TOO_SLOW: Final = _Marker("TOO_SLOW")
+TOO_LARGE: Final = Marker("TOO_LARGE")
+TOO_SLOW: Final = Marker("TOO_SLOW")
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
 
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
@@ -175,6 +176,7 @@ class Gate:
         self.proxy_header = proxy_header.strip().lower()
         self.body_timeout = float(body_timeout)
         self._watched = tuple(name for name in (phone, content) if isinstance(name, str))
+        self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
         if refund_on is None:
             self.refund_on: Callable[[int], bool] = lambda status: status >= 400
         elif callable(refund_on):
@@ -213,14 +215,11 @@ class Gate:
 
     # -- the exchange -------------------------------------------------------------------
 
-    def exchange(self, head: Incoming) -> Exchange:
-        """One guarded request, from its head to the reply (see the module docstring)."""
-        body = yield BODY
-        if body is TOO_LARGE:
-            return self.too_large()
-        if body is TOO_SLOW:
-            return self.too_slow()
-        request = head._replace(body=body)
+    def exchange(self, request: Incoming, body: bytes | Marker) -> Exchange:
+        """One guarded request, from its body to the reply (see the module docstring)."""
+        if not isinstance(body, bytes):
+            return self.too_large() if body is TOO_LARGE else self.too_slow()
+        request = request._replace(body=body)
         arguments = self.arguments(request)
         if isinstance(arguments, Reply):
             return arguments
@@ -244,7 +243,7 @@ class Gate:
             yield ("refund", decision)
         return None
 
-    def declared(self, length: str | None) -> int | _Marker | None:
+    def declared(self, length: str | None) -> int | Marker | None:
         """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None
         when absent (or unreadable: the body is then read up to ``max_body``)."""
         if length is None or not length.isdigit():
@@ -298,8 +297,14 @@ class Gate:
             raise InvalidInput("a phone or content field is in both the query and the body: send it once")
         kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind == "application/json" or kind.endswith("+json"):
+            body = request.body
+            # A watched name given twice needs its name twice in the text (or an escape, such as
+            # "\u0070hone"): only then is the object parsed pair by pair.
+            twice = b"\\u" in body
+            for name in self._quoted:
+                twice = twice or body.count(name) > 1
             try:
-                data = json.loads(request.body, object_pairs_hook=_unique)
+                data = json.loads(body, object_pairs_hook=self._unique) if twice else json.loads(body)
             except _Duplicate as exc:
                 raise InvalidInput(f"field {exc} is given more than once: send it once") from None
             except (ValueError, RecursionError):
@@ -315,6 +320,16 @@ class Gate:
         raise InvalidInput(
             f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
         )
+
+    def _unique(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """A JSON object, refusing a watched key given twice (``json`` would keep the last)."""
+        data = dict(pairs)
+        if len(data) != len(pairs):
+            names = [name for name, _ in pairs]
+            for name in self._watched:
+                if names.count(name) > 1:
+                    raise _Duplicate(repr(name))
+        return data
 
     def client_ip(self, request: Incoming) -> str | None:
         """The socket peer, unless it is a trusted proxy: then the right-most hop of
@@ -426,18 +441,6 @@ def _sf_string(text: str) -> str:
 
 class _Duplicate(ValueError):
     pass
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _Duplicate(repr(name)[:40])
-            seen.add(name)
-    return data
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

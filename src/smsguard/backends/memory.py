@@ -89,11 +89,6 @@ class MemoryBackend:
     async def aapply(self, changes: Sequence[Change]) -> None:
         self.apply(changes)
 
-    def flags(self) -> frozenset[str]:
-        """The flags set now."""
-        with self._lock:
-            return frozenset(self._flags)
-
     def clear(self) -> None:
         with self._lock:
             self._hits.clear()
