@@ -17,6 +17,7 @@ from smsguard.errors import (
     MissingSubject,
     SmsguardError,
 )
+from smsguard.events import Event
 from smsguard.guard import Guard
 from smsguard.phone import normalize
 from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt, SetFlag
@@ -60,6 +61,7 @@ __all__ = [
     "Decision",
     "Denied",
     "Deny",
+    "Event",
     "Flag",
     "Guard",
     "IPThrottle",

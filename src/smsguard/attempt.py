@@ -69,6 +69,8 @@ class Attempt(NamedTuple):
     content_id: str | None = None
     ip: IPv4Address | IPv6Address | None = None
     context: Mapping[str, Any] = MappingProxyType({})
+    region: str | None = None
+    """The number's ISO region (``"CN"``; ``"AI"`` for +1 264), None where phonenumbers has none."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision

@@ -17,7 +17,7 @@ Three things outlive an outage here:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final, Literal
 
@@ -25,6 +25,7 @@ from smsguard import attempt as codes
 from smsguard.attempt import Decision
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import BackendUnavailable, ConfigError
+from smsguard.events import BACKEND_DOWN, BACKEND_UP
 from smsguard.plan import Change, Flag, Plan, Receipt, SetFlag
 
 log = logging.getLogger("smsguard")
@@ -58,6 +59,8 @@ class Breaker:
         self.answered_at = float("-inf")
         """When the latest job the backend answered began (the guard's clock)."""
         self._on: set[str] = set()  # flags last read (or set through the guard) as on
+        self.notify: Callable[[str, str | None], None] = lambda kind, detail: None
+        """Told ``("backend_down", what failed)`` and ``("backend_up", None)``."""
         self._max_pending = max_pending
 
     # -- the backend answered ------------------------------------------------------------
@@ -68,6 +71,7 @@ class Breaker:
         if self.down_until:
             log.warning("smsguard: backend reachable again")
             self.down_until = 0.0
+            self.notify(BACKEND_UP, None)
         flags = plan.job.flags
         if flags:
             self._mirror(flags if decision_flag < 0 else flags[: decision_flag + 1], decision_flag)
@@ -105,6 +109,7 @@ class Breaker:
         if not exc.partial and self.answered_at <= plan.job.now:
             if not self.down_until:
                 log.warning("smsguard: backend unavailable (%s); fail mode %r", exc, self.mode)
+                self.notify(BACKEND_DOWN, str(exc))
             self.down_until = plan.job.now + self.retry_interval
         decision = self.degraded(plan)
         if sent and not decision.allowed and plan.job.counters:

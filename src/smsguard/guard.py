@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from time import perf_counter
 from typing import Any
 
 from smsguard.attempt import Decision
@@ -17,6 +18,7 @@ from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.breaker import Breaker, FailMode
 from smsguard.errors import BackendUnavailable, Denied
+from smsguard.events import Listener, Reporter
 from smsguard.phone import Digest, check_region
 from smsguard.plan import SetFlag
 from smsguard.planner import IPLike, Planner
@@ -36,6 +38,9 @@ class Guard:
     an in-process MemoryBackend. In every mode the flags last read from the backend (the
     switch, shared list entries) stay in force. After a failure the backend is left alone for
     ``retry_interval`` seconds, then tried again, so recovery needs no restart.
+
+    ``listeners`` are called with an ``Event`` after every decision, refund, and change of the
+    backend's state (see ``smsguard.events``); each denial is also logged at INFO.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class Guard:
         secret: str | bytes | None = None,
         retry_interval: float = 5.0,
         phone_cache: int = 4096,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         self.default_region = check_region(default_region)
@@ -60,6 +66,9 @@ class Guard:
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
         self.breaker = Breaker(fail_mode, retry_interval)
+        self.reporter = Reporter(listeners, self.planner)
+        """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
+        self.breaker.notify = lambda kind, detail: self.reporter.backend(kind, self.clock(), detail)
         self.clock: Callable[[], float] = clock or time.time
 
     @property
@@ -95,6 +104,32 @@ class Guard:
         context: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Judge one attempt. Raises InvalidInput (InvalidPhone, MissingSubject) on bad input."""
+        reporter = self.reporter
+        started = perf_counter() if reporter.listeners else None
+        decision = self._check(phone, content, ip, context)
+        if reporter.listeners or (not decision.allowed and log.isEnabledFor(logging.INFO)):
+            reporter.decision(decision, ip, self.clock(), started, perf_counter())
+        return decision
+
+    async def acheck(
+        self,
+        phone: str,
+        *,
+        content: str | None = None,
+        ip: IPLike | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """``check`` for async code: the backend is awaited, never blocking the loop."""
+        reporter = self.reporter
+        started = perf_counter() if reporter.listeners else None
+        decision = await self._acheck(phone, content, ip, context)
+        if reporter.listeners or (not decision.allowed and log.isEnabledFor(logging.INFO)):
+            reporter.decision(decision, ip, self.clock(), started, perf_counter())
+        return decision
+
+    def _check(
+        self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
+    ) -> Decision:
         plan = self.planner.plan(phone, content, ip, context, self.clock())
         if isinstance(plan, Decision):
             return plan
@@ -115,15 +150,9 @@ class Guard:
             breaker.succeeded(plan, outcome.flag)
         return plan.decide(outcome)
 
-    async def acheck(
-        self,
-        phone: str,
-        *,
-        content: str | None = None,
-        ip: IPLike | None = None,
-        context: Mapping[str, Any] | None = None,
+    async def _acheck(
+        self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
     ) -> Decision:
-        """``check`` for async code: the backend is awaited, never blocking the loop."""
         plan = self.planner.plan(phone, content, ip, context, self.clock())
         if isinstance(plan, Decision):
             return plan
@@ -168,6 +197,7 @@ class Guard:
         A receipt is spent once: refunding the same decision again gives nothing more. A refund
         that cannot reach the backend is sent when it answers again.
         """
+        self.reporter.refund(decision, self.clock())
         if self.breaker.refund(decision.receipt):
             try:
                 self._flush()
@@ -176,6 +206,7 @@ class Guard:
 
     async def arefund(self, decision: Decision) -> None:
         """``refund`` for async code."""
+        self.reporter.refund(decision, self.clock())
         if self.breaker.refund(decision.receipt):
             try:
                 await self._aflush()
@@ -220,7 +251,8 @@ class Guard:
 
     def identify(self, phone: str) -> tuple[str, str]:
         """(E.164, keyed hash) of ``phone``; raises InvalidPhone."""
-        return self.planner.identify(phone)
+        e164, phone_id, _ = self.planner.identify(phone)
+        return e164, phone_id
 
     def _list_entry(self, policy: str, phone: str, on: bool) -> SetFlag:
         return SetFlag(self.planner.shared_list(policy).flag_key(self.identify(phone)[1]), on)

@@ -70,6 +70,12 @@ def normalize(raw: str, region: str | None = None) -> str:
     Spaces, dashes, brackets, the ``00`` (or other national) international prefix and
     full-width digits are all accepted; ``region`` reads numbers typed without a country code.
     """
+    return identify(raw, region)[0]
+
+
+def identify(raw: str, region: str | None = None) -> tuple[str, str | None]:
+    """(E.164, ISO region of the number: ``"CN"``, ``"AI"`` for +1 264) of ``raw``, or
+    InvalidPhone, as ``normalize``."""
     where = f" for region {region}" if region else ""
     if not isinstance(raw, str):
         raise InvalidPhone(f"a phone number must be a string, not {type(raw).__name__}")
@@ -84,7 +90,8 @@ def normalize(raw: str, region: str | None = None) -> str:
         possible = phonenumbers.is_possible_number_with_reason(number)
         why = _WHY_IMPOSSIBLE.get(possible, "no such number range")
         raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164, phonenumbers.region_code_for_number(number)
 
 
 class Digest:

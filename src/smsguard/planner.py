@@ -13,7 +13,7 @@ from typing import Any, Final
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput
-from smsguard.phone import Digest, canonical, normalize
+from smsguard.phone import Digest, canonical, identify
 from smsguard.plan import Counter, Flag, Job, Plan
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
 
@@ -44,12 +44,12 @@ class Planner:
         self._identify = functools.lru_cache(maxsize=cache)(self._identify_uncached)
         self._ip = functools.lru_cache(maxsize=cache)(ipaddress.ip_address)
 
-    def _identify_uncached(self, phone: str) -> tuple[str, str]:
-        e164 = normalize(phone, self.region)
-        return e164, self.digest.hash(e164)  # this cache holds it: keep it out of the digest's
+    def _identify_uncached(self, phone: str) -> tuple[str, str, str | None]:
+        e164, region = identify(phone, self.region)
+        return e164, self.digest.hash(e164), region  # this cache holds the hash: not the digest's
 
-    def identify(self, phone: str) -> tuple[str, str]:
-        """(E.164, keyed hash) of ``phone``; raises InvalidPhone."""
+    def identify(self, phone: str) -> tuple[str, str, str | None]:
+        """(E.164, keyed hash, ISO region) of ``phone``; raises InvalidPhone."""
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         return self._identify(canonical(phone))
@@ -68,7 +68,7 @@ class Planner:
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id = self._identify(canonical(phone))  # identify(), inlined on the hot path
+        e164, phone_id, region = self._identify(canonical(phone))  # identify(), inlined: the hot path
         if ip is not None and not isinstance(ip, _ADDRESS):
             try:
                 ip = self._ip(ip)
@@ -83,6 +83,7 @@ class Planner:
             None if content is None else digest(content),
             ip,
             _NO_CONTEXT if context is None else context,
+            region,
         )
         flags: list[Flag] = []
         counters: list[Counter] = []

@@ -1,0 +1,140 @@
+"""Events: what a guard tells its listeners, and its denial log.
+
+A listener is any callable taking an ``Event`` (structlog's processors and httpx's
+``event_hooks`` are the models): metrics, audit logs and statistics readers are listeners, and
+the decision path stays as it is. A listener's exception is logged, never raised into the request.
+
+Nothing here carries a plain number or content (semantics 16): an event holds the keyed hash of
+the number, its country, and the client network as the guard counts it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from smsguard.attempt import Decision
+
+if TYPE_CHECKING:
+    from smsguard.planner import Planner
+
+log = logging.getLogger("smsguard")
+
+DECISION: Final = "decision"
+REFUND: Final = "refund"
+BACKEND_DOWN: Final = "backend_down"
+"""The backend stopped answering: the fail mode applies from now on."""
+BACKEND_UP: Final = "backend_up"
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something the guard did. Which fields are set depends on ``kind``."""
+
+    kind: str
+    """``decision``, ``refund``, ``backend_down`` or ``backend_up``."""
+    at: float
+    """The guard's clock."""
+    allowed: bool | None = None
+    policy: str | None = None
+    """The policy that denied (or exempted) the attempt."""
+    reason: str | None = None
+    """The reason code (``daily_cap``, ``fail_open``...)."""
+    refusal: str | None = None
+    """The reason's kind when denied: ``limit``, ``forbidden``, ``unavailable``, ``challenge``."""
+    retry_after: float | None = None
+    country: str | None = None
+    """The number's ISO region (``"CN"``)."""
+    phone_hash: str | None = None
+    """The keyed hash the guard stores the number under: never the number itself."""
+    network: str | None = None
+    """The client network as IPThrottle counts it (``"203.0.113.7"``, ``"2001:db8::/64"``)."""
+    duration: float | None = None
+    """Seconds the guard took over a decision."""
+    detail: str | None = None
+    """For ``backend_down``: what failed."""
+
+
+Listener = Callable[[Event], Any]
+
+
+class Reporter:
+    """A guard's listeners and its denial log: one INFO record per denial on the ``smsguard``
+    logger, with the event's fields in the record (``extra``) for JSON log handlers."""
+
+    def __init__(self, listeners: Iterable[Listener], planner: Planner) -> None:
+        self.listeners: list[Listener] = list(listeners)
+        self._planner = planner
+        from smsguard.policies import IPThrottle
+
+        throttle = next((p for p in planner.policies if isinstance(p, IPThrottle)), None)
+        self._network: Callable[[Address], str] = throttle.network if throttle else str
+
+    def decision(self, decision: Decision, ip: Any, at: float, started: float | None, ended: float) -> None:
+        """Report ``decision`` (to the listeners, and to the log if denied)."""
+        if not self.listeners and (decision.allowed or not log.isEnabledFor(logging.INFO)):
+            return
+        _, phone_hash, country = self._planner.identify(decision.phone)
+        event = Event(
+            DECISION,
+            at,
+            decision.allowed,
+            decision.policy,
+            decision.reason,
+            None if decision.allowed else decision.kind,
+            decision.retry_after,
+            country,
+            phone_hash,
+            self.network(ip),
+            None if started is None else ended - started,
+        )
+        if not decision.allowed and log.isEnabledFor(logging.INFO):
+            log.info(
+                "smsguard: denied by %s (%s), retry after %s s; country %s, number %s, client %s",
+                event.policy,
+                event.reason,
+                event.retry_after,
+                event.country,
+                event.phone_hash,
+                event.network,
+                extra={
+                    "policy": event.policy,
+                    "reason": event.reason,
+                    "retry_after": event.retry_after,
+                    "country": event.country,
+                    "phone_hash": event.phone_hash,
+                    "client_network": event.network,
+                },
+            )
+        self.emit(event)
+
+    def refund(self, decision: Decision, at: float) -> None:
+        if self.listeners and decision.receipt is not None:
+            _, phone_hash, country = self._planner.identify(decision.phone)
+            self.emit(Event(REFUND, at, True, country=country, phone_hash=phone_hash))
+
+    def backend(self, kind: str, at: float, detail: str | None = None) -> None:
+        if self.listeners:
+            self.emit(Event(kind, at, detail=detail))
+
+    def network(self, ip: Any) -> str | None:
+        """The client network of ``ip`` (a string or an address), as IPThrottle counts it."""
+        if ip is None:
+            return None
+        try:
+            address = ip if isinstance(ip, Address) else ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        return self._network(address)
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("smsguard: listener %r failed on a %s event", listener, event.kind)
