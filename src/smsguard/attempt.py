@@ -96,6 +96,8 @@ class Decision:
     kind: str | None = None
     """What kind of refusal (``limit``, ``forbidden``, ``unavailable``, ``challenge``); None
     when allowed."""
+    degraded: bool = False
+    """Decided by the fail mode, the backend being unreachable."""
 
     def __bool__(self) -> bool:
         return self.allowed

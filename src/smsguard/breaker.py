@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Final, Literal
 
 from smsguard import attempt as codes
@@ -120,18 +119,22 @@ class Breaker:
         """The decision while the backend is down: the mirrored flags first, then by fail mode."""
         if self.mode == "local":
             decision = plan.decide(self.local.run(plan.job))
-            if decision.receipt is None:
-                return decision
-            return replace(decision, receipt=decision.receipt._replace(fallback=True))
-        flags_only = plan.flags_only()
-        out = self.local.run(flags_only.job)
-        if out.flag >= 0 or plan.final is not None:
-            return flags_only.decide(out)
-        phone = plan.attempt.phone
-        if self.mode == "open":
-            return Decision(True, phone, None, codes.FAIL_OPEN)
-        retry = max(self.down_until - plan.job.now, 1.0)
-        return Decision(False, phone, None, codes.BACKEND_UNAVAILABLE, retry, kind=codes.UNAVAILABLE)
+            if decision.receipt is not None:
+                decision.receipt = decision.receipt._replace(fallback=True)
+        else:
+            flags_only = plan.flags_only()
+            out = self.local.run(flags_only.job)
+            if out.flag >= 0 or plan.final is not None:
+                decision = flags_only.decide(out)
+            elif self.mode == "open":
+                decision = Decision(True, plan.attempt.phone, None, codes.FAIL_OPEN)
+            else:
+                retry = max(self.down_until - plan.job.now, 1.0)
+                decision = Decision(
+                    False, plan.attempt.phone, None, codes.BACKEND_UNAVAILABLE, retry, kind=codes.UNAVAILABLE
+                )
+        decision.degraded = True
+        return decision
 
     # -- writes -------------------------------------------------------------------------
 

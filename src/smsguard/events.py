@@ -58,6 +58,9 @@ class Event:
     """Seconds the guard took over a decision."""
     detail: str | None = None
     """For ``backend_down``: what failed."""
+    fail_mode: str | None = None
+    """For a decision the fail mode made (the backend unreachable): ``open``, ``closed`` or
+    ``local``."""
 
 
 Listener = Callable[[Event], Any]
@@ -67,9 +70,9 @@ class Reporter:
     """A guard's listeners and its denial log: one INFO record per denial on the ``smsguard``
     logger, with the event's fields in the record (``extra``) for JSON log handlers."""
 
-    def __init__(self, listeners: Iterable[Listener], planner: Planner) -> None:
+    def __init__(self, listeners: Iterable[Listener], planner: Planner, fail_mode: str) -> None:
         self.listeners: list[Listener] = list(listeners)
-        self._planner = planner
+        self._planner, self._fail_mode = planner, fail_mode
         from smsguard.policies import IPThrottle
 
         throttle = next((p for p in planner.policies if isinstance(p, IPThrottle)), None)
@@ -92,6 +95,7 @@ class Reporter:
             phone_hash,
             self.network(ip),
             None if started is None else ended - started,
+            fail_mode=self._fail_mode if decision.degraded else None,
         )
         if not decision.allowed and log.isEnabledFor(logging.INFO):
             log.info(

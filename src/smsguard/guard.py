@@ -66,7 +66,7 @@ class Guard:
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
         self.breaker = Breaker(fail_mode, retry_interval)
-        self.reporter = Reporter(listeners, self.planner)
+        self.reporter = Reporter(listeners, self.planner, fail_mode)
         """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
         self.breaker.notify = lambda kind, detail: self.reporter.backend(kind, self.clock(), detail)
         self.clock: Callable[[], float] = clock or time.time

@@ -1,0 +1,76 @@
+"""Prometheus metrics (metrics.py), read back by scraping a real prometheus_client registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import Clock, Unplugged
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from smsguard import DailyCap, Guard, SameContent
+from smsguard.metrics import PrometheusMetrics
+
+VICTIM = "+8613800138000"
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition text, by name and labels: what a Prometheus server reads."""
+    text = generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_decisions_latency_backend_and_fail_mode(clock: Clock) -> None:
+    registry = CollectorRegistry()
+    backend = Unplugged()
+    guard = Guard(
+        [SameContent(), DailyCap(2)],
+        backend=backend,
+        clock=clock,
+        secret="s",
+        fail_mode="local",
+        listeners=[PrometheusMetrics(registry)],
+    )
+    guard.check(VICTIM, content="a")
+    guard.check(VICTIM, content="a")  # same_content
+    refunded = asyncio.run(guard.acheck(VICTIM, content="b"))
+    guard.refund(refunded)
+    backend.down = True
+    guard.check(VICTIM, content="c")  # the local fail mode decides, and the backend is down
+    samples = scrape(registry)
+    assert samples[("smsguard_decisions_total", (("allowed", "true"), ("policy", ""), ("reason", "")))] == 3
+    denied = (("allowed", "false"), ("policy", "same_content"), ("reason", "same_content"))
+    assert samples[("smsguard_decisions_total", denied)] == 1
+    assert samples[("smsguard_decision_seconds_count", ())] == 4
+    assert samples[("smsguard_decision_seconds_sum", ())] > 0
+    assert samples[("smsguard_refunds_total", ())] == 1
+    assert samples[("smsguard_fail_mode_decisions_total", (("mode", "local"),))] == 1
+    assert samples[("smsguard_backend_up", ())] == 0
+    backend.down = False
+    clock.advance(5)
+    guard.check(VICTIM, content="d")
+    assert scrape(registry)[("smsguard_backend_up", ())] == 1
+
+
+def test_labels_never_carry_a_number_or_an_address() -> None:
+    registry = CollectorRegistry()
+    guard = Guard([DailyCap(1)], secret="s", default_region="CN", listeners=[PrometheusMetrics(registry)])
+    for n in range(20):
+        guard.check(f"+86138001380{n:02d}", ip=f"203.0.113.{n}")
+        guard.check(f"+86138001380{n:02d}", ip=f"203.0.113.{n}")
+    text = generate_latest(registry).decode()
+    assert "138001380" not in text
+    assert "203.0.113" not in text
+    assert (
+        scrape(registry)[
+            (
+                "smsguard_decisions_total",
+                (("allowed", "false"), ("policy", "daily_cap"), ("reason", "daily_cap")),
+            )
+        ]
+        == 20
+    )
