@@ -11,6 +11,7 @@ import pytest
 from conftest import Clock, Unplugged, admitted_by_threads
 
 from smsguard import (
+    Blacklist,
     ConfigError,
     DailyCap,
     Decision,
@@ -22,6 +23,7 @@ from smsguard import (
     PhoneRate,
     Policy,
     SameContent,
+    Usage,
 )
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
@@ -234,3 +236,49 @@ def test_refund_goes_to_the_backend_that_counted(clock: Clock) -> None:
     assert guard.check(VICTIM).remaining == {"daily_cap": 1}
     backend.down = True
     assert guard.check(VICTIM).remaining == {"daily_cap": 1}, "the local hit was refunded"
+
+
+# -- one number: status and reset ---------------------------------------------------------
+
+
+def test_status_reads_every_counter_of_a_number_and_takes_nothing(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    guard = make_guard([SameContent(), DailyCap(3), PhoneRate("1/minute;5/hour"), IPThrottle("20/hour")])
+    guard.check(VICTIM, content="a", ip="203.0.113.1")
+    clock.advance(10)
+    status = guard.status("138 0013 8000")
+    assert status == [
+        Usage("daily_cap", 1, 3, 2, None),
+        Usage("phone_rate", 1, 1, 0, 50.0),  # full: frees when the hit 10 s ago is a minute old
+        Usage("phone_rate", 1, 5, 4, None),
+    ], "SameContent and IPThrottle have no subject given: passed over"
+    assert guard.status(VICTIM) == status, "reading took nothing"
+    with_all = asyncio.run(guard.astatus(VICTIM, content="a", ip="203.0.113.1"))
+    assert [u.policy for u in with_all] == [
+        "same_content",
+        "daily_cap",
+        "phone_rate",
+        "phone_rate",
+        "ip_throttle",
+    ]
+    assert with_all[0] == Usage("same_content", 1, 1, 0, 20.0)
+    clock.advance(60)
+    assert guard.check(VICTIM, content="b", ip="203.0.113.1").remaining["daily_cap"] == 1
+
+
+def test_reset_forgets_a_numbers_counters_not_its_list_entries(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Blacklist(shared=True), SameContent(), DailyCap(2), IPThrottle("20/hour")])
+    other = "+8613900139000"
+    for content in "ab":
+        guard.check(VICTIM, content=content, ip="203.0.113.1")
+    guard.check(other, content="a", ip="203.0.113.1")
+    assert guard.check(VICTIM, content="c", ip="203.0.113.1").reason == "daily_cap"
+    guard.reset("138 0013 8000")
+    assert [u.used for u in guard.status(VICTIM, content="a")] == [0, 0], "its counters are gone"
+    assert guard.status(other)[0].used == 1, "another number's stay"
+    assert guard.status(VICTIM, ip="203.0.113.1")[-1].used == 3, "the client's IP count stays"
+    assert guard.check(VICTIM, content="a", ip="203.0.113.1").allowed
+    guard.add_number("blacklist", other)
+    asyncio.run(guard.areset(other))
+    assert guard.check(other, content="z", ip="203.0.113.2").reason == "blacklisted", "list entries stay"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from smsguard.attempt import Attempt, Decision
+from smsguard.attempt import Attempt, Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import (
@@ -20,7 +20,7 @@ from smsguard.errors import (
 from smsguard.events import Event
 from smsguard.guard import Guard
 from smsguard.phone import normalize
-from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag
 from smsguard.policies import (
     EXEMPT,
     Blacklist,
@@ -63,6 +63,7 @@ __all__ = [
     "Deny",
     "Event",
     "Flag",
+    "Forget",
     "Guard",
     "IPThrottle",
     "InvalidInput",
@@ -79,6 +80,7 @@ __all__ = [
     "SetFlag",
     "SmsguardError",
     "Suspend",
+    "Usage",
     "Whitelist",
     "normalize",
 ]

@@ -73,6 +73,18 @@ class Attempt(NamedTuple):
     """The number's ISO region (``"CN"``; ``"AI"`` for +1 264), None where phonenumbers has none."""
 
 
+class Usage(NamedTuple):
+    """One counter of a number, as ``Guard.status`` reads it."""
+
+    policy: str
+    used: int
+    """Live hits now."""
+    limit: int
+    remaining: int
+    frees_in: float | None
+    """Seconds until a slot frees, when the counter is full; None while it has room."""
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision
 class Decision:
     """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``.

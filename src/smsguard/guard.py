@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from time import perf_counter
 from typing import Any
 
-from smsguard.attempt import Decision
+from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.breaker import Breaker, FailMode
 from smsguard.errors import BackendUnavailable, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.phone import Digest, check_region
-from smsguard.plan import SetFlag
+from smsguard.plan import Forget, Outcome, Plan, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import DailyCap, Policy, SameContent
 from smsguard.settings import Settings
@@ -249,6 +249,37 @@ class Guard:
         """``remove_number`` for async code."""
         await self._awrite(self._list_entry(policy, phone, False))
 
+    # -- one number: its counters read, or forgotten ---------------------------------------
+
+    def status(self, phone: str, *, content: str | None = None, ip: IPLike | None = None) -> list[Usage]:
+        """The counters that hold ``phone`` now (and ``content``'s and ``ip``'s, where given):
+        used, limit, remaining, and when a full one frees a slot. Nothing is consumed; the
+        DailyCap's ``used`` is today's sends. Raises BackendUnavailable if the backend is down."""
+        plan = self.planner.peek(phone, content, ip, self.clock())
+        return _usage(plan, self.backend.run(plan.job))
+
+    async def astatus(
+        self, phone: str, *, content: str | None = None, ip: IPLike | None = None
+    ) -> list[Usage]:
+        """``status`` for async code."""
+        plan = self.planner.peek(phone, content, ip, self.clock())
+        return _usage(plan, await self.backend.arun(plan.job))
+
+    def reset(self, phone: str) -> None:
+        """Forget every counter of ``phone`` (a support agent unblocking a user); its list
+        entries stay. Like a flag change, it holds here at once and, if the backend cannot be
+        reached, is sent when it answers again (BackendUnavailable says so)."""
+        self._write(self._forget(phone))
+
+    async def areset(self, phone: str) -> None:
+        """``reset`` for async code."""
+        await self._awrite(self._forget(phone))
+
+    def _forget(self, phone: str) -> Forget:
+        forget = Forget(self.identify(phone)[1])
+        self.breaker.local.apply((forget,))
+        return forget
+
     def identify(self, phone: str) -> tuple[str, str]:
         """(E.164, keyed hash) of ``phone``; raises InvalidPhone."""
         e164, phone_id, _ = self.planner.identify(phone)
@@ -257,13 +288,15 @@ class Guard:
     def _list_entry(self, policy: str, phone: str, on: bool) -> SetFlag:
         return SetFlag(self.planner.shared_list(policy).flag_key(self.identify(phone)[1]), on)
 
-    def _write(self, change: SetFlag) -> None:
-        self.breaker.written(change)
+    def _write(self, change: SetFlag | Forget) -> None:
+        if isinstance(change, SetFlag):
+            self.breaker.written(change)
         self.breaker.owe(change)
         self._flush()
 
-    async def _awrite(self, change: SetFlag) -> None:
-        self.breaker.written(change)
+    async def _awrite(self, change: SetFlag | Forget) -> None:
+        if isinstance(change, SetFlag):
+            self.breaker.written(change)
         self.breaker.owe(change)
         await self._aflush()
 
@@ -277,3 +310,14 @@ class Guard:
         owed = tuple(self.breaker.pending)
         await self.backend.aapply(owed)
         self.breaker.flushed(owed)
+
+
+def _usage(plan: Plan, out: Outcome) -> list[Usage]:
+    """Each counter of a read-only plan, as its owner, used, limit, remaining, frees-in."""
+    waits = out.waits or (0.0,) * len(out.counts)
+    return [
+        Usage(owner.name, n, counter.limit, max(counter.limit - n, 0), wait or None)
+        for counter, owner, n, wait in zip(
+            plan.job.counters, plan.counter_owners, out.counts, waits, strict=True
+        )
+    ]

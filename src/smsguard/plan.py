@@ -70,6 +70,8 @@ class Job(NamedTuple):
     """Unique per attempt: names its hits, so that a refund removes exactly them."""
     flags: tuple[Flag, ...]
     counters: tuple[Counter, ...]
+    commit: bool = True
+    """False to only read: counts and waits, nothing taken (``Guard.status``)."""
 
 
 class Outcome(NamedTuple):
@@ -128,9 +130,16 @@ class SetFlag(NamedTuple):
     on: bool = True
 
 
-Change = Union[Receipt, SetFlag]  # noqa: UP007 (a runtime alias)
-"""A write a backend applies: a refund (a Receipt, applied once however often it is given) or a
-flag change."""
+class Forget(NamedTuple):
+    """Drop every counter of ``subject`` (a number's hash): ``Guard.reset``. Flags (list entries)
+    stay."""
+
+    subject: str
+
+
+Change = Union[Receipt, SetFlag, Forget]  # noqa: UP007 (a runtime alias)
+"""A write a backend applies: a refund (a Receipt, applied once however often it is given), a
+flag change, or a subject's counters forgotten."""
 
 
 class Plan(NamedTuple):

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, canonical, identify
 from smsguard.plan import Counter, Flag, Job, Plan
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
@@ -61,9 +61,11 @@ class Planner:
         ip: IPLike | None,
         context: Mapping[str, Any] | None,
         now: float,
+        lenient: bool = False,
     ) -> Plan | Decision:
         """Build the attempt and ask every policy. A fixed list verdict with no shared flag
-        before it decides at once, with no backend call."""
+        before it decides at once, with no backend call. ``lenient`` (for reading, not
+        deciding) passes over list verdicts and policies whose subject is missing."""
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
@@ -91,7 +93,15 @@ class Planner:
         counter_owners: list[Policy] = []
         final: Decision | None = None
         for policy in self.policies:
-            review = policy.review(attempt, now)
+            if lenient:
+                try:
+                    review = policy.review(attempt, now)
+                except MissingSubject:
+                    continue
+                if review is EXEMPT or isinstance(review, Deny):
+                    continue
+            else:
+                review = policy.review(attempt, now)
             if review is EXEMPT:
                 final = Decision(True, e164, policy.name, codes.EXEMPT)
             elif isinstance(review, Deny):
@@ -119,6 +129,14 @@ class Planner:
             break
         job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
         return Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final)
+
+    def peek(self, phone: str, content: str | None, ip: IPLike | None, now: float) -> Plan:
+        """A read-only plan of the counters that hold ``phone`` (and ``content`` and ``ip``
+        where given): the policies whose subject is missing, and list verdicts, are passed over."""
+        plan = self.plan(phone, content, ip, None, now, lenient=True)
+        if isinstance(plan, Decision):  # lenient plans never decide at once
+            raise AssertionError(plan)
+        return plan._replace(job=plan.job._replace(flags=(), commit=False), flag_owners=(), final=None)
 
     def shared_list(self, name: str) -> NumberList:
         """The Whitelist/Blacklist named ``name`` that keeps a shared list in the backend."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag
 
-__all__ = ["Backend", "Change", "Counter", "Flag", "Job", "Outcome", "Receipt", "SetFlag"]
+__all__ = ["Backend", "Change", "Counter", "Flag", "Forget", "Job", "Outcome", "Receipt", "SetFlag"]
 
 
 @runtime_checkable
@@ -23,7 +23,8 @@ class Backend(Protocol):
     """True when several processes see the same state (the guard then needs a shared secret)."""
 
     def run(self, job: Job) -> Outcome:
-        """Read the flags in order, then check every counter and consume all or none."""
+        """Read the flags in order, then check every counter and consume all or none (none when
+        ``job.commit`` is False)."""
         ...
 
     async def arun(self, job: Job) -> Outcome:

@@ -8,7 +8,7 @@ import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 
-from smsguard.plan import Change, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Forget, Job, Outcome, Receipt, SetFlag
 
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
@@ -68,7 +68,7 @@ class MemoryBackend:
                     # The slot frees when the (n - limit + 1)-th oldest live hit expires.
                     waits[i] = live[n - counter.limit] - now
                 counts.append(n)
-            if waits:
+            if waits or not job.commit:
                 return Outcome(-1, tuple(counts), tuple(waits))
             for key, _, at in job.counters:
                 self._add(key, at, now)
@@ -83,6 +83,10 @@ class MemoryBackend:
             for change in changes:
                 if isinstance(change, SetFlag):
                     (self._flags.add if change.on else self._flags.discard)(change.key)
+                elif isinstance(change, Forget):
+                    tag = "{" + change.subject + "}"
+                    for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
+                        del self._hits[key]  # the sweep finds it gone
                 elif change.counters:
                     self._refund(change)
 

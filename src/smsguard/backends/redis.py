@@ -35,14 +35,15 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Job, Outcome, Receipt
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt
 
 log = logging.getLogger("smsguard")
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
 
 # A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
-# ("apply", changes) -> None (one pipeline: ZREM per refunded hit, SET or DEL per flag).
+# ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("apply", changes, keys) ->
+# None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL per flag).
 Request = tuple[Any, ...]
 
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
@@ -241,7 +242,7 @@ class RedisBackend:
 
     def _steps_run(self, job: Job) -> Steps:
         if not self.cluster:
-            reply = yield self._eval(job, job.flags, job.counters)
+            reply = yield self._eval(job, job.flags, job.counters, commit=job.commit)
             return _outcome(reply, len(job.counters))
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
@@ -259,22 +260,33 @@ class RedisBackend:
             group = tuple(job.counters[i] for i in indexes)
             # Once one is full, the other slots are only checked (nothing written), so that
             # the denial names the counter that frees last, as on a single node.
-            out = _outcome((yield self._eval(job, (), group, commit=not full)), len(group))
+            out = _outcome((yield self._eval(job, (), group, commit=job.commit and not full)), len(group))
             for k, i in enumerate(indexes):
                 counts[i] = out.counts[k]
                 if out.waits:
                     waits[i] = out.waits[k]
             if out.waits:
                 full = True
-            elif not full:
+            elif not full and job.commit:
                 taken.extend(group)
         if full and taken:
             yield from self._steps_apply((Receipt(job.token, tuple(taken)),))
         return Outcome(-1, tuple(counts), tuple(waits) if full else ())
 
     def _steps_apply(self, changes: Sequence[Change]) -> Steps:
+        # A forgotten subject's keys are found first (a scan, every node of a cluster), then
+        # deleted with the other changes, counters only: its list entries are not counters.
+        forgotten: list[Any] = []
+        for change in changes:
+            if isinstance(change, Forget):
+                keys = yield ("scan", f"{_glob_escape(self.prefix)}*{{{_glob_escape(change.subject)}}}*")
+                if keys:
+                    types = yield ("types", keys)
+                    forgotten += [
+                        key for key, kind in zip(keys, types, strict=True) if kind in (b"zset", "zset")
+                    ]
         if changes:
-            yield ("apply", changes)
+            yield ("apply", changes, forgotten)
         return Outcome()
 
     def _eval(
@@ -326,6 +338,8 @@ class RedisBackend:
                 return client.evalsha(self._sha or self._load(client), len(keys), *keys, *args)
             except rx.NoScriptError:  # Redis restarted or flushed its scripts: load, then retry once
                 return client.evalsha(self._load(client), len(keys), *keys, *args)
+        if kind == "scan":
+            return list(client.scan_iter(match=request[1], count=1000))
         return self._pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _asend(self, client: Any, request: Request) -> Any:
@@ -336,16 +350,22 @@ class RedisBackend:
                 return await client.evalsha(self._sha or await self._aload(client), len(keys), *keys, *args)
             except rx.NoScriptError:
                 return await client.evalsha(await self._aload(client), len(keys), *keys, *args)
+        if kind == "scan":
+            return [key async for key in client.scan_iter(match=request[1], count=1000)]
         return await self._pipeline(client.pipeline(transaction=False), request).execute()
 
     def _pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
-        kind, items = request
-        if kind == "exists":
+        kind, items, *forgotten = request
+        if kind in ("exists", "types"):
             for key in items:
-                pipe.exists(key)
+                (pipe.exists if kind == "exists" else pipe.type)(key)
             return pipe
+        for key in forgotten[0]:  # the counters of forgotten subjects, found by a scan
+            pipe.delete(key)
         for change in items:
+            if isinstance(change, Forget):
+                continue
             if isinstance(change, Receipt):
                 for counter in change.counters:
                     pipe.zrem(self.prefix + counter.key, change.token)
