@@ -86,7 +86,9 @@ class Guard:
         read = Settings(settings, prefix)
         return cls(
             settings_policies(read),
-            backend=backend_from_url(read.string("STORAGE_URI", "memory://")),
+            backend=backend_from_url(
+                read.string("STORAGE_URI", "memory://"), prefix=read.string("KEY_PREFIX", "smsguard:")
+            ),
             default_region=read.optional("DEFAULT_REGION"),
             fail_mode=read.string("FAIL_MODE", "local"),  # type: ignore[arg-type]  # Breaker checks it
             secret=read.optional("SECRET"),

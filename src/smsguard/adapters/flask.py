@@ -53,6 +53,9 @@ class SMSGuard:
         options = {**Gate.settings(config), **self._options}
         enabled = Settings(config).boolean("ENABLED", True)
         app.extensions["smsguard"] = _State(guard, options, enabled)
+        from smsguard.cli import commands
+
+        app.cli.add_command(commands(lambda _: guard, config=False))  # flask smsguard status ...
 
     @property
     def guard(self) -> Guard:

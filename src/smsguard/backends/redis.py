@@ -224,6 +224,35 @@ class RedisBackend:
     async def aapply(self, changes: Sequence[Change]) -> None:
         await self._adrive(self._steps_apply(changes))
 
+    def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
+        """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
+        script, the eviction policy, and the app's clock (``now``) against Redis's ``TIME``."""
+        try:
+            client = self._sync_client()
+            client.ping()
+        except Exception as exc:
+            return [("backend answers", False, str(_failure(exc, False)))]
+        found: list[tuple[str, bool, str]] = [("backend answers", True, "PING: PONG")]
+        try:
+            sha = self._sha or self._load(client)
+            loaded = all(client.script_exists(sha))
+            found.append(("script loaded", loaded, sha))
+        except Exception as exc:
+            found.append(("script loaded", False, str(exc)))
+        try:
+            policies = set(_policies(client.config_get("maxmemory-policy")))
+            safe = policies <= {SAFE_POLICY}
+            found.append(("maxmemory-policy", safe, ", ".join(sorted(policies)) or "unknown"))
+        except rx.ResponseError:
+            found.append(("maxmemory-policy", True, "CONFIG is off limits here: not checked"))
+        try:
+            seconds, micros = _redis_time(client.time())
+            skew = now - (seconds + micros / 1e6)
+            found.append(("clock", abs(skew) < 1.0, f"app clock - Redis TIME = {skew:+.3f} s"))
+        except Exception as exc:
+            found.append(("clock", False, str(exc)))
+        return found
+
     def clear(self) -> None:
         """Delete every key under this backend's prefix."""
         client = self._sync_client()
@@ -445,6 +474,13 @@ class RedisBackend:
                 if any(p.startswith("allkeys") for p in policies)
                 else "",
             )
+
+
+def _redis_time(answer: Any) -> tuple[int, int]:
+    """A TIME answer as (seconds, microseconds); a cluster client's may be per node."""
+    if isinstance(answer, dict):
+        answer = next(iter(answer.values()))
+    return int(answer[0]), int(answer[1])
 
 
 def _policies(answer: Any) -> list[str]:

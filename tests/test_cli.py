@@ -1,0 +1,166 @@
+"""The smsguard command (cli.py), run as a subprocess against a real redis-server that a guard
+in this process fills; and the same commands under ``flask smsguard``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import unique_prefix
+from flask import Flask
+from servers import RedisServer, free_port
+
+from smsguard import Guard
+from smsguard.adapters.flask import SMSGuard
+
+VICTIM, OTHER = "+8613800138000", "+8613900139000"
+IP = "203.0.113.7"
+
+
+def settings(url: str, prefix: str) -> dict[str, str]:
+    return {
+        "SMSGUARD_STORAGE_URI": url,
+        "SMSGUARD_KEY_PREFIX": prefix,
+        "SMSGUARD_SECRET": "cli-test-secret",
+        "SMSGUARD_DEFAULT_REGION": "CN",
+        "SMSGUARD_SAME_CONTENT_WINDOW": "0",
+        "SMSGUARD_PHONE_RATE": "",
+        "SMSGUARD_SHARED_BLACKLIST": "true",
+    }
+
+
+def smsguard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SMSGUARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "smsguard", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.redis_server
+def test_the_command_reads_and_steers_what_another_process_counted(redis_server: RedisServer) -> None:
+    env = settings(redis_server.url, unique_prefix())
+    guard = Guard.from_settings(env)  # the app, in this process
+    for _ in range(3):
+        assert guard.check(VICTIM, ip=IP).allowed
+
+    code, out, _ = smsguard("--json", "status", "138 0013 8000", env=env)
+    assert code == 0
+    status = json.loads(out)
+    assert status["phone_hash"] == guard.identify(VICTIM)[1]
+    assert status["counters"] == [
+        {"policy": "daily_cap", "used": 3, "limit": 10, "remaining": 7, "frees_in": None}
+    ]
+    code, out, _ = smsguard("status", VICTIM, "--ip", IP, env=env)
+    assert code == 0
+    assert out.splitlines()[1].split() == ["daily_cap", "3", "10", "7", "-"], "a human table by default"
+    assert out.splitlines()[2].split()[:2] == ["ip_throttle", "3"]
+
+    assert smsguard("reset", VICTIM, env=env)[0] == 0
+    assert guard.status(VICTIM)[0].used == 0, "the app sees the reset"
+
+    assert smsguard("suspend", env=env)[:2] == (0, "suspended: sending is off\n")
+    assert guard.check(OTHER, ip=IP).reason == "suspended"
+    assert smsguard("resume", env=env)[0] == 0
+    assert guard.check(OTHER, ip=IP).allowed
+
+    assert smsguard("list", "add", "blacklist", OTHER, env=env)[0] == 0
+    assert guard.check(OTHER, ip=IP).reason == "blacklisted"
+    assert smsguard("list", "remove", "blacklist", OTHER, env=env)[0] == 0
+    assert guard.check(OTHER, ip=IP).allowed
+
+    code, out, _ = smsguard("--json", "check", env=env)
+    assert code == 0
+    assert {c["check"]: c["ok"] for c in json.loads(out)} == {
+        "backend answers": True,
+        "script loaded": True,
+        "maxmemory-policy": True,
+        "clock": True,
+    }
+
+
+@pytest.mark.redis_server
+def test_check_fails_on_an_evicting_redis(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, None, "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        code, out, _ = smsguard("check", env=settings(server.url, "c:"))
+    finally:
+        server.stop()
+    assert code == 1
+    assert "BAD maxmemory-policy: allkeys-lru" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (("status", "12"), {"SMSGUARD_DEFAULT_REGION": "CN"}, 2, "'12' is not a valid number"),
+        (("suspend",), {"SMSGUARD_SUSPENDABLE": "false"}, 2, "no Suspend policy"),
+        (("list", "add", "whitelist", VICTIM), {}, 2, "no Whitelist/Blacklist named 'whitelist'"),
+        (("status", VICTIM), {"SMSGUARD_DAILY_CAP": "ten"}, 2, "SMSGUARD_DAILY_CAP='ten' is not an integer"),
+        (("bogus",), {}, 2, "No such command"),
+    ],
+)
+def test_bad_commands_say_why_with_exit_code_2(
+    args: tuple[str, ...], env: dict[str, str], code: int, message: str
+) -> None:
+    result = smsguard(*args, env=env)
+    assert result[0] == code
+    assert message in result[2]
+
+
+def test_an_unreachable_backend_is_exit_code_1() -> None:
+    env = {**settings(f"redis://127.0.0.1:{free_port()}/0", "u:"), "SMSGUARD_FAIL_MODE": "closed"}
+    code, _, err = smsguard("suspend", env=env)
+    assert code == 1
+    assert "the backend cannot be reached" in err
+    code, out, _ = smsguard("check", env=env)
+    assert (code, out.split(":")[0]) == (1, "BAD backend answers")
+
+
+@pytest.mark.redis_server
+def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    config = tmp_path / "smsguard.toml"
+    config.write_text(
+        f'[smsguard]\nstorage_uri = "{redis_server.url}"\nkey_prefix = "{prefix}"\n'
+        'secret = "cli-test-secret"\ndefault_region = "CN"\ndaily_cap = 4\nphone_rate = ""\n'
+        "same_content_window = 0\n"
+    )
+    guard = Guard.from_settings(settings(redis_server.url, prefix))
+    guard.check(VICTIM, ip=IP)
+    code, out, _ = smsguard("--config", str(config), "--json", "status", VICTIM)
+    assert code == 0
+    assert json.loads(out)["counters"][0] == {
+        "policy": "daily_cap",
+        "used": 1,
+        "limit": 4,
+        "remaining": 3,
+        "frees_in": None,
+    }
+    bad = tmp_path / "bad.toml"
+    bad.write_text("daily_cap = [")
+    assert smsguard("--config", str(bad), "status", VICTIM)[0] == 2
+
+
+def test_flask_smsguard_shares_the_commands() -> None:
+    app = Flask(__name__)
+    app.config.update(SMSGUARD_DEFAULT_REGION="CN", SMSGUARD_DAILY_CAP=2, SMSGUARD_PHONE_RATE="")
+    ext = SMSGuard(app)
+    with app.app_context():
+        ext.guard.check(VICTIM, content="x", ip=IP)
+    runner = app.test_cli_runner()
+    result: Any = runner.invoke(args=["smsguard", "--json", "status", VICTIM])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["counters"][0]["used"] == 1
+    assert runner.invoke(args=["smsguard", "suspend"]).exit_code == 0
+    with app.app_context():
+        assert ext.guard.check(OTHER, content="x", ip=IP).reason == "suspended"
