@@ -67,7 +67,9 @@ def test_decision_shape(make_guard: Callable[..., Guard]) -> None:
     assert bool(d) is True
     assert (d.phone, d.policy, d.reason, d.retry_after) == (VICTIM, None, None, None)
     assert d.remaining == {"same_content": 0, "daily_cap": 9, "phone_rate": 0, "ip_throttle": 19}
+    assert (d.country, d.phone_hash) == ("CN", guard.identify(VICTIM)[1])
     denied = guard.check(VICTIM, content="Your code is 4821", ip="203.0.113.7")
+    assert (denied.country, denied.phone_hash) == ("CN", d.phone_hash)
     assert bool(denied) is False
     assert denied.receipt is None
 

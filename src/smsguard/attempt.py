@@ -110,6 +110,10 @@ class Decision:
     when allowed."""
     degraded: bool = False
     """Decided by the fail mode, the backend being unreachable."""
+    country: str | None = None
+    """The number's ISO region (``"CN"``)."""
+    phone_hash: str | None = None
+    """The keyed hash the number is stored under: what logs and events may show of it."""
 
     def __bool__(self) -> bool:
         return self.allowed

@@ -10,11 +10,11 @@ the number, its country, and the client network as the guard counts it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from smsguard.attempt import Decision
 
@@ -32,8 +32,7 @@ BACKEND_UP: Final = "backend_up"
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """Something the guard did. Which fields are set depends on ``kind``."""
 
     kind: str
@@ -77,12 +76,12 @@ class Reporter:
 
         throttle = next((p for p in planner.policies if isinstance(p, IPThrottle)), None)
         self._network: Callable[[Address], str] = throttle.network if throttle else str
+        self.network = functools.lru_cache(maxsize=4096)(self._network_uncached)  # clients repeat
 
     def decision(self, decision: Decision, ip: Any, at: float, started: float | None, ended: float) -> None:
         """Report ``decision`` (to the listeners, and to the log if denied)."""
         if not self.listeners and (decision.allowed or not log.isEnabledFor(logging.INFO)):
             return
-        _, phone_hash, country = self._planner.identify(decision.phone)
         event = Event(
             DECISION,
             at,
@@ -91,11 +90,12 @@ class Reporter:
             decision.reason,
             None if decision.allowed else decision.kind,
             decision.retry_after,
-            country,
-            phone_hash,
+            decision.country,
+            decision.phone_hash,
             self.network(ip),
             None if started is None else ended - started,
-            fail_mode=self._fail_mode if decision.degraded else None,
+            None,
+            self._fail_mode if decision.degraded else None,
         )
         if not decision.allowed and log.isEnabledFor(logging.INFO):
             log.info(
@@ -119,14 +119,13 @@ class Reporter:
 
     def refund(self, decision: Decision, at: float) -> None:
         if self.listeners and decision.receipt is not None:
-            _, phone_hash, country = self._planner.identify(decision.phone)
-            self.emit(Event(REFUND, at, True, country=country, phone_hash=phone_hash))
+            self.emit(Event(REFUND, at, True, country=decision.country, phone_hash=decision.phone_hash))
 
     def backend(self, kind: str, at: float, detail: str | None = None) -> None:
         if self.listeners:
             self.emit(Event(kind, at, detail=detail))
 
-    def network(self, ip: Any) -> str | None:
+    def _network_uncached(self, ip: Any) -> str | None:
         """The client network of ``ip`` (a string or an address), as IPThrottle counts it."""
         if ip is None:
             return None

@@ -137,7 +137,7 @@ class Guard:
             return plan
         breaker = self.breaker
         if plan.job.now < breaker.down_until:  # waiting out a recent failure
-            return breaker.degraded(plan)
+            return _stamped(plan, breaker.degraded(plan))
         sent = False
         try:
             if breaker.pending:
@@ -145,12 +145,12 @@ class Guard:
             sent = True
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
-            return breaker.failed(plan, exc, sent=sent)
+            return _stamped(plan, breaker.failed(plan, exc, sent=sent))
         if plan.job.now > breaker.answered_at:
             breaker.answered_at = plan.job.now
         if breaker.down_until or plan.job.flags:
             breaker.succeeded(plan, outcome.flag)
-        return plan.decide(outcome)
+        return _stamped(plan, plan.decide(outcome))
 
     async def _acheck(
         self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
@@ -160,7 +160,7 @@ class Guard:
             return plan
         breaker = self.breaker
         if plan.job.now < breaker.down_until:
-            return breaker.degraded(plan)
+            return _stamped(plan, breaker.degraded(plan))
         sent = False
         try:
             if breaker.pending:
@@ -168,12 +168,12 @@ class Guard:
             sent = True
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
-            return breaker.failed(plan, exc, sent=sent)
+            return _stamped(plan, breaker.failed(plan, exc, sent=sent))
         if plan.job.now > breaker.answered_at:
             breaker.answered_at = plan.job.now
         if breaker.down_until or plan.job.flags:
             breaker.succeeded(plan, outcome.flag)
-        return plan.decide(outcome)
+        return _stamped(plan, plan.decide(outcome))
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
@@ -312,6 +312,13 @@ class Guard:
         owed = tuple(self.breaker.pending)
         await self.backend.aapply(owed)
         self.breaker.flushed(owed)
+
+
+def _stamped(plan: Plan, decision: Decision) -> Decision:
+    """``decision`` with the number's country and keyed hash, from the plan's attempt."""
+    attempt = plan.attempt
+    decision.country, decision.phone_hash = attempt.region, attempt.phone_id
+    return decision
 
 
 def _usage(plan: Plan, out: Outcome) -> list[Usage]:

@@ -48,12 +48,19 @@ class PrometheusMetrics:
         self.fail_mode = Counter("fail_mode_decisions", "Decisions the fail mode made.", ["mode"], **options)
         self.refunds = Counter("refunds", "Refunds: attempts whose SMS was not sent.", **options)
         self.backend_up.set(1)
+        self._children: dict[tuple[str | None, str | None, bool | None], Any] = {}  # labels() costs
 
     def __call__(self, event: Event) -> None:
         kind = event.kind
         if kind == DECISION:
-            allowed = "true" if event.allowed else "false"
-            self.decisions.labels(event.policy or "", event.reason or "", allowed).inc()
+            labels = (event.policy, event.reason, event.allowed)
+            child = self._children.get(labels)
+            if child is None:
+                allowed = "true" if event.allowed else "false"
+                child = self._children[labels] = self.decisions.labels(
+                    event.policy or "", event.reason or "", allowed
+                )
+            child.inc()
             if event.duration is not None:
                 self.seconds.observe(event.duration)
             if event.fail_mode is not None:
