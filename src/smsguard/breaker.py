@@ -25,7 +25,7 @@ from smsguard.attempt import Decision
 from smsguard.backends.memory import MemoryBackend
 from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.events import BACKEND_DOWN, BACKEND_UP
-from smsguard.plan import Change, Flag, Plan, Receipt, SetFlag
+from smsguard.plan import Change, Flag, Outcome, Plan, Receipt, SetFlag
 
 log = logging.getLogger("smsguard")
 
@@ -63,6 +63,15 @@ class Breaker:
         self._max_pending = max_pending
 
     # -- the backend answered ------------------------------------------------------------
+
+    def answered(self, plan: Plan, outcome: Outcome) -> Decision:
+        """The decision for ``plan`` from the backend's ``outcome``; the breaker notes that the
+        backend answered, and the flags it read."""
+        if plan.job.now > self.answered_at:
+            self.answered_at = plan.job.now
+        if self.down_until or plan.job.flags:
+            self.succeeded(plan, outcome.flag)
+        return plan.decide(outcome)
 
     def succeeded(self, plan: Plan, decision_flag: int) -> None:
         """The backend answered ``plan``'s job, which has flags or ended an outage;

@@ -138,23 +138,18 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
     def lists() -> None:
         """Change a shared Whitelist or Blacklist."""
 
-    @lists.command()
-    @click.argument("name")
-    @click.argument("phone")
-    @click.pass_obj
-    def add(obj: Context, name: str, phone: str) -> None:
-        """Add PHONE to the shared list NAME (whitelist, blacklist)."""
-        obj.run(lambda: obj.guard.add_number(name, phone))
-        obj.say({"list": name, "added": True}, f"added to {name}")
+    def list_command(verb: str, on: bool, summary: str) -> None:
+        @lists.command(name=verb, help=summary)
+        @click.argument("name")
+        @click.argument("phone")
+        @click.pass_obj
+        def change(obj: Context, name: str, phone: str) -> None:
+            write = obj.guard.add_number if on else obj.guard.remove_number
+            obj.run(lambda: write(name, phone))
+            obj.say({"list": name, "on": on}, f"{'added to' if on else 'removed from'} {name}")
 
-    @lists.command()
-    @click.argument("name")
-    @click.argument("phone")
-    @click.pass_obj
-    def remove(obj: Context, name: str, phone: str) -> None:
-        """Take PHONE out of the shared list NAME."""
-        obj.run(lambda: obj.guard.remove_number(name, phone))
-        obj.say({"list": name, "removed": True}, f"removed from {name}")
+    list_command("add", True, "Add PHONE to the shared list NAME (whitelist, blacklist).")
+    list_command("remove", False, "Take PHONE out of the shared list NAME.")
 
     @group.command()
     @click.pass_obj

@@ -146,11 +146,7 @@ class Guard:
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
             return _stamped(plan, breaker.failed(plan, exc, sent=sent))
-        if plan.job.now > breaker.answered_at:
-            breaker.answered_at = plan.job.now
-        if breaker.down_until or plan.job.flags:
-            breaker.succeeded(plan, outcome.flag)
-        return _stamped(plan, plan.decide(outcome))
+        return _stamped(plan, breaker.answered(plan, outcome))
 
     async def _acheck(
         self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
@@ -169,11 +165,7 @@ class Guard:
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
             return _stamped(plan, breaker.failed(plan, exc, sent=sent))
-        if plan.job.now > breaker.answered_at:
-            breaker.answered_at = plan.job.now
-        if breaker.down_until or plan.job.flags:
-            breaker.succeeded(plan, outcome.flag)
-        return _stamped(plan, plan.decide(outcome))
+        return _stamped(plan, breaker.answered(plan, outcome))
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
