@@ -5,7 +5,7 @@
         uvicorn starlette_app:app --app-dir examples --workers 4  # Redis, several workers
 
 The guard and the request settings come from SMSGUARD_* environment variables (see
-Guard.from_settings and Gate.from_settings), with the Tencent defaults; try an SMS-bombing run
+Guard.from_settings and Gate.settings), with the Tencent defaults; try an SMS-bombing run
 with curl:
 
     for i in $(seq 12); do curl -s -XPOST localhost:8000/sms/send \\

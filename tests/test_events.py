@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import Clock, Unplugged
 
-from smsguard import DailyCap, Event, Guard, IPThrottle, SameContent
+from smsguard import Blacklist, DailyCap, Event, Guard, IPThrottle, SameContent, Whitelist
 
 VICTIM = "+8613800138000"
 
@@ -127,3 +127,23 @@ def test_no_listener_no_log_no_event_object(
     guard.check(VICTIM)
     guard.check(VICTIM)
     assert built == []
+
+
+def test_fixed_list_verdicts_carry_the_country_and_hash_too(
+    make_guard: Callable[..., Guard], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whitelisted or blacklisted number is decided without the backend: its decision, event
+    and log line still name its country and keyed hash."""
+    events: list[Event] = []
+    other = "+447946000100"
+    guard = make_guard([Whitelist([VICTIM]), Blacklist([other]), DailyCap(1)], listeners=[events.append])
+    with caplog.at_level(logging.INFO, logger="smsguard"):
+        exempt, blacklisted = guard.check(VICTIM), guard.check(other)
+    assert (exempt.reason, exempt.country, exempt.phone_hash) == ("exempt", "CN", guard.identify(VICTIM)[1])
+    assert (blacklisted.reason, blacklisted.country) == ("blacklisted", "GB")
+    assert [(e.reason, e.country, e.phone_hash) for e in events] == [
+        ("exempt", "CN", exempt.phone_hash),
+        ("blacklisted", "GB", guard.identify(other)[1]),
+    ]
+    record: Any = next(r for r in caplog.records if r.getMessage().startswith("smsguard: denied"))
+    assert (record.country, record.phone_hash) == ("GB", blacklisted.phone_hash)

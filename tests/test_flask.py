@@ -31,7 +31,10 @@ def make_app(guard: Guard | None = None, config: dict[str, Any] | None = None, *
             raise RuntimeError("the SMS provider is down")
         if "reject" in body:
             return jsonify(sent=False), 502
-        return jsonify(echo=body, json=request.get_json(silent=True), phone=g.smsguard.phone)
+        decision = g.smsguard
+        return jsonify(
+            echo=body, json=request.get_json(silent=True), phone=decision.phone, country=decision.country
+        )
 
     @app.post("/sms/mobile")
     @sms.protect(phone="mobile")
@@ -56,7 +59,12 @@ def test_allowed_reaches_the_view_with_its_body(guard: Guard) -> None:
     body = json.dumps({"phone": "138 0013 8000", "note": "unchanged ✓"})
     response = post(app, data=body, content_type="application/json")
     assert response.status_code == 200
-    assert response.get_json() == {"echo": body, "json": json.loads(body), "phone": "+8613800138000"}
+    assert response.get_json() == {
+        "echo": body,
+        "json": json.loads(body),
+        "phone": "+8613800138000",
+        "country": "CN",
+    }
 
 
 def test_chunked_body_without_length_is_read(guard: Guard) -> None:
@@ -176,6 +184,7 @@ def test_disabled_by_config(guard: Guard, enabled: Any) -> None:
     responses = [post(app, json={"phone": "138 0013 8000"}) for _ in range(5)]
     assert [r.status_code for r in responses] == [200] * 5
     assert {r.get_json()["phone"] for r in responses} == {"+8613800138000"}
+    assert {r.get_json()["country"] for r in responses} == {"CN"}, "as the guard's own decisions"
     assert post(app, json={"phone": "12"}).status_code == 400, "still validated"
 
 

@@ -75,7 +75,7 @@ class Breaker:
 
     def succeeded(self, plan: Plan, decision_flag: int) -> None:
         """The backend answered ``plan``'s job, which has flags or ended an outage;
-        ``decision_flag`` is the index of the flag found set. (The guard keeps ``answered_at``.)"""
+        ``decision_flag`` is the index of the flag found set."""
         if self.down_until:
             log.warning("smsguard: backend reachable again")
             self.down_until = 0.0

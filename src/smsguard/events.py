@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from smsguard.attempt import Decision
 
 if TYPE_CHECKING:
-    from smsguard.planner import Planner
+    from smsguard.policies import Policy
 
 log = logging.getLogger("smsguard")
 
@@ -69,19 +69,22 @@ class Reporter:
     """A guard's listeners and its denial log: one INFO record per denial on the ``smsguard``
     logger, with the event's fields in the record (``extra``) for JSON log handlers."""
 
-    def __init__(self, listeners: Iterable[Listener], planner: Planner, fail_mode: str) -> None:
+    def __init__(self, listeners: Iterable[Listener], policies: Iterable[Policy], fail_mode: str) -> None:
         self.listeners: list[Listener] = list(listeners)
-        self._planner, self._fail_mode = planner, fail_mode
+        self._fail_mode = fail_mode
         from smsguard.policies import IPThrottle
 
-        throttle = next((p for p in planner.policies if isinstance(p, IPThrottle)), None)
+        throttle = next((p for p in policies if isinstance(p, IPThrottle)), None)
         self._network: Callable[[Address], str] = throttle.network if throttle else str
         self.network = functools.lru_cache(maxsize=4096)(self._network_uncached)  # clients repeat
 
+    def wants(self, decision: Decision) -> bool:
+        """Whether ``decision`` is to be reported: someone listens, or it is a denial and the
+        log takes INFO. (Asked first, so that an unreported decision costs no clock read.)"""
+        return bool(self.listeners) or (not decision.allowed and log.isEnabledFor(logging.INFO))
+
     def decision(self, decision: Decision, ip: Any, at: float, started: float | None, ended: float) -> None:
-        """Report ``decision`` (to the listeners, and to the log if denied)."""
-        if not self.listeners and (decision.allowed or not log.isEnabledFor(logging.INFO)):
-            return
+        """Report ``decision`` (to the listeners, and to the log if denied); see ``wants``."""
         event = Event(
             DECISION,
             at,

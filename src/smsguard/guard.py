@@ -20,7 +20,7 @@ from smsguard.breaker import Breaker, FailMode
 from smsguard.errors import BackendUnavailable, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.phone import Digest, check_region
-from smsguard.plan import Forget, Outcome, Plan, SetFlag
+from smsguard.plan import Forget, Outcome, Plan, SetFlag, stamped
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import DailyCap, Policy, SameContent
 from smsguard.settings import Settings
@@ -65,11 +65,11 @@ class Guard:
             cache=phone_cache,
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
+        self.clock: Callable[[], float] = clock or time.time
         self.breaker = Breaker(fail_mode, retry_interval)
-        self.reporter = Reporter(listeners, self.planner, fail_mode)
+        self.reporter = Reporter(listeners, self.policies, fail_mode)
         """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
         self.breaker.notify = lambda kind, detail: self.reporter.backend(kind, self.clock(), detail)
-        self.clock: Callable[[], float] = clock or time.time
 
     @property
     def fail_mode(self) -> str:
@@ -109,7 +109,7 @@ class Guard:
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
         decision = self._check(phone, content, ip, context)
-        if reporter.listeners or (not decision.allowed and log.isEnabledFor(logging.INFO)):
+        if reporter.wants(decision):
             reporter.decision(decision, ip, self.clock(), started, perf_counter())
         return decision
 
@@ -125,7 +125,7 @@ class Guard:
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
         decision = await self._acheck(phone, content, ip, context)
-        if reporter.listeners or (not decision.allowed and log.isEnabledFor(logging.INFO)):
+        if reporter.wants(decision):
             reporter.decision(decision, ip, self.clock(), started, perf_counter())
         return decision
 
@@ -137,7 +137,7 @@ class Guard:
             return plan
         breaker = self.breaker
         if plan.job.now < breaker.down_until:  # waiting out a recent failure
-            return _stamped(plan, breaker.degraded(plan))
+            return stamped(breaker.degraded(plan), plan.attempt)
         sent = False
         try:
             if breaker.pending:
@@ -145,8 +145,8 @@ class Guard:
             sent = True
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
-            return _stamped(plan, breaker.failed(plan, exc, sent=sent))
-        return _stamped(plan, breaker.answered(plan, outcome))
+            return stamped(breaker.failed(plan, exc, sent=sent), plan.attempt)
+        return stamped(breaker.answered(plan, outcome), plan.attempt)
 
     async def _acheck(
         self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
@@ -156,7 +156,7 @@ class Guard:
             return plan
         breaker = self.breaker
         if plan.job.now < breaker.down_until:
-            return _stamped(plan, breaker.degraded(plan))
+            return stamped(breaker.degraded(plan), plan.attempt)
         sent = False
         try:
             if breaker.pending:
@@ -164,8 +164,8 @@ class Guard:
             sent = True
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
-            return _stamped(plan, breaker.failed(plan, exc, sent=sent))
-        return _stamped(plan, breaker.answered(plan, outcome))
+            return stamped(breaker.failed(plan, exc, sent=sent), plan.attempt)
+        return stamped(breaker.answered(plan, outcome), plan.attempt)
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
@@ -304,13 +304,6 @@ class Guard:
         owed = tuple(self.breaker.pending)
         await self.backend.aapply(owed)
         self.breaker.flushed(owed)
-
-
-def _stamped(plan: Plan, decision: Decision) -> Decision:
-    """``decision`` with the number's country and keyed hash, from the plan's attempt."""
-    attempt = plan.attempt
-    decision.country, decision.phone_hash = attempt.region, attempt.phone_id
-    return decision
 
 
 def _usage(plan: Plan, out: Outcome) -> list[Usage]:

@@ -184,6 +184,13 @@ def _kind(policy: Policy) -> str:
     return getattr(policy, "kind", codes.LIMIT)
 
 
+def stamped(decision: Decision, attempt: Attempt) -> Decision:
+    """``decision`` with the number's country and keyed hash, from ``attempt``: every decision the
+    guard returns goes through here, whoever built it."""
+    decision.country, decision.phone_hash = attempt.region, attempt.phone_id
+    return decision
+
+
 class _Remaining(Mapping[str, int]):
     """``Decision.remaining``: hits left per policy, the least over its counters. Worked out
     when first read, since most callers never read it."""

@@ -14,7 +14,7 @@ from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, canonical, identify
-from smsguard.plan import Counter, Flag, Job, Plan
+from smsguard.plan import Counter, Flag, Job, Plan, stamped
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -103,11 +103,12 @@ class Planner:
             else:
                 review = policy.review(attempt, now)
             if review is EXEMPT:
-                final = Decision(True, e164, policy.name, codes.EXEMPT)
+                final = stamped(Decision(True, e164, policy.name, codes.EXEMPT), attempt)
             elif isinstance(review, Deny):
-                final = Decision(
+                verdict = Decision(
                     False, e164, policy.name, review.reason, review.retry_after, kind=review.kind
                 )
+                final = stamped(verdict, attempt)
             else:
                 for item in review:  # type: ignore[union-attr]
                     if isinstance(item, Counter):

@@ -39,7 +39,7 @@ View = TypeVar("View", bound=Callable[..., Any])
 
 class SMSGuard:
     """The Flask extension. ``guard`` overrides the one built from ``SMSGUARD_*`` config;
-    ``gate_options`` override the ``SMSGUARD_*`` request settings (see ``Gate.from_settings``)."""
+    ``gate_options`` override the ``SMSGUARD_*`` request settings (see ``Gate.settings``)."""
 
     def __init__(self, app: Flask | None = None, *, guard: Guard | None = None, **gate_options: Any) -> None:
         _check_options(gate_options)
@@ -146,11 +146,7 @@ def _guarded_call(
         while True:
             if step[0] == "check":
                 try:
-                    decision = (
-                        guard.check(**step[1])
-                        if enabled
-                        else Decision(True, guard.identify(step[1]["phone"])[0])
-                    )
+                    decision = guard.check(**step[1]) if enabled else _unguarded(guard, step[1]["phone"])
                 except InvalidInput as exc:
                     step = steps.throw(exc)
                 else:
@@ -171,6 +167,12 @@ def _guarded_call(
         if reply is not None:
             return Response(reply.body, status=reply.status, headers=reply.headers)
     return response
+
+
+def _unguarded(guard: Guard, phone: str) -> Decision:
+    """While the guard is off: the number validated (InvalidPhone as ever), nothing counted."""
+    e164, phone_hash, country = guard.planner.identify(phone)
+    return Decision(True, e164, country=country, phone_hash=phone_hash)
 
 
 def _read_body(req: Request, gate: Gate) -> bytes | Marker:

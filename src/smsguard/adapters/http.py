@@ -185,16 +185,11 @@ class Gate:
             statuses = frozenset(refund_on)
             self.refund_on = statuses.__contains__
 
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_", **options: Any) -> Gate:
-        """A Gate from flat settings (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
-        ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``, ``REFUND_ON``),
-        each a value or a string; ``options`` win over them."""
-        return cls(**{**cls.settings(settings, prefix), **options})
-
     @staticmethod
     def settings(settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> dict[str, Any]:
-        """The Gate options that ``settings`` set (as in ``from_settings``)."""
+        """The Gate options that flat settings set (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
+        ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``, ``REFUND_ON``), each
+        given as a value or a string: ``Gate(**Gate.settings(os.environ))``."""
         read = Settings(settings, prefix)
         found: dict[str, Any] = {}
         if "PHONE_FIELD" in read:
