@@ -74,3 +74,12 @@ def test_labels_never_carry_a_number_or_an_address() -> None:
         ]
         == 20
     )
+
+
+def test_shadow_denials(clock: Clock) -> None:
+    registry = CollectorRegistry()
+    guard = Guard([DailyCap(1, shadow=True)], clock=clock, listeners=[PrometheusMetrics(registry)])
+    assert all(guard.check(VICTIM).allowed for _ in range(3))
+    samples = scrape(registry)
+    assert samples[("smsguard_shadow_denials_total", (("policy", "daily_cap"),))] == 2
+    assert samples[("smsguard_decisions_total", (("allowed", "true"), ("policy", ""), ("reason", "")))] == 3

@@ -93,14 +93,19 @@ def test_nothing_plain_in_redis_and_every_counter_expires(
     guard.add_number("whitelist", "+8613900139000")
     client = redis.Redis(port=redis_server.port)
     keys = list(client.scan_iter(match=redis_backend.prefix + "*"))
-    assert len(keys) == 6  # same_content, daily_cap, 2 phone_rate, ip_throttle, whitelist entry
+    # same_content, daily_cap, 2 phone_rate, ip_throttle, whitelist entry, this hour's statistics
+    assert len(keys) == 7
     dump = b" ".join(keys)
     for stored in keys:
-        if client.type(stored) == b"zset":
+        kind = client.type(stored)
+        if kind == b"zset":
             members = client.zrange(stored, 0, -1, withscores=True)
             dump += b" ".join(m + repr(s).encode() for m, s in members)
             ttl = client.pttl(stored)
             assert 0 < ttl <= 86400 * 1000 + 1000, f"{stored!r} has no bounded TTL"
+        elif kind == b"hash":
+            dump += b" ".join(b"%s=%s" % item for item in client.hgetall(stored).items())
+            assert 0 < client.pttl(stored) <= (36 * 86400) * 1000, "statistics are kept 35 days"
         else:
             dump += client.get(stored) or b""
     for secret in [b"13800138000", b"13900139000", b"4821", b"Your code", b"203.0.113.77"]:
@@ -111,7 +116,7 @@ def test_ttl_follows_the_window(redis_backend: RedisBackend, redis_server: Redis
     guard = guard_on(redis_backend, clock, [SameContent(30)])
     guard.check(VICTIM, content="x")
     client = redis.Redis(port=redis_server.port)
-    (key,) = client.scan_iter(match=redis_backend.prefix + "*")
+    (key,) = client.scan_iter(match=redis_backend.prefix + "same_content*")
     assert 30_000 < client.pttl(key) <= 31_000
 
 
@@ -193,7 +198,13 @@ def test_kill_and_restart_redis_mid_run(tmp_path: Path, clock: Clock) -> None:
         assert closed.check(VICTIM).remaining == {"daily_cap": 2}, "counting in Redis again"
         assert local.check(VICTIM).remaining == {"daily_cap": 2}
         client = redis.Redis(port=server.port)
-        assert sorted(k.split(b":")[0] for k in client.keys("*")) == [b"c", b"l"]
+        assert sorted(k.split(b":")[0] for k in client.keys("*daily_cap*")) == [b"c", b"l"]
+        # The statistics of the decisions made during the outage were kept, and written after it.
+        day = closed.stats()
+        assert (day.attempts, day.allowed, day.degraded) == (2, 1, 1), "the first count died with Redis"
+        assert day.denied == {"backend_unavailable": 1}
+        day = local.stats()
+        assert (day.attempts, day.allowed, day.degraded) == (5, 4, 4)
     finally:
         server.stop()
 
@@ -243,7 +254,7 @@ def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
-        keys = redis.Redis(port=server.port).keys(backend.prefix + "*")
+        keys = redis.Redis(port=server.port).keys(backend.prefix + "daily_cap*")
         assert len(keys) == 1, "counted over TLS"
 
         for untrusted in (f"rediss://127.0.0.1:{tls_port}/0", f"redis://127.0.0.1:{tls_port}/0"):
@@ -260,7 +271,7 @@ def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -
         guard = guard_on(backend, clock, [DailyCap(1)], fail_mode="closed")
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
-        keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "*")
+        keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "daily_cap*")
         assert len(keys) == 1, "counted on the master the sentinel named"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
     finally:

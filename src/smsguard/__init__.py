@@ -20,7 +20,7 @@ from smsguard.errors import (
 from smsguard.events import Event
 from smsguard.guard import Guard
 from smsguard.phone import normalize
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied, Tally
 from smsguard.policies import (
     EXEMPT,
     Blacklist,
@@ -30,9 +30,11 @@ from smsguard.policies import (
     PhoneRate,
     Policy,
     SameContent,
+    Shadow,
     Suspend,
     Whitelist,
 )
+from smsguard.stats import Day, Report, Statistics
 
 if TYPE_CHECKING:
     from smsguard.backends.redis import RedisBackend
@@ -58,6 +60,7 @@ __all__ = [
     "ConfigError",
     "Counter",
     "DailyCap",
+    "Day",
     "Decision",
     "Denied",
     "Deny",
@@ -76,10 +79,15 @@ __all__ = [
     "Policy",
     "Receipt",
     "RedisBackend",
+    "Report",
     "SameContent",
     "SetFlag",
+    "Shadow",
     "SmsguardError",
+    "Statistics",
     "Suspend",
+    "Tallied",
+    "Tally",
     "Usage",
     "Whitelist",
     "normalize",

@@ -114,6 +114,8 @@ class Decision:
     """The number's ISO region (``"CN"``)."""
     phone_hash: str | None = None
     """The keyed hash the number is stored under: what logs and events may show of it."""
+    shadowed: tuple[str, ...] = ()
+    """The shadow policies that would have denied this attempt, had they enforced."""
 
     def __bool__(self) -> bool:
         return self.allowed

@@ -60,6 +60,8 @@ class Event(NamedTuple):
     fail_mode: str | None = None
     """For a decision the fail mode made (the backend unreachable): ``open``, ``closed`` or
     ``local``."""
+    shadowed: tuple[str, ...] = ()
+    """The shadow policies that would have denied the attempt."""
 
 
 Listener = Callable[[Event], Any]
@@ -99,6 +101,7 @@ class Reporter:
             None if started is None else ended - started,
             None,
             self._fail_mode if decision.degraded else None,
+            decision.shadowed,
         )
         if not decision.allowed and log.isEnabledFor(logging.INFO):
             log.info(

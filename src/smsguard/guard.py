@@ -10,20 +10,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
+from datetime import date
 from time import perf_counter
 from typing import Any
 
+from smsguard import stats
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.breaker import Breaker, FailMode
-from smsguard.errors import BackendUnavailable, Denied
+from smsguard.errors import BackendUnavailable, ConfigError, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.phone import Digest, check_region
-from smsguard.plan import Forget, Outcome, Plan, SetFlag, stamped
+from smsguard.plan import Change, Forget, Outcome, Plan, SetFlag, Tallied, stamped
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import DailyCap, Policy, SameContent
 from smsguard.settings import Settings
+from smsguard.stats import Day, Report, Statistics, around
 
 __all__ = ["FailMode", "Guard"]
 
@@ -41,6 +45,10 @@ class Guard:
 
     ``listeners`` are called with an ``Event`` after every decision, refund, and change of the
     backend's state (see ``smsguard.events``); each denial is also logged at INFO.
+
+    ``statistics`` (a ``Statistics``; True for the default one, False for none) says how the
+    per-hour counts that ``stats()`` and ``report()`` read are kept. ``dry_run=True`` runs every
+    policy in shadow: counted and reported (``Decision.shadowed``), never denying.
     """
 
     def __init__(
@@ -55,6 +63,8 @@ class Guard:
         retry_interval: float = 5.0,
         phone_cache: int = 4096,
         listeners: Iterable[Listener] = (),
+        statistics: Statistics | bool = True,
+        dry_run: bool = False,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         self.default_region = check_region(default_region)
@@ -63,8 +73,20 @@ class Guard:
             region=self.default_region,
             digest=Digest.from_settings(secret, shared=self.backend.shared),
             cache=phone_cache,
+            dry_run=dry_run,
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
+        if statistics is True:
+            statistics = Statistics()
+        if isinstance(statistics, Statistics):
+            if statistics.zone is None:  # one day for the caps and the statistics
+                statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
+            if statistics.flush_interval is None:
+                statistics.flush_interval = 1.0 if self.backend.shared else 0.0
+            if self.backend.records_tallies:
+                self.planner.statistics = statistics
+        self.statistics = statistics or None
+        """Where and how statistics are kept (``guard.stats()``); None when they are off."""
         self.clock: Callable[[], float] = clock or time.time
         self.breaker = Breaker(fail_mode, retry_interval)
         self.reporter = Reporter(listeners, self.policies, fail_mode)
@@ -93,6 +115,9 @@ class Guard:
             fail_mode=read.string("FAIL_MODE", "local"),  # type: ignore[arg-type]  # Breaker checks it
             secret=read.optional("SECRET"),
             retry_interval=read.number("RETRY_INTERVAL", 5.0),
+            statistics=read.boolean("STATS", True)
+            and Statistics(read.optional("TIMEZONE"), days=read.integer("STATS_DAYS", 35)),
+            dry_run=read.boolean("DRY_RUN", False),
         )
 
     # -- the two shells -------------------------------------------------------------------
@@ -108,9 +133,14 @@ class Guard:
         """Judge one attempt. Raises InvalidInput (InvalidPhone, MissingSubject) on bad input."""
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
-        decision = self._check(phone, content, ip, context)
+        now = self.clock()
+        decision = self._check(phone, content, ip, context, now)
+        statistics = self.statistics
+        if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
+            with suppress(BackendUnavailable):  # the next decision meets an outage, not this one
+                self._flush()
         if reporter.wants(decision):
-            reporter.decision(decision, ip, self.clock(), started, perf_counter())
+            reporter.decision(decision, ip, now, started, perf_counter())
         return decision
 
     async def acheck(
@@ -124,20 +154,30 @@ class Guard:
         """``check`` for async code: the backend is awaited, never blocking the loop."""
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
-        decision = await self._acheck(phone, content, ip, context)
+        now = self.clock()
+        decision = await self._acheck(phone, content, ip, context, now)
+        statistics = self.statistics
+        if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
+            with suppress(BackendUnavailable):
+                await self._aflush()
         if reporter.wants(decision):
-            reporter.decision(decision, ip, self.clock(), started, perf_counter())
+            reporter.decision(decision, ip, now, started, perf_counter())
         return decision
 
     def _check(
-        self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, self.clock())
+        plan = self.planner.plan(phone, content, ip, context, now)
         if isinstance(plan, Decision):
-            return plan
+            return self._record(plan, now)
         breaker = self.breaker
-        if plan.job.now < breaker.down_until:  # waiting out a recent failure
-            return stamped(breaker.degraded(plan), plan.attempt)
+        if now < breaker.down_until:  # waiting out a recent failure
+            return self._record(stamped(breaker.degraded(plan), plan.attempt), now)
         sent = False
         try:
             if breaker.pending:
@@ -145,18 +185,24 @@ class Guard:
             sent = True
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
-            return stamped(breaker.failed(plan, exc, sent=sent), plan.attempt)
-        return stamped(breaker.answered(plan, outcome), plan.attempt)
+            return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
+        decision = stamped(breaker.answered(plan, outcome), plan.attempt)
+        return decision if plan.job.tally else self._record(decision, now)
 
     async def _acheck(
-        self, phone: str, content: str | None, ip: IPLike | None, context: Mapping[str, Any] | None
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, self.clock())
+        plan = self.planner.plan(phone, content, ip, context, now)
         if isinstance(plan, Decision):
-            return plan
+            return self._record(plan, now)
         breaker = self.breaker
-        if plan.job.now < breaker.down_until:
-            return stamped(breaker.degraded(plan), plan.attempt)
+        if now < breaker.down_until:
+            return self._record(stamped(breaker.degraded(plan), plan.attempt), now)
         sent = False
         try:
             if breaker.pending:
@@ -164,8 +210,15 @@ class Guard:
             sent = True
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
-            return stamped(breaker.failed(plan, exc, sent=sent), plan.attempt)
-        return stamped(breaker.answered(plan, outcome), plan.attempt)
+            return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
+        decision = stamped(breaker.answered(plan, outcome), plan.attempt)
+        return decision if plan.job.tally else self._record(decision, now)
+
+    def _record(self, decision: Decision, now: float) -> Decision:
+        """``decision``, its statistics buffered (for those its backend did not write with it)."""
+        if self.statistics is not None:
+            self.statistics.add(now, Statistics.fields(decision))
+        return decision
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
@@ -191,8 +244,7 @@ class Guard:
         A receipt is spent once: refunding the same decision again gives nothing more. A refund
         that cannot reach the backend is sent when it answers again.
         """
-        self.reporter.refund(decision, self.clock())
-        if self.breaker.refund(decision.receipt):
+        if self._refunded(decision):
             try:
                 self._flush()
             except BackendUnavailable as exc:
@@ -200,12 +252,21 @@ class Guard:
 
     async def arefund(self, decision: Decision) -> None:
         """``refund`` for async code."""
-        self.reporter.refund(decision, self.clock())
-        if self.breaker.refund(decision.receipt):
+        if self._refunded(decision):
             try:
                 await self._aflush()
             except BackendUnavailable as exc:
                 log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+
+    def _refunded(self, decision: Decision) -> bool:
+        """Note the refund of ``decision``; True when there is something to send the backend."""
+        now = self.clock()
+        self.reporter.refund(decision, now)
+        if decision.receipt is not None and self.statistics is not None:
+            self.statistics.add(now, (stats.REFUNDED,))
+        return self.breaker.refund(decision.receipt) or (
+            self.statistics is not None and self.statistics.due(now) and now >= self.breaker.down_until
+        )
 
     # The switch and shared lists. A change holds in this guard at once. If the backend cannot
     # be reached it is sent when the backend answers again, and BackendUnavailable tells the
@@ -295,15 +356,79 @@ class Guard:
         await self._aflush()
 
     def _flush(self) -> None:
-        """Send the writes owed to the backend, in order; raises BackendUnavailable."""
-        owed = tuple(self.breaker.pending)
-        self.backend.apply(owed)
+        """Send the writes owed to the backend, in order, and the statistics buffered;
+        raises BackendUnavailable."""
+        owed, tallies = self._owed()
+        try:
+            self.backend.apply(owed + tallies)
+        except BackendUnavailable:
+            self._unsent(tallies)
+            raise
         self.breaker.flushed(owed)
 
     async def _aflush(self) -> None:
-        owed = tuple(self.breaker.pending)
-        await self.backend.aapply(owed)
+        owed, tallies = self._owed()
+        try:
+            await self.backend.aapply(owed + tallies)
+        except BackendUnavailable:
+            self._unsent(tallies)
+            raise
         self.breaker.flushed(owed)
+
+    def _owed(self) -> tuple[tuple[Change, ...], tuple[Tallied, ...]]:
+        statistics = self.statistics
+        tallies = statistics.drain(self.clock()) if statistics is not None else ()
+        return tuple(self.breaker.pending), tallies
+
+    def _unsent(self, tallies: tuple[Tallied, ...]) -> None:
+        if tallies and self.statistics is not None:
+            self.statistics.restore(tallies)
+
+    # -- statistics ------------------------------------------------------------------------
+
+    def stats(self, day: date | str | None = None) -> Day:
+        """The statistics of ``day`` (a date, ``"YYYY-MM-DD"``, or None for today), in the
+        statistics' time zone. Raises BackendUnavailable if the backend is down."""
+        now, days = self._days(day, 0)
+        self._flush()
+        return Day.from_hashes(days[0], self.backend.read(Statistics.keys(days[0]), now))
+
+    async def astats(self, day: date | str | None = None) -> Day:
+        """``stats`` for async code."""
+        now, days = self._days(day, 0)
+        await self._aflush()
+        return Day.from_hashes(days[0], await self.backend.aread(Statistics.keys(days[0]), now))
+
+    def report(self, day: date | str | None = None) -> Report:
+        """The daily review of ``day`` (None: today): its totals against the day before and the
+        same weekday a week before, conversion, top reasons and countries, and anomalies."""
+        now, days = self._days(day, 3)
+        self._flush()
+        return _report(days, self.backend.read(_keys(days), now))
+
+    async def areport(self, day: date | str | None = None) -> Report:
+        """``report`` for async code."""
+        now, days = self._days(day, 3)
+        await self._aflush()
+        return _report(days, await self.backend.aread(_keys(days), now))
+
+    def _days(self, day: date | str | None, n: int) -> tuple[float, tuple[date, ...]]:
+        if self.statistics is None:
+            raise ConfigError("this guard keeps no statistics (statistics=False)")
+        now = self.clock()
+        wanted = self.statistics.day(day, now)
+        return now, around(wanted) if n else (wanted,)
+
+
+def _keys(days: Iterable[date]) -> list[str]:
+    return [key for day in days for key in Statistics.keys(day)]
+
+
+def _report(days: tuple[date, ...], hashes: list[dict[str, int]]) -> Report:
+    day, previous, week_before = (
+        Day.from_hashes(d, hashes[24 * i : 24 * i + 24]) for i, d in enumerate(days)
+    )
+    return Report(day, previous, week_before)
 
 
 def _usage(plan: Plan, out: Outcome) -> list[Usage]:

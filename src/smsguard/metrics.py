@@ -10,6 +10,7 @@ exports
 - ``smsguard_decision_seconds``: how long the guard took over a decision (a histogram);
 - ``smsguard_backend_up``: 1 while the backend answers, 0 while the fail mode applies;
 - ``smsguard_fail_mode_decisions_total{mode}``: decisions the fail mode made;
+- ``smsguard_shadow_denials_total{policy}``: attempts a shadow policy would have denied;
 - ``smsguard_refunds_total``.
 
 Labels are policy names and reason codes, which come from the configuration: never a number,
@@ -47,6 +48,9 @@ class PrometheusMetrics:
         )
         self.fail_mode = Counter("fail_mode_decisions", "Decisions the fail mode made.", ["mode"], **options)
         self.refunds = Counter("refunds", "Refunds: attempts whose SMS was not sent.", **options)
+        self.shadowed = Counter(
+            "shadow_denials", "Attempts a shadow policy would have denied.", ["policy"], **options
+        )
         self.backend_up.set(1)
         self._children: dict[tuple[str | None, str | None, bool | None], Any] = {}  # labels() costs
 
@@ -65,6 +69,8 @@ class PrometheusMetrics:
                 self.seconds.observe(event.duration)
             if event.fail_mode is not None:
                 self.fail_mode.labels(event.fail_mode).inc()
+            for policy in event.shadowed:
+                self.shadowed.labels(policy).inc()
         elif kind == REFUND:
             self.refunds.inc()
         elif kind == BACKEND_DOWN:

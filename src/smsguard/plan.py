@@ -49,6 +49,10 @@ class Counter(NamedTuple):
     key: str
     limit: int
     expires_at: float
+    shadow: int = 0
+    """0 for an enforcing counter. Else a shadow policy's (semantics 15), numbered per policy: it
+    never denies, and a shadow policy's counters take their hits all or none, as if it enforced
+    (none if one of them is full)."""
 
 
 class Flag(NamedTuple):
@@ -60,6 +64,30 @@ class Flag(NamedTuple):
     key: str
     reason: str | None = None
     kind: str = codes.FORBIDDEN
+    shadow: bool = False
+    """A shadow policy's: read, and reported if set, but never stops the attempt."""
+
+
+class Tally(NamedTuple):
+    """Statistics a backend writes with a job's outcome and never reads in it (semantics 15):
+    +1 to each of ``fields`` in the hash ``key``, and +1 to the field the outcome names in
+    ``outcomes``: one per flag, one per counter (its denial, or a shadow item's would-be
+    denial), then the field of an allowed attempt."""
+
+    key: str
+    expires_at: float
+    fields: tuple[str, ...]
+    outcomes: tuple[str, ...]
+
+
+class Tallied(NamedTuple):
+    """Statistics added to the hash ``key`` as a write: ``counts`` of (field, n). ``now`` is
+    the guard's clock when it was made: a backend sets expiry relative to it, as for hits."""
+
+    key: str
+    expires_at: float
+    counts: tuple[tuple[str, int], ...]
+    now: float
 
 
 class Job(NamedTuple):
@@ -72,6 +100,8 @@ class Job(NamedTuple):
     counters: tuple[Counter, ...]
     commit: bool = True
     """False to only read: counts and waits, nothing taken (``Guard.status``)."""
+    tally: Tally | None = None
+    """Statistics to write with the outcome, for backends that record them in the same step."""
 
 
 class Outcome(NamedTuple):
@@ -79,13 +109,16 @@ class Outcome(NamedTuple):
 
     ``flag`` is the index of the first flag found set (then nothing was read or taken further),
     else -1. ``counts`` are each counter's live hits before this attempt; ``waits`` the seconds
-    until each full counter frees a slot (0 for a counter with room). The attempt was taken
-    (every counter consumed one hit) exactly when no flag was set and no counter was full.
+    until each full counter frees a slot (0 for a counter with room, and for shadow counters).
+    The attempt was taken (every counter consumed one hit, but full shadow ones) exactly when no
+    flag was set and no counter was full. ``shadowed`` are the indexes, over the job's flags
+    then its counters, of the shadow items that would have denied (a flag set, a counter full).
     """
 
     flag: int = -1
     counts: tuple[int, ...] = ()
     waits: tuple[float, ...] = ()
+    shadowed: tuple[int, ...] = ()
 
     @property
     def denied(self) -> int:
@@ -110,6 +143,15 @@ def frees_last(waits: tuple[float, ...]) -> tuple[int, float]:
         if wait > longest:
             index, longest = i, wait
     return index, longest
+
+
+def taken(counters: tuple[Counter, ...], nflags: int, shadowed: tuple[int, ...]) -> tuple[Counter, ...]:
+    """The counters an allowed job took a hit of: all but those of a shadow policy with a full
+    counter (``shadowed``: item indexes, flags first, as in an Outcome)."""
+    full = {counters[i - nflags].shadow for i in shadowed if i >= nflags}
+    if not full:
+        return counters
+    return tuple(c for c in counters if c.shadow not in full)
 
 
 class Receipt(NamedTuple):
@@ -137,9 +179,9 @@ class Forget(NamedTuple):
     subject: str
 
 
-Change = Union[Receipt, SetFlag, Forget]  # noqa: UP007 (a runtime alias)
+Change = Union[Receipt, SetFlag, Forget, Tallied]  # noqa: UP007 (a runtime alias)
 """A write a backend applies: a refund (a Receipt, applied once however often it is given), a
-flag change, or a subject's counters forgotten."""
+flag change, a subject's counters forgotten, or statistics."""
 
 
 class Plan(NamedTuple):
@@ -147,7 +189,8 @@ class Plan(NamedTuple):
 
     ``final`` is the decision of a fixed list verdict that stands after the job's flags in
     policy order: it applies only if none of those flags is set (semantics 11); the job then
-    has no counters.
+    has no counters. ``shadowed`` names the shadow policies whose fixed verdict would have
+    denied.
     """
 
     attempt: Attempt
@@ -155,9 +198,16 @@ class Plan(NamedTuple):
     flag_owners: tuple[Policy, ...]
     counter_owners: tuple[Policy, ...]
     final: Decision | None = None
+    shadowed: tuple[str, ...] = ()
 
     def decide(self, out: Outcome) -> Decision:
         """Turn the backend's outcome into the decision (pure)."""
+        decision = self._decide(out)
+        if out.shadowed or self.shadowed:
+            decision.shadowed = self.shadowed + self._shadowed(out)
+        return decision
+
+    def _decide(self, out: Outcome) -> Decision:
         phone = self.attempt.phone
         if out.flag >= 0:
             flag, owner = self.job.flags[out.flag], self.flag_owners[out.flag]
@@ -171,13 +221,21 @@ class Plan(NamedTuple):
         if denied >= 0:
             owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
             return Decision(False, phone, owner.name, owner.reason, wait, remaining, limit, kind=_kind(owner))
-        return Decision(
-            True, phone, None, None, None, remaining, None, Receipt(self.job.token, self.job.counters)
-        )
+        counters = taken(self.job.counters, len(self.job.flags), out.shadowed)
+        return Decision(True, phone, None, None, None, remaining, None, Receipt(self.job.token, counters))
+
+    def _shadowed(self, out: Outcome) -> tuple[str, ...]:
+        """The names of the shadow policies whose items ``out`` says would have denied."""
+        owners = self.flag_owners + self.counter_owners
+        names: list[str] = []
+        for i in out.shadowed:
+            if owners[i].name not in names:
+                names.append(owners[i].name)
+        return tuple(names)
 
     def flags_only(self) -> Plan:
         """This plan without its counters: what can still be decided with no counting."""
-        return self._replace(job=self.job._replace(counters=()), counter_owners=())
+        return self._replace(job=self.job._replace(counters=(), tally=None), counter_owners=())
 
 
 def _kind(policy: Policy) -> str:
@@ -192,7 +250,7 @@ def stamped(decision: Decision, attempt: Attempt) -> Decision:
 
 
 class _Remaining(Mapping[str, int]):
-    """``Decision.remaining``: hits left per policy, the least over its counters. Worked out
+    """``Decision.remaining``: hits left per enforcing policy, the least over its counters. Worked out
     when first read, since most callers never read it."""
 
     __slots__ = ("_out", "_plan", "_values")
@@ -207,6 +265,8 @@ class _Remaining(Mapping[str, int]):
             allowed = out.denied < 0
             values: dict[str, int] = {}
             for counter, owner, n in zip(plan.job.counters, plan.counter_owners, out.counts, strict=True):
+                if counter.shadow:
+                    continue  # not a limit this attempt is held to
                 left = max(counter.limit - n - allowed, 0)
                 values[owner.name] = min(left, values.get(owner.name, left))
             self._values = values

@@ -11,11 +11,13 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from smsguard import attempt as codes
+from smsguard import stats
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, canonical, identify
-from smsguard.plan import Counter, Flag, Job, Plan, stamped
+from smsguard.plan import Counter, Flag, Job, Plan, Tally, stamped
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
+from smsguard.stats import Statistics
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 _ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -29,7 +31,16 @@ class Planner:
     formats an attacker rotates through share one entry) and the attackers' addresses.
     """
 
-    def __init__(self, policies: Iterable[Policy], *, region: str | None, digest: Digest, cache: int) -> None:
+    def __init__(
+        self,
+        policies: Iterable[Policy],
+        *,
+        region: str | None,
+        digest: Digest,
+        cache: int,
+        dry_run: bool = False,
+        statistics: Statistics | None = None,
+    ) -> None:
         self.policies = tuple(policies)
         for p in self.policies:
             if not isinstance(p, Policy):
@@ -38,6 +49,13 @@ class Planner:
         for p in self.policies:
             if names.count(p.name) > 1:
                 raise ConfigError(f"two policies are named {p.name!r}: give one a name=")
+        self.shadows = frozenset(p.name for p in self.policies if dry_run or getattr(p, "shadow", False))
+        """The names of the policies in shadow: counted and reported, never denying."""
+        # Each policy, and its shadow group: 0 for an enforcing one, else its own number.
+        self._asked = tuple((p, (i + 1) * (p.name in self.shadows)) for i, p in enumerate(self.policies))
+        self.statistics = statistics
+        """Where a job's statistics go, when its backend records them in the same step (else
+        None: the guard records them)."""
         self.region = region
         self.digest = digest
         self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
@@ -91,8 +109,10 @@ class Planner:
         counters: list[Counter] = []
         flag_owners: list[Policy] = []
         counter_owners: list[Policy] = []
+        shadowed: list[str] = []  # shadow policies whose fixed verdict would deny
+        enforcing_flags = False
         final: Decision | None = None
-        for policy in self.policies:
+        for policy, shadow in self._asked:
             if lenient:
                 try:
                     review = policy.review(attempt, now)
@@ -102,13 +122,27 @@ class Planner:
                     continue
             else:
                 review = policy.review(attempt, now)
+            if shadow:  # counted and reported, never deciding: an exemption does nothing
+                if isinstance(review, Deny):
+                    shadowed.append(policy.name)
+                elif review is not EXEMPT:
+                    for item in review:  # type: ignore[union-attr]
+                        if isinstance(item, Counter):
+                            counters.append(item._replace(shadow=shadow))
+                            counter_owners.append(policy)
+                        elif isinstance(item, Flag):
+                            if item.reason is not None:
+                                flags.append(item._replace(shadow=True))
+                                flag_owners.append(policy)
+                        else:
+                            raise _not_an_item(policy, item)
+                continue
             if review is EXEMPT:
-                final = stamped(Decision(True, e164, policy.name, codes.EXEMPT), attempt)
+                final = Decision(True, e164, policy.name, codes.EXEMPT)
             elif isinstance(review, Deny):
-                verdict = Decision(
+                final = Decision(
                     False, e164, policy.name, review.reason, review.retry_after, kind=review.kind
                 )
-                final = stamped(verdict, attempt)
             else:
                 for item in review:  # type: ignore[union-attr]
                     if isinstance(item, Counter):
@@ -117,19 +151,40 @@ class Planner:
                     elif isinstance(item, Flag):
                         flags.append(item)
                         flag_owners.append(policy)
+                        enforcing_flags = True
                     else:
-                        raise TypeError(
-                            f"{policy.name}.review() gave {item!r}: expected Counter or Flag items"
-                        )
+                        raise _not_an_item(policy, item)
                 continue
             # A fixed verdict ends the asking. It stands unless a shared flag before it is set:
             # then only those flags need reading, and nothing is counted.
-            if not flags:
+            final.shadowed = tuple(shadowed)
+            stamped(final, attempt)
+            if not enforcing_flags:
                 return final
             counters, counter_owners = [], []
             break
         job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
-        return Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final)
+        plan = Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed))
+        if self.statistics is not None and final is None and not lenient:
+            plan = plan._replace(job=job._replace(tally=self._tally(plan)))
+        return plan
+
+    def _tally(self, plan: Plan) -> Tally:
+        """The statistics the backend writes with ``plan``'s outcome (see ``smsguard.stats``)."""
+        assert self.statistics is not None
+        hour_key, expires_at = self.statistics.hour(plan.job.now)
+        fields: tuple[str, ...] = (stats.ATTEMPTS, stats.COUNTRY + (plan.attempt.region or stats.NO_COUNTRY))
+        fields += tuple(stats.SHADOW + name for name in plan.shadowed)
+        outcomes: list[str] = []
+        for flag, owner in zip(plan.job.flags, plan.flag_owners, strict=True):
+            if flag.shadow:
+                outcomes.append(stats.SHADOW + owner.name)
+            else:
+                outcomes.append(stats.ALLOWED if flag.reason is None else stats.DENIED + flag.reason)
+        for counter, owner in zip(plan.job.counters, plan.counter_owners, strict=True):
+            outcomes.append(stats.SHADOW + owner.name if counter.shadow else stats.DENIED + owner.reason)
+        outcomes.append(stats.ALLOWED)
+        return Tally(hour_key, expires_at, fields, tuple(outcomes))
 
     def peek(self, phone: str, content: str | None, ip: IPLike | None, now: float) -> Plan:
         """A read-only plan of the counters that hold ``phone`` (and ``content`` and ``ip``
@@ -137,7 +192,9 @@ class Planner:
         plan = self.plan(phone, content, ip, None, now, lenient=True)
         if isinstance(plan, Decision):  # lenient plans never decide at once
             raise AssertionError(plan)
-        return plan._replace(job=plan.job._replace(flags=(), commit=False), flag_owners=(), final=None)
+        counters = tuple(c._replace(shadow=0) for c in plan.job.counters)  # read all alike
+        job = plan.job._replace(flags=(), counters=counters, commit=False)
+        return plan._replace(job=job, flag_owners=(), final=None, shadowed=())
 
     def shared_list(self, name: str) -> NumberList:
         """The Whitelist/Blacklist named ``name`` that keeps a shared list in the backend."""
@@ -153,3 +210,7 @@ class Planner:
             if isinstance(p, Suspend):
                 return p
         raise ConfigError("this guard has no Suspend policy: add Suspend() (first, to stop everything)")
+
+
+def _not_an_item(policy: Policy, item: object) -> TypeError:
+    return TypeError(f"{policy.name}.review() gave {item!r}: expected Counter or Flag items")

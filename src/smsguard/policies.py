@@ -7,6 +7,10 @@ A policy is anything with a ``name``, a ``reason`` and a ``review(attempt, now)`
 - ``Deny(reason)``: refuse it outright (a blacklist);
 - a sequence of ``Counter`` and ``Flag`` items for the backend (empty: no opinion).
 
+Every built-in takes ``shadow=True`` (and ``Shadow`` wraps a policy of your own): the policy is
+then asked, counted and reported (``Decision.shadowed``) but never denies: to try a new limit
+on real traffic before it blocks anyone.
+
 The guard asks every policy in order. The first list verdict in that order wins, whether
 the list is fixed in code (EXEMPT, Deny) or kept in the backend (a Flag): ``Suspend`` placed
 first stops everything, whitelisted numbers included. Counters are consumed only after every
@@ -128,10 +132,12 @@ class SameContent:
         limit: int = 1,
         name: str = "same_content",
         skip_missing: bool = False,
+        shadow: bool = False,
     ) -> None:
         _positive("window", window)
         _positive("limit", limit)
         self.name, self.window, self.limit, self.skip_missing = name, window, limit, skip_missing
+        self.shadow = shadow
 
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.content_id is None:
@@ -149,13 +155,15 @@ class DailyCap:
 
     reason = codes.DAILY_CAP
 
-    def __init__(self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap") -> None:
+    def __init__(
+        self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap", shadow: bool = False
+    ) -> None:
         _positive("limit", limit)
         try:
             self.tz = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
-        self.name, self.limit = name, limit
+        self.name, self.limit, self.shadow = name, limit, shadow
         self._key = key_parts(name)
         self._day = (0.0, 0.0)  # [start, end) of the last day seen, epoch seconds
         self._lock = threading.Lock()
@@ -180,9 +188,10 @@ class DailyCap:
 class _Rates:
     """Shared by the rate policies: one sliding-window counter per item of a rate string."""
 
-    def __init__(self, rates: str, name: str) -> None:
+    def __init__(self, rates: str, name: str, shadow: bool) -> None:
         self.name = name
         self.rates = rates
+        self.shadow = shadow
         # Per rate: its key around the subject ("phone_rate:{", "}:5/3600"), amount, window.
         self._items = tuple(
             (*key_parts(name, f"{i.amount}/{i.get_expiry()}"), i.amount, float(i.get_expiry()))
@@ -201,8 +210,10 @@ class PhoneRate(_Rates):
 
     reason = codes.PHONE_RATE
 
-    def __init__(self, rates: str = "1/minute;5/hour", *, name: str = "phone_rate") -> None:
-        super().__init__(rates, name)
+    def __init__(
+        self, rates: str = "1/minute;5/hour", *, name: str = "phone_rate", shadow: bool = False
+    ) -> None:
+        super().__init__(rates, name, shadow)
 
     def review(self, attempt: Attempt, now: float) -> Review:
         return self.counters(attempt.phone_id, now)
@@ -226,10 +237,11 @@ class IPThrottle(_Rates):
         ipv6_prefix: int = 64,
         name: str = "ip_throttle",
         skip_missing: bool = False,
+        shadow: bool = False,
     ) -> None:
         if not (0 <= ipv4_prefix <= 32 and 0 <= ipv6_prefix <= 128):
             raise ConfigError("ipv4_prefix must be within 0..32 and ipv6_prefix within 0..128")
-        super().__init__(rates, name)
+        super().__init__(rates, name, shadow)
         self.ipv4_prefix, self.ipv6_prefix, self.skip_missing = ipv4_prefix, ipv6_prefix, skip_missing
         self._subject = functools.lru_cache(maxsize=4096)(self._hashed_network)  # clients repeat
 
@@ -259,12 +271,14 @@ class NumberList:
 
     verdict: Exempt | Deny
 
-    def __init__(self, numbers: Iterable[str], region: str | None, name: str, shared: bool) -> None:
+    def __init__(
+        self, numbers: Iterable[str], region: str | None, name: str, shared: bool, shadow: bool
+    ) -> None:
         try:
             self.numbers = frozenset(normalize(n, region) for n in numbers)
         except InvalidPhone as exc:
             raise ConfigError(f"{name}: {exc}") from None
-        self.name, self.shared = name, shared
+        self.name, self.shared, self.shadow = name, shared, shadow
 
     def flag_key(self, phone_id: str) -> str:
         """The backend flag that holds ``phone_id`` on this shared list."""
@@ -292,8 +306,9 @@ class Whitelist(NumberList):
         region: str | None = None,
         name: str = "whitelist",
         shared: bool = False,
+        shadow: bool = False,
     ) -> None:
-        super().__init__(numbers, region, name, shared)
+        super().__init__(numbers, region, name, shared, shadow)
 
 
 class Blacklist(NumberList):
@@ -310,8 +325,9 @@ class Blacklist(NumberList):
         region: str | None = None,
         name: str = "blacklist",
         shared: bool = False,
+        shadow: bool = False,
     ) -> None:
-        super().__init__(numbers, region, name, shared)
+        super().__init__(numbers, region, name, shared, shadow)
         self.prefixes = tuple(prefixes)
         for p in self.prefixes:
             if not (p.startswith("+") and p[1:].isdigit()):
@@ -336,33 +352,77 @@ class Suspend:
     kind = codes.UNAVAILABLE
     KEY: Final = "switch:suspended"
 
-    def __init__(self, *, name: str = "suspend") -> None:
-        self.name = name
+    def __init__(self, *, name: str = "suspend", shadow: bool = False) -> None:
+        self.name, self.shadow = name, shadow
 
     def review(self, attempt: Attempt, now: float) -> Review:
         return (Flag(self.KEY, self.reason, self.kind),)
 
 
+class Shadow:
+    """``policy`` in shadow: asked, counted and reported (``Decision.shadowed``), never denying,
+    and its counters are its own, so it takes no quota from the enforcing policies. For a
+    policy of your own; the built-ins take ``shadow=True``."""
+
+    shadow: Final = True
+
+    def __init__(self, policy: Policy) -> None:
+        if not isinstance(policy, Policy):
+            raise ConfigError(f"{policy!r} is not a policy: it needs name, reason and review()")
+        self.policy = policy
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    @property
+    def reason(self) -> str:
+        return self.policy.reason
+
+    @property
+    def kind(self) -> str:
+        return getattr(self.policy, "kind", codes.LIMIT)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        return self.policy.review(attempt, now)
+
+    def __repr__(self) -> str:
+        return f"Shadow({self.policy!r})"
+
+
 def settings_policies(read: Settings) -> list[Policy]:
     """The policies ``Guard.from_settings`` builds, in order (the switch first, so that it stops
-    everything): the SMS providers' rules by default. See the README's settings table."""
+    everything): the SMS providers' rules by default; those named in ``SHADOW`` in shadow. See
+    the README's settings table."""
     region = read.optional("DEFAULT_REGION")
+    shadows = set(read.strings("SHADOW"))
     policies: list[Policy] = []
     if read.boolean("SUSPENDABLE", True):
-        policies.append(Suspend())
+        policies.append(Suspend(shadow="suspend" in shadows))
     whitelist, shared_whitelist = read.strings("WHITELIST"), read.boolean("SHARED_WHITELIST", False)
     if whitelist or shared_whitelist:
-        policies.append(Whitelist(whitelist, region=region, shared=shared_whitelist))
+        policies.append(
+            Whitelist(whitelist, region=region, shared=shared_whitelist, shadow="whitelist" in shadows)
+        )
     blacklist, prefixes = read.strings("BLACKLIST"), read.strings("BLACKLIST_PREFIXES")
     shared_blacklist = read.boolean("SHARED_BLACKLIST", False)
     if blacklist or prefixes or shared_blacklist:
-        policies.append(Blacklist(blacklist, prefixes=prefixes, region=region, shared=shared_blacklist))
+        policies.append(
+            Blacklist(
+                blacklist,
+                prefixes=prefixes,
+                region=region,
+                shared=shared_blacklist,
+                shadow="blacklist" in shadows,
+            )
+        )
     if window := read.number("SAME_CONTENT_WINDOW", 30):
-        policies.append(SameContent(window, skip_missing=read.boolean("SAME_CONTENT_SKIP_MISSING", False)))
+        skip = read.boolean("SAME_CONTENT_SKIP_MISSING", False)
+        policies.append(SameContent(window, skip_missing=skip, shadow="same_content" in shadows))
     if cap := read.integer("DAILY_CAP", 10):
-        policies.append(DailyCap(cap, tz=read.string("TIMEZONE", "UTC")))
+        policies.append(DailyCap(cap, tz=read.string("TIMEZONE", "UTC"), shadow="daily_cap" in shadows))
     if rates := read.string("PHONE_RATE", "1/minute;5/hour"):
-        policies.append(PhoneRate(rates))
+        policies.append(PhoneRate(rates, shadow="phone_rate" in shadows))
     if rates := read.string("IP_RATE", "20/hour"):
         policies.append(
             IPThrottle(
@@ -370,6 +430,13 @@ def settings_policies(read: Settings) -> list[Policy]:
                 ipv4_prefix=read.integer("IPV4_PREFIX", 32),
                 ipv6_prefix=read.integer("IPV6_PREFIX", 64),
                 skip_missing=read.boolean("IP_SKIP_MISSING", False),
+                shadow="ip_throttle" in shadows,
             )
+        )
+    unknown = shadows - {p.name for p in policies}
+    if unknown:
+        raise ConfigError(
+            f"{read.prefix}SHADOW names {', '.join(sorted(unknown))}: not among this guard's policies "
+            f"({', '.join(p.name for p in policies)})"
         )
     return policies

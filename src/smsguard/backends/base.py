@@ -2,7 +2,8 @@
 
 Backends know counters and flags, not phones or policies: the guard turns an attempt into a
 Job (see ``smsguard.plan``), the backend runs it atomically, and the guard turns the Outcome
-into a Decision. Every write (refunds, flag changes) is a ``Change`` applied in one batch.
+into a Decision. Every write (refunds, flag changes, statistics) is a ``Change`` applied in one
+batch. Statistics are hashes of counts, one per hour, read back with ``read``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied, Tally
 
-__all__ = ["Backend", "Change", "Counter", "Flag", "Forget", "Job", "Outcome", "Receipt", "SetFlag"]
+__all__ = [
+    "Backend",
+    "Change",
+    "Counter",
+    "Flag",
+    "Forget",
+    "Job",
+    "Outcome",
+    "Receipt",
+    "SetFlag",
+    "Tallied",
+    "Tally",
+]
 
 
 @runtime_checkable
@@ -21,6 +34,9 @@ class Backend(Protocol):
 
     shared: bool
     """True when several processes see the same state (the guard then needs a shared secret)."""
+    records_tallies: bool
+    """True when ``run`` writes ``job.tally`` with the outcome; else the guard writes a
+    decision's statistics as a ``Tallied`` change (batched, on a shared backend)."""
 
     def run(self, job: Job) -> Outcome:
         """Read the flags in order, then check every counter and consume all or none (none when
@@ -32,12 +48,20 @@ class Backend(Protocol):
         ...
 
     def apply(self, changes: Sequence[Change]) -> None:
-        """Apply refunds and flag changes; a Receipt gives its hits back once, however often
-        it is applied."""
+        """Apply refunds, flag changes and statistics; a Receipt gives its hits back once,
+        however often it is applied."""
         ...
 
     async def aapply(self, changes: Sequence[Change]) -> None:
         """``apply`` for async code."""
+        ...
+
+    def read(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        """The statistics hashes ``keys``, as of ``now`` (empty for one that is absent)."""
+        ...
+
+    async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        """``read`` for async code."""
         ...
 
     def clear(self) -> None:

@@ -8,7 +8,7 @@ import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 
-from smsguard.plan import Change, Forget, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Forget, Job, Outcome, Receipt, SetFlag, Tallied, taken
 
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
@@ -29,6 +29,8 @@ class MemoryBackend:
     """
 
     shared = False
+    records_tallies = False
+    """A job's statistics are written by the guard, as a ``Tallied`` change, right after it."""
 
     def __init__(self, *, sweep_batch: int = 64) -> None:
         self._lock = threading.Lock()
@@ -37,6 +39,7 @@ class MemoryBackend:
         self._seconds: list[int] = []  # a heap of the seconds in _due
         self._flags: set[str] = set()
         self._spent: dict[str, float] = {}  # marker of a refunded receipt -> when it may go
+        self._tallies: dict[str, tuple[float, dict[str, int]]] = {}  # statistics: (expiry, fields)
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
@@ -45,9 +48,12 @@ class MemoryBackend:
         with self._lock:
             if self._seconds and self._seconds[0] <= now:
                 self._sweep(now, self._sweep_batch)
+            shadowed: list[int] = []
             for i, flag in enumerate(job.flags):
                 if flag.key in self._flags:
-                    return Outcome(i)
+                    if not flag.shadow:
+                        return Outcome(i, shadowed=tuple(shadowed))
+                    shadowed.append(i)
             counts = []
             waits: list[float] = []
             for i, counter in enumerate(job.counters):
@@ -63,16 +69,20 @@ class MemoryBackend:
                     live = (entries,) if entries > now else ()
                 n = len(live)
                 if n >= counter.limit:
-                    if not waits:
-                        waits = [0.0] * len(job.counters)
-                    # The slot frees when the (n - limit + 1)-th oldest live hit expires.
-                    waits[i] = live[n - counter.limit] - now
+                    if counter.shadow:
+                        shadowed.append(len(job.flags) + i)
+                    else:
+                        if not waits:
+                            waits = [0.0] * len(job.counters)
+                        # The slot frees when the (n - limit + 1)-th oldest live hit expires.
+                        waits[i] = live[n - counter.limit] - now
                 counts.append(n)
             if waits or not job.commit:
-                return Outcome(-1, tuple(counts), tuple(waits))
-            for key, _, at in job.counters:
+                return Outcome(-1, tuple(counts), tuple(waits), tuple(shadowed))
+            counters = taken(job.counters, len(job.flags), tuple(shadowed)) if shadowed else job.counters
+            for key, _, at, _ in counters:
                 self._add(key, at, now)
-            return Outcome(-1, tuple(counts))
+            return Outcome(-1, tuple(counts), (), tuple(shadowed))
 
     async def arun(self, job: Job) -> Outcome:
         # No await inside: the whole step runs without yielding to the event loop.
@@ -83,6 +93,8 @@ class MemoryBackend:
             for change in changes:
                 if isinstance(change, SetFlag):
                     (self._flags.add if change.on else self._flags.discard)(change.key)
+                elif isinstance(change, Tallied):
+                    self._tally(change)
                 elif isinstance(change, Forget):
                     tag = "{" + change.subject + "}"
                     for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
@@ -93,6 +105,18 @@ class MemoryBackend:
     async def aapply(self, changes: Sequence[Change]) -> None:
         self.apply(changes)
 
+    def read(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        """The statistics hashes ``keys`` (an empty dict for one that is absent or expired)."""
+        with self._lock:
+            found = []
+            for key in keys:
+                entry = self._tallies.get(key)
+                found.append(dict(entry[1]) if entry is not None and entry[0] > now else {})
+            return found
+
+    async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        return self.read(keys, now)
+
     def clear(self) -> None:
         with self._lock:
             self._hits.clear()
@@ -100,6 +124,7 @@ class MemoryBackend:
             self._seconds.clear()
             self._flags.clear()
             self._spent.clear()
+            self._tallies.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``, to the whole second (a hit
@@ -142,7 +167,7 @@ class MemoryBackend:
         spent = _SPENT + receipt.token
         if spent in self._spent:
             return
-        for key, _, at in receipt.counters:
+        for key, _, at, _ in receipt.counters:
             entries = self._hits.get(key)
             if isinstance(entries, list):
                 i = bisect_right(entries, at) - 1
@@ -150,9 +175,18 @@ class MemoryBackend:
                     del entries[i]
             elif entries == at:
                 del self._hits[key]  # the sweep finds it gone
-        last = max(at for _, _, at in receipt.counters)
+        last = max(counter.expires_at for counter in receipt.counters)
         self._spent[spent] = last
         self._file(spent, last)
+
+    def _tally(self, tallied: Tallied) -> None:
+        entry = self._tallies.get(tallied.key)
+        if entry is None:
+            entry = self._tallies[tallied.key] = (tallied.expires_at, {})
+            self._file(tallied.key, tallied.expires_at)
+        fields = entry[1]
+        for name, n in tallied.counts:
+            fields[name] = fields.get(name, 0) + n
 
     def _file(self, key: str, at: float) -> None:
         """File ``key`` under the second its hit expiring ``at`` is gone by."""
@@ -175,8 +209,11 @@ class MemoryBackend:
                 key = keys.pop()
                 entries = hits.get(key)
                 if entries is None:
-                    self._spent.pop(key, None)  # a refund's marker (filed once: its time is up)
-                    continue  # or refunded, or filed twice
+                    # A refund's marker or a statistics hash (each filed once: its time is up),
+                    # or a key refunded, or filed twice.
+                    self._spent.pop(key, None)
+                    self._tallies.pop(key, None)
+                    continue
                 last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
                 if last > now:
                     self._file(key, last)  # a later second, since last > now >= this one

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -35,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Tallied, Tally, taken
 
 log = logging.getLogger("smsguard")
 
@@ -69,6 +70,7 @@ OUTAGES = (
     rx.RedisClusterException,
     OSError,
 )
+T = TypeVar("T")
 Steps = Generator[Request, Any, Outcome]
 
 # Retry once, at once, when a pooled connection turns out dead (Redis restarted): that is no
@@ -135,6 +137,10 @@ class RedisBackend:
             )
         self.cluster = cluster
         """True for a Redis Cluster: counters are then consumed slot by slot."""
+        self.records_tallies = not cluster
+        """Whether a job's statistics are written by its script (a single node). A Cluster
+        script may touch one slot only, and one hour's statistics are one key: the guard
+        batches them instead."""
 
     @classmethod
     def from_url(
@@ -224,6 +230,12 @@ class RedisBackend:
     async def aapply(self, changes: Sequence[Change]) -> None:
         await self._adrive(self._steps_apply(changes))
 
+    def read(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        return self._drive(self._steps_read(keys))
+
+    async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
+        return await self._adrive(self._steps_read(keys))
+
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
         script, the eviction policy, and the app's clock (``now``) against Redis's ``TIME``."""
@@ -271,36 +283,43 @@ class RedisBackend:
 
     def _steps_run(self, job: Job) -> Steps:
         if not self.cluster:
-            reply = yield self._eval(job, job.flags, job.counters, commit=job.commit)
-            return _outcome(reply, len(job.counters))
+            reply = yield self._eval(job, job.flags, job.counters, commit=job.commit, tally=job.tally)
+            return _outcome(reply, len(job.flags), len(job.counters))
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
         # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
+        # (Statistics are not in the job: the guard batches them, see records_tallies.)
+        shadowed: list[int] = []
         if job.flags:
             found = yield ("exists", [self.prefix + f.key for f in job.flags])
             for i, hit in enumerate(found):
                 if hit:
-                    return Outcome(i)
+                    if not job.flags[i].shadow:
+                        return Outcome(i, shadowed=tuple(shadowed))
+                    shadowed.append(i)
+        nflags = len(job.flags)
         counts = [0] * len(job.counters)
         waits = [0.0] * len(job.counters)
-        taken: list[Counter] = []
+        took: list[Counter] = []
         full = False
         for indexes in _by_slot(job.counters):
             group = tuple(job.counters[i] for i in indexes)
             # Once one is full, the other slots are only checked (nothing written), so that
             # the denial names the counter that frees last, as on a single node.
-            out = _outcome((yield self._eval(job, (), group, commit=job.commit and not full)), len(group))
+            reply = yield self._eval(job, (), group, commit=job.commit and not full)
+            out = _outcome(reply, 0, len(group))
             for k, i in enumerate(indexes):
                 counts[i] = out.counts[k]
                 if out.waits:
                     waits[i] = out.waits[k]
+            shadowed += (nflags + indexes[k] for k in out.shadowed)
             if out.waits:
                 full = True
             elif not full and job.commit:
-                taken.extend(group)
-        if full and taken:
-            yield from self._steps_apply((Receipt(job.token, tuple(taken)),))
-        return Outcome(-1, tuple(counts), tuple(waits) if full else ())
+                took.extend(taken(group, 0, out.shadowed))
+        if full and took:
+            yield from self._steps_apply((Receipt(job.token, tuple(took)),))
+        return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)))
 
     def _steps_apply(self, changes: Sequence[Change]) -> Steps:
         # A forgotten subject's keys are found first (a scan, every node of a cluster), then
@@ -318,20 +337,34 @@ class RedisBackend:
             yield ("apply", changes, forgotten)
         return Outcome()
 
+    def _steps_read(self, keys: Sequence[str]) -> Generator[Request, Any, list[dict[str, int]]]:
+        replies = yield ("read", [self.prefix + key for key in keys])
+        return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
+
     def _eval(
-        self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
+        self,
+        job: Job,
+        flags: Sequence[Flag],
+        counters: Sequence[Counter],
+        *,
+        commit: bool = True,
+        tally: Tally | None = None,
     ) -> Request:
         """The EVALSHA arguments for one script call, built once for either client."""
         keys = [self.prefix + f.key for f in flags]
         keys += [self.prefix + c.key for c in counters]
-        args: list[Any] = [repr(job.now), job.token, len(flags), int(commit)]
+        args: list[Any] = [repr(job.now), job.token, len(flags), len(counters), int(commit)]
+        args += (int(f.shadow) for f in flags)
         for c in counters:
-            args += (c.limit, repr(c.expires_at))
+            args += (c.limit, repr(c.expires_at), c.shadow)
+        if tally is not None:
+            keys.append(self.prefix + tally.key)
+            args += (repr(tally.expires_at), len(tally.fields), *tally.fields, *tally.outcomes)
         return ("eval", keys, args)
 
     # -- the two drivers: the only code that differs between sync and async ---------------
 
-    def _drive(self, steps: Steps) -> Outcome:
+    def _drive(self, steps: Generator[Request, Any, T]) -> T:
         client = self._sync_client()
         try:
             request = next(steps)
@@ -345,7 +378,7 @@ class RedisBackend:
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
-    async def _adrive(self, steps: Steps) -> Outcome:
+    async def _adrive(self, steps: Generator[Request, Any, T]) -> T:
         client = await self._async_client()
         try:
             request = next(steps)
@@ -386,16 +419,22 @@ class RedisBackend:
     def _pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
         kind, items, *forgotten = request
-        if kind in ("exists", "types"):
+        if kind in ("exists", "types", "read"):
+            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall}[kind]
             for key in items:
-                (pipe.exists if kind == "exists" else pipe.type)(key)
+                command(key)
             return pipe
         for key in forgotten[0]:  # the counters of forgotten subjects, found by a scan
             pipe.delete(key)
         for change in items:
             if isinstance(change, Forget):
                 continue
-            if isinstance(change, Receipt):
+            if isinstance(change, Tallied):
+                key = self.prefix + change.key
+                for name, n in change.counts:
+                    pipe.hincrby(key, name, n)
+                pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
+            elif isinstance(change, Receipt):
                 for counter in change.counters:
                     pipe.zrem(self.prefix + counter.key, change.token)
             elif change.on:
@@ -496,19 +535,26 @@ def _policies(answer: Any) -> list[str]:
     return found
 
 
-def _outcome(reply: Sequence[Any], n: int) -> Outcome:
-    """The Outcome in a script's reply for ``n`` counters; a reply of another shape is a bug."""
+def _outcome(reply: Sequence[Any], nflags: int, n: int) -> Outcome:
+    """The Outcome in a script's reply for ``nflags`` flags and ``n`` counters; a reply of
+    another shape is a bug."""
     try:
-        flag = int(reply[0])
+        flag, nshadowed = int(reply[0]), int(reply[1])
+        start = 2 + nshadowed
+        shadowed = tuple(int(i) for i in reply[2:start])
         if flag >= 0:
-            return Outcome(flag)
-        counts = tuple(int(c) for c in reply[1 : 1 + n])
-        waits = tuple(float(w) for w in reply[1 + n :])
+            counts: tuple[int, ...] = ()
+            waits: tuple[float, ...] = ()
+        else:
+            counts = tuple(int(c) for c in reply[start : start + n])
+            waits = tuple(float(w) for w in reply[start + n :])
+            if len(counts) != n or len(waits) not in (0, n):
+                raise ValueError(f"it does not fit {n} counters")
+        if len(shadowed) != nshadowed or any(not 0 <= i < nflags + n for i in shadowed):
+            raise ValueError("its shadowed items do not fit the job")
     except (TypeError, ValueError, IndexError) as exc:
         raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
-    if len(counts) != n or len(waits) not in (0, n):
-        raise BackendError(f"script reply {reply!r} does not fit {n} counters")
-    return Outcome(-1, counts, waits)
+    return Outcome(flag, counts, waits, shadowed)
 
 
 def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
@@ -558,6 +604,10 @@ def _locations(url: str) -> tuple[str | None, list[tuple[str, int]], str]:
             raise ConfigError(f"{url!r}: {location!r} is not host:port")
         hosts.append((host.strip("[]"), int(port)))
     return password, hosts, path
+
+
+def _text(name: Any) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _glob_escape(text: str) -> str:

@@ -1,0 +1,330 @@
+"""Statistics: what the guard decided, per hour of a local day, kept in the backend.
+
+One hash per local hour (``stats:{2026-11-26T14}``) holds counts by field:
+
+- ``attempts``, and ``country:CN`` per number's country (``ZZ`` where it has none);
+- ``allowed``, or ``denied:<reason>`` (one of the two per attempt);
+- ``shadow:<policy>`` for a shadow policy that would have denied;
+- ``degraded`` for a decision the fail mode made, ``refunded``, ``verified``.
+
+Nothing in them names a number or a client (semantics 16). A day is the sum of its hours, so
+one write per decision serves both; hashes expire ``days`` after their hour ends.
+
+Where the backend can (a single Redis node, in the decision's own script), a decision's counts
+are written with it (semantics 15); otherwise the guard buffers them and writes them with its
+next write to the backend, at most a second later on a shared backend (a Cluster, whose one
+hash per hour lives in one slot), at once on the in-process one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from smsguard.attempt import Decision
+from smsguard.errors import ConfigError
+from smsguard.plan import Tallied, key
+
+ATTEMPTS: Final = "attempts"
+ALLOWED: Final = "allowed"
+REFUNDED: Final = "refunded"
+VERIFIED: Final = "verified"
+DEGRADED: Final = "degraded"
+DENIED: Final = "denied:"
+COUNTRY: Final = "country:"
+SHADOW: Final = "shadow:"
+NO_COUNTRY: Final = "ZZ"
+"""The country of a number phonenumbers places in none (ISO 3166's code for unknown)."""
+
+
+class Statistics:
+    """Where and how long a guard keeps its statistics: local hours in ``tz`` (default: the
+    time zone of the guard's DailyCap, else UTC), for ``days`` days (default 35: a month, and
+    the same weekday a month back)."""
+
+    def __init__(self, tz: str | None = None, *, days: int = 35, flush_interval: float | None = None) -> None:
+        if not days >= 1:
+            raise ConfigError(f"statistics are kept at least 1 day, not {days!r}")
+        self.zone: ZoneInfo | None = None
+        if tz is not None:
+            self.zone = _zone(tz)
+        self.days = days
+        self.flush_interval = flush_interval
+        """Seconds between writes of buffered counts; None: at once on an in-process backend,
+        every second on a shared one (set by the guard)."""
+        self._hour = (0.0, 0.0, "", 0.0)  # start, end, key, expires_at of the last hour seen
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, dict[str, int]]] = {}
+        self._flushed_at = float("-inf")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.zone or ZoneInfo("UTC")
+
+    # -- writing ---------------------------------------------------------------------
+
+    def hour(self, now: float) -> tuple[str, float]:
+        """(key, expires_at) of the hash of the local hour holding ``now``."""
+        start, end, hour_key, expires_at = self._hour
+        if start <= now < end:
+            return hour_key, expires_at
+        local = datetime.fromtimestamp(now, self.tz)
+        start = now - (local.minute * 60 + local.second + local.microsecond / 1e6)
+        end = start + 3600
+        hour_key = key("stats", local.strftime("%Y-%m-%dT%H"))
+        expires_at = end + self.days * 86400
+        self._hour = (start, end, hour_key, expires_at)
+        return hour_key, expires_at
+
+    @staticmethod
+    def fields(decision: Decision) -> list[str]:
+        """The fields one decision adds 1 to."""
+        found = [
+            ATTEMPTS,
+            COUNTRY + (decision.country or NO_COUNTRY),
+            ALLOWED if decision.allowed else DENIED + (decision.reason or "unknown"),
+        ]
+        found += (SHADOW + name for name in decision.shadowed)
+        if decision.degraded:
+            found.append(DEGRADED)
+        return found
+
+    def add(self, now: float, names: Iterable[str]) -> None:
+        """Buffer +1 to each of ``names`` in the hour of ``now``."""
+        hour_key, expires_at = self.hour(now)
+        with self._lock:
+            entry = self._pending.get(hour_key)
+            if entry is None:
+                entry = self._pending[hour_key] = (expires_at, {})
+            counts = entry[1]
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+
+    def due(self, now: float) -> bool:
+        """Whether buffered counts are to be written now."""
+        return bool(self._pending) and now - self._flushed_at >= (self.flush_interval or 0.0)
+
+    def drain(self, now: float) -> tuple[Tallied, ...]:
+        """The buffered counts, as writes, and an empty buffer."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flushed_at = now
+        return tuple(Tallied(k, at, tuple(counts.items()), now) for k, (at, counts) in pending.items())
+
+    def restore(self, writes: Iterable[Tallied]) -> None:
+        """Put back counts whose write failed, to go with a later one."""
+        with self._lock:
+            for write in writes:
+                entry = self._pending.setdefault(write.key, (write.expires_at, {}))
+                for name, n in write.counts:
+                    entry[1][name] = entry[1].get(name, 0) + n
+
+    # -- reading ---------------------------------------------------------------------
+
+    def day(self, day: date | str | None, now: float) -> date:
+        """``day`` as a date (an ISO string is read; None is today in ``tz``)."""
+        if day is None:
+            return datetime.fromtimestamp(now, self.tz).date()
+        if isinstance(day, str):
+            try:
+                return date.fromisoformat(day)
+            except ValueError:
+                raise ConfigError(f"{day!r} is not a day: use YYYY-MM-DD") from None
+        return day
+
+    @staticmethod
+    def keys(day: date) -> list[str]:
+        """The keys of ``day``'s 24 hours."""
+        return [key("stats", f"{day.isoformat()}T{h:02d}") for h in range(24)]
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
+
+
+@dataclass(frozen=True)
+class Day:
+    """One local day's statistics: ``hours`` maps each hour (0-23) with any count to its fields."""
+
+    day: date
+    hours: Mapping[int, Mapping[str, int]]
+    totals: Mapping[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        totals: dict[str, int] = {}
+        for counts in self.hours.values():
+            for name, n in counts.items():
+                totals[name] = totals.get(name, 0) + n
+        object.__setattr__(self, "totals", totals)
+
+    @classmethod
+    def from_hashes(cls, day: date, hashes: list[dict[str, int]]) -> Day:
+        return cls(day, {h: counts for h, counts in enumerate(hashes) if counts})
+
+    @property
+    def attempts(self) -> int:
+        return self.totals.get(ATTEMPTS, 0)
+
+    @property
+    def allowed(self) -> int:
+        return self.totals.get(ALLOWED, 0)
+
+    @property
+    def refunded(self) -> int:
+        return self.totals.get(REFUNDED, 0)
+
+    @property
+    def verified(self) -> int:
+        return self.totals.get(VERIFIED, 0)
+
+    @property
+    def degraded(self) -> int:
+        return self.totals.get(DEGRADED, 0)
+
+    @property
+    def denied(self) -> dict[str, int]:
+        """Denials per reason, most first."""
+        return _by(self.totals, DENIED)
+
+    @property
+    def countries(self) -> dict[str, int]:
+        """Attempts per country, most first."""
+        return _by(self.totals, COUNTRY)
+
+    @property
+    def shadowed(self) -> dict[str, int]:
+        """Per shadow policy, the attempts it would have denied, most first."""
+        return _by(self.totals, SHADOW)
+
+    def hour(self, h: int) -> Mapping[str, int]:
+        return self.hours.get(h, {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "attempts": self.attempts,
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "refunded": self.refunded,
+            "verified": self.verified,
+            "degraded": self.degraded,
+            "countries": self.countries,
+            "shadowed": self.shadowed,
+            "hours": {f"{h:02d}": dict(counts) for h, counts in sorted(self.hours.items())},
+        }
+
+
+def _by(totals: Mapping[str, int], prefix: str) -> dict[str, int]:
+    found = {name[len(prefix) :]: n for name, n in totals.items() if name.startswith(prefix)}
+    return dict(sorted(found.items(), key=lambda item: (-item[1], item[0])))
+
+
+SURGE: Final = 3.0
+"""An hour (or a country) is flagged at this many times the day before's volume..."""
+MIN_VOLUME: Final = 20
+"""...and at least this many attempts, so that a quiet night's 1 -> 3 is no alarm."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The daily review: a day against the day before and the same weekday a week before."""
+
+    day: Day
+    previous: Day
+    week_before: Day
+
+    @property
+    def conversion(self) -> float | None:
+        """Verified codes per code sent (allowed, less refunded); None before any verification."""
+        return _conversion(self.day)
+
+    @property
+    def anomalies(self) -> list[str]:
+        """What the providers' abuse monitors would flag: an hour several times the same hour
+        the day before while its success rate falls; a country surging; the day against the
+        same weekday a week before."""
+        found = []
+        today, before = self.day, self.previous
+        for h in range(24):
+            now, then = today.hour(h), before.hour(h)
+            n, m = now.get(ATTEMPTS, 0), then.get(ATTEMPTS, 0)
+            if n >= MIN_VOLUME and n >= SURGE * m:
+                # Against the same hour, or the whole day before if that hour was empty; by
+                # verifications where the day before counted them, else by allowances.
+                ref = then if m else before.totals
+                verified = bool(ref.get(VERIFIED))
+                rate, old = _success(now, verified), _success(ref, verified)
+                if old is None or (rate is not None and rate < old):
+                    found.append(
+                        f"{h:02d}:00 {n} attempts, {_times(n, m)} the day before, "
+                        f"success {_percent(rate)} (the day before {_percent(old)})"
+                    )
+        old_countries = before.countries
+        for country, n in today.countries.items():
+            m = old_countries.get(country, 0)
+            if n >= MIN_VOLUME and n >= SURGE * m:
+                found.append(f"country {country}: {n} attempts, {_times(n, m)} the day before")
+        n, m = today.attempts, self.week_before.attempts
+        if n >= MIN_VOLUME and n >= SURGE * m:
+            found.append(f"the day: {n} attempts, {_times(n, m)} the same weekday a week before")
+        return found
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.day.isoformat(),
+            "totals": _summary(self.day),
+            "previous": _summary(self.previous),
+            "week_before": _summary(self.week_before),
+            "conversion": self.conversion,
+            "top_reasons": dict(list(self.day.denied.items())[:5]),
+            "top_countries": dict(list(self.day.countries.items())[:5]),
+            "shadowed": self.day.shadowed,
+            "anomalies": self.anomalies,
+        }
+
+
+def _summary(day: Day) -> dict[str, Any]:
+    return {
+        "day": day.day.isoformat(),
+        "attempts": day.attempts,
+        "allowed": day.allowed,
+        "denied": sum(day.denied.values()),
+        "refunded": day.refunded,
+        "verified": day.verified,
+    }
+
+
+def _conversion(counts: Day) -> float | None:
+    sent = counts.allowed - counts.refunded
+    if not counts.verified or sent <= 0:
+        return None
+    return counts.verified / sent
+
+
+def _success(counts: Mapping[str, int], verified: bool) -> float | None:
+    """Codes verified per code sent (``verified``), else attempts allowed per attempt."""
+    if verified:
+        sent = counts.get(ALLOWED, 0) - counts.get(REFUNDED, 0)
+        return counts.get(VERIFIED, 0) / sent if sent > 0 else None
+    attempts = counts.get(ATTEMPTS, 0)
+    return counts.get(ALLOWED, 0) / attempts if attempts else None
+
+
+def _times(n: int, m: int) -> str:
+    return f"{n / m:.1f}x" if m else "from none"
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def around(day: date) -> tuple[date, date, date]:
+    """The day, the day before, and the same weekday a week before."""
+    return day, day - timedelta(days=1), day - timedelta(days=7)
