@@ -58,9 +58,9 @@ def four_policies() -> list[object]:
     ]
 
 
-def smsguard_check(*, listener: bool = False) -> Callable[[str, str, str], bool]:
-    """The guard; with ``listener``, a Prometheus metrics listener on its own registry (the
-    issue's "statistics and one listener on" row, statistics aside: they are not built yet)."""
+def smsguard_check(*, statistics: bool = True, listener: bool = False) -> Callable[[str, str, str], bool]:
+    """The guard (statistics on, as by default); with ``listener``, a Prometheus metrics
+    listener on its own registry: the issue's "statistics and one listener on" row."""
     listeners = []
     if listener:
         from prometheus_client import CollectorRegistry
@@ -68,7 +68,13 @@ def smsguard_check(*, listener: bool = False) -> Callable[[str, str, str], bool]
         from smsguard.metrics import PrometheusMetrics
 
         listeners.append(PrometheusMetrics(CollectorRegistry()))
-    guard = Guard(four_policies(), default_region="CN", secret="bench", listeners=listeners)  # type: ignore[arg-type]
+    guard = Guard(
+        four_policies(),  # type: ignore[arg-type]
+        default_region="CN",
+        secret="bench",
+        listeners=listeners,
+        statistics=statistics,
+    )
     return lambda phone, content, ip: guard.check(phone, content=content, ip=ip).allowed
 
 
@@ -178,23 +184,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts", type=int, default=100_000)
     parser.add_argument("--flood", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
     attempts = workload(args.attempts)
-    rows = {
-        "smsguard (memory)": measure(smsguard_check(), attempts),
-        "smsguard + metrics listener": measure(smsguard_check(listener=True), attempts),
-        "limits, keyed as typed": measure(limits_check(normalize=False), attempts),
-        "limits + phonenumbers": measure(limits_check(normalize=True), attempts),
+    makers: dict[str, Callable[[], Callable[[str, str, str], bool]]] = {
+        "smsguard, statistics off": lambda: smsguard_check(statistics=False),
+        "smsguard (memory)": smsguard_check,
+        "smsguard + metrics listener": lambda: smsguard_check(listener=True),
+        "limits, keyed as typed": lambda: limits_check(normalize=False),
+        "limits + phonenumbers": lambda: limits_check(normalize=True),
     }
+    # Rounds in turn, each on fresh state, keeping each row's fastest: the first row pays for
+    # no warm-up (phonenumbers loads a region's metadata on first use), and a noisy moment on
+    # a shared machine hits one round, not one row.
+    rows: dict[str, dict[str, float]] = {}
+    for _ in range(args.rounds):
+        for name, make in makers.items():
+            r = measure(make(), attempts)
+            if name not in rows or r["per_s"] > rows[name]["per_s"]:
+                rows[name] = r
     ours = rows["smsguard (memory)"]["per_s"]
-    print(f"4-policy check, {len(attempts):,} attempts, 50,000 numbers, 5,000 IPs, one thread")
+    print(
+        f"4-policy check, {len(attempts):,} attempts, 50,000 numbers, 5,000 IPs, one thread, "
+        f"best of {args.rounds} rounds"
+    )
     print(f"{'':28}{'decisions/s':>12}{'p50 µs':>9}{'p99 µs':>9}{'allowed':>9}{'smsguard ×':>12}")
     for name, r in rows.items():
         print(
             f"{name:28}{r['per_s']:>12,.0f}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}"
             f"{r['allowed']:>9,.0f}{ours / r['per_s']:>12.2f}"
         )
+    off, on = rows["smsguard, statistics off"]["per_s"], rows["smsguard + metrics listener"]["per_s"]
+    print(f"statistics and one listener on: {on / off:.0%} of off")
     if args.flood:
         # In a fresh process, so that its before and after count only what the flood does.
         child = multiprocessing.get_context("spawn").Process(target=flood, args=(args.flood,))

@@ -81,8 +81,6 @@ class Guard:
         if isinstance(statistics, Statistics):
             if statistics.zone is None:  # one day for the caps and the statistics
                 statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
-            if statistics.flush_interval is None:
-                statistics.flush_interval = 1.0 if self.backend.shared else 0.0
             if self.backend.records_tallies:
                 self.planner.statistics = statistics
         self.statistics = statistics or None
@@ -217,7 +215,7 @@ class Guard:
     def _record(self, decision: Decision, now: float) -> Decision:
         """``decision``, its statistics buffered (for those its backend did not write with it)."""
         if self.statistics is not None:
-            self.statistics.add(now, Statistics.fields(decision))
+            self.statistics.record(decision, now)
         return decision
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
@@ -263,7 +261,7 @@ class Guard:
         now = self.clock()
         self.reporter.refund(decision, now)
         if decision.receipt is not None and self.statistics is not None:
-            self.statistics.add(now, (stats.REFUNDED,))
+            self.statistics.add(now, stats.REFUNDED)
         return self.breaker.refund(decision.receipt) or (
             self.statistics is not None and self.statistics.due(now) and now >= self.breaker.down_until
         )
