@@ -151,6 +151,55 @@ def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) ->
     assert smsguard("--config", str(bad), "status", VICTIM)[0] == 2
 
 
+@pytest.mark.redis_server
+def test_stats_and_report_read_what_the_app_recorded(redis_server: RedisServer) -> None:
+    env = {
+        **settings(redis_server.url, unique_prefix()),
+        "SMSGUARD_DAILY_CAP": "2",
+        "SMSGUARD_SHADOW": "ip_throttle",
+    }
+    env["SMSGUARD_IP_RATE"] = "1/hour"
+    guard = Guard.from_settings(env)  # the app, in this process, on the real clock
+    first = guard.check(VICTIM, ip=IP)
+    assert guard.check(VICTIM, ip=IP).shadowed == ("ip_throttle",)
+    assert guard.check(VICTIM, ip=IP).reason == "daily_cap"
+    guard.add_number("blacklist", OTHER)
+    assert guard.check(OTHER, ip=IP).reason == "blacklisted"
+    assert guard.check("+33612345678", ip="198.51.100.1").allowed
+    guard.refund(first)
+    day = guard.stats().day.isoformat()
+
+    code, out, _ = smsguard("--json", "stats", "--day", day, env=env)
+    assert code == 0
+    found = json.loads(out)
+    assert (found["attempts"], found["allowed"], found["refunded"]) == (5, 3, 1)
+    assert found["denied"] == {"blacklisted": 1, "daily_cap": 1}
+    assert found["countries"] == {"CN": 4, "FR": 1}
+    assert found["shadowed"] == {"ip_throttle": 2}, "the second and the third"
+    code, out, _ = smsguard("stats", "--day", day, "--by", "country", env=env)
+    assert code == 0
+    assert out.splitlines()[1] == "attempts 5  allowed 3  denied 2  refunded 1  verified 0"
+    assert out.splitlines()[3].split() == ["CN", "4"]
+    assert out.splitlines()[-1] == "shadow policies would have denied: ip_throttle 2"
+    code, out, _ = smsguard("stats", "--day", day, "--by", "hour", env=env)
+    assert code == 0
+    assert out.splitlines()[3].split()[1:] == ["5", "3", "2", "1"]
+
+    code, out, _ = smsguard("--json", "report", "--day", day, env=env)
+    assert code == 0, "five attempts flag nothing"
+    report = json.loads(out)
+    assert report["totals"]["attempts"] == 5
+    assert report["previous"]["attempts"] == 0
+    assert report["top_reasons"] == {"blacklisted": 1, "daily_cap": 1}
+    assert report["anomalies"] == []
+    for n in range(25):  # a flood of fresh numbers from one network: what pumping looks like
+        guard.check(f"+8613900139{n:03d}", ip="198.51.100.2")
+    code, out, _ = smsguard("report", "--day", day, env=env)
+    assert code == 3, "anomalies: exit code 3"
+    assert "anomalies: \n" in out
+    assert smsguard("stats", "--day", "yesterday", env=env)[0] == 2
+
+
 def test_flask_smsguard_shares_the_commands() -> None:
     app = Flask(__name__)
     app.config.update(SMSGUARD_DEFAULT_REGION="CN", SMSGUARD_DAILY_CAP=2, SMSGUARD_PHONE_RATE="")

@@ -6,7 +6,7 @@ variables, over the keys of a TOML file given with ``--config`` (top level or a 
 table, in lower case without the prefix: ``storage_uri = "redis://..."``).
 
 Exit codes: 0 done; 1 the backend could not be reached, or a check failed; 2 a bad command,
-setting or number.
+setting or number; 3 the daily report found anomalies.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import Any, TypeVar
 
 import click
 
+from smsguard import stats as stats_
 from smsguard.errors import BackendUnavailable, ConfigError, InvalidInput
 from smsguard.guard import Guard
+from smsguard.stats import Day
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,6 +33,8 @@ else:  # pragma: no cover - Python 3.10
 
 T = TypeVar("T")
 PREFIX = "SMSGUARD_"
+ANOMALIES = 3
+"""The exit code of a ``report`` that flags anomalies."""
 
 
 def load_settings(config: Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -151,6 +155,69 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
     list_command("add", True, "Add PHONE to the shared list NAME (whitelist, blacklist).")
     list_command("remove", False, "Take PHONE out of the shared list NAME.")
 
+    day_option = click.option("--day", metavar="YYYY-MM-DD", help="A day other than today.")
+
+    @group.command()
+    @day_option
+    @click.option(
+        "--by",
+        type=click.Choice(["reason", "country", "hour"]),
+        default="reason",
+        show_default=True,
+        help="How to break the day down.",
+    )
+    @click.pass_obj
+    def stats(obj: Context, day: str | None, by: str) -> None:
+        """One day's statistics, in the statistics' time zone."""
+        found = obj.run(lambda: obj.guard.stats(day))
+        lines = [f"{found.day} ({obj.guard.statistics.tz if obj.guard.statistics else ''})", _totals(found)]
+        if by == "hour":
+            lines.append(f"{'hour':<6}{'attempts':>9}{'allowed':>9}{'denied':>8}{'refunded':>10}")
+            for h, counts in sorted(found.hours.items()):
+                denied = sum(n for name, n in counts.items() if name.startswith(stats_.DENIED))
+                lines.append(
+                    f"{h:02d}:00 {counts.get(stats_.ATTEMPTS, 0):>9}{counts.get(stats_.ALLOWED, 0):>9}"
+                    f"{denied:>8}{counts.get(stats_.REFUNDED, 0):>10}"
+                )
+        else:
+            rows = found.denied if by == "reason" else found.countries
+            lines.append(f"{'denied by' if by == 'reason' else 'country':<24}{'attempts':>9}")
+            lines += (f"{name:<24}{n:>9}" for name, n in rows.items())
+        if found.shadowed:
+            lines.append("shadow policies would have denied: " + _pairs(found.shadowed))
+        obj.say(found.as_dict(), "\n".join(lines))
+
+    @group.command()
+    @day_option
+    @click.pass_obj
+    def report(obj: Context, day: str | None) -> None:
+        """The daily review: the day against the day before and a week before, the top reasons
+        and countries, and anomalies (then the exit code is 3, for a cron job to alert on)."""
+        found = obj.run(lambda: obj.guard.report(day))
+        days = (found.day, found.previous, found.week_before)
+        lines = [
+            f"Daily review of {found.day.day}",
+            f"{'':<12}{found.day.day.isoformat():>12}{found.previous.day.isoformat():>12}"
+            f"{found.week_before.day.isoformat():>12}",
+        ]
+        for name in ("attempts", "allowed", "refunded", "verified"):
+            lines.append(f"{name:<12}" + "".join(f"{getattr(d, name):>12,}" for d in days))
+        lines.append(f"{'denied':<12}" + "".join(f"{sum(d.denied.values()):>12,}" for d in days))
+        conversion = found.conversion
+        lines.append(
+            f"conversion: {'-' if conversion is None else f'{conversion:.1%}'} (verified per code sent)"
+        )
+        lines.append("top denial reasons: " + (_pairs(dict(list(found.day.denied.items())[:5])) or "-"))
+        lines.append("top countries: " + (_pairs(dict(list(found.day.countries.items())[:5])) or "-"))
+        if found.day.shadowed:
+            lines.append("shadow policies would have denied: " + _pairs(found.day.shadowed))
+        anomalies = found.anomalies
+        lines.append("anomalies: " + ("none" if not anomalies else ""))
+        lines += (f"  {line}" for line in anomalies)
+        obj.say(found.as_dict(), "\n".join(lines))
+        if anomalies:
+            raise click.exceptions.Exit(ANOMALIES)
+
     @group.command()
     @click.pass_obj
     def check(obj: Context) -> None:
@@ -170,6 +237,17 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
             raise click.exceptions.Exit(1)
 
     return group
+
+
+def _totals(day: Day) -> str:
+    return (
+        f"attempts {day.attempts:,}  allowed {day.allowed:,}  denied {sum(day.denied.values()):,}  "
+        f"refunded {day.refunded:,}  verified {day.verified:,}"
+    )
+
+
+def _pairs(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in counts.items())
 
 
 def _from_environment(config: Path | None) -> Guard:
