@@ -163,7 +163,21 @@ def test_report_compares_days_and_flags_a_pumping_hour() -> None:
 
 
 def test_report_is_quiet_on_an_ordinary_day() -> None:
-    hours = {h: {"attempts": 30, "allowed": 28, "country:CN": 30} for h in range(8, 20)}
+    hours = {h: {"attempts": 30, "allowed": 28, "verified": 25, "country:CN": 30} for h in range(8, 20)}
     report = Report(Day(date(2026, 3, 2), hours), Day(date(2026, 3, 1), hours), Day(date(2026, 2, 23), hours))
     assert report.anomalies == []
+    assert report.conversion == pytest.approx(25 / 28)
+
+
+def test_without_verifications_a_surge_is_flagged_alone() -> None:
+    # Pumping through fresh numbers raises the share allowed: without verifications to read,
+    # volume is the signal.
+    before = Day(date(2026, 3, 1), {8: {"attempts": 30, "allowed": 25}})
+    today = Day(date(2026, 3, 2), {8: {"attempts": 150, "allowed": 148}, 9: {"attempts": 15, "allowed": 15}})
+    report = Report(today, before, before)
+    assert (
+        report.anomalies[0]
+        == "08:00 150 attempts, 5.0x the day before (no verifications counted: success unknown)"
+    )
+    assert not any(line.startswith("09:00") for line in report.anomalies), "15 attempts: too few to say"
     assert report.conversion is None, "no verifications counted: no conversion"

@@ -271,32 +271,33 @@ class Report:
     @property
     def anomalies(self) -> list[str]:
         """What the providers' abuse monitors would flag: an hour several times the same hour
-        the day before while its success rate falls; a country surging; the day against the
-        same weekday a week before."""
+        the day before while its success rate (codes verified per code sent) falls, or at all
+        where no verification is counted; a country surging; the day against the same weekday
+        a week before. Each needs at least ``MIN_VOLUME`` attempts."""
         found = []
         today, before = self.day, self.previous
+        verifying = bool(today.verified or before.verified)
         for h in range(24):
             now, then = today.hour(h), before.hour(h)
             n, m = now.get(ATTEMPTS, 0), then.get(ATTEMPTS, 0)
-            if n >= MIN_VOLUME and n >= SURGE * m:
-                # Against the same hour, or the whole day before if that hour was empty; by
-                # verifications where the day before counted them, else by allowances.
-                ref = then if m else before.totals
-                verified = bool(ref.get(VERIFIED))
-                rate, old = _success(now, verified), _success(ref, verified)
-                if old is None or (rate is not None and rate < old):
-                    found.append(
-                        f"{h:02d}:00 {n} attempts, {_times(n, m)} the day before, "
-                        f"success {_percent(rate)} (the day before {_percent(old)})"
-                    )
+            if n < MIN_VOLUME or n < SURGE * m:
+                continue
+            surge = f"{h:02d}:00 {n:,} attempts, {_times(n, m)} the day before"
+            if not verifying:  # no success rate to read: the surge alone
+                found.append(f"{surge} (no verifications counted: success unknown)")
+                continue
+            # Against the same hour, or the whole day before if that hour was empty.
+            rate, old = _success(now), _success(then if m else before.totals)
+            if old is None or (rate is not None and rate < old):
+                found.append(f"{surge}, success {_percent(rate)} (the day before {_percent(old)})")
         old_countries = before.countries
         for country, n in today.countries.items():
             m = old_countries.get(country, 0)
             if n >= MIN_VOLUME and n >= SURGE * m:
-                found.append(f"country {country}: {n} attempts, {_times(n, m)} the day before")
+                found.append(f"country {country}: {n:,} attempts, {_times(n, m)} the day before")
         n, m = today.attempts, self.week_before.attempts
         if n >= MIN_VOLUME and n >= SURGE * m:
-            found.append(f"the day: {n} attempts, {_times(n, m)} the same weekday a week before")
+            found.append(f"the day: {n:,} attempts, {_times(n, m)} the same weekday a week before")
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -331,13 +332,10 @@ def _conversion(counts: Day) -> float | None:
     return counts.verified / sent
 
 
-def _success(counts: Mapping[str, int], verified: bool) -> float | None:
-    """Codes verified per code sent (``verified``), else attempts allowed per attempt."""
-    if verified:
-        sent = counts.get(ALLOWED, 0) - counts.get(REFUNDED, 0)
-        return counts.get(VERIFIED, 0) / sent if sent > 0 else None
-    attempts = counts.get(ATTEMPTS, 0)
-    return counts.get(ALLOWED, 0) / attempts if attempts else None
+def _success(counts: Mapping[str, int]) -> float | None:
+    """Codes verified per code sent (allowed, less refunded); None when none was sent."""
+    sent = counts.get(ALLOWED, 0) - counts.get(REFUNDED, 0)
+    return counts.get(VERIFIED, 0) / sent if sent > 0 else None
 
 
 def _times(n: int, m: int) -> str:
