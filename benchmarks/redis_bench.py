@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from core import DAILY, PER_IP, RATES, SAME, Attempt, e164, four_policies, limits_check, measure, workload
 from limits.aio.storage import RedisStorage as AsyncRedisStorage
@@ -25,7 +26,7 @@ from smsguard import Guard
 from smsguard.backends.redis import RedisBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import RedisServer, top_level_commands
+from servers import RedisCluster, RedisServer, top_level_commands
 
 
 def limits_sync(url: str) -> Callable[[str, str, str], bool]:
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--no-cluster", action="store_true", help="Skip the Redis Cluster rows.")
     args = parser.parse_args(argv)
 
     attempts = workload(args.attempts, numbers=args.attempts // 2, ips=max(args.attempts // 20, 1))
@@ -105,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             backend = RedisBackend.from_url(server.url, prefix="bench:")
             guard = Guard(four_policies(), backend=backend, default_region="CN", secret="bench")  # type: ignore[arg-type]
-
-            def ours(phone: str, content: str, ip: str) -> bool:
-                return guard.check(phone, content=content, ip=ip).allowed
+            ours = sync_check(guard)
 
             async def ours_async(phone: str, content: str, ip: str) -> bool:
                 return (await guard.acheck(phone, content=content, ip=ip)).allowed
@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "smsguard, sync": measure(ours, attempts),
                 "limits, sync": measure(theirs, attempts),
             }
+            stats_on, stats_off = on_and_off(server.url, attempts)
             backend.clear()
             rows[f"smsguard, async ×{args.concurrency}"] = measure_async(
                 ours_async, attempts, args.concurrency
@@ -131,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         finally:
             server.stop()
+        cluster = None if args.no_cluster else cluster_rows(Path(tmp), attempts)
 
     print(f"4-policy check on a local redis-server, {len(attempts):,} attempts")
     header = ["decisions/s", "p50 µs", "p99 µs", "allowed", "smsguard ×", "cmds/decision"]
@@ -142,6 +144,40 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{name:22}{r['per_s']:>12,.0f}{r['p50_us']:>9.0f}{r['p99_us']:>9.0f}{r['allowed']:>9,.0f}"
             f"{rows[peer]['per_s'] / r['per_s']:>12.2f}{'' if cmds is None else f'{cmds:.2f}':>15}"
         )
+
+    print("statistics on, sync, decisions/s, each the faster of two interleaved runs: on / off")
+    ratio = stats_on / stats_off
+    print(f"  single node, in the decision's script: {stats_on:,.0f} / {stats_off:,.0f} = {ratio:.0%}")
+    if cluster:
+        on, off = cluster
+        print(f"  3-master Cluster, batched (a pipeline a second): {on:,.0f} / {off:,.0f} = {on / off:.0%}")
+
+
+def sync_check(guard: Guard) -> Callable[[str, str, str], bool]:
+    return lambda phone, content, ip: guard.check(phone, content=content, ip=ip).allowed
+
+
+def on_and_off(url: str, attempts: Sequence[Attempt]) -> tuple[float, float]:
+    """Sync decisions/s on ``url`` with statistics on and off: the faster of two interleaved runs
+    each, every run on fresh keys."""
+    best = {True: 0.0, False: 0.0}
+    for run in range(4):
+        on = run % 2 == 1
+        backend = RedisBackend.from_url(url, prefix=f"bench{run}:")
+        policies: Any = four_policies()
+        guard = Guard(policies, backend=backend, default_region="CN", secret="bench", statistics=on)
+        best[on] = max(best[on], measure(sync_check(guard), attempts)["per_s"])
+        backend.clear()
+    return best[True], best[False]
+
+
+def cluster_rows(workdir: Path, attempts: Sequence[Attempt]) -> tuple[float, float]:
+    """``on_and_off`` on a local 3-master Redis Cluster."""
+    cluster = RedisCluster(workdir).start()
+    try:
+        return on_and_off(cluster.url, attempts)
+    finally:
+        cluster.stop()
 
 
 if __name__ == "__main__":
