@@ -419,3 +419,29 @@ def test_a_callable_reads_headers_in_any_case(adapter: str) -> None:
 def test_bad_options_fail_at_construction(adapter: str, option: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Client(adapter, fresh_guard(), **option)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_challenge_through_both_adapters(adapter: str) -> None:
+    from smsguard import UnverifiedCap
+
+    guard = Guard([UnverifiedCap("range", "1/hour", challenge=True), DailyCap(2)], secret="s")
+    passed: list[str] = []
+
+    def solved(request: Incoming) -> bool:  # the app's CAPTCHA check, given the request
+        passed.append(request.data.get("phone", "?"))
+        return request.headers.get("x-captcha") == "solved"
+
+    client = Client(adapter, guard, challenge=solved)
+    block = ["+37121234001", "+37121234002"]
+    assert client.post(json={"phone": block[0]})[0] == 200
+    status, body = client.post(json={"phone": block[1]})
+    assert status == 429
+    assert (body["error"], body["reason"]) == ("challenge_required", "unverified_cap")
+    assert client.seen == [block[0]], "the challenged request never reached the endpoint"
+    status, _ = client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})
+    assert status == 200, "passed: judged by the remaining policies"
+    assert client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})[0] == 200
+    status, body = client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})
+    assert (status, body["reason"]) == (429, "daily_cap"), "which still hold"
+    assert passed == [block[0], block[1], block[1], block[1], block[1]], "asked for every request"

@@ -34,6 +34,7 @@ from smsguard.policies import (
     Suspend,
     Whitelist,
 )
+from smsguard.pumping import ContentRules, Countries, SpendCap, UnverifiedCap, recommended
 from smsguard.stats import Day, Report, Statistics
 
 if TYPE_CHECKING:
@@ -58,7 +59,9 @@ __all__ = [
     "Blacklist",
     "Change",
     "ConfigError",
+    "ContentRules",
     "Counter",
+    "Countries",
     "DailyCap",
     "Day",
     "Decision",
@@ -84,11 +87,14 @@ __all__ = [
     "SetFlag",
     "Shadow",
     "SmsguardError",
+    "SpendCap",
     "Statistics",
     "Suspend",
     "Tallied",
     "Tally",
+    "UnverifiedCap",
     "Usage",
     "Whitelist",
     "normalize",
+    "recommended",
 ]

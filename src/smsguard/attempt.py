@@ -31,6 +31,14 @@ IP_THROTTLE: Final = "ip_throttle"
 BLACKLISTED: Final = "blacklisted"
 SUSPENDED: Final = "suspended"
 BACKEND_UNAVAILABLE: Final = "backend_unavailable"
+# Against pumping (smsguard.pumping).
+COUNTRY_NOT_ALLOWED: Final = "country_not_allowed"
+NUMBER_TYPE: Final = "number_type"
+COUNTRY_CAP: Final = "country_cap"
+UNVERIFIED_CAP: Final = "unverified_cap"
+BUDGET: Final = "budget"
+CONTENT_LINK: Final = "content_link"
+CONTENT_CODE: Final = "content_code"
 EXEMPT: Final = "exempt"
 FAIL_OPEN: Final = "fail_open"
 
@@ -42,6 +50,13 @@ KIND_OF: Final = {
     BLACKLISTED: FORBIDDEN,
     SUSPENDED: UNAVAILABLE,
     BACKEND_UNAVAILABLE: UNAVAILABLE,
+    COUNTRY_NOT_ALLOWED: FORBIDDEN,
+    NUMBER_TYPE: FORBIDDEN,
+    COUNTRY_CAP: LIMIT,
+    UNVERIFIED_CAP: LIMIT,
+    BUDGET: UNAVAILABLE,
+    CONTENT_LINK: FORBIDDEN,
+    CONTENT_CODE: FORBIDDEN,
 }
 """The kind of each built-in reason (for a Decision built by hand without one)."""
 
@@ -71,6 +86,15 @@ class Attempt(NamedTuple):
     context: Mapping[str, Any] = MappingProxyType({})
     region: str | None = None
     """The number's ISO region (``"CN"``; ``"AI"`` for +1 264), None where phonenumbers has none."""
+    number_type: str | None = None
+    """``"mobile"``, ``"fixed_line"``, ``"premium_rate"``, ``"voip"``... (phonenumbers' types, in
+    lower case). Worked out only for guards with a policy that ``needs_details``, else None."""
+    network: str | None = None
+    """The number's operator in phonenumbers' offline carrier data (``"China Mobile"``), else its
+    country and area code (``"+1 202"``). Like ``number_type``, only where a policy needs it."""
+    challenge_passed: bool = False
+    """The client passed a challenge (a CAPTCHA) with this request: policies of kind
+    ``challenge`` pass it over."""
 
 
 class Usage(NamedTuple):

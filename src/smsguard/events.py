@@ -28,6 +28,10 @@ REFUND: Final = "refund"
 BACKEND_DOWN: Final = "backend_down"
 """The backend stopped answering: the fail mode applies from now on."""
 BACKEND_UP: Final = "backend_up"
+VERIFIED: Final = "verified"
+"""The app said a user entered a correct code (``Guard.verified``)."""
+BUDGET_ALARM: Final = "budget_alarm"
+"""A SpendCap's day reached its alarm share; ``detail`` says how much."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -36,7 +40,8 @@ class Event(NamedTuple):
     """Something the guard did. Which fields are set depends on ``kind``."""
 
     kind: str
-    """``decision``, ``refund``, ``backend_down`` or ``backend_up``."""
+    """``decision``, ``refund``, ``verified``, ``budget_alarm``, ``backend_down`` or
+    ``backend_up``."""
     at: float
     """The guard's clock."""
     allowed: bool | None = None
@@ -56,7 +61,7 @@ class Event(NamedTuple):
     duration: float | None = None
     """Seconds the guard took over a decision."""
     detail: str | None = None
-    """For ``backend_down``: what failed."""
+    """For ``backend_down``: what failed; for ``budget_alarm``: how much is spent."""
     fail_mode: str | None = None
     """For a decision the fail mode made (the backend unreachable): ``open``, ``closed`` or
     ``local``."""
@@ -126,6 +131,15 @@ class Reporter:
     def refund(self, decision: Decision, at: float) -> None:
         if self.listeners and decision.receipt is not None:
             self.emit(Event(REFUND, at, True, country=decision.country, phone_hash=decision.phone_hash))
+
+    def verified(self, country: str | None, phone_hash: str, at: float) -> None:
+        if self.listeners:
+            self.emit(Event(VERIFIED, at, country=country, phone_hash=phone_hash))
+
+    def alarm(self, policy: str, detail: str, at: float) -> None:
+        """A budget alarm: to the listeners, and to the log as a warning."""
+        log.warning("smsguard: budget alarm: %s", detail, extra={"policy": policy})
+        self.emit(Event(BUDGET_ALARM, at, policy=policy, detail=detail))
 
     def backend(self, kind: str, at: float, detail: str | None = None) -> None:
         if self.listeners:

@@ -85,6 +85,7 @@ class Guard:
                 self.planner.statistics = statistics
         self.statistics = statistics or None
         """Where and how statistics are kept (``guard.stats()``); None when they are off."""
+        self._alarms = tuple(p for p in self.policies if hasattr(p, "crossed"))  # SpendCap
         self.clock: Callable[[], float] = clock or time.time
         self.breaker = Breaker(fail_mode, retry_interval)
         self.reporter = Reporter(listeners, self.policies, fail_mode)
@@ -127,12 +128,16 @@ class Guard:
         content: str | None = None,
         ip: IPLike | None = None,
         context: Mapping[str, Any] | None = None,
+        challenge_passed: bool = False,
     ) -> Decision:
-        """Judge one attempt. Raises InvalidInput (InvalidPhone, MissingSubject) on bad input."""
+        """Judge one attempt. Raises InvalidInput (InvalidPhone, MissingSubject) on bad input.
+
+        ``challenge_passed``: the client passed a challenge (a CAPTCHA) with this request, so
+        policies of kind ``challenge`` pass it over."""
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
         now = self.clock()
-        decision = self._check(phone, content, ip, context, now)
+        decision = self._check(phone, content, ip, context, now, challenge_passed)
         statistics = self.statistics
         if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
             with suppress(BackendUnavailable):  # the next decision meets an outage, not this one
@@ -148,12 +153,13 @@ class Guard:
         content: str | None = None,
         ip: IPLike | None = None,
         context: Mapping[str, Any] | None = None,
+        challenge_passed: bool = False,
     ) -> Decision:
         """``check`` for async code: the backend is awaited, never blocking the loop."""
         reporter = self.reporter
         started = perf_counter() if reporter.listeners else None
         now = self.clock()
-        decision = await self._acheck(phone, content, ip, context, now)
+        decision = await self._acheck(phone, content, ip, context, now, challenge_passed)
         statistics = self.statistics
         if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
             with suppress(BackendUnavailable):
@@ -169,8 +175,9 @@ class Guard:
         ip: IPLike | None,
         context: Mapping[str, Any] | None,
         now: float,
+        challenge_passed: bool,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, now)
+        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
         if isinstance(plan, Decision):
             return self._record(plan, now)
         breaker = self.breaker
@@ -185,6 +192,8 @@ class Guard:
         except BackendUnavailable as exc:
             return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
         decision = stamped(breaker.answered(plan, outcome), plan.attempt)
+        if self._alarms and decision.allowed:
+            self._alarm(plan, outcome, now)
         return decision if plan.job.tally else self._record(decision, now)
 
     async def _acheck(
@@ -194,8 +203,9 @@ class Guard:
         ip: IPLike | None,
         context: Mapping[str, Any] | None,
         now: float,
+        challenge_passed: bool,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, now)
+        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
         if isinstance(plan, Decision):
             return self._record(plan, now)
         breaker = self.breaker
@@ -210,7 +220,20 @@ class Guard:
         except BackendUnavailable as exc:
             return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
         decision = stamped(breaker.answered(plan, outcome), plan.attempt)
+        if self._alarms and decision.allowed:
+            self._alarm(plan, outcome, now)
         return decision if plan.job.tally else self._record(decision, now)
+
+    def _alarm(self, plan: Plan, outcome: Outcome, now: float) -> None:
+        """Tell of each budget this allowed decision brought to its alarm share (the decision
+        that crosses it is one, however many workers count)."""
+        for counter, owner, before in zip(
+            plan.job.counters, plan.counter_owners, outcome.counts, strict=True
+        ):
+            if owner in self._alarms and not counter.shadow:
+                detail = owner.crossed(counter, before)  # type: ignore[attr-defined]
+                if detail is not None:
+                    self.reporter.alarm(owner.name, detail, now)
 
     def _record(self, decision: Decision, now: float) -> Decision:
         """``decision``, its statistics buffered (for those its backend did not write with it)."""
@@ -255,6 +278,38 @@ class Guard:
                 await self._aflush()
             except BackendUnavailable as exc:
                 log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+
+    def verified(self, phone: str, *, ip: IPLike | None = None) -> None:
+        """The user entered a correct code sent to ``phone``: call it then. The number is known
+        (``UnverifiedCap`` no longer holds it) for its trust period, its scopes earn room, and
+        the statistics count a verification. One backend write; if the backend cannot be
+        reached it is sent when it answers again."""
+        try:
+            if self._verified(phone, ip):
+                self._flush()
+        except BackendUnavailable as exc:
+            log.warning("smsguard: verification deferred until the backend answers (%s)", exc)
+
+    async def averified(self, phone: str, *, ip: IPLike | None = None) -> None:
+        """``verified`` for async code."""
+        record = self._verified(phone, ip)
+        try:
+            if record:
+                await self._aflush()
+        except BackendUnavailable as exc:
+            log.warning("smsguard: verification deferred until the backend answers (%s)", exc)
+
+    def _verified(self, phone: str, ip: IPLike | None) -> bool:
+        """Note a verification; True when there is something to send the backend."""
+        now = self.clock()
+        attempt, record = self.planner.verified(phone, ip, now)
+        if record.counters:
+            self.breaker.local.apply((record,))  # the fallback knows the number too
+            self.breaker.owe(record)
+        if self.statistics is not None:
+            self.statistics.add(now, stats.VERIFIED)
+        self.reporter.verified(attempt.region, attempt.phone_id, now)
+        return bool(record.counters) or self.statistics is not None
 
     def _refunded(self, decision: Decision) -> bool:
         """Note the refund of ``decision``; True when there is something to send the backend."""
@@ -335,7 +390,7 @@ class Guard:
 
     def identify(self, phone: str) -> tuple[str, str]:
         """(E.164, keyed hash) of ``phone``; raises InvalidPhone."""
-        e164, phone_id, _ = self.planner.identify(phone)
+        e164, phone_id, *_ = self.planner.identify(phone)
         return e164, phone_id
 
     def _list_entry(self, policy: str, phone: str, on: bool) -> SetFlag:
@@ -437,4 +492,5 @@ def _usage(plan: Plan, out: Outcome) -> list[Usage]:
         for counter, owner, n, wait in zip(
             plan.job.counters, plan.counter_owners, out.counts, waits, strict=True
         )
+        if n >= 0  # not one passed over (a verified number's UnverifiedCap)
     ]

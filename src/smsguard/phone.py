@@ -8,7 +8,7 @@ import os
 import secrets
 
 import phonenumbers
-from phonenumbers import NumberParseException, ValidationResult
+from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult, carrier
 
 from smsguard.errors import ConfigError, InvalidPhone
 
@@ -30,6 +30,25 @@ _WHY_IMPOSSIBLE = {
     ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "a local number: add the area code",
 }
 
+
+NUMBER_TYPES: dict[int, str] = {
+    getattr(PhoneNumberType, name): name.lower()
+    for name in (
+        "FIXED_LINE",
+        "MOBILE",
+        "FIXED_LINE_OR_MOBILE",
+        "TOLL_FREE",
+        "PREMIUM_RATE",
+        "SHARED_COST",
+        "VOIP",
+        "PERSONAL_NUMBER",
+        "PAGER",
+        "UAN",
+        "VOICEMAIL",
+        "UNKNOWN",
+    )
+}
+"""phonenumbers' number types, by the names ``Attempt.number_type`` uses."""
 
 # Separators people type, and full-width digits and plus (as typed on CJK keyboards).
 _CANONICAL = str.maketrans(
@@ -76,6 +95,25 @@ def normalize(raw: str, region: str | None = None) -> str:
 def identify(raw: str, region: str | None = None) -> tuple[str, str | None]:
     """(E.164, ISO region of the number: ``"CN"``, ``"AI"`` for +1 264) of ``raw``, or
     InvalidPhone, as ``normalize``."""
+    e164, found, _ = _parse(raw, region)
+    return e164, found
+
+
+def details(raw: str, region: str | None = None) -> tuple[str, str | None, str, str]:
+    """``identify`` and the number's type (``"mobile"``, ``"premium_rate"``, ``"voip"``...) and
+    network: its operator in phonenumbers' offline carrier data (``"China Mobile"``), else its
+    country and area code (``"+1 202"``), else its country code. About 20 µs more a number."""
+    e164, found, number = _parse(raw, region)
+    kind = NUMBER_TYPES.get(phonenumbers.number_type(number), "unknown")
+    network = carrier.name_for_valid_number(number, "en")
+    if not network:
+        national = phonenumbers.national_significant_number(number)
+        area = phonenumbers.length_of_geographical_area_code(number)
+        network = f"+{number.country_code} {national[:area]}" if area else f"+{number.country_code}"
+    return e164, found, kind, network
+
+
+def _parse(raw: str, region: str | None) -> tuple[str, str | None, phonenumbers.PhoneNumber]:
     where = f" for region {region}" if region else ""
     if not isinstance(raw, str):
         raise InvalidPhone(f"a phone number must be a string, not {type(raw).__name__}")
@@ -91,7 +129,7 @@ def identify(raw: str, region: str | None = None) -> tuple[str, str | None]:
         why = _WHY_IMPOSSIBLE.get(possible, "no such number range")
         raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164, phonenumbers.region_code_for_number(number)
+    return e164, phonenumbers.region_code_for_number(number), number
 
 
 class Digest:

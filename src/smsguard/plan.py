@@ -53,6 +53,17 @@ class Counter(NamedTuple):
     """0 for an enforcing counter. Else a shadow policy's (semantics 15), numbered per policy: it
     never denies, and a shadow policy's counters take their hits all or none, as if it enforced
     (none if one of them is full)."""
+    unless: str | None = None
+    """A key of live hits (a ``Record``, such as a verified number's mark): while it has one, this
+    counter is passed over (neither checked nor taken; its count reads -1)."""
+    earn: str | None = None
+    """A key of live hits that raise the limit: ``limit + int(per_earned * live hits)``."""
+    per_earned: float = 0.0
+    # unless and earn must share the counter key's hash tag (a Cluster script sees one slot).
+    amount: int = 0
+    """0 for a log of hits (each expiring on its own). Else a sum: each attempt adds ``amount``
+    (cents spent, say), at most ``limit`` in all, and every addition expires at ``expires_at``,
+    so give it a key per period (a calendar day). A refund does not give a sum back."""
 
 
 class Flag(NamedTuple):
@@ -108,10 +119,11 @@ class Outcome(NamedTuple):
     """A backend's answer to a Job.
 
     ``flag`` is the index of the first flag found set (then nothing was read or taken further),
-    else -1. ``counts`` are each counter's live hits before this attempt; ``waits`` the seconds
-    until each full counter frees a slot (0 for a counter with room, and for shadow counters).
-    The attempt was taken (every counter consumed one hit, but full shadow ones) exactly when no
-    flag was set and no counter was full. ``shadowed`` are the indexes, over the job's flags
+    else -1. ``counts`` are each counter's live hits before this attempt (-1 for one passed over:
+    its ``unless`` key held a hit); ``waits`` the seconds until each full counter frees a slot (0
+    for a counter with room, and for shadow counters). The attempt was taken (every counter
+    consumed one hit, but those passed over and full shadow ones) exactly when no flag was set
+    and no counter was full. ``shadowed`` are the indexes, over the job's flags
     then its counters, of the shadow items that would have denied (a flag set, a counter full).
     """
 
@@ -145,13 +157,16 @@ def frees_last(waits: tuple[float, ...]) -> tuple[int, float]:
     return index, longest
 
 
-def taken(counters: tuple[Counter, ...], nflags: int, shadowed: tuple[int, ...]) -> tuple[Counter, ...]:
-    """The counters an allowed job took a hit of: all but those of a shadow policy with a full
-    counter (``shadowed``: item indexes, flags first, as in an Outcome)."""
+def taken(
+    counters: tuple[Counter, ...], nflags: int, shadowed: tuple[int, ...], counts: tuple[int, ...]
+) -> tuple[Counter, ...]:
+    """The counters an allowed job took a hit of: all but those passed over (a count of -1) and
+    those of a shadow policy with a full counter (``shadowed``: item indexes, flags first, as in
+    an Outcome)."""
     full = {counters[i - nflags].shadow for i in shadowed if i >= nflags}
-    if not full:
+    if not full and min(counts, default=0) >= 0:
         return counters
-    return tuple(c for c in counters if c.shadow not in full)
+    return tuple(c for c, n in zip(counters, counts, strict=True) if c.shadow not in full and n >= 0)
 
 
 class Receipt(NamedTuple):
@@ -163,6 +178,15 @@ class Receipt(NamedTuple):
     """The counters it took one hit of."""
     fallback: bool = False
     """Taken on the in-process fallback backend while the real one was down."""
+
+
+class Record(NamedTuple):
+    """Hits taken unconditionally, named by ``token``: a verification's marks and what it earns.
+    ``now`` is the guard's clock: a backend sets expiry relative to it, as for hits."""
+
+    token: str
+    counters: tuple[Counter, ...]
+    now: float
 
 
 class SetFlag(NamedTuple):
@@ -179,9 +203,9 @@ class Forget(NamedTuple):
     subject: str
 
 
-Change = Union[Receipt, SetFlag, Forget, Tallied]  # noqa: UP007 (a runtime alias)
+Change = Union[Receipt, SetFlag, Forget, Tallied, Record]  # noqa: UP007 (a runtime alias)
 """A write a backend applies: a refund (a Receipt, applied once however often it is given), a
-flag change, a subject's counters forgotten, or statistics."""
+flag change, a subject's counters forgotten, statistics, or hits recorded."""
 
 
 class Plan(NamedTuple):
@@ -221,7 +245,7 @@ class Plan(NamedTuple):
         if denied >= 0:
             owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
             return Decision(False, phone, owner.name, owner.reason, wait, remaining, limit, kind=_kind(owner))
-        counters = taken(self.job.counters, len(self.job.flags), out.shadowed)
+        counters = taken(self.job.counters, len(self.job.flags), out.shadowed, out.counts)
         return Decision(True, phone, None, None, None, remaining, None, Receipt(self.job.token, counters))
 
     def _shadowed(self, out: Outcome) -> tuple[str, ...]:
@@ -265,9 +289,9 @@ class _Remaining(Mapping[str, int]):
             allowed = out.denied < 0
             values: dict[str, int] = {}
             for counter, owner, n in zip(plan.job.counters, plan.counter_owners, out.counts, strict=True):
-                if counter.shadow:
+                if counter.shadow or n < 0:
                     continue  # not a limit this attempt is held to
-                left = max(counter.limit - n - allowed, 0)
+                left = max(counter.limit - n - allowed * (counter.amount or 1), 0)
                 values[owner.name] = min(left, values.get(owner.name, left))
             self._values = values
         return self._values

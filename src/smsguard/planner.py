@@ -14,8 +14,8 @@ from smsguard import attempt as codes
 from smsguard import stats
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
-from smsguard.phone import Digest, canonical, identify
-from smsguard.plan import Counter, Flag, Job, Plan, Tally, stamped
+from smsguard.phone import Digest, canonical, details, identify
+from smsguard.plan import Counter, Flag, Job, Plan, Record, Tally, stamped
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
 from smsguard.stats import Statistics
 
@@ -51,8 +51,21 @@ class Planner:
                 raise ConfigError(f"two policies are named {p.name!r}: give one a name=")
         self.shadows = frozenset(p.name for p in self.policies if dry_run or getattr(p, "shadow", False))
         """The names of the policies in shadow: counted and reported, never denying."""
-        # Each policy, and its shadow group: 0 for an enforcing one, else its own number.
-        self._asked = tuple((p, (i + 1) * (p.name in self.shadows)) for i, p in enumerate(self.policies))
+        # Each policy; its shadow group (0 for an enforcing one, else its own number); whether it
+        # can challenge (passed over once the client passed one); until when it only learns.
+        self._asked = tuple(
+            (
+                p,
+                (i + 1) * (p.name in self.shadows),
+                getattr(p, "kind", None) == codes.CHALLENGE,
+                getattr(p, "learn_until", None) or 0.0,
+                i + 1,
+            )
+            for i, p in enumerate(self.policies)
+        )
+        self.details = any(getattr(p, "needs_details", False) for p in self.policies)
+        self._learners: tuple[Any, ...] = tuple(p for p in self.policies if hasattr(p, "on_verified"))
+        """Whether attempts carry the number's type and network (about 20 µs a new number)."""
         self.statistics = statistics
         """Where a job's statistics go, when its backend records them in the same step (else
         None: the guard records them)."""
@@ -62,12 +75,16 @@ class Planner:
         self._identify = functools.lru_cache(maxsize=cache)(self._identify_uncached)
         self._ip = functools.lru_cache(maxsize=cache)(ipaddress.ip_address)
 
-    def _identify_uncached(self, phone: str) -> tuple[str, str, str | None]:
-        e164, region = identify(phone, self.region)
-        return e164, self.digest.hash(e164), region  # this cache holds the hash: not the digest's
+    def _identify_uncached(self, phone: str) -> tuple[str, str, str | None, str | None, str | None]:
+        if self.details:
+            e164, region, kind, network = details(phone, self.region)
+        else:
+            (e164, region), kind, network = identify(phone, self.region), None, None
+        return e164, self.digest.hash(e164), region, kind, network  # this cache holds the hash
 
-    def identify(self, phone: str) -> tuple[str, str, str | None]:
-        """(E.164, keyed hash, ISO region) of ``phone``; raises InvalidPhone."""
+    def identify(self, phone: str) -> tuple[str, str, str | None, str | None, str | None]:
+        """(E.164, keyed hash, ISO region, number type, network) of ``phone`` (the last two None
+        unless a policy needs them); raises InvalidPhone."""
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         return self._identify(canonical(phone))
@@ -80,31 +97,13 @@ class Planner:
         context: Mapping[str, Any] | None,
         now: float,
         lenient: bool = False,
+        challenge_passed: bool = False,
     ) -> Plan | Decision:
         """Build the attempt and ask every policy. A fixed list verdict with no shared flag
         before it decides at once, with no backend call. ``lenient`` (for reading, not
         deciding) passes over list verdicts and policies whose subject is missing."""
-        if not isinstance(phone, str):
-            raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
-        if content is not None and not isinstance(content, str):
-            raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id, region = self._identify(canonical(phone))  # identify(), inlined: the hot path
-        if ip is not None and not isinstance(ip, _ADDRESS):
-            try:
-                ip = self._ip(ip)
-            except ValueError:
-                raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
-        digest = self.digest
-        attempt = Attempt(
-            e164,
-            phone_id,
-            digest,
-            content,
-            None if content is None else digest(content),
-            ip,
-            _NO_CONTEXT if context is None else context,
-            region,
-        )
+        attempt = self.attempt(phone, content, ip, context, challenge_passed)
+        e164 = attempt.phone
         flags: list[Flag] = []
         counters: list[Counter] = []
         flag_owners: list[Policy] = []
@@ -112,7 +111,11 @@ class Planner:
         shadowed: list[str] = []  # shadow policies whose fixed verdict would deny
         enforcing_flags = False
         final: Decision | None = None
-        for policy, shadow in self._asked:
+        for policy, shadow, challenges, learn_until, group in self._asked:
+            if challenges and challenge_passed:
+                continue  # the client passed the challenge: the remaining policies judge it
+            if now < learn_until:
+                shadow = group  # still learning: it records only
             if lenient:
                 try:
                     review = policy.review(attempt, now)
@@ -185,6 +188,51 @@ class Planner:
             outcomes.append(stats.SHADOW + owner.name if counter.shadow else stats.DENIED + owner.reason)
         outcomes.append(stats.ALLOWED)
         return Tally(hour_key, expires_at, fields, tuple(outcomes))
+
+    def attempt(
+        self,
+        phone: str,
+        content: str | None = None,
+        ip: IPLike | None = None,
+        context: Mapping[str, Any] | None = None,
+        challenge_passed: bool = False,
+    ) -> Attempt:
+        """The attempt the policies see; raises InvalidInput (InvalidPhone) on bad input."""
+        if not isinstance(phone, str):
+            raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
+        if content is not None and not isinstance(content, str):
+            raise InvalidInput(f"content must be a string, not {type(content).__name__}")
+        e164, phone_id, region, kind, network = self._identify(canonical(phone))  # identify(), inlined
+        if ip is not None and not isinstance(ip, _ADDRESS):
+            try:
+                ip = self._ip(ip)
+            except ValueError:
+                raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
+        digest = self.digest
+        return Attempt(
+            e164,
+            phone_id,
+            digest,
+            content,
+            None if content is None else digest(content),
+            ip,
+            _NO_CONTEXT if context is None else context,
+            region,
+            kind,
+            network,
+            challenge_passed,
+        )
+
+    def verified(
+        self, phone: str, ip: IPLike | None, now: float, token: str | None = None
+    ) -> tuple[Attempt, Record]:
+        """The attempt of a verified number, and what its verification records (each policy's
+        ``on_verified``), as one write."""
+        attempt = self.attempt(phone, None, ip)
+        counters: list[Counter] = []
+        for policy in self._learners:
+            counters += policy.on_verified(attempt, now)
+        return attempt, Record(token or next(self._tokens), tuple(counters), now)
 
     def peek(self, phone: str, content: str | None, ip: IPLike | None, now: float) -> Plan:
         """A read-only plan of the counters that hold ``phone`` (and ``content`` and ``ip``

@@ -171,7 +171,7 @@ def _guarded_call(
 
 def _unguarded(guard: Guard, phone: str) -> Decision:
     """While the guard is off: the number validated (InvalidPhone as ever), nothing counted."""
-    e164, phone_hash, country = guard.planner.identify(phone)
+    e164, phone_hash, country, *_ = guard.planner.identify(phone)
     return Decision(True, e164, country=country, phone_hash=phone_hash)
 
 

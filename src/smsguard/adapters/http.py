@@ -117,6 +117,7 @@ OPTIONS: Final = (
     "body_timeout",
     "refund_on",
     "render",
+    "challenge",
 )
 """The Gate's options: what every adapter takes."""
 
@@ -140,6 +141,10 @@ class Gate:
     - ``refund_on``: statuses of the endpoint's response that mean "not sent" (default every
       4xx and 5xx); an exception from the endpoint refunds as well.
     - ``render``: turns a Problem into a Reply (default: JSON).
+    - ``challenge``: a callable given the request that says whether it passed a challenge (a
+      CAPTCHA token the app verified). A policy of kind ``challenge`` (``UnverifiedCap(...,
+      challenge=True)``) then passes it over, and the remaining policies judge it; a request
+      that did not pass gets a 429 ``challenge_required``.
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class Gate:
         body_timeout: float = BODY_TIMEOUT,
         refund_on: Collection[int] | Callable[[int], bool] | None = None,
         render: Callable[[Problem], Reply] = json_reply,
+        challenge: Callable[[Incoming], bool] | None = None,
     ) -> None:
         if phone is None or not (isinstance(phone, str) or callable(phone)):
             raise ConfigError("phone must name a field or be a callable")
@@ -172,7 +178,10 @@ class Gate:
             raise ConfigError(f"max_body must be a whole number of bytes, not {max_body!r}")
         if not (isinstance(body_timeout, int | float) and body_timeout > 0):
             raise ConfigError(f"body_timeout must be a positive number of seconds, not {body_timeout!r}")
+        if challenge is not None and not callable(challenge):
+            raise ConfigError("challenge must be a callable given the request")
         self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
+        self.challenge = challenge
         self.proxy_header = proxy_header.strip().lower()
         self.body_timeout = float(body_timeout)
         self._watched = tuple(name for name in (phone, content) if isinstance(name, str))
@@ -261,7 +270,19 @@ class Gate:
                 content = f"{request.method} {request.path}"
         except InvalidInput as exc:
             return self.invalid(exc)
-        return {"phone": phone, "content": content, "ip": self._client(request)}
+        found: dict[str, Any] = {"phone": phone, "content": content, "ip": self._client(request)}
+        if self.challenge is not None:
+            found["challenge_passed"] = self._passed(request._replace(data=data))
+        return found
+
+    def _passed(self, request: Incoming) -> bool:
+        """Whether ``request`` passed the app's challenge (a failing callable says no)."""
+        assert self.challenge is not None
+        try:
+            return bool(self.challenge(request))
+        except Exception as exc:
+            log.warning("smsguard: the challenge callable failed on a request: %r", exc)
+            return False
 
     def _field(self, source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:
         if source is None:

@@ -8,7 +8,7 @@ import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 
-from smsguard.plan import Change, Forget, Job, Outcome, Receipt, SetFlag, Tallied, taken
+from smsguard.plan import Change, Forget, Job, Outcome, Receipt, Record, SetFlag, Tallied, taken
 
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
@@ -40,11 +40,11 @@ class MemoryBackend:
         self._flags: set[str] = set()
         self._spent: dict[str, float] = {}  # marker of a refunded receipt -> when it may go
         self._tallies: dict[str, tuple[float, dict[str, int]]] = {}  # statistics: (expiry, fields)
+        self._sums: dict[str, tuple[float, int]] = {}  # a sum counter: (expiry, total)
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
         now = job.now
-        hits = self._hits
         with self._lock:
             if self._seconds and self._seconds[0] <= now:
                 self._sweep(now, self._sweep_batch)
@@ -57,32 +57,61 @@ class MemoryBackend:
             counts = []
             waits: list[float] = []
             for i, counter in enumerate(job.counters):
-                entries = hits.get(counter.key)
-                live: Sequence[float]
-                if entries is None:
-                    live = ()
-                elif isinstance(entries, list):
-                    if entries and entries[0] <= now:
-                        del entries[: bisect_right(entries, now)]
-                    live = entries
-                else:
-                    live = (entries,) if entries > now else ()
+                if counter.unless is not None and self._live(counter.unless, now):
+                    counts.append(-1)  # passed over
+                    continue
+                limit = counter.limit
+                if counter.amount:  # a sum: all of it expires at the end of its period
+                    n = self._sum(counter.key, now)
+                    if n + counter.amount > limit:
+                        if counter.shadow:
+                            shadowed.append(len(job.flags) + i)
+                        else:
+                            if not waits:
+                                waits = [0.0] * len(job.counters)
+                            waits[i] = counter.expires_at - now
+                    counts.append(n)
+                    continue
+                live = self._live(counter.key, now)
                 n = len(live)
-                if n >= counter.limit:
+                if counter.earn is not None:
+                    limit += int(counter.per_earned * len(self._live(counter.earn, now)))
+                if n >= limit:
                     if counter.shadow:
                         shadowed.append(len(job.flags) + i)
                     else:
                         if not waits:
                             waits = [0.0] * len(job.counters)
                         # The slot frees when the (n - limit + 1)-th oldest live hit expires.
-                        waits[i] = live[n - counter.limit] - now
+                        waits[i] = live[n - limit] - now
                 counts.append(n)
             if waits or not job.commit:
                 return Outcome(-1, tuple(counts), tuple(waits), tuple(shadowed))
-            counters = taken(job.counters, len(job.flags), tuple(shadowed)) if shadowed else job.counters
-            for key, _, at, _ in counters:
-                self._add(key, at, now)
+            for counter in taken(job.counters, len(job.flags), tuple(shadowed), tuple(counts)):
+                if counter.amount:
+                    total = self._sums.get(counter.key)
+                    if total is None or total[0] <= now:
+                        self._file(counter.key, counter.expires_at)
+                        total = (counter.expires_at, 0)
+                    self._sums[counter.key] = (total[0], total[1] + counter.amount)
+                else:
+                    self._add(counter.key, counter.expires_at, now)
             return Outcome(-1, tuple(counts), (), tuple(shadowed))
+
+    def _sum(self, key: str, now: float) -> int:
+        total = self._sums.get(key)
+        return total[1] if total is not None and total[0] > now else 0
+
+    def _live(self, key: str, now: float) -> Sequence[float]:
+        """The expiry times of ``key``'s live hits, oldest first (expired ones dropped)."""
+        entries = self._hits.get(key)
+        if entries is None:
+            return ()
+        if isinstance(entries, list):
+            if entries and entries[0] <= now:
+                del entries[: bisect_right(entries, now)]
+            return entries
+        return (entries,) if entries > now else ()
 
     async def arun(self, job: Job) -> Outcome:
         # No await inside: the whole step runs without yielding to the event loop.
@@ -95,6 +124,9 @@ class MemoryBackend:
                     (self._flags.add if change.on else self._flags.discard)(change.key)
                 elif isinstance(change, Tallied):
                     self._tally(change)
+                elif isinstance(change, Record):
+                    for counter in change.counters:
+                        self._add(counter.key, counter.expires_at, float("-inf"))
                 elif isinstance(change, Forget):
                     tag = "{" + change.subject + "}"
                     for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
@@ -125,6 +157,7 @@ class MemoryBackend:
             self._flags.clear()
             self._spent.clear()
             self._tallies.clear()
+            self._sums.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``, to the whole second (a hit
@@ -167,7 +200,9 @@ class MemoryBackend:
         spent = _SPENT + receipt.token
         if spent in self._spent:
             return
-        for key, _, at, _ in receipt.counters:
+        for key, _, at, *_, amount in receipt.counters:
+            if amount:
+                continue  # a sum is not given back
             entries = self._hits.get(key)
             if isinstance(entries, list):
                 i = bisect_right(entries, at) - 1
@@ -213,6 +248,9 @@ class MemoryBackend:
                     # or a key refunded, or filed twice.
                     self._spent.pop(key, None)
                     self._tallies.pop(key, None)
+                    total = self._sums.get(key)
+                    if total is not None and total[0] <= now:
+                        del self._sums[key]
                     continue
                 last = (entries[-1] if entries else now) if isinstance(entries, list) else entries
                 if last > now:

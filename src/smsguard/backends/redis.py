@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Tallied, Tally, taken
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, Tally, taken
 
 log = logging.getLogger("smsguard")
 
@@ -316,7 +316,7 @@ class RedisBackend:
             if out.waits:
                 full = True
             elif not full and job.commit:
-                took.extend(taken(group, 0, out.shadowed))
+                took.extend(taken(group, 0, out.shadowed, out.counts))
         if full and took:
             yield from self._steps_apply((Receipt(job.token, tuple(took)),))
         return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)))
@@ -351,14 +351,32 @@ class RedisBackend:
         tally: Tally | None = None,
     ) -> Request:
         """The EVALSHA arguments for one script call, built once for either client."""
-        keys = [self.prefix + f.key for f in flags]
-        keys += [self.prefix + c.key for c in counters]
-        args: list[Any] = [repr(job.now), job.token, len(flags), len(counters), int(commit)]
+        prefix = self.prefix
+        keys = [prefix + f.key for f in flags]
+        keys += [prefix + c.key for c in counters]
+        args: list[Any] = [
+            repr(job.now),
+            job.token,
+            len(flags),
+            len(counters),
+            int(commit),
+            int(tally is not None),
+        ]
         args += (int(f.shadow) for f in flags)
         for c in counters:
             args += (c.limit, repr(c.expires_at), c.shadow)
+            if c.unless is None and c.earn is None:
+                args += (0, 0, 0, c.amount)
+                continue
+            for extra in (c.unless, c.earn):
+                if extra is None:
+                    args.append(0)
+                else:
+                    keys.append(prefix + extra)
+                    args.append(len(keys))  # its index in KEYS, from 1
+            args += (repr(c.per_earned), c.amount)
         if tally is not None:
-            keys.append(self.prefix + tally.key)
+            keys.append(prefix + tally.key)
             args += (repr(tally.expires_at), len(tally.fields), *tally.fields, *tally.outcomes)
         return ("eval", keys, args)
 
@@ -429,14 +447,20 @@ class RedisBackend:
         for change in items:
             if isinstance(change, Forget):
                 continue
-            if isinstance(change, Tallied):
+            if isinstance(change, Record):
+                for counter in change.counters:
+                    key = self.prefix + counter.key
+                    pipe.zadd(key, {change.token: counter.expires_at})
+                    pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
+            elif isinstance(change, Tallied):
                 key = self.prefix + change.key
                 for name, n in change.counts:
                     pipe.hincrby(key, name, n)
                 pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
             elif isinstance(change, Receipt):
                 for counter in change.counters:
-                    pipe.zrem(self.prefix + counter.key, change.token)
+                    if not counter.amount:  # a sum is not given back
+                        pipe.zrem(self.prefix + counter.key, change.token)
             elif change.on:
                 pipe.set(self.prefix + change.key, 1)
             else:

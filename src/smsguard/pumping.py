@@ -1,0 +1,384 @@
+"""Defences against SMS pumping: floods of codes to numbers an attacker earns from.
+
+What tells pumped traffic from real users is that pumped codes are never entered. So the guard
+learns which codes are entered (``Guard.verified``) and caps the sends to numbers nobody has
+verified, per number range, network and country, with room that grows where codes are entered
+(``UnverifiedCap``). Around it: where and what may be texted at all (``Countries``), what the
+providers refuse to send (``ContentRules``), and an app-wide budget (``SpendCap``).
+``recommended(serve=[...])`` builds the whole set.
+
+Every policy here is decided in the decision's single backend step, all or none, like the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from smsguard import attempt as codes
+from smsguard.attempt import Attempt
+from smsguard.errors import ConfigError
+from smsguard.phone import NUMBER_TYPES, check_region
+from smsguard.plan import Counter, key
+from smsguard.policies import (
+    DailyCap,
+    Deny,
+    IPThrottle,
+    PhoneRate,
+    Policy,
+    Review,
+    SameContent,
+    Suspend,
+    _positive,
+    parse_rates,
+)
+from smsguard.stats import _zone
+
+DENIED_TYPES: Final = frozenset(
+    {"premium_rate", "shared_cost", "toll_free", "voip", "pager", "uan", "voicemail", "personal_number"}
+)
+"""Number types no verification code should go to: they cost more, or earn their owner money, or
+reach no person's phone."""
+
+NO_COUNTRY: Final = "001"
+"""phonenumbers' region for non-geographic numbers (satellite, international services)."""
+
+
+class _Days:
+    """The local calendar day of ``now`` in a time zone: its end and its label (cached)."""
+
+    def __init__(self, tz: str) -> None:
+        self.zone: ZoneInfo = _zone(tz)
+        self._day = (0.0, 0.0, "")
+        self._lock = threading.Lock()
+
+    def __call__(self, now: float) -> tuple[float, str]:
+        start, end, label = self._day
+        if start <= now < end:
+            return end, label
+        day = datetime.fromtimestamp(now, self.zone).date()
+        start = datetime.combine(day, time(), tzinfo=self.zone).timestamp()
+        end = datetime.combine(day + timedelta(days=1), time(), tzinfo=self.zone).timestamp()
+        with self._lock:
+            self._day = (start, end, day.isoformat())
+        return end, day.isoformat()
+
+
+def _regions(regions: Iterable[str]) -> frozenset[str]:
+    """ISO regions, checked (``"001"``, non-geographic, is one too)."""
+    return frozenset(code if code == NO_COUNTRY else str(check_region(code)) for code in regions)
+
+
+class Countries:
+    """Where codes may go, by the number's ISO region (``"GB"``, and ``"JE"`` for Jersey within
+    +44; ``"001"`` for non-geographic numbers), never by calling code; which number types may
+    get one; and how many a country may get per calendar day.
+
+    ``allow``: the regions served (None: all); ``deny``: regions refused even so;
+    ``deny_types``: number types refused (default ``DENIED_TYPES``: premium rate, shared cost,
+    toll free, VoIP, pager, UAN, voicemail, personal numbers); ``caps``: a daily cap per region,
+    counted in ``tz``. Reasons ``country_not_allowed``, ``number_type`` and ``country_cap``. In
+    shadow (``shadow=True``) it only reports: a country "monitor only".
+    """
+
+    reason = codes.COUNTRY_CAP
+
+    def __init__(
+        self,
+        allow: Iterable[str] | None = None,
+        *,
+        deny: Iterable[str] = (),
+        deny_types: Iterable[str] = DENIED_TYPES,
+        caps: Mapping[str, int] | None = None,
+        tz: str = "UTC",
+        name: str = "countries",
+        shadow: bool = False,
+    ) -> None:
+        self.allow = None if allow is None else _regions(allow)
+        self.deny = _regions(deny)
+        self.deny_types = frozenset(deny_types)
+        unknown = self.deny_types - set(NUMBER_TYPES.values())
+        if unknown:
+            raise ConfigError(
+                f"{name}: unknown number types {sorted(unknown)}; known: {sorted(NUMBER_TYPES.values())}"
+            )
+        self.caps = {}
+        for region, cap in (caps or {}).items():
+            _positive(f"{name} cap of {region}", cap)
+            (code,) = _regions([region])
+            self.caps[code] = int(cap)
+        self.needs_details = bool(self.deny_types)
+        self.name, self.shadow = name, shadow
+        self._days = _Days(tz)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        region = attempt.region or NO_COUNTRY
+        if region in self.deny or (self.allow is not None and region not in self.allow):
+            return Deny(codes.COUNTRY_NOT_ALLOWED)
+        if attempt.number_type in self.deny_types:
+            return Deny(codes.NUMBER_TYPE)
+        cap = self.caps.get(region)
+        if cap is None:
+            return ()
+        end, day = self._days(now)
+        return (Counter(key(self.name, region, day), cap, end, amount=1),)
+
+
+class UnverifiedCap:
+    """Caps on codes sent to numbers not verified within ``trust`` seconds (default 30 days),
+    per scope: ``by="range"`` (the number without its last ``digits`` digits, 4 by default),
+    ``"network"`` (the number's operator) or ``"country"``.
+
+    ``floor`` is a rate string (``"3/hour;6/day"``): what a scope gets with no verification at
+    all. Each verification in the scope (``Guard.verified``) adds ``per_verified`` to every rate
+    of it for that rate's window: a country or network whose users enter their codes earns room,
+    one whose codes are never entered stays at its floor. A verified number is not held by it.
+
+    Until ``learn_until`` (epoch seconds, a date or ``"YYYY-MM-DD"``) it only records (in
+    shadow), learning what real traffic verifies. With ``challenge=True`` its refusal is of kind
+    ``challenge``: a client that passed one (a CAPTCHA) goes on to the remaining policies, so a
+    real user caught in a pumped range is served. Reason ``unverified_cap``.
+    """
+
+    reason = codes.UNVERIFIED_CAP
+    BY: Final = ("range", "network", "country")
+
+    def __init__(
+        self,
+        by: str = "range",
+        floor: str = "3/hour;6/day",
+        *,
+        digits: int = 4,
+        per_verified: float = 2.0,
+        trust: float = 30 * 86400,
+        challenge: bool = False,
+        learn_until: float | date | str | None = None,
+        name: str | None = None,
+        shadow: bool = False,
+    ) -> None:
+        if by not in self.BY:
+            raise ConfigError(f"UnverifiedCap by={by!r}: use one of {self.BY}")
+        if not 1 <= digits <= 8:
+            raise ConfigError(f"UnverifiedCap digits must be within 1..8, not {digits!r}")
+        if per_verified < 0:
+            raise ConfigError(f"UnverifiedCap per_verified must not be negative, not {per_verified!r}")
+        _positive("trust", trust)
+        self.by, self.digits, self.per_verified, self.trust = by, digits, per_verified, trust
+        self.name = name or f"unverified_{by}"
+        self.kind = codes.CHALLENGE if challenge else codes.LIMIT
+        self.shadow = shadow
+        self.learn_until = _epoch(learn_until)
+        self.needs_details = by == "network"
+        self.rates = tuple((item.amount, float(item.get_expiry())) for item in parse_rates(floor))
+        self.floor = floor
+
+    def scope(self, attempt: Attempt) -> str:
+        """The subject this attempt counts under (hashed where it says anything of the number)."""
+        if self.by == "range":
+            return attempt.digest(attempt.phone[: -self.digits])
+        if self.by == "network":
+            return attempt.digest(attempt.network or attempt.phone[:4])
+        return attempt.region or NO_COUNTRY
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        scope = self.scope(attempt)
+        known = key(self.name, scope, "verified", attempt.phone_id)
+        return tuple(
+            Counter(
+                key(self.name, scope, f"{amount}/{window:g}"),
+                amount,
+                now + window,
+                unless=known,
+                earn=key(self.name, scope, "earned", f"{window:g}"),
+                per_earned=self.per_verified,
+            )
+            for amount, window in self.rates
+        )
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """What a verification of ``attempt``'s number records: the number known for ``trust``
+        seconds, and one earned hit per window in its scope."""
+        scope = self.scope(attempt)
+        found = [Counter(key(self.name, scope, "verified", attempt.phone_id), 1, now + self.trust)]
+        found += (
+            Counter(key(self.name, scope, "earned", f"{window:g}"), 1, now + window)
+            for _, window in self.rates
+        )
+        return found
+
+
+DEFAULT_PRICES: Final[Mapping[str, float]] = {
+    "US": 0.0083,
+    "CA": 0.0083,
+    "CN": 0.045,
+    "IN": 0.08,
+    "GB": 0.04,
+    "DE": 0.09,
+    "FR": 0.075,
+    "BR": 0.05,
+    "ID": 0.41,
+    "LV": 0.06,
+    "AZ": 0.30,
+    "UZ": 0.25,
+    "KG": 0.30,
+    "TJ": 0.35,
+    NO_COUNTRY: 0.45,
+}
+"""USD per SMS: indicative list prices from public price pages in 2026, for a budget's shape, not
+for billing. Give your provider's with ``prices=``; others cost ``default_price``."""
+UNITS: Final = 10_000
+"""Money is counted in ten-thousandths of a dollar (a hundredth of a cent)."""
+
+
+class SpendCap:
+    """An app-wide budget per calendar day (in ``tz``): at most ``daily_messages`` codes and at
+    most ``daily_budget`` dollars, each code priced by its country (``prices``, else
+    ``default_price``). Past either, every attempt is refused with reason ``budget`` (kind
+    unavailable: a 503). When a day's spend first reaches ``alarm`` of the budget (or of the
+    messages), the guard emits a ``budget_alarm`` event, once.
+
+    A refund does not give spend back: the count is of codes the guard let through.
+    """
+
+    reason = codes.BUDGET
+    kind = codes.UNAVAILABLE
+
+    def __init__(
+        self,
+        daily_budget: float | None = None,
+        *,
+        daily_messages: int | None = None,
+        prices: Mapping[str, float] | None = None,
+        default_price: float = 0.05,
+        alarm: float = 0.8,
+        tz: str = "UTC",
+        name: str = "spend",
+        shadow: bool = False,
+    ) -> None:
+        if daily_budget is None and daily_messages is None:
+            raise ConfigError("SpendCap needs a daily_budget (dollars), daily_messages, or both")
+        if daily_budget is not None:
+            _positive("daily_budget", daily_budget)
+        if daily_messages is not None:
+            _positive("daily_messages", daily_messages)
+        if not 0 < alarm <= 1:
+            raise ConfigError(f"alarm is a share of the budget, within (0, 1], not {alarm!r}")
+        _positive("default_price", default_price)
+        self.daily_budget, self.daily_messages, self.alarm = daily_budget, daily_messages, alarm
+        table = dict(DEFAULT_PRICES if prices is None else prices)
+        self.prices = {region: max(round(price * UNITS), 1) for region, price in table.items()}
+        self.default_price = max(round(default_price * UNITS), 1)
+        self.name, self.shadow = name, shadow
+        self._days = _Days(tz)
+
+    def price(self, region: str | None) -> int:
+        """What a code to ``region`` costs, in ``UNITS`` of a dollar."""
+        return self.prices.get(region or NO_COUNTRY, self.default_price)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        end, day = self._days(now)
+        found = []
+        if self.daily_messages is not None:
+            found.append(Counter(key(self.name, "all", "messages", day), self.daily_messages, end, amount=1))
+        if self.daily_budget is not None:
+            budget = round(self.daily_budget * UNITS)
+            found.append(
+                Counter(key(self.name, "all", "money", day), budget, end, amount=self.price(attempt.region))
+            )
+        return found
+
+    def crossed(self, counter: Counter, before: int) -> str | None:
+        """What to say if adding ``counter.amount`` to ``before`` first reached the alarm."""
+        threshold = self.alarm * counter.limit
+        if not before < threshold <= before + counter.amount:
+            return None
+        spent = before + counter.amount
+        if ":money:" in counter.key:
+            return f"{self.name}: ${spent / UNITS:,.2f} of ${counter.limit / UNITS:,.2f} today"
+        return f"{self.name}: {spent:,} of {counter.limit:,} messages today"
+
+
+_LINK: Final = re.compile(
+    r"(?i)(?:[a-z][a-z0-9+.-]*://|www\.)\S+"  # a URL, or www.
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:/\S*)?\b"  # a bare domain: t.cn/x, bit.ly/abc
+)
+
+
+class ContentRules:
+    """What the SMS providers refuse to send, refused before it costs anything: a template
+    parameter (``context={"params": [...]}``) or a text (``content=``) that carries a link,
+    short links included (reason ``content_link``), and a verification code parameter
+    (``context={"code": ...}``) that is not ``code_digits`` digits (reason ``content_code``).
+    Nothing of the content is stored."""
+
+    reason = codes.CONTENT_LINK
+
+    def __init__(
+        self, *, code_digits: tuple[int, int] = (4, 8), name: str = "content", shadow: bool = False
+    ) -> None:
+        low, high = code_digits
+        if not 1 <= low <= high:
+            raise ConfigError(f"code_digits must be (fewest, most), not {code_digits!r}")
+        self.code_digits, self.name, self.shadow = (low, high), name, shadow
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        params = attempt.context.get("params", ())
+        if isinstance(params, str):
+            params = (params,)
+        texts = [str(p) for p in params]
+        if attempt.content is not None:
+            texts.append(attempt.content)
+        if any(_LINK.search(text) for text in texts):
+            return Deny(codes.CONTENT_LINK)
+        code = attempt.context.get("code")
+        if code is not None:
+            text = str(code)
+            low, high = self.code_digits
+            if not (text.isascii() and text.isdigit() and low <= len(text) <= high):
+                return Deny(codes.CONTENT_CODE)
+        return ()
+
+
+def recommended(
+    serve: Iterable[str],
+    *,
+    daily_budget: float | None = None,
+    prices: Mapping[str, float] | None = None,
+    challenge: bool = True,
+    tz: str = "UTC",
+    learn_until: float | date | str | None = None,
+) -> list[Policy]:
+    """The whole defence for an app that serves the regions ``serve``, in order: the switch,
+    where and what may be texted, the providers' content and per-number rules, the per-IP rate,
+    caps on unverified numbers per range, network and country (challenging, where the app can
+    ask for a CAPTCHA), and the daily budget if given. See the README's pumping section."""
+    policies: list[Policy] = [
+        Suspend(),
+        Countries(allow=serve, tz=tz),
+        ContentRules(),
+        SameContent(),
+        DailyCap(10, tz=tz),
+        PhoneRate("1/minute;5/hour"),
+        IPThrottle("20/hour"),
+        UnverifiedCap("range", "3/hour;6/day", challenge=challenge, learn_until=learn_until),
+        UnverifiedCap("network", "30/hour;100/day", challenge=challenge, learn_until=learn_until),
+        UnverifiedCap("country", "60/hour;200/day", challenge=challenge, learn_until=learn_until),
+    ]
+    if daily_budget is not None:
+        policies.append(SpendCap(daily_budget, prices=prices, tz=tz))
+    return policies
+
+
+def _epoch(when: float | date | str | None) -> float | None:
+    if when is None or isinstance(when, int | float):
+        return when
+    if isinstance(when, str):
+        try:
+            when = date.fromisoformat(when)
+        except ValueError:
+            raise ConfigError(f"learn_until {when!r} is not a day: use YYYY-MM-DD") from None
+    return datetime.combine(when, time(), tzinfo=ZoneInfo("UTC")).timestamp()

@@ -1,0 +1,202 @@
+"""The pumping defences (pumping.py) on every backend: countries and number types, caps on
+unverified numbers that learn from verifications (injected clock), the spend cap and its alarm,
+the providers' content rules, the challenge verdict, and one round trip with all of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from conftest import Clock
+
+from smsguard import (
+    ConfigError,
+    ContentRules,
+    Countries,
+    DailyCap,
+    Event,
+    Guard,
+    SpendCap,
+    UnverifiedCap,
+    recommended,
+)
+
+VICTIM = "+8613800138000"
+ANGUILLA = "+12642351234"  # +1, but not the US
+JERSEY = "+447797712345"  # +44, but not GB
+LONDON = "+447400123456"
+US_PREMIUM = "+19002345678"
+US_TOLL_FREE = "+18002345678"
+GB_VOIP = "+445612345678"
+
+
+def block(n: int, start: int = 0) -> list[str]:
+    """``n`` numbers of one Latvian range (+371 2123 4xxx): what a pumping run walks through."""
+    return [f"+3712123{4000 + start + i:04d}" for i in range(n)]
+
+
+def test_countries_by_region_not_calling_code(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Countries(allow=["US", "GB"], deny_types=())])
+    assert guard.check("+12025550123").allowed
+    assert guard.check(LONDON).allowed
+    for number in (ANGUILLA, JERSEY, VICTIM, "+881912345678"):
+        denied = guard.check(number)
+        assert (denied.reason, denied.kind) == ("country_not_allowed", "forbidden"), number
+    denied_gb = make_guard([Countries(deny=["GB"], deny_types=())], secret="other")
+    assert denied_gb.check(JERSEY).allowed, "Jersey is not GB"
+    assert denied_gb.check(LONDON).reason == "country_not_allowed"
+
+
+def test_number_types_denied_by_default(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Countries()])
+    for number in (US_PREMIUM, US_TOLL_FREE, GB_VOIP):
+        assert guard.check(number).reason == "number_type", number
+    assert guard.check(LONDON).allowed
+    assert guard.check("+12025550123").allowed, "fixed line or mobile: a person's phone"
+
+
+def test_country_caps_per_calendar_day(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([Countries(caps={"LV": 3}, deny_types=(), tz="Asia/Shanghai")])
+    numbers = block(5)
+    assert [guard.check(n).allowed for n in numbers] == [True, True, True, False, False]
+    denied = guard.check(numbers[4])
+    assert (denied.reason, denied.policy) == ("country_cap", "countries")
+    assert denied.retry_after == 12 * 3600, "until midnight in Shanghai"
+    assert guard.check(LONDON).allowed, "another country is not capped"
+    clock.advance(12 * 3600)
+    assert guard.check(numbers[4]).allowed, "a new day"
+
+
+def test_a_country_in_shadow_is_monitor_only(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Countries(allow=["GB"], deny_types=(), shadow=True)])
+    d = guard.check(ANGUILLA)
+    assert d.allowed
+    assert d.shadowed == ("countries",)
+
+
+def test_unverified_cap_per_range_and_what_verifying_earns(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([UnverifiedCap("range", "2/hour", per_verified=2.0)])
+    numbers = block(8)
+    assert [guard.check(n).allowed for n in numbers[:3]] == [True, True, False]
+    denied = guard.check(numbers[3])
+    assert (denied.reason, denied.kind, denied.limit) == ("unverified_cap", "limit", 2)
+    assert guard.check("+37121245000").allowed, "another range has its own floor"
+    guard.verified(numbers[0])  # a real user entered the code
+    assert guard.check(numbers[0]).allowed, "a verified number is not held"
+    assert guard.check(numbers[0]).allowed
+    # The range earned two more sends to unverified numbers this hour.
+    assert [guard.check(n).allowed for n in numbers[4:7]] == [True, True, False]
+    assert guard.stats().verified == 1
+
+
+def test_trust_and_earnings_expire(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([UnverifiedCap("range", "1/hour", per_verified=1.0, trust=7200)])
+    numbers = block(4)
+    guard.check(numbers[0])
+    guard.verified(numbers[0])
+    assert [guard.check(n).allowed for n in numbers[1:3]] == [True, False], "floor 1 + 1 earned, one used"
+    clock.advance(3601)
+    assert guard.check(numbers[0]).allowed, "still trusted"
+    assert [guard.check(n).allowed for n in numbers[2:4]] == [True, False], "the earning is gone"
+    assert guard.status(numbers[0]) == [], "a trusted number is not held: nothing to show"
+    clock.advance(3600)  # past the trust
+    assert guard.check(numbers[0]).allowed
+    assert guard.status(numbers[0])[0].used == 1, "counted again, as any unverified number"
+    assert not guard.check(numbers[3]).allowed
+
+
+def test_unverified_cap_per_network_and_country(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([UnverifiedCap("network", "2/day"), UnverifiedCap("country", "3/day")])
+    # LMT and Tele2 are two Latvian networks: numbers spread over ranges, caught by network.
+    lmt = ["+37129123456", "+37129234567", "+37129345678"]
+    tele2 = ["+37120000001", "+37120000002"]
+    assert [guard.check(n).allowed for n in lmt] == [True, True, False]
+    assert guard.check(lmt[2]).policy == "unverified_network"
+    assert guard.check(tele2[0]).allowed
+    denied = guard.check(tele2[1])
+    assert (denied.reason, denied.policy) == ("unverified_cap", "unverified_country"), "three in Latvia"
+    assert guard.check(LONDON).allowed
+
+
+def test_learning_records_only_until_its_day(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    # The clock is Mon 2026-03-02 04:00 UTC: it learns until Wednesday.
+    guard = make_guard([UnverifiedCap("range", "1/hour", learn_until="2026-03-04")])
+    numbers = block(6)
+    learning = [guard.check(n) for n in numbers[:3]]
+    assert all(d.allowed for d in learning)
+    assert [d.shadowed for d in learning] == [(), ("unverified_range",), ("unverified_range",)]
+    clock.advance(2 * 86400)
+    assert [guard.check(n).allowed for n in numbers[3:5]] == [True, False], "now it enforces"
+
+
+def test_a_challenge_instead_of_a_denial(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([DailyCap(3), UnverifiedCap("range", "1/hour", challenge=True)])
+    numbers = block(4)
+    assert guard.check(numbers[0]).allowed
+    challenged = guard.check(numbers[1])
+    assert (challenged.allowed, challenged.kind, challenged.reason) == (False, "challenge", "unverified_cap")
+    passed = guard.check(numbers[1], challenge_passed=True)
+    assert passed.allowed, "judged by the remaining policies"
+    assert all(guard.check(numbers[2], challenge_passed=True).allowed for _ in range(3))
+    assert guard.check(numbers[2], challenge_passed=True).reason == "daily_cap", "they still hold"
+
+
+def test_spend_cap_messages_money_and_one_alarm(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    events: list[Event] = []
+    guard = make_guard(
+        [SpendCap(0.20, daily_messages=10, prices={"LV": 0.06, "GB": 0.04}, alarm=0.5)],
+        listeners=[events.append],
+    )
+    # 0.06 a code to Latvia: three fit in $0.20, the fourth would make 0.24.
+    assert [guard.check(n).allowed for n in block(4)] == [True, True, True, False]
+    denied = guard.check(block(1, 9)[0])
+    assert (denied.reason, denied.kind, denied.policy) == ("budget", "unavailable", "spend")
+    assert guard.check(LONDON).reason == "budget", "0.18 + 0.04 > 0.20"
+    alarms = [e for e in events if e.kind == "budget_alarm"]
+    assert [e.detail for e in alarms] == ["spend: $0.12 of $0.20 today"], "once, when it reached half"
+    clock.advance(86400)
+    assert guard.check(LONDON).allowed, "a new day, a new budget"
+
+
+def test_spend_cap_counts_messages(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([SpendCap(daily_messages=2)])
+    assert [guard.check(n).allowed for n in block(3)] == [True, True, False]
+
+
+def test_content_rules(clock: Clock) -> None:
+    guard = Guard([ContentRules()], clock=clock)
+    assert guard.check(VICTIM, context={"params": ["483920"], "code": "483920"}).allowed
+    for params in (["http://evil.example/x"], ["see t.cn/A6xYz"], ["www.example.com"], "bit.ly/abc"):
+        assert guard.check(VICTIM, context={"params": params}).reason == "content_link", params
+    assert guard.check(VICTIM, content="Your code is 1234. Visit evil.top/win").reason == "content_link"
+    assert guard.check(VICTIM, content="Your code is 1234.").allowed
+    for code in ("12", "123456789", "12ab", "１２３４"):
+        assert guard.check(VICTIM, context={"code": code}).reason == "content_code", code
+
+
+def test_bad_settings_say_why() -> None:
+    with pytest.raises(ConfigError, match="by='phone'"):
+        UnverifiedCap("phone")
+    with pytest.raises(ConfigError, match="unknown number types"):
+        Countries(deny_types=["premium"])
+    with pytest.raises(ConfigError, match="unknown region 'XX'"):
+        Countries(allow=["XX"])
+    with pytest.raises(ConfigError, match="needs a daily_budget"):
+        SpendCap()
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        UnverifiedCap(learn_until="soon")
+
+
+def test_the_recommended_set_in_one_step(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard(recommended(["CN", "GB"], daily_budget=100.0, tz="Asia/Shanghai"))
+    d = guard.check(VICTIM, content="code", ip="203.0.113.1")
+    assert d.allowed
+    assert guard.check(ANGUILLA, content="code", ip="203.0.113.1").reason == "country_not_allowed"
+    assert guard.check(VICTIM, content="code", ip="203.0.113.1").reason == "phone_rate", "frees last"
+
+    async def verify() -> None:
+        await guard.averified(VICTIM)
+
+    asyncio.run(verify())
+    assert guard.stats().verified == 1
