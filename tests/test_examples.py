@@ -9,9 +9,9 @@ from pathlib import Path
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def run(script: str) -> str:
+def run(script: str, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -29,6 +29,23 @@ def test_demo_sends_exactly_the_daily_cap() -> None:
 def test_custom_policy_example_stops_a_pumping_run() -> None:
     lines = run("custom_policy.py").splitlines()
     assert [line.split()[1] for line in lines] == ["sent"] * 5 + ["denied"] * 3
+
+
+def test_pumping_simulation_plays_both_guards() -> None:
+    """A small run of the campaign: the recommended set stops what today's policies let through,
+    serves every real user, and holds the bombing victim to its daily cap."""
+    rows = {}
+    for line in run("pumping_attack.py", "--users", "2000").splitlines()[2:]:
+        label, cells = line[:36].strip(), line[36:].split()
+        rows[label] = cells
+    today, recommended = (
+        float(rows["pumped codes delivered"][1].strip("(%)")),
+        float(rows["pumped codes delivered"][3].strip("(%)")),
+    )
+    assert today > 80
+    assert recommended < today / 10
+    assert rows["real users never served a code"][2:] == ["0", "(0.00%)"]
+    assert int(rows["bombing victim, most codes a day"][1]) <= 10
 
 
 def test_readme_quickstart_runs_when_pasted() -> None:

@@ -75,6 +75,26 @@ def test_one_command_per_decision(redis_server: RedisServer, clock: Clock) -> No
     assert commands == ["EVALSHA"] * 51
 
 
+def test_one_command_per_decision_with_the_recommended_set(redis_server: RedisServer, clock: Clock) -> None:
+    from smsguard import recommended
+
+    backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
+    guard = guard_on(backend, clock, recommended(["CN"], daily_budget=100.0))
+    guard.check(VICTIM, content="warm-up", ip="203.0.113.1")
+    decisions: list[bool] = []
+
+    def work() -> None:
+        for i in range(30):
+            decisions.append(guard.check(f"+86138001380{i:02d}", content="x", ip=f"203.0.113.{i}").allowed)
+
+    commands = top_level_commands(redis_server.port, work)
+    assert commands == ["EVALSHA"] * 30, "every policy, and the statistics, in the one script"
+    assert decisions.count(False) > 0, "the range cap (3 an hour) held the block"
+    verified = top_level_commands(redis_server.port, lambda: guard.verified(VICTIM))
+    # One pipeline (one round trip): the number's marks and earnings, and the statistics.
+    assert set(verified) == {"ZADD", "PEXPIRE", "HINCRBY"}, verified
+
+
 def test_script_reloaded_after_flush(
     redis_backend: RedisBackend, redis_server: RedisServer, clock: Clock
 ) -> None:

@@ -365,7 +365,7 @@ def recommended(
         PhoneRate("1/minute;5/hour"),
         IPThrottle("20/hour"),
         UnverifiedCap("range", "3/hour;6/day", challenge=challenge, learn_until=learn_until),
-        UnverifiedCap("network", "30/hour;100/day", challenge=challenge, learn_until=learn_until),
+        UnverifiedCap("network", "10/hour;30/day", challenge=challenge, learn_until=learn_until),
         UnverifiedCap("country", "60/hour;200/day", challenge=challenge, learn_until=learn_until),
     ]
     if daily_budget is not None:
