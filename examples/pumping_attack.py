@@ -114,6 +114,7 @@ def traffic(rng: random.Random, users: int) -> tuple[list[Job], dict[str, int]]:
 class Result:
     delivered: Counter[str] = field(default_factory=Counter)
     served: set[int] = field(default_factory=set)
+    challenged: set[int] = field(default_factory=set)
     spent: float = 0.0
     victim_per_day: Counter[int] = field(default_factory=Counter)
     decisions: int = 0
@@ -176,6 +177,8 @@ def play(guard: Guard, clock: Clock, users: int, seed: int) -> Result:
                 if job.who == "bombing":
                     result.victim_per_day[int((job.at - START) // DAY)] += 1
         elif real and job.tries < 4:
+            if d.kind == "challenge":
+                result.challenged.add(job.user)
             wait = 1.0 if d.kind == "challenge" else (d.retry_after or 60.0)
             if wait <= 3600:  # a person waits a minute, or an hour, not a day
                 heapq.heappush(
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         ("pumped codes delivered", lambda r: _share(sum(r.delivered[c] for c in campaigns), pumped)),
         *((f"  {c}", lambda r, c=c: _share(r.delivered[c], campaigns[c])) for c in campaigns),
         ("real users never served a code", lambda r: _share(args.users - len(r.served), args.users, 2)),
+        ("real users shown a CAPTCHA", lambda r: _share(len(r.challenged), args.users, 2)),
         ("money spent (list prices)", lambda r: f"${r.spent:,.0f}"),
         ("bombing victim, most codes a day", lambda r: str(max(r.victim_per_day.values(), default=0))),
         ("decisions/s", lambda r: f"{r.decisions / r.seconds:,.0f}"),
