@@ -21,8 +21,8 @@ from collections.abc import (
 )
 from typing import Any
 
-from smsguard.adapters.http import OPTIONS, TOO_LARGE, TOO_SLOW, Exchange, Gate, Incoming, Reply
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.adapters.http import OPTIONS, TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, adrive
+from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 
 Scope = MutableMapping[str, Any]
@@ -77,30 +77,15 @@ class SMSGuardMiddleware:
             b"",
             client[0] if client else None,
         )
-        steps: Exchange = self.gate.exchange(request, body)
-        try:
-            step = next(steps)
-            while True:
-                if step[0] == "check":
-                    try:
-                        decision = await self.guard.acheck(**step[1])
-                    except InvalidInput as exc:
-                        step = steps.throw(exc)
-                    else:
-                        step = steps.send(decision)
-                elif step[0] == "endpoint":
-                    try:
-                        status = await self._endpoint(scope, app_receive, send, step[1])
-                    except Exception as exc:
-                        step = steps.throw(exc)
-                    else:
-                        step = steps.send(status)
-                else:  # refund
-                    await self.guard.arefund(step[1])
-                    step = steps.send(None)
-        except StopIteration as done:
-            if done.value is not None:
-                await _respond(send, done.value)
+        guard = self.guard
+        reply = await adrive(
+            self.gate.exchange(request, body),
+            lambda arguments: guard.acheck(**arguments),
+            lambda decision: self._endpoint(scope, app_receive, send, decision),
+            guard.arefund,
+        )
+        if reply is not None:
+            await _respond(send, reply)
 
     def _guarded(self, scope: Scope) -> bool:
         routes, method, path = self.routes, scope["method"], scope["path"]

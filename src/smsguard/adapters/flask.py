@@ -28,9 +28,9 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
-from smsguard.adapters.http import OPTIONS, TOO_LARGE, Exchange, Gate, Incoming, Marker
+from smsguard.adapters.http import OPTIONS, TOO_LARGE, Gate, Incoming, Marker, drive
 from smsguard.attempt import Decision
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.settings import Settings
 
@@ -139,33 +139,22 @@ def _guarded_call(
         b"",
         environ.get("REMOTE_ADDR") or None,  # empty or absent on a unix socket
     )
-    steps: Exchange = gate.exchange(request_, _read_body(req, gate))
     response: Response | None = None
-    try:
-        step = next(steps)
-        while True:
-            if step[0] == "check":
-                try:
-                    decision = guard.check(**step[1]) if enabled else _unguarded(guard, step[1]["phone"])
-                except InvalidInput as exc:
-                    step = steps.throw(exc)
-                else:
-                    step = steps.send(decision)
-            elif step[0] == "endpoint":
-                g.smsguard = step[1]
-                try:
-                    response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
-                except Exception as exc:  # not SystemExit and the like: those say nothing of the SMS
-                    step = steps.throw(exc)
-                else:
-                    step = steps.send(response.status_code)
-            else:  # refund
-                guard.refund(step[1])
-                step = steps.send(None)
-    except StopIteration as done:
-        reply = done.value
-        if reply is not None:
-            return Response(reply.body, status=reply.status, headers=reply.headers)
+
+    def endpoint(decision: Decision) -> int:
+        nonlocal response
+        g.smsguard = decision
+        response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
+        return response.status_code
+
+    reply = drive(
+        gate.exchange(request_, _read_body(req, gate)),
+        lambda arguments: guard.check(**arguments) if enabled else _unguarded(guard, arguments["phone"]),
+        endpoint,
+        guard.refund,
+    )
+    if reply is not None:
+        return Response(reply.body, status=reply.status, headers=reply.headers)
     return response
 
 

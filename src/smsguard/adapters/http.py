@@ -21,7 +21,7 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
@@ -93,6 +93,71 @@ class Marker:
 TOO_LARGE: Final = Marker("TOO_LARGE")
 TOO_SLOW: Final = Marker("TOO_SLOW")
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
+
+
+def drive(
+    steps: Exchange,
+    check: Callable[[dict[str, Any]], Decision],
+    endpoint: Callable[[Decision], int],
+    refund: Callable[[Decision], None],
+) -> Reply | None:
+    """Run an exchange with the adapter's three pieces of I/O: the guard's check (its
+    InvalidInput goes back in), the endpoint (its status; its exception goes back in), and a
+    refund. Returns the Reply to send instead of the endpoint's response, or None."""
+    try:
+        step = next(steps)
+        while True:
+            kind, value = step
+            if kind == "check":
+                try:
+                    answer: Any = check(value)
+                except InvalidInput as exc:
+                    step = steps.throw(exc)
+                    continue
+            elif kind == "endpoint":
+                try:
+                    answer = endpoint(value)
+                except Exception as exc:  # not SystemExit and the like: those say nothing of the SMS
+                    step = steps.throw(exc)
+                    continue
+            else:
+                refund(value)
+                answer = None
+            step = steps.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def adrive(
+    steps: Exchange,
+    check: Callable[[dict[str, Any]], Awaitable[Decision]],
+    endpoint: Callable[[Decision], Awaitable[int]],
+    refund: Callable[[Decision], Awaitable[None]],
+) -> Reply | None:
+    """``drive`` for async adapters."""
+    try:
+        step = next(steps)
+        while True:
+            kind, value = step
+            if kind == "check":
+                try:
+                    answer: Any = await check(value)
+                except InvalidInput as exc:
+                    step = steps.throw(exc)
+                    continue
+            elif kind == "endpoint":
+                try:
+                    answer = await endpoint(value)
+                except Exception as exc:  # not a cancellation: hanging up must not win a refund
+                    step = steps.throw(exc)
+                    continue
+            else:
+                await refund(value)
+                answer = None
+            step = steps.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
 
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
