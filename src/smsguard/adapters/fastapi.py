@@ -113,8 +113,8 @@ class SMSGuard:
                 data,
             )
             steps = gate.exchange(incoming, b"")
-            step = next(steps)
             try:
+                step = next(steps)
                 while step[0] == "check":
                     try:
                         decision = await guard.acheck(**step[1])

@@ -1,0 +1,30 @@
+"""A minimal Django project with a guarded send-code endpoint.
+
+cd examples/django_project
+uvicorn smsdemo.asgi:application                             # memory backend, ASGI
+gunicorn smsdemo.wsgi                                        # or WSGI
+REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me uvicorn smsdemo.asgi:application --workers 4
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "only-for-the-example")
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "smsdemo.urls"
+INSTALLED_APPS = ["smsguard.adapters.django"]  # brings manage.py smsguard
+MIDDLEWARE = ["smsguard.adapters.django.SMSGuardMiddleware"]  # no CSRF: an API for scripts
+DATABASES: dict[str, object] = {}
+USE_TZ = True
+
+SMSGUARD = {
+    "STORAGE_URI": os.environ.get("REDIS_URL", "memory://"),
+    "KEY_PREFIX": os.environ.get("SMSGUARD_KEY_PREFIX", "smsguard:"),
+    "SECRET": os.environ.get("SMSGUARD_SECRET"),
+    "DEFAULT_REGION": "CN",
+    "TIMEZONE": "Asia/Shanghai",
+    "ROUTES": ["POST /sms/send"],
+    # "GUARD": "smsdemo.sms.guard",  # or a Guard built in code (recommended(...)), by dotted path
+}

@@ -1,0 +1,259 @@
+"""Django: a middleware and a view decorator, for sync and async views, and ``manage.py
+smsguard``.
+
+Configured from one dict in ``settings.py``, keys as the ``SMSGUARD_*`` settings without the
+prefix::
+
+    INSTALLED_APPS = [..., "smsguard.adapters.django"]        # for manage.py smsguard
+    MIDDLEWARE = [..., "smsguard.adapters.django.SMSGuardMiddleware"]
+    SMSGUARD = {
+        "STORAGE_URI": "redis://localhost:6379/0",
+        "SECRET": "...",                    # the same in every worker
+        "DEFAULT_REGION": "CN",
+        "ROUTES": ["POST /sms/send"],       # what the middleware guards (below SCRIPT_NAME)
+        "TRUSTED_PROXIES": ["10.0.0.0/8"],
+    }
+
+``"GUARD": "myproject.sms.guard"`` names a ``Guard`` built in code instead (a dotted path to it,
+or to a callable that returns one), for policies settings cannot say (``recommended(...)``);
+the other keys then set the request side. Or, instead of the middleware, ``@protect()`` on a
+view (``@protect(phone="mobile")`` to change a Gate option for it). The view finds the decision
+in ``request.smsguard``: its ``phone`` is the number already validated, in E.164. Responses,
+body limits, trusted proxies and refunds are the other adapters' (``smsguard.adapters.http``):
+this module is Django's I/O around them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.module_loading import import_string
+
+from smsguard.adapters.asgi import parse_routes
+from smsguard.adapters.http import OPTIONS, TOO_LARGE, Gate, Incoming, Marker, Reply, adrive, drive
+from smsguard.attempt import Decision
+from smsguard.errors import ConfigError
+from smsguard.guard import Guard
+from smsguard.settings import Settings
+
+View = TypeVar("View", bound=Callable[..., Any])
+Response = HttpResponseBase
+
+
+class _Configured:
+    """The guard and the Gate options from ``settings.SMSGUARD``, built once per process (and
+    again when a test overrides the setting)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._built: tuple[Guard, dict[str, Any], frozenset[tuple[str, str]], bool] | None = None
+
+    def get(self) -> tuple[Guard, dict[str, Any], frozenset[tuple[str, str]], bool]:
+        built = self._built
+        if built is None:
+            with self._lock:
+                if self._built is None:
+                    values: Mapping[str, Any] = getattr(settings, "SMSGUARD", {})
+                    if not isinstance(values, Mapping):
+                        raise ConfigError("settings.SMSGUARD must be a dict of smsguard settings")
+                    options = Gate.settings(values, prefix="")
+                    routes = parse_routes(values.get("ROUTES", ("POST /sms/send",)))
+                    enabled = Settings(values, "").boolean("ENABLED", True)
+                    self._built = (_guard(values), options, routes, enabled)
+                built = self._built
+        return built
+
+    def clear(self, **kwargs: Any) -> None:
+        if kwargs.get("setting") == "SMSGUARD":
+            self._built = None
+
+
+def _guard(values: Mapping[str, Any]) -> Guard:
+    path = values.get("GUARD")
+    if path is None:
+        return Guard.from_settings(values, prefix="")
+    try:
+        found = import_string(path)
+    except ImportError as exc:
+        raise ConfigError(f"SMSGUARD['GUARD'] = {path!r}: {exc}") from None
+    made = found() if callable(found) and not isinstance(found, Guard) else found
+    if not isinstance(made, Guard):
+        raise ConfigError(f"SMSGUARD['GUARD'] = {path!r} is not a Guard (nor a callable that returns one)")
+    return made
+
+
+configured = _Configured()
+setting_changed.connect(configured.clear)
+
+
+def guard() -> Guard:
+    """The guard built from ``settings.SMSGUARD`` (for ``guard().verified(phone)`` and the like)."""
+    return configured.get()[0]
+
+
+class SMSGuardMiddleware:
+    """Guards the ``ROUTES`` of ``settings.SMSGUARD`` (default ``POST /sms/send``); sync or
+    async, as the rest of the middleware chain is."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        guard_, options, routes, enabled = configured.get()
+        if (request.method, request.path_info) not in routes:
+            return self.get_response(request)
+        gate = _gate(options, {})
+        if self.is_async:
+            return _aguarded(guard_, gate, request, self.get_response, enabled)
+        return _guarded(guard_, gate, request, self.get_response, enabled)
+
+
+def protect(**overrides: Any) -> Callable[[View], View]:
+    """Guard one view, sync or async, with the guard of ``settings.SMSGUARD``; ``overrides``
+    change Gate options (``phone``, ``content``...) for it, and are checked here."""
+    unknown = set(overrides) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
+    Gate(**overrides)
+
+    def decorate(view: View) -> View:
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def aguarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                guard_, options, _, enabled = configured.get()
+                endpoint = functools.partial(view, *args, **kwargs)
+                return await _aguarded(guard_, _gate(options, overrides), request, endpoint, enabled)
+
+            return cast(View, aguarded)
+
+        @functools.wraps(view)
+        def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            guard_, options, _, enabled = configured.get()
+            endpoint = functools.partial(view, *args, **kwargs)
+            return _guarded(guard_, _gate(options, overrides), request, endpoint, enabled)
+
+        return cast(View, guarded)
+
+    return decorate
+
+
+_gates: dict[tuple[int, tuple[tuple[str, Any], ...]], Gate] = {}
+
+
+def _gate(options: dict[str, Any], overrides: dict[str, Any]) -> Gate:
+    """The Gate of these options (built once for each set of options)."""
+    marker = (id(options), tuple(sorted(overrides.items(), key=lambda item: item[0])))
+    gate = _gates.get(marker)
+    if gate is None:
+        gate = _gates[marker] = Gate(**{**options, **overrides})
+    return gate
+
+
+def _incoming(request: HttpRequest, gate: Gate) -> tuple[Incoming, bytes | Marker]:
+    meta = request.META
+    incoming = Incoming(
+        request.method or "GET",
+        request.path_info,
+        _Headers(request.headers),
+        meta.get("QUERY_STRING", ""),
+        b"",
+        meta.get("REMOTE_ADDR") or None,
+    )
+    declared = gate.declared(meta.get("CONTENT_LENGTH") or None)
+    if declared is TOO_LARGE:
+        return incoming, TOO_LARGE
+    try:
+        body = request.body  # read once here; the view reads the same bytes
+    except RequestDataTooBig:
+        return incoming, TOO_LARGE
+    return incoming, TOO_LARGE if len(body) > gate.max_body else body
+
+
+def _guarded(
+    guard_: Guard, gate: Gate, request: HttpRequest, endpoint: Callable[..., Any], enabled: bool
+) -> Any:
+    incoming, body = _incoming(request, gate)
+    response: Any = None
+
+    def run(decision: Decision) -> int:
+        nonlocal response
+        request.smsguard = decision
+        response = endpoint(request)
+        return int(response.status_code)
+
+    reply = drive(
+        gate.exchange(incoming, body),
+        lambda arguments: guard_.check(**arguments) if enabled else _unguarded(guard_, arguments["phone"]),
+        run,
+        guard_.refund,
+    )
+    return response if reply is None else _response(reply)
+
+
+async def _aguarded(
+    guard_: Guard,
+    gate: Gate,
+    request: HttpRequest,
+    endpoint: Callable[..., Awaitable[Any]],
+    enabled: bool,
+) -> Any:
+    incoming, body = _incoming(request, gate)
+    response: Any = None
+
+    async def check(arguments: dict[str, Any]) -> Decision:
+        return await guard_.acheck(**arguments) if enabled else _unguarded(guard_, arguments["phone"])
+
+    async def run(decision: Decision) -> int:
+        nonlocal response
+        request.smsguard = decision
+        response = await endpoint(request)
+        return int(response.status_code)
+
+    reply = await adrive(gate.exchange(incoming, body), check, run, guard_.arefund)
+    return response if reply is None else _response(reply)
+
+
+def _unguarded(guard_: Guard, phone: str) -> Decision:
+    """While ``ENABLED`` is false: the number validated (InvalidPhone as ever), nothing counted."""
+    e164, phone_hash, country, *_ = guard_.planner.identify(phone)
+    return Decision(True, e164, country=country, phone_hash=phone_hash)
+
+
+def _response(reply: Reply) -> HttpResponse:
+    response = HttpResponse(reply.body, status=reply.status)
+    for name, value in reply.headers:
+        response[name] = value
+    return response
+
+
+class _Headers(Mapping[str, str]):
+    """Django's request headers, looked up in any case, iterated as lower-case names."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.lower() for name in self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
