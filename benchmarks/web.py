@@ -1,7 +1,9 @@
 """Requests per second and latency of the example endpoint: bare, with smsguard, and with
-the peer (slowapi for Starlette, Flask-Limiter for Flask), on memory and on Redis, in one run.
+the peer (slowapi for Starlette and FastAPI, Flask-Limiter for Flask, django-ratelimit for
+Django), on memory and on Redis, in one run.
 
-Each variant runs in its own server process (uvicorn, one worker; gunicorn, one sync worker)
+Each variant runs in its own server process (uvicorn, one worker, for the ASGI ones; gunicorn,
+one sync worker, for Flask and Django)
 on a free loopback port, loaded by wrk (apt-get install wrk) with random numbers from a pool
 of 50,000, so that both admissions and denials happen. Redis variants use a redis-server the
 script starts itself. Each row is the median of --rounds runs, the rows taking turns.
@@ -33,22 +35,27 @@ end
 
 
 def server_command(framework: str, port: int) -> list[str]:
-    if framework == "starlette":
-        return [sys.executable, "-m", "uvicorn", "web_apps:starlette", "--app-dir", str(HERE),
+    if framework in ("starlette", "fastapi"):
+        return [sys.executable, "-m", "uvicorn", f"web_apps:{framework}", "--app-dir", str(HERE),
                 "--port", str(port), "--log-level", "error", "--no-access-log"]  # fmt: skip
     return [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
-            "--log-level", "error", "web_apps:flask"]  # fmt: skip
+            "--log-level", "error", f"web_apps:{framework}"]  # fmt: skip
 
 
 def run(framework: str, variant: str, storage: str, seconds: int, script: Path) -> dict[str, float]:
     port = free_port()
-    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_STORAGE": storage}
+    env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_STORAGE": storage, "BENCH_FRAMEWORK": framework}
     log = script.with_suffix(f".{framework}.{variant}.log").open(
         "w"
     )  # a pipe could fill and stall the server
     server = subprocess.Popen(server_command(framework, port), env=env, stdout=log, stderr=log)
     try:
-        wait_listening(port, server)
+        try:
+            wait_listening(port, server)
+        except RuntimeError:
+            log.flush()
+            sys.stderr.write(Path(log.name).read_text())
+            raise
         url = f"http://127.0.0.1:{port}"
         wrk = ["wrk", "-t1", "-c16", "--latency", "-s", str(script), url]
         subprocess.run([*wrk[:1], "-d2s", *wrk[1:]], capture_output=True, check=True)  # warm up
@@ -76,11 +83,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--frameworks", default="starlette,flask")
+    parser.add_argument("--frameworks", default="starlette,flask,fastapi,django")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/web.py needs wrk: apt-get install wrk")
-    peers = {"starlette": "slowapi", "flask": "Flask-Limiter"}
+    peers = {
+        "starlette": "slowapi",
+        "flask": "Flask-Limiter",
+        "fastapi": "slowapi",
+        "django": "django-ratelimit",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "send.lua"
         script.write_text(WRK_SCRIPT)

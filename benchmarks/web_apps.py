@@ -3,8 +3,9 @@
 The endpoint does what a real one must before texting: validate the number (phonenumbers).
 Behind smsguard it takes the number the guard already validated, from the decision.
 
-BENCH_VARIANT picks ``bare``, ``smsguard`` or ``peer`` (slowapi for Starlette, Flask-Limiter
-for Flask); BENCH_STORAGE is ``memory://`` or a Redis URL. The phone number comes in the
+BENCH_VARIANT picks ``bare``, ``smsguard`` or ``peer`` (slowapi for Starlette and FastAPI,
+Flask-Limiter for Flask, django-ratelimit for Django); BENCH_STORAGE is ``memory://`` or a Redis
+URL. The phone number comes in the
 query string so that every variant can key on it without reading the body. The four limits
 are the same everywhere; the IP limit is set high because the load comes from one address.
 """
@@ -121,5 +122,130 @@ def flask_app() -> Flask:
     return app
 
 
+# -- FastAPI ----------------------------------------------------------------------------------
+
+
+def fastapi_app() -> Any:
+    from fastapi import Depends, FastAPI, Query
+
+    app = FastAPI()
+    if VARIANT == "smsguard":
+        from smsguard.adapters.fastapi import SMSGuard
+
+        guarded = Depends(SMSGuard(app, guard=guard()).protect(param="phone", source=Query()))
+
+        @app.post("/sms/send")
+        async def send_guarded(decision: Any = guarded) -> Any:
+            return sent(decision.phone)
+
+        return app
+    if VARIANT == "peer":
+        from slowapi import Limiter, _rate_limit_exceeded_handler
+        from slowapi.errors import RateLimitExceeded
+        from slowapi.util import get_remote_address
+
+        limiter = Limiter(key_func=get_remote_address, storage_uri=STORAGE, strategy="moving-window")
+        app.state.limiter = limiter
+        app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+
+        # slowapi passes the request to a key function whose parameter is named "request".
+        def by_phone(request: Request) -> str:
+            return str(request.query_params.get("phone", ""))
+
+        def by_phone_content(request: Request) -> str:
+            return by_phone(request) + ":POST /sms/send"
+
+        # (Annotations are strings here: FastAPI resolves them in this module's globals.)
+        async def send_limited(request: Request, phone: str = "") -> Any:
+            return sent(validated(phone))
+
+        endpoint: Any = send_limited
+        for rate, key in [
+            (SAME, by_phone_content),
+            (DAILY, by_phone),
+            (RATES, by_phone),
+            (PER_IP, get_remote_address),
+        ]:
+            endpoint = limiter.limit(rate, key_func=key)(endpoint)
+        app.post("/sms/send")(endpoint)
+        return app
+
+    @app.post("/sms/send")
+    async def send_bare(phone: str = "") -> Any:
+        return sent(validated(phone))
+
+    return app
+
+
+# -- Django -----------------------------------------------------------------------------------
+
+django_guard: Guard | None = None
+
+
+def django_app() -> Any:
+    """Django's WSGI app: the view bare, under ``@protect``, or under django-ratelimit (its
+    fixed windows, in Django's cache: local memory, or Redis)."""
+    global django_guard
+    import django
+    from django.conf import settings
+    from django.core.wsgi import get_wsgi_application
+    from django.http import JsonResponse
+
+    cache = (
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        if STORAGE.startswith("memory")
+        else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": STORAGE}
+    )
+    if VARIANT == "smsguard":
+        django_guard = guard()
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF="web_apps",
+        MIDDLEWARE=[],
+        INSTALLED_APPS=[],
+        DATABASES={},
+        CACHES={"default": cache},
+        SMSGUARD={"GUARD": "web_apps.django_guard", "PHONE_FIELD": "phone"},
+        RATELIMIT_USE_CACHE="default",
+        SILENCED_SYSTEM_CHECKS=["django_ratelimit.E003", "django_ratelimit.W001"],
+    )
+    django.setup()
+
+    def view(request: Any) -> Any:
+        decision = getattr(request, "smsguard", None)
+        return JsonResponse(sent(decision.phone if decision else validated(request.GET.get("phone", ""))))
+
+    if VARIANT == "smsguard":
+        from smsguard.adapters.django import protect
+
+        view = protect()(view)
+    elif VARIANT == "peer":
+        from django_ratelimit.decorators import ratelimit
+
+        def phone(group: str, request: Any) -> str:
+            return str(request.GET.get("phone", ""))
+
+        def phone_content(group: str, request: Any) -> str:
+            return phone(group, request) + ":POST /sms/send"
+
+        for rate, key in [
+            ("1/30s", phone_content),
+            ("10/d", phone),
+            ("1/m", phone),
+            ("5/h", phone),
+            ("100000/h", "ip"),
+        ]:
+            view = ratelimit(key=key, rate=rate, method="POST", block=True)(view)
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    globals()["urlpatterns"] = [path("sms/send", csrf_exempt(view))]
+    return get_wsgi_application()
+
+
 starlette = starlette_app()
 flask = flask_app()
+fastapi = fastapi_app()
+django = django_app() if os.environ.get("BENCH_FRAMEWORK") == "django" else None
