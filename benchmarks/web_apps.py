@@ -192,7 +192,8 @@ def django_app() -> Any:
     from django.http import JsonResponse
 
     cache = (
-        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        # LocMemCache keeps 300 keys by default: too few to count 50,000 numbers.
+        {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 10**6}}
         if STORAGE.startswith("memory")
         else {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": STORAGE}
     )
