@@ -283,7 +283,7 @@ class Guard:
         """The user entered a correct code sent to ``phone``: call it then. The number is known
         (``UnverifiedCap`` no longer holds it) for its trust period, its scopes earn room, and
         the statistics count a verification. One backend write; if the backend cannot be
-        reached it is sent when it answers again."""
+        reached it is sent when it answers again. Raises InvalidPhone for a bad number."""
         try:
             if self._verified(phone, ip):
                 self._flush()
