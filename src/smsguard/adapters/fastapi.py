@@ -102,14 +102,15 @@ class SMSGuard:
             data = {"phone": pick_phone(value)}
             if pick_content is not None:
                 data["content"] = pick_content(value)
-            client = request.client
+            scope = request.scope
+            client = scope.get("client")
             incoming = Incoming(
-                request.method,
-                request.url.path,
-                Headers(request.scope["headers"]),
-                request.scope.get("query_string", b"").decode("latin-1"),
+                scope["method"],
+                scope["path"],  # not request.url, which parses a URL it rebuilds
+                Headers(scope["headers"]),
+                scope.get("query_string", b"").decode("latin-1"),
                 b"",
-                client.host if client else None,
+                client[0] if client else None,
                 data,
             )
             steps = gate.exchange(incoming, b"")
