@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
 from core import DAILY, PER_IP, RATES, SAME, Attempt, e164, four_policies, limits_check, measure, workload
 from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindow
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--attempts", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-cluster", action="store_true", help="Skip the Redis Cluster rows.")
+    parser.add_argument("--numbers", type=int, default=100_000, help="Numbers for the memory figure.")
     args = parser.parse_args(argv)
 
     attempts = workload(args.attempts, numbers=args.attempts // 2, ips=max(args.attempts // 20, 1))
@@ -136,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "limits, sync": commands_per_decision(server.port, theirs, sample),
                 "recommended set, sync": commands_per_decision(server.port, sync_check(defended), sample),
             }
+            server_time = server_rows(server, attempts, ours, theirs, sync_check(defended))
+            memory = memory_rows(server, args.numbers)
         finally:
             server.stop()
         cluster = None if args.no_cluster else cluster_rows(Path(tmp), attempts)
@@ -159,12 +163,85 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print("  (the four, with Countries, ContentRules, three UnverifiedCaps and a SpendCap: no number")
     print("   is ever verified here, so after 200 codes the country's floor holds the rest)")
-    print("statistics on, sync, decisions/s, each the faster of two interleaved runs: on / off")
+    trivial = server_time["a trivial script (INCR)"]
+    print("\nRedis server time per decision (INFO commandstats, every command it ran) and the sync")
+    print("rate beside a bare EVALSHA of a trivial script over the same connection settings:")
+    print(f"{'':26}{'µs/decision':>12}{'× trivial':>11}{'decisions/s':>13}{'× bare':>8}")
+    for name, (usec, rate) in server_time.items():
+        print(f"{name:26}{usec:>12.1f}{usec / trivial[0]:>11.1f}{rate:>13,.0f}{rate / trivial[1]:>8.2f}")
+    ours_bytes, limits_bytes = memory
+    print(f"\nRedis memory per protected number ({args.numbers:,} numbers, one admitted attempt each):")
+    share = ours_bytes / limits_bytes
+    print(f"  smsguard {ours_bytes:,.0f} B, limits {limits_bytes:,.0f} B: {share:.2f} of limits'")
+    print("\nstatistics on, sync, decisions/s, each the faster of two interleaved runs: on / off")
     ratio = stats_on / stats_off
     print(f"  single node, in the decision's script: {stats_on:,.0f} / {stats_off:,.0f} = {ratio:.0%}")
     if cluster:
         on, off = cluster
         print(f"  3-master Cluster, batched (a pipeline a second): {on:,.0f} / {off:,.0f} = {on / off:.0%}")
+
+
+def server_rows(
+    server: RedisServer, attempts: Sequence[Attempt], *checks: Callable[[str, str, str], object]
+) -> dict[str, tuple[float, float]]:
+    """(server µs per decision, decisions/s) of a trivial script and of each check, from INFO
+    commandstats: every command a decision sent, the commands its scripts ran included."""
+    client = redis.Redis(port=server.port)
+    sha = client.script_load("return redis.call('INCR', KEYS[1])")
+    names = ["a trivial script (INCR)", "smsguard, 4 checks", "limits, 4 limits", "recommended set"]
+
+    def trivial(phone: str, content: str, ip: str) -> object:
+        return client.evalsha(sha, 1, "bench:trivial")
+
+    found = {}
+    for name, check in zip(names, (trivial, *checks), strict=True):
+        for attempt in attempts[:10]:
+            check(*attempt)  # scripts loaded, connections open
+        client.config_resetstat()
+        started = time.perf_counter()
+        for attempt in attempts:
+            check(*attempt)
+        rate = len(attempts) / (time.perf_counter() - started)
+        spent = sum(stat["usec"] for stat in _commandstats(client).values())
+        found[name] = (spent / len(attempts), rate)
+        client.flushall()
+    return found
+
+
+def _commandstats(client: Any) -> dict[str, Any]:
+    return {
+        name: stat
+        for name, stat in client.info("commandstats").items()
+        if not name.endswith(("info", "config"))
+    }
+
+
+def memory_rows(server: RedisServer, numbers: int) -> tuple[float, float]:
+    """Bytes of Redis memory per protected number (one admitted attempt each, each number from its
+    own IP), smsguard's and limits' for the same four limits."""
+    client = redis.Redis(port=server.port)
+    found = []
+    for make in (
+        lambda: sync_check(
+            Guard(
+                four_policies(),
+                backend=RedisBackend.from_url(server.url, prefix="m:"),
+                default_region="CN",
+                secret="m",
+                statistics=False,
+            )
+        ),  # type: ignore[arg-type]
+        lambda: limits_sync(server.url),
+    ):
+        client.flushall()
+        check = make()
+        check("+8613000000000", "warm-up", "10.255.255.255")
+        before = client.info("memory")["used_memory"]
+        for i in range(numbers):
+            check(f"+86138{i:08d}", "Your code is 1", f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}")
+        found.append((client.info("memory")["used_memory"] - before) / numbers)
+    client.flushall()
+    return found[0], found[1]
 
 
 def sync_check(guard: Guard) -> Callable[[str, str, str], bool]:
