@@ -89,7 +89,8 @@ class Policy(Protocol):
         ...
 
 
-def _positive(what: str, value: float) -> None:
+def positive(what: str, value: float) -> None:
+    """A ConfigError unless ``value`` is above 0."""
     if not value > 0:
         raise ConfigError(f"{what} must be positive, got {value!r}")
 
@@ -134,8 +135,8 @@ class SameContent:
         skip_missing: bool = False,
         shadow: bool = False,
     ) -> None:
-        _positive("window", window)
-        _positive("limit", limit)
+        positive("window", window)
+        positive("limit", limit)
         self.name, self.window, self.limit, self.skip_missing = name, window, limit, skip_missing
         self.shadow = shadow
 
@@ -143,6 +144,37 @@ class SameContent:
         if attempt.content_id is None:
             return _missing(self.name, "content=", self.skip_missing)
         return (Counter(key(self.name, attempt.phone_id, attempt.content_id), self.limit, now + self.window),)
+
+
+def zone(tz: str) -> ZoneInfo:
+    """The IANA time zone ``tz``, or a ConfigError naming it."""
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
+
+
+class LocalDays:
+    """The calendar day holding a moment, in a time zone: its bounds and its date. The day is
+    the real local day: it ends at local midnight, on 23- and 25-hour DST days too. The last
+    day seen is cached (a flood asks about one day)."""
+
+    def __init__(self, tz: str) -> None:
+        self.tz = zone(tz)
+        self._day = (0.0, 0.0, "")  # [start, end) of the last day seen, epoch seconds; its date
+        self._lock = threading.Lock()
+
+    def __call__(self, now: float) -> tuple[float, float, str]:
+        """(start, end, ``"YYYY-MM-DD"``) of the local day holding ``now``."""
+        day = self._day
+        if day[0] <= now < day[1]:
+            return day
+        date = datetime.fromtimestamp(now, self.tz).date()
+        start = datetime.combine(date, time(), tzinfo=self.tz).timestamp()
+        end = datetime.combine(date + timedelta(days=1), time(), tzinfo=self.tz).timestamp()
+        with self._lock:
+            self._day = day = (start, end, date.isoformat())
+        return day
 
 
 class DailyCap:
@@ -158,31 +190,20 @@ class DailyCap:
     def __init__(
         self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap", shadow: bool = False
     ) -> None:
-        _positive("limit", limit)
-        try:
-            self.tz = ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
+        positive("limit", limit)
+        self.days = LocalDays(tz)
+        self.tz = self.days.tz
         self.name, self.limit, self.shadow = name, limit, shadow
         self._key = key_parts(name)
-        self._day = (0.0, 0.0)  # [start, end) of the last day seen, epoch seconds
-        self._lock = threading.Lock()
 
     def day_bounds(self, now: float) -> tuple[float, float]:
         """Epoch seconds of the local midnights that start and end the day holding ``now``."""
-        start, end = self._day
-        if start <= now < end:
-            return start, end
-        date = datetime.fromtimestamp(now, self.tz).date()
-        start = datetime.combine(date, time(), tzinfo=self.tz).timestamp()
-        end = datetime.combine(date + timedelta(days=1), time(), tzinfo=self.tz).timestamp()
-        with self._lock:
-            self._day = (start, end)
+        start, end, _ = self.days(now)
         return start, end
 
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
-        return (Counter(head + attempt.phone_id + tail, self.limit, self.day_bounds(now)[1]),)
+        return (Counter(head + attempt.phone_id + tail, self.limit, self.days(now)[1]),)
 
 
 class _Rates:

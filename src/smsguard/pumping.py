@@ -13,9 +13,8 @@ Every policy here is decided in the decision's single backend step, all or none,
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -28,15 +27,15 @@ from smsguard.policies import (
     DailyCap,
     Deny,
     IPThrottle,
+    LocalDays,
     PhoneRate,
     Policy,
     Review,
     SameContent,
     Suspend,
-    _positive,
     parse_rates,
+    positive,
 )
-from smsguard.stats import _zone
 
 DENIED_TYPES: Final = frozenset(
     {"premium_rate", "shared_cost", "toll_free", "voip", "pager", "uan", "voicemail", "personal_number"}
@@ -46,26 +45,6 @@ reach no person's phone."""
 
 NO_COUNTRY: Final = "001"
 """phonenumbers' region for non-geographic numbers (satellite, international services)."""
-
-
-class _Days:
-    """The local calendar day of ``now`` in a time zone: its end and its label (cached)."""
-
-    def __init__(self, tz: str) -> None:
-        self.zone: ZoneInfo = _zone(tz)
-        self._day = (0.0, 0.0, "")
-        self._lock = threading.Lock()
-
-    def __call__(self, now: float) -> tuple[float, str]:
-        start, end, label = self._day
-        if start <= now < end:
-            return end, label
-        day = datetime.fromtimestamp(now, self.zone).date()
-        start = datetime.combine(day, time(), tzinfo=self.zone).timestamp()
-        end = datetime.combine(day + timedelta(days=1), time(), tzinfo=self.zone).timestamp()
-        with self._lock:
-            self._day = (start, end, day.isoformat())
-        return end, day.isoformat()
 
 
 def _regions(regions: Iterable[str]) -> frozenset[str]:
@@ -108,12 +87,12 @@ class Countries:
             )
         self.caps = {}
         for region, cap in (caps or {}).items():
-            _positive(f"{name} cap of {region}", cap)
+            positive(f"{name} cap of {region}", cap)
             (code,) = _regions([region])
             self.caps[code] = int(cap)
         self.needs_details = bool(self.deny_types)
         self.name, self.shadow = name, shadow
-        self._days = _Days(tz)
+        self._days = LocalDays(tz)
 
     def review(self, attempt: Attempt, now: float) -> Review:
         region = attempt.region or NO_COUNTRY
@@ -124,7 +103,7 @@ class Countries:
         cap = self.caps.get(region)
         if cap is None:
             return ()
-        end, day = self._days(now)
+        _, end, day = self._days(now)
         return (Counter(key(self.name, region, day), cap, end, amount=1),)
 
 
@@ -166,7 +145,7 @@ class UnverifiedCap:
             raise ConfigError(f"UnverifiedCap digits must be within 1..8, not {digits!r}")
         if per_verified < 0:
             raise ConfigError(f"UnverifiedCap per_verified must not be negative, not {per_verified!r}")
-        _positive("trust", trust)
+        positive("trust", trust)
         self.by, self.digits, self.per_verified, self.trust = by, digits, per_verified, trust
         self.name = name or f"unverified_{by}"
         self.kind = codes.CHALLENGE if challenge else codes.LIMIT
@@ -262,25 +241,25 @@ class SpendCap:
         if daily_budget is None and daily_messages is None:
             raise ConfigError("SpendCap needs a daily_budget (dollars), daily_messages, or both")
         if daily_budget is not None:
-            _positive("daily_budget", daily_budget)
+            positive("daily_budget", daily_budget)
         if daily_messages is not None:
-            _positive("daily_messages", daily_messages)
+            positive("daily_messages", daily_messages)
         if not 0 < alarm <= 1:
             raise ConfigError(f"alarm is a share of the budget, within (0, 1], not {alarm!r}")
-        _positive("default_price", default_price)
+        positive("default_price", default_price)
         self.daily_budget, self.daily_messages, self.alarm = daily_budget, daily_messages, alarm
         table = dict(DEFAULT_PRICES if prices is None else prices)
         self.prices = {region: max(round(price * UNITS), 1) for region, price in table.items()}
         self.default_price = max(round(default_price * UNITS), 1)
         self.name, self.shadow = name, shadow
-        self._days = _Days(tz)
+        self._days = LocalDays(tz)
 
     def price(self, region: str | None) -> int:
         """What a code to ``region`` costs, in ``UNITS`` of a dollar."""
         return self.prices.get(region or NO_COUNTRY, self.default_price)
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        end, day = self._days(now)
+        _, end, day = self._days(now)
         found = []
         if self.daily_messages is not None:
             found.append(Counter(key(self.name, "all", "messages", day), self.daily_messages, end, amount=1))

@@ -24,11 +24,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
 from smsguard.plan import Tallied, key
+from smsguard.policies import zone
 
 ATTEMPTS: Final = "attempts"
 ALLOWED: Final = "allowed"
@@ -52,7 +53,7 @@ class Statistics:
             raise ConfigError(f"statistics are kept at least 1 day, not {days!r}")
         self.zone: ZoneInfo | None = None
         if tz is not None:
-            self.zone = _zone(tz)
+            self.zone = zone(tz)
         self.days = days
         self.flush_interval = flush_interval
         """Seconds between writes of buffered counts (reading them writes those of this guard
@@ -163,13 +164,6 @@ def fields(
     if degraded:
         found.append(DEGRADED)
     return found
-
-
-def _zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
 
 
 @dataclass(frozen=True)
