@@ -167,6 +167,21 @@ def test_disabled_still_validates() -> None:
         assert guard().status(VICTIM)[0].used == 0
 
 
+def test_a_bad_setting_fails_when_the_app_loads() -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from smsguard import ConfigError
+
+    bad = override_settings(SMSGUARD={**django_app.SMSGUARD, "DAILY_CAP": "ten"})
+    with bad, pytest.raises(ConfigError, match="DAILY_CAP"):
+        WSGIHandler()  # builds the middleware chain, as the server does at start
+    with (
+        override_settings(SMSGUARD={"GUARD": "django_urls.nothing_here"}),
+        pytest.raises(ConfigError, match="GUARD"),
+    ):
+        WSGIHandler()
+
+
 @pytest.mark.redis_server
 def test_manage_py_smsguard_against_redis(redis_server: RedisServer) -> None:
     prefix = unique_prefix()

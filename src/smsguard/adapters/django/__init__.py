@@ -107,6 +107,7 @@ class SMSGuardMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        configured.get()  # a bad SMSGUARD fails when the app loads, not on a request
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
