@@ -196,6 +196,36 @@ def test_cluster_concurrent_acheck(redis_cluster: RedisCluster, clock: Clock) ->
     assert sum(d.allowed for d in asyncio.run(flood())) == 10
 
 
+def test_concurrent_acheck_share_round_trips_and_stay_exact(redis_server: RedisServer, clock: Clock) -> None:
+    backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
+    guard = guard_on(backend, clock, [DailyCap(10), IPThrottle("25/hour")])
+    batches: list[int] = []
+    send = backend._aevals
+
+    async def counted(client: Any, calls: list[Any]) -> list[Any]:
+        batches.append(len(calls))
+        return await send(client, calls)
+
+    backend._aevals = counted  # type: ignore[method-assign]
+
+    async def alone() -> Decision:
+        return await guard.acheck(VICTIM, ip="203.0.113.1")
+
+    assert asyncio.run(alone()).allowed
+    assert batches == [], "a decision with nothing on the wire goes at once, alone"
+
+    async def flood() -> list[Decision]:
+        numbers = [VICTIM] * 100 + [f"+86138001380{i:02d}" for i in range(100)]
+        return await asyncio.gather(*(guard.acheck(n, ip="203.0.113.2") for n in numbers))
+
+    decisions = asyncio.run(flood())
+    assert len(batches) < 20, "200 decisions in far fewer round trips"
+    assert max(batches) > 10
+    assert sum(batches) == len(decisions) - 1, "all but the first went in batches"
+    assert sum(d.allowed for d in decisions) == 25, "each script still all-or-nothing: the IP's 25"
+    assert guard.status(VICTIM)[0].used == sum(d.allowed for d in decisions[:100]) + 1
+
+
 def test_kill_and_restart_redis_mid_run(tmp_path: Path, clock: Clock) -> None:
     server = RedisServer(tmp_path).start()
     try:

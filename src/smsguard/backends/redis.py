@@ -131,6 +131,7 @@ class RedisBackend:
         )
         self._sha: str | None = None
         self._policy_checked = False
+        self._batches: weakref.WeakKeyDictionary[Any, _Batches] = weakref.WeakKeyDictionary()
         if cluster is None:
             cluster = isinstance(client, redis.cluster.RedisCluster) or isinstance(
                 aclient, redis.asyncio.cluster.RedisCluster
@@ -426,13 +427,43 @@ class RedisBackend:
         kind = request[0]
         if kind == "eval":
             _, keys, args = request
-            try:
-                return await client.evalsha(self._sha or await self._aload(client), len(keys), *keys, *args)
-            except rx.NoScriptError:
-                return await client.evalsha(await self._aload(client), len(keys), *keys, *args)
+            if not self.cluster:  # concurrent decisions share round trips (see _Batches)
+                return await self._batches_of(client).eval(keys, args)
+            return await self._aeval(client, keys, args)
         if kind == "scan":
             return [key async for key in client.scan_iter(match=request[1], count=1000)]
         return await self._pipeline(client.pipeline(transaction=False), request).execute()
+
+    async def _aeval(self, client: Any, keys: list[Any], args: list[Any]) -> Any:
+        """One EVALSHA, the script loaded again if Redis lost it."""
+        try:
+            return await client.evalsha(self._sha or await self._aload(client), len(keys), *keys, *args)
+        except rx.NoScriptError:
+            return await client.evalsha(await self._aload(client), len(keys), *keys, *args)
+
+    async def _aevals(self, client: Any, calls: list[tuple[list[Any], list[Any]]]) -> list[Any]:
+        """Several EVALSHAs in one pipeline (one round trip), each still its own atomic script;
+        a reply is an exception where that script failed."""
+        sha = self._sha or await self._aload(client)
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, rx.NoScriptError)]
+        if lost:  # Redis restarted or flushed its scripts: load, then those again, once
+            await self._aload(client)
+            for i in lost:
+                try:
+                    replies[i] = await self._aeval(client, *calls[i])
+                except Exception as exc:
+                    replies[i] = exc
+        return replies
+
+    def _batches_of(self, client: Any) -> _Batches:
+        batches = self._batches.get(client)
+        if batches is None:
+            batches = self._batches[client] = _Batches(self, client)
+        return batches
 
     def _pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
@@ -537,6 +568,62 @@ class RedisBackend:
                 if any(p.startswith("allkeys") for p in policies)
                 else "",
             )
+
+
+class _Batches:
+    """The decisions of one async client (one event loop) travel together: while a round trip is
+    on the wire, the decisions that arrive wait, then go in one pipeline of EVALSHAs, each still
+    its own all-or-nothing script. A decision that finds nothing on the wire is sent at once,
+    alone: without concurrency nothing waits."""
+
+    def __init__(self, backend: RedisBackend, client: Any) -> None:
+        self.backend, self.client = backend, client
+        self.waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
+        self.sending = False
+        self._tasks: set[asyncio.Task[None]] = set()  # held, so that none is collected mid-flight
+
+    async def eval(self, keys: list[Any], args: list[Any]) -> Any:
+        if self.sending:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.waiting.append((keys, args, future))
+            return await future
+        self.sending = True
+        try:
+            return await self.backend._aeval(self.client, keys, args)
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """Send what waited (in a task: the caller that finished has its answer), or rest."""
+        if not self.waiting:
+            self.sending = False
+            return
+        batch, self.waiting = self.waiting, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self.backend._aevals(self.client, [(keys, args) for keys, args, _ in batch])
+        except Exception as exc:  # the round trip failed: every decision in it meets it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        except BaseException:  # cancelled (the loop is closing): so are the decisions waiting
+            for *_, future in batch:
+                future.cancel()
+            raise
+        else:
+            for (*_, future), reply in zip(batch, replies, strict=True):
+                if future.done():  # its caller gave up waiting (cancelled)
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        finally:
+            self._next()
 
 
 def _redis_time(answer: Any) -> tuple[int, int]:
