@@ -266,38 +266,25 @@ class Guard:
         that cannot reach the backend is sent when it answers again.
         """
         if self._refunded(decision):
-            try:
-                self._flush()
-            except BackendUnavailable as exc:
-                log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+            self._flush_or_defer("refund")
 
     async def arefund(self, decision: Decision) -> None:
         """``refund`` for async code."""
         if self._refunded(decision):
-            try:
-                await self._aflush()
-            except BackendUnavailable as exc:
-                log.warning("smsguard: refund deferred until the backend answers (%s)", exc)
+            await self._aflush_or_defer("refund")
 
     def verified(self, phone: str, *, ip: IPLike | None = None) -> None:
         """The user entered a correct code sent to ``phone``: call it then. The number is known
         (``UnverifiedCap`` no longer holds it) for its trust period, its scopes earn room, and
         the statistics count a verification. One backend write; if the backend cannot be
         reached it is sent when it answers again. Raises InvalidPhone for a bad number."""
-        try:
-            if self._verified(phone, ip):
-                self._flush()
-        except BackendUnavailable as exc:
-            log.warning("smsguard: verification deferred until the backend answers (%s)", exc)
+        if self._verified(phone, ip):
+            self._flush_or_defer("verification")
 
     async def averified(self, phone: str, *, ip: IPLike | None = None) -> None:
         """``verified`` for async code."""
-        record = self._verified(phone, ip)
-        try:
-            if record:
-                await self._aflush()
-        except BackendUnavailable as exc:
-            log.warning("smsguard: verification deferred until the backend answers (%s)", exc)
+        if self._verified(phone, ip):
+            await self._aflush_or_defer("verification")
 
     def _verified(self, phone: str, ip: IPLike | None) -> bool:
         """Note a verification; True when there is something to send the backend."""
@@ -427,6 +414,20 @@ class Guard:
             self._unsent(tallies)
             raise
         self.breaker.flushed(owed)
+
+    def _flush_or_defer(self, what: str) -> None:
+        """``_flush``; if the backend cannot be reached, what is owed stays owed (and is sent with
+        the next write that reaches it)."""
+        try:
+            self._flush()
+        except BackendUnavailable as exc:
+            log.warning("smsguard: %s deferred until the backend answers (%s)", what, exc)
+
+    async def _aflush_or_defer(self, what: str) -> None:
+        try:
+            await self._aflush()
+        except BackendUnavailable as exc:
+            log.warning("smsguard: %s deferred until the backend answers (%s)", what, exc)
 
     def _owed(self) -> tuple[tuple[Change, ...], tuple[Tallied, ...]]:
         statistics = self.statistics
