@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from typing import Any
 
-from smsguard.adapters.http import OPTIONS, TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, adrive
+from smsguard.adapters.http import TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, achecker, adrive, check_options
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 
@@ -56,9 +56,7 @@ class SMSGuardMiddleware:
         routes: str | Iterable[str] = ("POST /sms/send",),
         **options: Any,
     ) -> None:
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
+        check_options(options)
         self.app, self.guard, self.gate = app, guard, Gate(**options)
         self.routes = parse_routes(routes)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
@@ -80,7 +78,7 @@ class SMSGuardMiddleware:
         guard = self.guard
         reply = await adrive(
             self.gate.exchange(request, body),
-            lambda arguments: guard.acheck(**arguments),
+            achecker(guard),
             lambda decision: self._endpoint(scope, app_receive, send, decision),
             guard.arefund,
         )

@@ -36,9 +36,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import OPTIONS, Exchange, Gate, Incoming, Reply
+from smsguard.adapters.http import Exchange, Gate, Incoming, Reply, check_options
 from smsguard.attempt import Decision
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.errors import InvalidInput
 from smsguard.guard import Guard
 
 Source = str | Callable[[Any], Any] | None
@@ -64,7 +64,7 @@ class SMSGuard:
     (``trusted_proxies``, ``refund_on``, ``render``, ``challenge``...), for every dependency."""
 
     def __init__(self, app: FastAPI | None = None, *, guard: Guard | None = None, **options: Any) -> None:
-        _check_options(options)
+        check_options(options)
         if guard is None:
             guard = Guard.from_settings(os.environ)
         self.guard, self.options = guard, {**Gate.settings(os.environ), **options}
@@ -89,7 +89,7 @@ class SMSGuard:
         """A dependency that judges the attempt in the validated ``param`` (``model``, a
         pydantic model of the body, or with no model the value itself, a string: ``source``
         says where it is, ``Query()`` by FastAPI's default) and yields the decision."""
-        _check_options(overrides)
+        check_options(overrides)
         gate = Gate(
             **{**self.options, **overrides, "phone": "phone", "content": "content" if content else None}
         )
@@ -168,9 +168,3 @@ def _picker(source: Source) -> Callable[[Any], Any]:
     if callable(source):
         return source
     return lambda value: value.get(source) if isinstance(value, Mapping) else getattr(value, source, None)
-
-
-def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")

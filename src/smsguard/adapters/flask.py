@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
-from smsguard.adapters.http import OPTIONS, TOO_LARGE, Gate, Incoming, Marker, drive
+from smsguard.adapters.http import TOO_LARGE, Gate, Gates, Incoming, Marker, check_options, checker, drive
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
@@ -42,7 +42,7 @@ class SMSGuard:
     ``gate_options`` override the ``SMSGUARD_*`` request settings (see ``Gate.settings``)."""
 
     def __init__(self, app: Flask | None = None, *, guard: Guard | None = None, **gate_options: Any) -> None:
-        _check_options(gate_options)
+        check_options(gate_options)
         self._guard, self._options = guard, gate_options
         if app is not None:
             self.init_app(app)
@@ -65,7 +65,7 @@ class SMSGuard:
     def protect(self, **overrides: Any) -> Callable[[View], View]:
         """Guard a view; ``overrides`` change Gate options (``phone``, ``content``...) for it.
         They are checked here, when the view is decorated."""
-        _check_options(overrides)
+        check_options(overrides)
         Gate(**overrides)  # a bad value fails now, not on the first request
 
         def decorate(view: View) -> View:
@@ -73,7 +73,7 @@ class SMSGuard:
             def guarded(*args: Any, **kwargs: Any) -> Any:
                 state = _state()
                 return _guarded_call(
-                    state.guard, state.gate(view, overrides), view, args, kwargs, state.enabled
+                    state.guard, state.gates.of(view, overrides), view, args, kwargs, state.enabled
                 )
 
             return cast(View, guarded)
@@ -83,7 +83,7 @@ class SMSGuard:
 
 def protect(guard: Guard, **gate_options: Any) -> Callable[[View], View]:
     """Guard a view with ``guard``, without the extension."""
-    _check_options(gate_options)
+    check_options(gate_options)
     gate = Gate(**gate_options)
 
     def decorate(view: View) -> View:
@@ -96,25 +96,9 @@ def protect(guard: Guard, **gate_options: Any) -> Callable[[View], View]:
     return decorate
 
 
-def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
-
-
 class _State:
     def __init__(self, guard: Guard, options: dict[str, Any], enabled: bool) -> None:
-        self.guard, self.options, self.enabled = guard, options, enabled
-        self._default = Gate(**options)
-        self._gates: dict[Callable[..., Any], Gate] = {}
-
-    def gate(self, view: Callable[..., Any], overrides: dict[str, Any]) -> Gate:
-        if not overrides:
-            return self._default
-        gate = self._gates.get(view)
-        if gate is None:
-            gate = self._gates[view] = Gate(**{**self.options, **overrides})
-        return gate
+        self.guard, self.gates, self.enabled = guard, Gates(options), enabled
 
 
 def _state() -> _State:
@@ -149,19 +133,13 @@ def _guarded_call(
 
     reply = drive(
         gate.exchange(request_, _read_body(req, gate)),
-        lambda arguments: guard.check(**arguments) if enabled else _unguarded(guard, arguments["phone"]),
+        checker(guard, enabled),
         endpoint,
         guard.refund,
     )
     if reply is not None:
         return Response(reply.body, status=reply.status, headers=reply.headers)
     return response
-
-
-def _unguarded(guard: Guard, phone: str) -> Decision:
-    """While the guard is off: the number validated (InvalidPhone as ever), nothing counted."""
-    e164, phone_hash, country, *_ = guard.planner.identify(phone)
-    return Decision(True, e164, country=country, phone_hash=phone_hash)
 
 
 def _read_body(req: Request, gate: Gate) -> bytes | Marker:

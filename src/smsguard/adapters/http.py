@@ -24,13 +24,16 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.settings import Settings
+
+if TYPE_CHECKING:
+    from smsguard.guard import Guard
 
 log = logging.getLogger("smsguard")
 
@@ -185,6 +188,57 @@ OPTIONS: Final = (
     "challenge",
 )
 """The Gate's options: what every adapter takes."""
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """A ConfigError naming any key of ``options`` that is not a Gate option."""
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
+
+
+class Gates:
+    """An app's Gate options, and the Gate of each view that overrides some of them, each
+    built once (the views that override nothing share the app's)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        check_options(options)
+        self.options = dict(options)
+        self.default = Gate(**self.options)
+        self._views: dict[Any, Gate] = {}
+
+    def of(self, view: Any, overrides: Mapping[str, Any]) -> Gate:
+        if not overrides:
+            return self.default
+        gate = self._views.get(view)
+        if gate is None:
+            gate = self._views[view] = Gate(**{**self.options, **overrides})
+        return gate
+
+
+def checker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Decision]:
+    """The exchange's "check" for a sync adapter: ``guard.check``, or while the app's guard is
+    switched off (``SMSGUARD_ENABLED``) the number validated (InvalidPhone as ever) and nothing
+    counted."""
+    if enabled:
+        return lambda arguments: guard.check(**arguments)
+    return lambda arguments: _unguarded(guard, arguments["phone"])
+
+
+def achecker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Awaitable[Decision]]:
+    """``checker`` for an async adapter: ``guard.acheck``."""
+    if enabled:
+        return lambda arguments: guard.acheck(**arguments)
+
+    async def unguarded(arguments: dict[str, Any]) -> Decision:
+        return _unguarded(guard, arguments["phone"])
+
+    return unguarded
+
+
+def _unguarded(guard: Guard, phone: str) -> Decision:
+    e164, phone_hash, country, *_ = guard.planner.identify(phone)
+    return Decision(True, e164, country=country, phone_hash=phone_hash)
 
 
 class Gate:

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -38,7 +38,19 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 
 from smsguard.adapters.asgi import parse_routes
-from smsguard.adapters.http import OPTIONS, TOO_LARGE, Gate, Incoming, Marker, Reply, adrive, drive
+from smsguard.adapters.http import (
+    TOO_LARGE,
+    Gate,
+    Gates,
+    Incoming,
+    Marker,
+    Reply,
+    achecker,
+    adrive,
+    check_options,
+    checker,
+    drive,
+)
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
@@ -48,15 +60,24 @@ View = TypeVar("View", bound=Callable[..., Any])
 Response = HttpResponseBase
 
 
+class Built(NamedTuple):
+    """What ``settings.SMSGUARD`` makes: the guard, its Gates, the middleware's routes, and
+    whether it counts at all (``ENABLED``)."""
+
+    guard: Guard
+    gates: Gates
+    routes: frozenset[tuple[str, str]]
+    enabled: bool
+
+
 class _Configured:
-    """The guard and the Gate options from ``settings.SMSGUARD``, built once per process (and
-    again when a test overrides the setting)."""
+    """``settings.SMSGUARD``, built once per process (and again when a test overrides it)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._built: tuple[Guard, dict[str, Any], frozenset[tuple[str, str]], bool] | None = None
+        self._built: Built | None = None
 
-    def get(self) -> tuple[Guard, dict[str, Any], frozenset[tuple[str, str]], bool]:
+    def get(self) -> Built:
         built = self._built
         if built is None:
             with self._lock:
@@ -64,10 +85,12 @@ class _Configured:
                     values: Mapping[str, Any] = getattr(settings, "SMSGUARD", {})
                     if not isinstance(values, Mapping):
                         raise ConfigError("settings.SMSGUARD must be a dict of smsguard settings")
-                    options = Gate.settings(values, prefix="")
-                    routes = parse_routes(values.get("ROUTES", ("POST /sms/send",)))
-                    enabled = Settings(values, "").boolean("ENABLED", True)
-                    self._built = (_guard(values), options, routes, enabled)
+                    self._built = Built(
+                        _guard(values),
+                        Gates(Gate.settings(values, prefix="")),
+                        parse_routes(values.get("ROUTES", ("POST /sms/send",))),
+                        Settings(values, "").boolean("ENABLED", True),
+                    )
                 built = self._built
         return built
 
@@ -96,7 +119,7 @@ setting_changed.connect(configured.clear)
 
 def guard() -> Guard:
     """The guard built from ``settings.SMSGUARD`` (for ``guard().verified(phone)`` and the like)."""
-    return configured.get()[0]
+    return configured.get().guard
 
 
 class SMSGuardMiddleware:
@@ -114,21 +137,18 @@ class SMSGuardMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        guard_, options, routes, enabled = configured.get()
-        if (request.method, request.path_info) not in routes:
+        built = configured.get()
+        if (request.method, request.path_info) not in built.routes:
             return self.get_response(request)
-        gate = _gate(options, {})
         if self.is_async:
-            return _aguarded(guard_, gate, request, self.get_response, enabled)
-        return _guarded(guard_, gate, request, self.get_response, enabled)
+            return _aguarded(built, built.gates.default, request, self.get_response)
+        return _guarded(built, built.gates.default, request, self.get_response)
 
 
 def protect(**overrides: Any) -> Callable[[View], View]:
     """Guard one view, sync or async, with the guard of ``settings.SMSGUARD``; ``overrides``
     change Gate options (``phone``, ``content``...) for it, and are checked here."""
-    unknown = set(overrides) - set(OPTIONS)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)}: the options are {list(OPTIONS)}")
+    check_options(overrides)
     Gate(**overrides)
 
     def decorate(view: View) -> View:
@@ -136,33 +156,21 @@ def protect(**overrides: Any) -> Callable[[View], View]:
 
             @functools.wraps(view)
             async def aguarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                guard_, options, _, enabled = configured.get()
+                built = configured.get()
                 endpoint = functools.partial(view, *args, **kwargs)
-                return await _aguarded(guard_, _gate(options, overrides), request, endpoint, enabled)
+                return await _aguarded(built, built.gates.of(view, overrides), request, endpoint)
 
             return cast(View, aguarded)
 
         @functools.wraps(view)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            guard_, options, _, enabled = configured.get()
+            built = configured.get()
             endpoint = functools.partial(view, *args, **kwargs)
-            return _guarded(guard_, _gate(options, overrides), request, endpoint, enabled)
+            return _guarded(built, built.gates.of(view, overrides), request, endpoint)
 
         return cast(View, guarded)
 
     return decorate
-
-
-_gates: dict[tuple[int, tuple[tuple[str, Any], ...]], Gate] = {}
-
-
-def _gate(options: dict[str, Any], overrides: dict[str, Any]) -> Gate:
-    """The Gate of these options (built once for each set of options)."""
-    marker = (id(options), tuple(sorted(overrides.items(), key=lambda item: item[0])))
-    gate = _gates.get(marker)
-    if gate is None:
-        gate = _gates[marker] = Gate(**{**options, **overrides})
-    return gate
 
 
 def _incoming(request: HttpRequest, gate: Gate) -> tuple[Incoming, bytes | Marker]:
@@ -170,7 +178,7 @@ def _incoming(request: HttpRequest, gate: Gate) -> tuple[Incoming, bytes | Marke
     incoming = Incoming(
         request.method or "GET",
         request.path_info,
-        _Headers(request.headers),
+        request.headers,  # looked up by name, in any case
         meta.get("QUERY_STRING", ""),
         b"",
         meta.get("REMOTE_ADDR") or None,
@@ -185,11 +193,9 @@ def _incoming(request: HttpRequest, gate: Gate) -> tuple[Incoming, bytes | Marke
     return incoming, TOO_LARGE if len(body) > gate.max_body else body
 
 
-def _guarded(
-    guard_: Guard, gate: Gate, request: HttpRequest, endpoint: Callable[..., Any], enabled: bool
-) -> Any:
+def _guarded(built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[..., Any]) -> Any:
     incoming, body = _incoming(request, gate)
-    response: Any = None
+    guard_, response = built.guard, None
 
     def run(decision: Decision) -> int:
         nonlocal response
@@ -199,7 +205,7 @@ def _guarded(
 
     reply = drive(
         gate.exchange(incoming, body),
-        lambda arguments: guard_.check(**arguments) if enabled else _unguarded(guard_, arguments["phone"]),
+        checker(guard_, built.enabled),
         run,
         guard_.refund,
     )
@@ -207,17 +213,10 @@ def _guarded(
 
 
 async def _aguarded(
-    guard_: Guard,
-    gate: Gate,
-    request: HttpRequest,
-    endpoint: Callable[..., Awaitable[Any]],
-    enabled: bool,
+    built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[..., Awaitable[Any]]
 ) -> Any:
     incoming, body = _incoming(request, gate)
-    response: Any = None
-
-    async def check(arguments: dict[str, Any]) -> Decision:
-        return await guard_.acheck(**arguments) if enabled else _unguarded(guard_, arguments["phone"])
+    guard_, response = built.guard, None
 
     async def run(decision: Decision) -> int:
         nonlocal response
@@ -225,14 +224,8 @@ async def _aguarded(
         response = await endpoint(request)
         return int(response.status_code)
 
-    reply = await adrive(gate.exchange(incoming, body), check, run, guard_.arefund)
+    reply = await adrive(gate.exchange(incoming, body), achecker(guard_, built.enabled), run, guard_.arefund)
     return response if reply is None else _response(reply)
-
-
-def _unguarded(guard_: Guard, phone: str) -> Decision:
-    """While ``ENABLED`` is false: the number validated (InvalidPhone as ever), nothing counted."""
-    e164, phone_hash, country, *_ = guard_.planner.identify(phone)
-    return Decision(True, e164, country=country, phone_hash=phone_hash)
 
 
 def _response(reply: Reply) -> HttpResponse:
@@ -240,21 +233,3 @@ def _response(reply: Reply) -> HttpResponse:
     for name, value in reply.headers:
         response[name] = value
     return response
-
-
-class _Headers(Mapping[str, str]):
-    """Django's request headers, looked up in any case, iterated as lower-case names."""
-
-    __slots__ = ("_headers",)
-
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._headers = headers
-
-    def __getitem__(self, name: str) -> str:
-        return self._headers[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return (name.lower() for name in self._headers)
-
-    def __len__(self) -> int:
-        return len(self._headers)
