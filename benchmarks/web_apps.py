@@ -56,33 +56,37 @@ async def send(request: Request) -> JSONResponse:
     )
 
 
+def slowapi_limited(app: Any, endpoint: Any) -> Any:
+    """``endpoint`` under slowapi's four limits (moving windows), its handler installed on
+    ``app`` (Starlette or FastAPI)."""
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+
+    limiter = Limiter(key_func=get_remote_address, storage_uri=STORAGE, strategy="moving-window")
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+
+    # slowapi passes the request to a key function whose parameter is named "request".
+    def phone(request: Request) -> str:
+        return str(request.query_params.get("phone", ""))
+
+    def phone_content(request: Request) -> str:
+        return phone(request) + ":POST /sms/send"
+
+    for rate, key in [(SAME, phone_content), (DAILY, phone), (RATES, phone), (PER_IP, get_remote_address)]:
+        endpoint = limiter.limit(rate, key_func=key)(endpoint)
+    return endpoint
+
+
 def starlette_app() -> Starlette:
     if VARIANT == "peer":
-        from slowapi import Limiter, _rate_limit_exceeded_handler
-        from slowapi.errors import RateLimitExceeded
-        from slowapi.util import get_remote_address
-
-        limiter = Limiter(key_func=get_remote_address, storage_uri=STORAGE, strategy="moving-window")
-
-        def phone(request: Request) -> str:
-            return request.query_params.get("phone", "")
-
-        def phone_content(request: Request) -> str:
-            return phone(request) + ":POST /sms/send"
 
         async def limited(request: Request) -> JSONResponse:  # slowapi wraps each limit around it
             return await send(request)
 
-        for rate, key in [
-            (SAME, phone_content),
-            (DAILY, phone),
-            (RATES, phone),
-            (PER_IP, get_remote_address),
-        ]:
-            limited = limiter.limit(rate, key_func=key)(limited)
-        app = Starlette(routes=[Route("/sms/send", limited, methods=["POST"])])
-        app.state.limiter = limiter
-        app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+        app = Starlette()
+        app.add_route("/sms/send", slowapi_limited(app, limited), methods=["POST"])
         return app
     app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
     if VARIANT == "smsguard":
@@ -140,34 +144,11 @@ def fastapi_app() -> Any:
 
         return app
     if VARIANT == "peer":
-        from slowapi import Limiter, _rate_limit_exceeded_handler
-        from slowapi.errors import RateLimitExceeded
-        from slowapi.util import get_remote_address
-
-        limiter = Limiter(key_func=get_remote_address, storage_uri=STORAGE, strategy="moving-window")
-        app.state.limiter = limiter
-        app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
-
-        # slowapi passes the request to a key function whose parameter is named "request".
-        def by_phone(request: Request) -> str:
-            return str(request.query_params.get("phone", ""))
-
-        def by_phone_content(request: Request) -> str:
-            return by_phone(request) + ":POST /sms/send"
-
         # (Annotations are strings here: FastAPI resolves them in this module's globals.)
         async def send_limited(request: Request, phone: str = "") -> Any:
             return sent(validated(phone))
 
-        endpoint: Any = send_limited
-        for rate, key in [
-            (SAME, by_phone_content),
-            (DAILY, by_phone),
-            (RATES, by_phone),
-            (PER_IP, get_remote_address),
-        ]:
-            endpoint = limiter.limit(rate, key_func=key)(endpoint)
-        app.post("/sms/send")(endpoint)
+        app.post("/sms/send")(slowapi_limited(app, send_limited))
         return app
 
     @app.post("/sms/send")

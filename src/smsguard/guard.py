@@ -134,17 +134,13 @@ class Guard:
 
         ``challenge_passed``: the client passed a challenge (a CAPTCHA) with this request, so
         policies of kind ``challenge`` pass it over."""
-        reporter = self.reporter
-        started = perf_counter() if reporter.listeners else None
+        started = perf_counter() if self.reporter.listeners else None
         now = self.clock()
         decision = self._check(phone, content, ip, context, now, challenge_passed)
-        statistics = self.statistics
-        if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
+        if self._tallies_due(now):
             with suppress(BackendUnavailable):  # the next decision meets an outage, not this one
                 self._flush()
-        if reporter.wants(decision):
-            reporter.decision(decision, ip, now, started, perf_counter())
-        return decision
+        return self._reported(decision, ip, now, started)
 
     async def acheck(
         self,
@@ -156,17 +152,13 @@ class Guard:
         challenge_passed: bool = False,
     ) -> Decision:
         """``check`` for async code: the backend is awaited, never blocking the loop."""
-        reporter = self.reporter
-        started = perf_counter() if reporter.listeners else None
+        started = perf_counter() if self.reporter.listeners else None
         now = self.clock()
         decision = await self._acheck(phone, content, ip, context, now, challenge_passed)
-        statistics = self.statistics
-        if statistics is not None and statistics.due(now) and now >= self.breaker.down_until:
+        if self._tallies_due(now):
             with suppress(BackendUnavailable):
                 await self._aflush()
-        if reporter.wants(decision):
-            reporter.decision(decision, ip, now, started, perf_counter())
-        return decision
+        return self._reported(decision, ip, now, started)
 
     def _check(
         self,
@@ -177,24 +169,18 @@ class Guard:
         now: float,
         challenge_passed: bool,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
+        plan = self._planned(phone, content, ip, context, now, challenge_passed)
         if isinstance(plan, Decision):
-            return self._record(plan, now)
-        breaker = self.breaker
-        if now < breaker.down_until:  # waiting out a recent failure
-            return self._record(stamped(breaker.degraded(plan), plan.attempt), now)
+            return plan
         sent = False
         try:
-            if breaker.pending:
+            if self.breaker.pending:
                 self._flush()
             sent = True
             outcome = self.backend.run(plan.job)
         except BackendUnavailable as exc:
-            return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
-        decision = stamped(breaker.answered(plan, outcome), plan.attempt)
-        if self._alarms and decision.allowed:
-            self._alarm(plan, outcome, now)
-        return decision if plan.job.tally else self._record(decision, now)
+            return self._failed(plan, exc, sent, now)
+        return self._answered(plan, outcome, now)
 
     async def _acheck(
         self,
@@ -205,24 +191,59 @@ class Guard:
         now: float,
         challenge_passed: bool,
     ) -> Decision:
-        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
+        plan = self._planned(phone, content, ip, context, now, challenge_passed)
         if isinstance(plan, Decision):
-            return self._record(plan, now)
-        breaker = self.breaker
-        if now < breaker.down_until:
-            return self._record(stamped(breaker.degraded(plan), plan.attempt), now)
+            return plan
         sent = False
         try:
-            if breaker.pending:
+            if self.breaker.pending:
                 await self._aflush()
             sent = True
             outcome = await self.backend.arun(plan.job)
         except BackendUnavailable as exc:
-            return self._record(stamped(breaker.failed(plan, exc, sent=sent), plan.attempt), now)
-        decision = stamped(breaker.answered(plan, outcome), plan.attempt)
+            return self._failed(plan, exc, sent, now)
+        return self._answered(plan, outcome, now)
+
+    # What check and acheck do alike, around their one backend call.
+
+    def _planned(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
+        challenge_passed: bool,
+    ) -> Plan | Decision:
+        """The plan for the backend, or the decision already made: a fixed list verdict, or the
+        fail mode's while a recent failure is waited out."""
+        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
+        if isinstance(plan, Decision):
+            return self._record(plan, now)
+        if now < self.breaker.down_until:
+            return self._record(stamped(self.breaker.degraded(plan), plan.attempt), now)
+        return plan
+
+    def _failed(self, plan: Plan, exc: BackendUnavailable, sent: bool, now: float) -> Decision:
+        return self._record(stamped(self.breaker.failed(plan, exc, sent=sent), plan.attempt), now)
+
+    def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
+        decision = stamped(self.breaker.answered(plan, outcome), plan.attempt)
         if self._alarms and decision.allowed:
             self._alarm(plan, outcome, now)
-        return decision if plan.job.tally else self._record(decision, now)
+        return decision if plan.job.tally else self._record(decision, now)  # else the script did
+
+    def _tallies_due(self, now: float) -> bool:
+        """Whether buffered statistics are to be written after this decision (not while the
+        backend is left alone)."""
+        statistics = self.statistics
+        return statistics is not None and statistics.due(now) and now >= self.breaker.down_until
+
+    def _reported(self, decision: Decision, ip: IPLike | None, now: float, started: float | None) -> Decision:
+        reporter = self.reporter
+        if reporter.wants(decision):
+            reporter.decision(decision, ip, now, started, perf_counter())
+        return decision
 
     def _alarm(self, plan: Plan, outcome: Outcome, now: float) -> None:
         """Tell of each budget this allowed decision brought to its alarm share (the decision

@@ -87,24 +87,22 @@ class Statistics:
     def record(self, decision: Decision, now: float) -> None:
         """Buffer +1 to each field ``decision`` counts in (see ``fields``). On the hot path:
         one dict increment, keyed by what tells the fields, spelled out when written."""
-        hour_key, expires_at = self.hour(now)
-        outcome = (decision.reason, decision.allowed, decision.country, decision.shadowed, decision.degraded)
-        with self._lock:
-            entry = self._pending.get(hour_key)
-            if entry is None:
-                entry = self._pending[hour_key] = (expires_at, {})
-            counts = entry[1]
-            counts[outcome] = counts.get(outcome, 0) + 1
+        self._bump(
+            now, (decision.reason, decision.allowed, decision.country, decision.shadowed, decision.degraded)
+        )
 
     def add(self, now: float, name: str) -> None:
         """Buffer +1 to the field ``name`` in the hour of ``now``."""
+        self._bump(now, name)
+
+    def _bump(self, now: float, what: str | tuple[Any, ...]) -> None:
         hour_key, expires_at = self.hour(now)
         with self._lock:
             entry = self._pending.get(hour_key)
             if entry is None:
                 entry = self._pending[hour_key] = (expires_at, {})
             counts = entry[1]
-            counts[name] = counts.get(name, 0) + 1
+            counts[what] = counts.get(what, 0) + 1
 
     def due(self, now: float) -> bool:
         """Whether buffered counts are to be written now."""
