@@ -25,9 +25,11 @@ class RangeRate:
 
     def review(self, attempt: Attempt, now: float) -> Review:
         block = attempt.digest(attempt.phone[: self.digits + 1])  # keyed hash: no plain digits stored
-        # key() puts the subject in a Redis Cluster hash tag: one range's keys share a slot.
+        # key() puts the subject in a Redis Cluster hash tag: one range's keys share a slot. Its
+        # rates share one log of hit times (one Redis key per range); window= keeps them exact.
+        log = key(self.name, block)
         return [
-            Counter(key(self.name, block, f"{amount}/{window}"), amount, now + window)
+            Counter(key(self.name, block, f"{amount}/{window}"), amount, now + window, window=window, log=log)
             for amount, window in self.items
         ]
 

@@ -194,6 +194,7 @@ def test_stats_and_report_read_what_the_app_recorded(redis_server: RedisServer) 
     assert report["anomalies"] == []
     for n in range(25):  # a flood of fresh numbers from one network: what pumping looks like
         guard.check(f"+8613900139{n:03d}", ip="198.51.100.2")
+    guard.flush()  # the app writes its statistics with its next write, within a second: now
     code, out, _ = smsguard("report", "--day", day, env=env)
     assert code == 3, "anomalies: exit code 3"
     assert "anomalies: \n" in out

@@ -203,6 +203,7 @@ def test_manage_py_smsguard_against_redis(redis_server: RedisServer) -> None:
     )
     for content in ("a", "b"):
         app_guard.check(VICTIM, content=content, ip="203.0.113.1")
+    app_guard.flush()  # its statistics, which it writes with its next write, within a second
 
     def manage(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

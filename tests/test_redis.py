@@ -113,8 +113,9 @@ def test_nothing_plain_in_redis_and_every_counter_expires(
     guard.add_number("whitelist", "+8613900139000")
     client = redis.Redis(port=redis_server.port)
     keys = list(client.scan_iter(match=redis_backend.prefix + "*"))
-    # same_content, daily_cap, 2 phone_rate, ip_throttle, whitelist entry, this hour's statistics
-    assert len(keys) == 7
+    # the number's log (same content, daily cap, both phone rates), the IP's log (ip_throttle),
+    # the whitelist entry, this hour's statistics
+    assert len(keys) == 4
     dump = b" ".join(keys)
     for stored in keys:
         kind = client.type(stored)
@@ -136,7 +137,7 @@ def test_ttl_follows_the_window(redis_backend: RedisBackend, redis_server: Redis
     guard = guard_on(redis_backend, clock, [SameContent(30)])
     guard.check(VICTIM, content="x")
     client = redis.Redis(port=redis_server.port)
-    (key,) = client.scan_iter(match=redis_backend.prefix + "same_content*")
+    (key,) = client.scan_iter(match=redis_backend.prefix + "sent:*")
     assert 30_000 < client.pttl(key) <= 31_000
 
 
@@ -248,7 +249,7 @@ def test_kill_and_restart_redis_mid_run(tmp_path: Path, clock: Clock) -> None:
         assert closed.check(VICTIM).remaining == {"daily_cap": 2}, "counting in Redis again"
         assert local.check(VICTIM).remaining == {"daily_cap": 2}
         client = redis.Redis(port=server.port)
-        assert sorted(k.split(b":")[0] for k in client.keys("*daily_cap*")) == [b"c", b"l"]
+        assert sorted(k.split(b":")[0] for k in client.keys("*sent:*")) == [b"c", b"l"]
         # The statistics of the decisions made during the outage were kept, and written after it.
         day = closed.stats()
         assert (day.attempts, day.allowed, day.degraded) == (2, 1, 1), "the first count died with Redis"
@@ -304,7 +305,7 @@ def test_rediss_url(tmp_path: Path, clock: Clock) -> None:
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
-        keys = redis.Redis(port=server.port).keys(backend.prefix + "daily_cap*")
+        keys = redis.Redis(port=server.port).keys(backend.prefix + "sent:*")
         assert len(keys) == 1, "counted over TLS"
 
         for untrusted in (f"rediss://127.0.0.1:{tls_port}/0", f"redis://127.0.0.1:{tls_port}/0"):
@@ -321,7 +322,7 @@ def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -
         guard = guard_on(backend, clock, [DailyCap(1)], fail_mode="closed")
         assert guard.check(VICTIM).allowed
         assert guard.check(VICTIM).reason == "daily_cap"
-        keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "daily_cap*")
+        keys = redis.Redis(port=redis_server.port).keys(backend.prefix + "sent:*")
         assert len(keys) == 1, "counted on the master the sentinel named"
         assert asyncio.run(guard.acheck(VICTIM)).reason == "daily_cap"
     finally:
@@ -433,7 +434,7 @@ def test_script_error_is_raised_never_met_with_the_fail_mode(
     guard, never an admission."""
     guard = guard_on(redis_backend, clock, [DailyCap(1)], fail_mode="open")
     client = redis.Redis.from_url(redis_backend_url(redis_backend))
-    client.set(redis_backend.prefix + key("daily_cap", guard.identify(VICTIM)[1]), "not a sorted set")
+    client.set(redis_backend.prefix + key("sent", guard.identify(VICTIM)[1]), "not a sorted set")
     with pytest.raises(BackendError, match="WRONGTYPE"):
         guard.check(VICTIM)
     with pytest.raises(BackendError, match="WRONGTYPE"):
@@ -492,7 +493,7 @@ def test_stalled_redis_gives_back_the_hits_of_refused_jobs(tmp_path: Path, clock
         assert admitted_by_threads(lambda: guard.check(VICTIM), threads=5, each=1) == []
         raw.recv(16)  # "+OK": Redis is awake, and has run the five scripts
         client = redis.Redis(port=server.port)
-        hits = client.zcard(f"smsguard:{key('daily_cap', guard.identify(VICTIM)[1])}")
+        hits = client.zcard(f"smsguard:{key('sent', guard.identify(VICTIM)[1])}")
         assert hits == 6, "the timed-out scripts ran when Redis woke"
         clock.advance(5)
         assert guard.check(VICTIM).remaining == {"daily_cap": 8}, "given back: 1 before + this one"
@@ -640,7 +641,7 @@ def test_one_dead_master_degrades_only_the_decisions_that_need_it(
         numbers = [f"+86138001{i:05d}" for i in range(60)]
         for number in numbers:
             assert [guard.check(number).allowed for _ in range(2)] == [True, True]
-        owner = {n: cluster.master_of("p:" + key("daily_cap", guard.identify(n)[1])).port for n in numbers}
+        owner = {n: cluster.master_of("p:" + key("sent", guard.identify(n)[1])).port for n in numbers}
         dead = next(node for node in cluster.nodes if node.port == owner[numbers[0]])
         dead.stop()  # SIGKILL
         on_live = [n for n in numbers if owner[n] != dead.port]

@@ -20,7 +20,7 @@ from smsguard.errors import (
 from smsguard.events import Event
 from smsguard.guard import Guard
 from smsguard.phone import normalize
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied, Tally
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied
 from smsguard.policies import (
     EXEMPT,
     Blacklist,
@@ -91,7 +91,6 @@ __all__ = [
     "Statistics",
     "Suspend",
     "Tallied",
-    "Tally",
     "UnverifiedCap",
     "Usage",
     "Whitelist",

@@ -78,11 +78,8 @@ class Guard:
         self.policies: tuple[Policy, ...] = self.planner.policies
         if statistics is True:
             statistics = Statistics()
-        if isinstance(statistics, Statistics):
-            if statistics.zone is None:  # one day for the caps and the statistics
-                statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
-            if self.backend.records_tallies:
-                self.planner.statistics = statistics
+        if isinstance(statistics, Statistics) and statistics.zone is None:
+            statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
         self.statistics = statistics or None
         """Where and how statistics are kept (``guard.stats()``); None when they are off."""
         self._alarms = tuple(p for p in self.policies if hasattr(p, "crossed"))  # SpendCap
@@ -231,7 +228,7 @@ class Guard:
         decision = stamped(self.breaker.answered(plan, outcome), plan.attempt)
         if self._alarms and decision.allowed:
             self._alarm(plan, outcome, now)
-        return decision if plan.job.tally else self._record(decision, now)  # else the script did
+        return self._record(decision, now)
 
     def _tallies_due(self, now: float) -> bool:
         """Whether buffered statistics are to be written after this decision (not while the
@@ -460,6 +457,17 @@ class Guard:
             self.statistics.restore(tallies)
 
     # -- statistics ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the statistics this guard holds (it writes them with its next write, at most
+        ``flush_interval`` after a decision; an idle worker holds its last ones until then), and
+        any write owed since an outage. For a shutdown hook, or before reading them elsewhere.
+        Raises BackendUnavailable if the backend is down."""
+        self._flush()
+
+    async def aflush(self) -> None:
+        """``flush`` for async code."""
+        await self._aflush()
 
     def stats(self, day: date | str | None = None) -> Day:
         """The statistics of ``day`` (a date, ``"YYYY-MM-DD"``, or None for today), in the

@@ -64,6 +64,20 @@ class Counter(NamedTuple):
     """0 for a log of hits (each expiring on its own). Else a sum: each attempt adds ``amount``
     (cents spent, say), at most ``limit`` in all, and every addition expires at ``expires_at``,
     so give it a key per period (a calendar day). A refund does not give a sum back."""
+    window: float | None = None
+    """A sliding window's length: a hit taken at t counts while ``t + window > now``. None for
+    ``expires_at - now`` (give it: that difference is ``window`` only up to rounding)."""
+    since: float | None = None
+    """For a fixed period (a calendar day) instead of a sliding window: its start. Hits taken at
+    or after it count, and all of them stop counting at ``expires_at``."""
+    log: str | None = None
+    """A key of the subject's hit times that several counters share, for a backend that keeps
+    one per subject (Redis): a number's log answers its minute, hour and day alike. Counters of
+    one job that name the same log must take their hits alike (the same policies, enforcing).
+    None: the counter keeps its own, under ``key``."""
+    match: str | None = None
+    """With ``log``: count only the hits tagged ``match`` (a content's hash; no ``:`` in it).
+    The attempt's hit in the log carries the tag, so every counter of that log still counts it."""
 
 
 class Flag(NamedTuple):
@@ -77,18 +91,6 @@ class Flag(NamedTuple):
     kind: str = codes.FORBIDDEN
     shadow: bool = False
     """A shadow policy's: read, and reported if set, but never stops the attempt."""
-
-
-class Tally(NamedTuple):
-    """Statistics a backend writes with a job's outcome and never reads in it (semantics 15):
-    +1 to each of ``fields`` in the hash ``key``, and +1 to the field the outcome names in
-    ``outcomes``: one per flag, one per counter (its denial, or a shadow item's would-be
-    denial), then the field of an allowed attempt."""
-
-    key: str
-    expires_at: float
-    fields: tuple[str, ...]
-    outcomes: tuple[str, ...]
 
 
 class Tallied(NamedTuple):
@@ -111,8 +113,6 @@ class Job(NamedTuple):
     counters: tuple[Counter, ...]
     commit: bool = True
     """False to only read: counts and waits, nothing taken (``Guard.status``)."""
-    tally: Tally | None = None
-    """Statistics to write with the outcome, for backends that record them in the same step."""
 
 
 class Outcome(NamedTuple):
@@ -259,7 +259,7 @@ class Plan(NamedTuple):
 
     def flags_only(self) -> Plan:
         """This plan without its counters: what can still be decided with no counting."""
-        return self._replace(job=self.job._replace(counters=(), tally=None), counter_owners=())
+        return self._replace(job=self.job._replace(counters=()), counter_owners=())
 
 
 def _kind(policy: Policy) -> str:

@@ -11,13 +11,11 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from smsguard import attempt as codes
-from smsguard import stats
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, canonical, details, identify
-from smsguard.plan import Counter, Flag, Job, Plan, Record, Tally, stamped
+from smsguard.plan import Counter, Flag, Job, Plan, Record, stamped
 from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
-from smsguard.stats import Statistics
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 _ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -39,7 +37,6 @@ class Planner:
         digest: Digest,
         cache: int,
         dry_run: bool = False,
-        statistics: Statistics | None = None,
     ) -> None:
         self.policies = tuple(policies)
         for p in self.policies:
@@ -64,11 +61,8 @@ class Planner:
             for i, p in enumerate(self.policies)
         )
         self.details = any(getattr(p, "needs_details", False) for p in self.policies)
-        self._learners: tuple[Any, ...] = tuple(p for p in self.policies if hasattr(p, "on_verified"))
         """Whether attempts carry the number's type and network (about 20 µs a new number)."""
-        self.statistics = statistics
-        """Where a job's statistics go, when its backend records them in the same step (else
-        None: the guard records them)."""
+        self._learners: tuple[Any, ...] = tuple(p for p in self.policies if hasattr(p, "on_verified"))
         self.region = region
         self.digest = digest
         self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
@@ -114,7 +108,8 @@ class Planner:
         for policy, shadow, challenges, learn_until, group in self._asked:
             if challenges and challenge_passed:
                 continue  # the client passed the challenge: the remaining policies judge it
-            if now < learn_until:
+            learning = now < learn_until
+            if learning:
                 shadow = group  # still learning: it records only
             if lenient:
                 try:
@@ -131,7 +126,12 @@ class Planner:
                 elif review is not EXEMPT:
                     for item in review:  # type: ignore[union-attr]
                         if isinstance(item, Counter):
-                            counters.append(item._replace(shadow=shadow))
+                            # Its hits its own: off a log that enforcing counters may share
+                            # (while learning it keeps its log, which it counts on later).
+                            if item.log is None or learning:
+                                counters.append(item._replace(shadow=shadow))
+                            else:
+                                counters.append(item._replace(shadow=shadow, log=None))
                             counter_owners.append(policy)
                         elif isinstance(item, Flag):
                             if item.reason is not None:
@@ -167,27 +167,7 @@ class Planner:
             counters, counter_owners = [], []
             break
         job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
-        plan = Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed))
-        if self.statistics is not None and final is None and not lenient:
-            plan = plan._replace(job=job._replace(tally=self._tally(plan)))
-        return plan
-
-    def _tally(self, plan: Plan) -> Tally:
-        """The statistics the backend writes with ``plan``'s outcome (see ``smsguard.stats``)."""
-        assert self.statistics is not None
-        hour_key, expires_at = self.statistics.hour(plan.job.now)
-        fields: tuple[str, ...] = (stats.ATTEMPTS, stats.COUNTRY + (plan.attempt.region or stats.NO_COUNTRY))
-        fields += tuple(stats.SHADOW + name for name in plan.shadowed)
-        outcomes: list[str] = []
-        for flag, owner in zip(plan.job.flags, plan.flag_owners, strict=True):
-            if flag.shadow:
-                outcomes.append(stats.SHADOW + owner.name)
-            else:
-                outcomes.append(stats.ALLOWED if flag.reason is None else stats.DENIED + flag.reason)
-        for counter, owner in zip(plan.job.counters, plan.counter_owners, strict=True):
-            outcomes.append(stats.SHADOW + owner.name if counter.shadow else stats.DENIED + owner.reason)
-        outcomes.append(stats.ALLOWED)
-        return Tally(hour_key, expires_at, fields, tuple(outcomes))
+        return Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed))
 
     def attempt(
         self,

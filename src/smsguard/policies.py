@@ -118,6 +118,11 @@ def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
     )
 
 
+SENT_HEAD, SENT_TAIL = key_parts("sent")
+"""The log of a number's sends (``sent:{number hash}``): SameContent, DailyCap and PhoneRate
+count from it, so that a backend keeping hit times (Redis) holds one key per number."""
+
+
 class SameContent:
     """At most ``limit`` messages with the same content to one number per ``window`` seconds.
 
@@ -143,7 +148,17 @@ class SameContent:
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.content_id is None:
             return _missing(self.name, "content=", self.skip_missing)
-        return (Counter(key(self.name, attempt.phone_id, attempt.content_id), self.limit, now + self.window),)
+        phone_id, content_id, window = attempt.phone_id, attempt.content_id, self.window
+        return (
+            Counter(
+                key(self.name, phone_id, content_id),
+                self.limit,
+                now + window,
+                window=window,
+                log=SENT_HEAD + phone_id + SENT_TAIL,
+                match=content_id,
+            ),
+        )
 
 
 def zone(tz: str) -> ZoneInfo:
@@ -203,7 +218,10 @@ class DailyCap:
 
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
-        return (Counter(head + attempt.phone_id + tail, self.limit, self.days(now)[1]),)
+        phone_id = attempt.phone_id
+        start, end, _ = self.days(now)
+        log = SENT_HEAD + phone_id + SENT_TAIL
+        return (Counter(head + phone_id + tail, self.limit, end, since=start, log=log),)
 
 
 class _Rates:
@@ -219,10 +237,11 @@ class _Rates:
             for i in parse_rates(rates)
         )
 
-    def counters(self, subject: str, now: float) -> tuple[Counter, ...]:
+    def counters(self, subject: str, now: float, log: str) -> tuple[Counter, ...]:
+        """One counter per rate, all of them on ``log``."""
         counters = []
         for head, tail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
-            counters.append(Counter(head + subject + tail, amount, now + window))
+            counters.append(Counter(head + subject + tail, amount, now + window, window=window, log=log))
         return tuple(counters)
 
 
@@ -237,7 +256,8 @@ class PhoneRate(_Rates):
         super().__init__(rates, name, shadow)
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return self.counters(attempt.phone_id, now)
+        phone_id = attempt.phone_id
+        return self.counters(phone_id, now, SENT_HEAD + phone_id + SENT_TAIL)
 
 
 class IPThrottle(_Rates):
@@ -264,6 +284,7 @@ class IPThrottle(_Rates):
             raise ConfigError("ipv4_prefix must be within 0..32 and ipv6_prefix within 0..128")
         super().__init__(rates, name, shadow)
         self.ipv4_prefix, self.ipv6_prefix, self.skip_missing = ipv4_prefix, ipv6_prefix, skip_missing
+        self._log = key_parts(name)  # one log of hit times per network, for all its rates
         self._subject = functools.lru_cache(maxsize=4096)(self._hashed_network)  # clients repeat
 
     def network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -283,7 +304,9 @@ class IPThrottle(_Rates):
     def review(self, attempt: Attempt, now: float) -> Review:
         if attempt.ip is None:
             return _missing(self.name, "ip=", self.skip_missing)
-        return self.counters(self._subject(attempt.ip, attempt.digest), now)
+        subject = self._subject(attempt.ip, attempt.digest)
+        head, tail = self._log
+        return self.counters(subject, now, head + subject + tail)
 
 
 class NumberList:

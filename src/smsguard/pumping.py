@@ -166,6 +166,7 @@ class UnverifiedCap:
     def review(self, attempt: Attempt, now: float) -> Review:
         scope = self.scope(attempt)
         known = key(self.name, scope, "verified", attempt.phone_id)
+        log = key(self.name, scope)  # the scope's hit times, for all its rates
         return tuple(
             Counter(
                 key(self.name, scope, f"{amount}/{window:g}"),
@@ -174,6 +175,8 @@ class UnverifiedCap:
                 unless=known,
                 earn=key(self.name, scope, "earned", f"{window:g}"),
                 per_earned=self.per_verified,
+                window=window,
+                log=log,
             )
             for amount, window in self.rates
         )

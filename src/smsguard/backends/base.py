@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied, Tally
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied
 
 __all__ = [
     "Backend",
@@ -24,7 +24,6 @@ __all__ = [
     "Receipt",
     "SetFlag",
     "Tallied",
-    "Tally",
 ]
 
 
@@ -34,9 +33,6 @@ class Backend(Protocol):
 
     shared: bool
     """True when several processes see the same state (the guard then needs a shared secret)."""
-    records_tallies: bool
-    """True when ``run`` writes ``job.tally`` with the outcome; else the guard writes a
-    decision's statistics as a ``Tallied`` change (batched, on a shared backend)."""
 
     def run(self, job: Job) -> Outcome:
         """Read the flags in order, then check every counter and consume all or none (none when

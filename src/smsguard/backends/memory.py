@@ -29,8 +29,6 @@ class MemoryBackend:
     """
 
     shared = False
-    records_tallies = False
-    """A job's statistics are written by the guard, as a ``Tallied`` change, right after it."""
 
     def __init__(self, *, sweep_batch: int = 64) -> None:
         self._lock = threading.Lock()
@@ -200,9 +198,10 @@ class MemoryBackend:
         spent = _SPENT + receipt.token
         if spent in self._spent:
             return
-        for key, _, at, *_, amount in receipt.counters:
-            if amount:
+        for counter in receipt.counters:
+            if counter.amount:
                 continue  # a sum is not given back
+            key, at = counter.key, counter.expires_at
             entries = self._hits.get(key)
             if isinstance(entries, list):
                 i = bisect_right(entries, at) - 1

@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, Tally, taken
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
 
 log = logging.getLogger("smsguard")
 
@@ -96,7 +96,8 @@ def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendE
 
 
 class RedisBackend:
-    """Counters in Redis sorted sets (member: attempt token, score: when the hit expires).
+    """Counters in Redis sorted sets of hit times, one per subject (a number, a client network),
+    which serves every window of it: member the attempt's token, score when it was taken.
 
     Build it from a URL (``RedisBackend.from_url("redis://localhost:6379/0")``) or from
     redis-py clients you already have: ``client`` for ``Guard.check``, ``aclient`` (a
@@ -138,10 +139,6 @@ class RedisBackend:
             )
         self.cluster = cluster
         """True for a Redis Cluster: counters are then consumed slot by slot."""
-        self.records_tallies = not cluster
-        """Whether a job's statistics are written by its script (a single node). A Cluster
-        script may touch one slot only, and one hour's statistics are one key: the guard
-        batches them instead."""
 
     @classmethod
     def from_url(
@@ -284,12 +281,12 @@ class RedisBackend:
 
     def _steps_run(self, job: Job) -> Steps:
         if not self.cluster:
-            reply = yield self._eval(job, job.flags, job.counters, commit=job.commit, tally=job.tally)
-            return _outcome(reply, len(job.flags), len(job.counters))
+            request, order = self._eval(job, job.flags, job.counters, commit=job.commit)
+            reply = yield request
+            return _outcome(reply, len(job.flags), job.counters, order, job.now)
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
         # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
-        # (Statistics are not in the job: the guard batches them, see records_tallies.)
         shadowed: list[int] = []
         if job.flags:
             found = yield ("exists", [self.prefix + f.key for f in job.flags])
@@ -307,8 +304,9 @@ class RedisBackend:
             group = tuple(job.counters[i] for i in indexes)
             # Once one is full, the other slots are only checked (nothing written), so that
             # the denial names the counter that frees last, as on a single node.
-            reply = yield self._eval(job, (), group, commit=job.commit and not full)
-            out = _outcome(reply, 0, len(group))
+            request, order = self._eval(job, (), group, commit=job.commit and not full)
+            reply = yield request
+            out = _outcome(reply, 0, group, order, job.now)
             for k, i in enumerate(indexes):
                 counts[i] = out.counts[k]
                 if out.waits:
@@ -343,43 +341,51 @@ class RedisBackend:
         return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
 
     def _eval(
-        self,
-        job: Job,
-        flags: Sequence[Flag],
-        counters: Sequence[Counter],
-        *,
-        commit: bool = True,
-        tally: Tally | None = None,
-    ) -> Request:
-        """The EVALSHA arguments for one script call, built once for either client."""
+        self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
+    ) -> tuple[Request, list[int]]:
+        """The EVALSHA arguments for one script call, built once for either client, and the
+        order the script sees ``counters`` in (grouped by the key that holds their hits)."""
         prefix = self.prefix
+        now = job.now
         keys = [prefix + f.key for f in flags]
-        keys += [prefix + c.key for c in counters]
-        args: list[Any] = [
-            repr(job.now),
-            job.token,
-            len(flags),
-            len(counters),
-            int(commit),
-            int(tally is not None),
-        ]
+        groups = _groups(counters)
+        args: list[Any] = [repr(now), job.token, len(flags), len(groups), int(commit), _score(now)]
         args += (int(f.shadow) for f in flags)
-        for c in counters:
-            args += (c.limit, repr(c.expires_at), c.shadow)
-            if c.unless is None and c.earn is None:
-                args += (0, 0, 0, c.amount)
-                continue
-            for extra in (c.unless, c.earn):
-                if extra is None:
-                    args.append(0)
+        extras: list[Any] = []  # keys the counters refer to, after the groups' keys
+        order: list[int] = []
+        for name, _, members in groups:
+            keys.append(prefix + name)
+            head = len(args)
+            args += (len(members), 0, "")
+            least, last = math.inf, now
+            for i in members:
+                c = counters[i]
+                limit = c.limit
+                if c.amount or c.since is not None:  # a fixed period (a sum's is its key's)
+                    bound, limit = (0.0 if c.since is None else c.since), -limit
                 else:
-                    keys.append(prefix + extra)
-                    args.append(len(keys))  # its index in KEYS, from 1
-            args += (repr(c.per_earned), c.amount)
-        if tally is not None:
-            keys.append(prefix + tally.key)
-            args += (repr(tally.expires_at), len(tally.fields), *tally.fields, *tally.outcomes)
-        return ("eval", keys, args)
+                    bound = _first_counted(now, c.expires_at - now if c.window is None else c.window)
+                least = min(least, bound)
+                last = max(last, c.expires_at)
+                if c.shadow or c.amount or c.unless is not None or c.earn is not None:
+                    marks = []
+                    for mark in (c.unless, c.earn):
+                        if mark is None:
+                            marks.append(0)
+                        else:
+                            extras.append(prefix + mark)
+                            marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
+                    tag = c.match or "-"
+                    spec: Any = f"{limit} {c.shadow} {tag} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
+                elif c.match is not None:
+                    spec = f"{limit} m {c.match}"
+                else:
+                    spec = limit
+                args += (spec, _score(bound))
+            args[head + 1] = math.ceil((last - now) * 1000) + 1000
+            args[head + 2] = _score(least)
+            order += members
+        return ("eval", keys + extras, args), order
 
     # -- the two drivers: the only code that differs between sync and async ---------------
 
@@ -489,9 +495,10 @@ class RedisBackend:
                     pipe.hincrby(key, name, n)
                 pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
             elif isinstance(change, Receipt):
-                for counter in change.counters:
-                    if not counter.amount:  # a sum is not given back
-                        pipe.zrem(self.prefix + counter.key, change.token)
+                for name, tag, _ in _groups(change.counters):
+                    if tag is not False:  # a sum is not given back
+                        member = change.token if tag is None else f"{tag}:{change.token}"
+                        pipe.zrem(self.prefix + name, member)
             elif change.on:
                 pipe.set(self.prefix + change.key, 1)
             else:
@@ -646,33 +653,106 @@ def _policies(answer: Any) -> list[str]:
     return found
 
 
-def _outcome(reply: Sequence[Any], nflags: int, n: int) -> Outcome:
-    """The Outcome in a script's reply for ``nflags`` flags and ``n`` counters; a reply of
-    another shape is a bug."""
+def _outcome(
+    reply: Sequence[Any], nflags: int, counters: Sequence[Counter], order: list[int], now: float
+) -> Outcome:
+    """The Outcome in a script's reply for ``nflags`` flags and ``counters``, sent in ``order``
+    (their indexes); a reply of another shape is a bug."""
+    n = len(order)
     try:
         flag, nshadowed = int(reply[0]), int(reply[1])
-        start = 2 + nshadowed
-        shadowed = tuple(int(i) for i in reply[2:start])
-        if flag >= 0:
-            counts: tuple[int, ...] = ()
-            waits: tuple[float, ...] = ()
-        else:
-            counts = tuple(int(c) for c in reply[start : start + n])
-            waits = tuple(float(w) for w in reply[start + n :])
-            if len(counts) != n or len(waits) not in (0, n):
-                raise ValueError(f"it does not fit {n} counters")
-        if len(shadowed) != nshadowed or any(not 0 <= i < nflags + n for i in shadowed):
+        end = len(reply) - nshadowed
+        shadowed = tuple(int(i) for i in reply[end:])
+        middle = reply[2:end]
+        if flag >= 0 and middle:
+            raise ValueError("it counts after a flag")
+        counts = tuple(int(c) for c in middle[:n])
+        frees = middle[n:]
+        if flag < 0 and (len(counts) != n or len(frees) not in (0, n)):
+            raise ValueError(f"it does not fit {n} counters")
+        if nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed):
             raise ValueError("its shadowed items do not fit the job")
+        waits = (
+            tuple(_wait(counters[i], at, now) for i, at in zip(order, frees, strict=True)) if frees else ()
+        )
     except (TypeError, ValueError, IndexError) as exc:
         raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
+    if order != sorted(order):  # back to the job's order
+        sent = {at: i for i, at in enumerate(order)}
+        counts = tuple(counts[sent[i]] for i in range(n)) if counts else ()
+        waits = tuple(waits[sent[i]] for i in range(n)) if waits else ()
+        shadowed = tuple(sorted(i if i < nflags else nflags + order[i - nflags] for i in shadowed))
     return Outcome(flag, counts, waits, shadowed)
+
+
+def _wait(counter: Counter, frees: Any, now: float) -> float:
+    """Seconds until ``counter`` frees a slot, from what the script says frees it: -1 (it is not
+    full), or the score of the hit whose window end frees a slot (a sliding window). A fixed
+    period (and a sum) frees when it ends. Worked out as the memory backend does, to the bit."""
+    if frees == -1:
+        return 0.0
+    if counter.amount or counter.since is not None:
+        return counter.expires_at - now
+    window = counter.expires_at - now if counter.window is None else counter.window
+    return (int(frees) / _TICKS + _EPOCH) + window - now
+
+
+# A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS. For t within
+# [2**29, 2**31] (1987 to 2038) that is exact, and past 2**30 (2004) an integer, since doubles
+# there lie 2**-22 s apart. Redis keeps an integer score as an integer, and compares it without
+# parsing text, where a fractional time such as 1772409600.1234567 costs a strtod at every
+# read of every hit: the dearest part of a decision, before this.
+_EPOCH = 1610612736.0  # 2**30 + 2**29
+_TICKS = 4194304.0  # 2**22
+
+
+def _score(t: float) -> str:
+    """The score of a hit taken at ``t``, as Redis is given it."""
+    scaled = (t - _EPOCH) * _TICKS
+    return str(int(scaled)) if scaled.is_integer() else repr(scaled)
+
+
+def _first_counted(now: float, window: float) -> float:
+    """The earliest hit time t that a sliding window of ``window`` seconds counts at ``now``:
+    ``t + window > now`` in floating point, the memory backend's own test, to the last bit."""
+    t = now - window
+    if t + window > now:
+        while (earlier := math.nextafter(t, -math.inf)) + window > now:
+            t = earlier
+        return t
+    while t + window <= now:
+        t = math.nextafter(t, math.inf)
+    return t
+
+
+def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, list[int]]]:
+    """``counters`` by the key that holds their hits, in order of first appearance: (key, tag,
+    indexes). A log shared by several counters; else a counter's own key. The tag of a log is
+    the ``match`` of its counters (None: none has one), False for a sum, which is alone."""
+    groups: dict[str, tuple[str, str | bool | None, list[int]]] = {}
+    for i, c in enumerate(counters):
+        if c.amount:
+            groups[c.key] = (c.key, False, [i])
+            continue
+        name = c.key if c.log is None else c.log
+        group = groups.get(name)
+        if group is None:
+            groups[name] = (name, c.match, [i])
+            continue
+        if c.match is not None and group[1] != c.match:
+            if group[1] is not None:
+                raise BackendError(f"counters on the log {name!r} match two tags: {group[1]!r}, {c.match!r}")
+            groups[name] = group = (name, c.match, group[2])
+        group[2].append(i)
+    return list(groups.values())
 
 
 def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
     """Indexes of ``counters`` grouped by cluster slot, in order of first appearance."""
     groups: dict[int, list[int]] = {}
     for i, c in enumerate(counters):
-        groups.setdefault(key_slot(c.key.encode()), []).append(i)
+        held = c.key if c.amount or c.log is None else c.log  # the key that holds its hits
+        groups.setdefault(key_slot(held.encode()), []).append(i)
     return list(groups.values())
 
 

@@ -1,178 +1,204 @@
--- One decision, atomically: read the flags, check every counter, consume all or none, and
--- record the outcome in the statistics.
+-- One decision, atomically: read the flags, check every counter, consume all or none.
 --
--- KEYS: the flag keys, then the counter keys (sorted sets: member = attempt token,
---       score = when that hit expires, in the app's epoch seconds), then the keys counters
---       refer to (unless, earn), then, if statistics are kept, the hash of this hour's.
--- ARGV: now, token, number of flags, number of counters, commit (1, or 0 to check only),
---       statistics (1 or 0); shadow (1 or 0) for each flag; for each counter its limit,
---       expires_at, shadow group (0: enforcing), the KEYS index of its unless key and of its
---       earn key (0: none), per_earned and amount (0: a log of hits in a sorted set; else a sum
---       in a string key, each attempt adding amount); then, with statistics: their expires_at, the number
---       of fields always counted, those fields, and the outcome fields: one per flag, one per
---       counter, then the one of an allowance.
--- Reply: {flag, n, shadowed..., count..., [wait...]}: flag is the 0-based index of the first
---        enforcing flag set, or -1 (then nothing more is read); n and the 0-based indexes, over
---        flags then counters, of the shadow items that would have denied (a flag set, a
---        counter full); a count per counter (its live hits before this attempt, -1 for one
---        passed over: its unless key holds a live hit); and, when an enforcing counter is
---        full, a wait per counter: seconds until it frees a slot, 0 for one with room and for
---        shadow ones. The caller picks which full counter the denial names; the statistics
---        name the same one (the longest wait, the first on a tie).
+-- Counters keep hit times, not expiry times, in logs: sorted sets (member: the attempt's token,
+-- after its tag if it has one; score: when the hit was taken, as an integer scale of the app's
+-- epoch seconds, which Redis keeps and compares without parsing text). One log answers several
+-- windows, each counted from its own bound: a number's log serves its minute, its hour and its
+-- calendar day, so a number costs one key. Sums (money spent) are integers.
+--
+-- Written for the server's time: each redis.call costs thousands of instructions (arguments,
+-- command lookup, a reply encoded and parsed back), and so does each argument and each call of
+-- a Lua library function (tonumber, string.*); plain Lua is cheap. So a log is first counted
+-- from its least bound and, with no hit there, not further (each of its windows starts there
+-- or later); the common counter is two arguments, read with one tonumber; and what the caller
+-- can work out (when a full counter frees a slot) it works out.
+--
+-- KEYS: the flag keys, then one key per group (a log, or a sum), then the keys counters refer
+--       to (unless, earn: sets of marks whose scores are when each mark expires, in seconds).
+-- ARGV: now (seconds), token, number of flags, number of groups, commit (1, or 0 to check
+--       only), the score of a hit taken now; shadow (1 or 0) for each flag; then per group:
+--       its number of counters, its time to live in ms after this hit, and the least bound of
+--       its counters (no hit before it counts: such hits are dropped); then per counter: its
+--       spec and its bound (the score of the first hit it counts). The spec is its limit,
+--       negative for a fixed period (a calendar day: its hits all free when it ends), then for
+--       a counter that counts only the hits with a tag, " m " and the tag (the attempt's hit
+--       carries the tag when such a counter takes it), or else for any other option " group
+--       tag unless earn per_earned amount": shadow group (0: enforcing), tag ('-': none), the
+--       KEYS indexes of unless and earn (0: none), and amount (0: a log; else a sum, alone in
+--       its group, each attempt adding amount).
+-- Reply: {flag, n, count..., [frees...], shadowed...}: flag is the 0-based index of the first
+--        enforcing flag set, or -1 (then no count follows); a count per counter (its live hits
+--        before this attempt; -1 for one passed over: its unless key holds a live mark); when
+--        an enforcing counter is full, what frees each: -1 for one that is not full (or is a
+--        shadow one), 0 for a fixed period or a sum, else the score of the hit whose window
+--        end frees a slot; and the n 0-based indexes, over flags then counters, of the shadow
+--        items that would have denied (a flag set, a counter full).
 --
 -- A shadow item never denies, and a shadow group (one shadow policy's counters) takes its hits
 -- all or none, as if it enforced (semantics 15). A counter's limit grows by per_earned for each
--- live hit of its earn key (verifications in its scope).
-local now = tonumber(ARGV[1])
-local token = ARGV[2]
+-- live mark of its earn key.
 local nflags = tonumber(ARGV[3])
-local ncounters = tonumber(ARGV[4])
-local commit = ARGV[5] == '1'
-local c0 = 6 + nflags -- ARGV[c0 + 7j - 6 .. c0 + 7j]: counter j's limit .. amount
-local t0 = c0 + 7 * ncounters -- ARGV[t0 + 1 ..]: the statistics
-local tally = ARGV[6] == '1' and KEYS[#KEYS] or nil
-local after = '(' .. ARGV[1]
-
-local function live(key)
-  return redis.call('ZCOUNT', key, after, '+inf')
-end
-
+local ngroups = tonumber(ARGV[4])
 local shadowed = {}
-
--- Statistics: +1 to the fields always counted, to the outcome's field (0-based over flags then
--- counters, or nflags + ncounters for an allowance) and to each shadowed item's field.
-local function record(outcome)
-  if not tally then
-    return
-  end
-  local nfields = tonumber(ARGV[t0 + 2])
-  local outcomes = t0 + 3 + nfields
-  for i = t0 + 3, outcomes - 1 do
-    if redis.call('HINCRBY', tally, ARGV[i], 1) == 1 and i == t0 + 3 then
-      redis.call('PEXPIRE', tally, math.ceil((tonumber(ARGV[t0 + 1]) - now) * 1000))
-    end
-  end
-  redis.call('HINCRBY', tally, ARGV[outcomes + outcome], 1)
-  local seen = {}
-  for _, i in ipairs(shadowed) do
-    local name = ARGV[outcomes + i]
-    if not seen[name] then -- a policy counts once, however many of its items would deny
-      seen[name] = true
-      redis.call('HINCRBY', tally, name, 1)
-    end
-  end
-end
-
-local function reply_head(flag)
-  local reply = {flag, #shadowed}
+local function reply_with(reply)
+  reply[2] = #shadowed
   for _, i in ipairs(shadowed) do
     reply[#reply + 1] = i
   end
   return reply
 end
 
-for i = 1, nflags do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    if ARGV[6 + i] ~= '1' then
-      record(i - 1)
-      return reply_head(i - 1)
+if nflags > 0 then
+  local set = redis.call('MGET', unpack(KEYS, 1, nflags))
+  for i = 1, nflags do
+    if set[i] then
+      if ARGV[6 + i] ~= '1' then
+        return reply_with({i - 1, 0})
+      end
+      shadowed[#shadowed + 1] = i - 1
     end
-    shadowed[#shadowed + 1] = i - 1
   end
 end
 
--- Check: read only, so a denial writes no hit.
-local counts = {}
-local waits = {}
+-- Check: read only, so a denial writes nothing.
+local reply, r = {-1, 0}, 2 -- r: the last slot filled
+local frees = nil -- per full enforcing counter: what frees it
+local groups, tags = {}, {} -- per counter, if it has one: its shadow group, its tag
 local full = {} -- shadow groups with a full counter
-local denied, longest = -1, 0
-for j = 1, ncounters do
-  local a = c0 + 7 * (j - 1)
-  local unless = tonumber(ARGV[a + 4])
-  if unless > 0 and live(KEYS[unless]) > 0 then
-    counts[j] = -1 -- passed over: a verified number, say
-    waits[j] = '0'
-  else
-    local key = KEYS[nflags + j]
-    local limit = tonumber(ARGV[a + 1])
-    local earn = tonumber(ARGV[a + 5])
-    if earn > 0 then
-      limit = limit + math.floor(tonumber(ARGV[a + 6]) * live(KEYS[earn]))
-    end
-    local amount = tonumber(ARGV[a + 7])
-    local n
-    if amount > 0 then
-      n = tonumber(redis.call('GET', key) or '0')
-    else
-      n = live(key)
-    end
-    counts[j] = n
-    waits[j] = '0'
-    if amount > 0 and n + amount > limit then
-      -- A sum: everything in it expires together, at the end of its period.
-      if ARGV[a + 3] ~= '0' then
-        full[ARGV[a + 3]] = true
-        shadowed[#shadowed + 1] = nflags + j - 1
+local counted = {} -- per log: its hits from its least bound (nil: not counted)
+local sums = {} -- per group that is a sum: its amount
+local j = 0 -- counters so far, over every group
+local a = 7 + nflags -- ARGV index of the current group
+
+for g = 1, ngroups do
+  local key, n, least = KEYS[nflags + g], tonumber(ARGV[a]), ARGV[a + 2]
+  local from = nil -- hits from the least bound, once read
+  for b = a + 3, a + 1 + 2 * n, 2 do
+    j = j + 1
+    local spec, bound = ARGV[b], ARGV[b + 1]
+    local limit, tag, amount = tonumber(spec), nil, nil
+    if not limit then
+      local rest
+      limit, rest = string.match(spec, '^(%S+) (.*)$')
+      limit = tonumber(limit)
+      if string.sub(rest, 1, 2) == 'm ' then
+        tag = string.sub(rest, 3) .. ':'
       else
-        local wait = tonumber(ARGV[a + 2]) - now
-        waits[j] = string.format('%.17g', wait)
-        if wait > longest then
-          denied, longest = j, wait
+        local group, unless, earn, per
+        group, tag, unless, earn, per, amount = string.match(rest, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
+        tag = tag ~= '-' and tag .. ':' or nil
+        if group ~= '0' then
+          groups[j] = group
+        end
+        if amount == '0' then
+          amount = nil
+        else
+          sums[g] = amount
+        end
+        if unless ~= '0' and redis.call('ZCOUNT', KEYS[tonumber(unless)], '(' .. ARGV[1], '+inf') > 0 then
+          limit = nil -- passed over: a verified number, say
+        elseif earn ~= '0' then
+          local earned = redis.call('ZCOUNT', KEYS[tonumber(earn)], '(' .. ARGV[1], '+inf')
+          limit = (limit < 0 and -1 or 1) * (math.abs(limit) + math.floor(tonumber(per) * earned))
         end
       end
-    elseif amount == 0 and n >= limit then
-      local group = ARGV[a + 3]
-      if group ~= '0' then
-        full[group] = true
-        shadowed[#shadowed + 1] = nflags + j - 1
+      tags[j] = tag
+    end
+    local fixed = limit and limit < 0
+    if fixed then
+      limit = -limit
+    end
+    local count, over, at = -1, false, 0
+    if not limit then
+      count = -1 -- passed over
+    elseif amount then -- a sum
+      count = tonumber(redis.call('GET', key) or '0')
+      over = count + tonumber(amount) > limit
+    else
+      if not from then
+        from = redis.call('ZCOUNT', key, least, '+inf')
+        counted[g] = from
+      end
+      if from == 0 then
+        count = 0 -- no hit in any window of this log
+      elseif tag then -- only its tagged hits: few, in a short window
+        local members = redis.call('ZRANGEBYSCORE', key, bound, '+inf')
+        count = 0
+        for h = #members, 1, -1 do
+          if string.sub(members[h], 1, #tag) == tag then
+            count = count + 1
+            if count == limit then
+              at = members[h]
+            end
+          end
+        end
+        over = count >= limit
+        if over and not fixed then
+          at = redis.call('ZSCORE', key, at)
+        end
       else
-        -- The slot frees when the (n - limit + 1)-th oldest live hit expires.
-        local frees = tonumber(redis.call('ZRANGEBYSCORE', key, after, '+inf',
-                                          'WITHSCORES', 'LIMIT', n - limit, 1)[2])
-        local wait = frees - now
-        waits[j] = string.format('%.17g', wait)
-        if wait > longest then
-          denied, longest = j, wait
+        count = bound == least and from or redis.call('ZCOUNT', key, bound, '+inf')
+        over = count >= limit
+        if over and not fixed then -- its slot frees when the limit-th newest hit leaves
+          at = redis.call('ZREVRANGEBYSCORE', key, '+inf', bound, 'WITHSCORES', 'LIMIT', limit - 1, 1)[2]
         end
       end
     end
-  end
-end
-
-local reply = reply_head(-1)
-for j = 1, ncounters do
-  reply[#reply + 1] = counts[j]
-end
-if denied >= 0 then
-  for j = 1, ncounters do
-    reply[#reply + 1] = waits[j]
-  end
-  if commit then
-    record(nflags + denied - 1)
-  end
-  return reply
-end
-if not commit then
-  return reply
-end
-
--- Commit. ZADD is the first write: over maxmemory Redis refuses it (OOM) before anything is
--- written, so the decision fails whole, as in any outage. Then drop expired hits and keep the
--- key until this hit expires; the TTL is relative to the app's clock, so skew between the app
--- and Redis never ends a live hit early.
-for j = 1, ncounters do
-  local a = c0 + 7 * (j - 1)
-  if counts[j] >= 0 and not full[ARGV[a + 3]] then
-    local key = KEYS[nflags + j]
-    local expires_at = tonumber(ARGV[a + 2])
-    if ARGV[a + 7] ~= '0' then
-      redis.call('INCRBY', key, ARGV[a + 7])
-    else
-      redis.call('ZADD', key, expires_at, token)
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+    r = r + 1
+    reply[r] = count
+    if over then
+      if groups[j] then
+        full[groups[j]] = true
+        shadowed[#shadowed + 1] = nflags + j - 1
+      else
+        frees = frees or {}
+        frees[j] = fixed and 0 or at
+      end
     end
-    redis.call('PEXPIRE', key, math.ceil((expires_at - now) * 1000) + 1000)
   end
+  a = a + 3 + 2 * n
 end
-record(nflags + ncounters)
-return reply
+
+if frees then
+  for c = 1, j do
+    reply[r + c] = frees[c] or -1
+  end
+  return reply_with(reply)
+end
+if ARGV[5] ~= '1' then
+  return reply_with(reply)
+end
+
+-- Commit: each group takes one hit, unless all its counters are passed over or of a full
+-- shadow group. ZADD or INCRBY is the first write: over maxmemory Redis refuses it (OOM)
+-- before anything is written (a script that has written may write on), so the decision fails
+-- whole, as in any outage. TTLs are relative to the app's clock, so skew between the app and
+-- Redis never ends a live hit early.
+j = 0
+a = 7 + nflags
+for g = 1, ngroups do
+  local key, n = KEYS[nflags + g], tonumber(ARGV[a])
+  local takes, tag = false, nil
+  for _ = 1, n do
+    j = j + 1
+    if reply[2 + j] >= 0 and not (groups[j] and full[groups[j]]) then
+      takes, tag = true, tag or tags[j]
+    end
+  end
+  if takes then
+    if sums[g] then
+      redis.call('INCRBY', key, sums[g])
+    else
+      redis.call('ZADD', key, ARGV[6], tag and tag .. ARGV[2] or ARGV[2])
+      -- Drop the hits no counter counts (before the least bound), if there are any. With no
+      -- hit from the least bound there is none: the key expired with its last hit.
+      local from = counted[g]
+      if from == nil or (from > 0 and redis.call('ZCARD', key) > from + 1) then
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a + 2])
+      end
+    end
+    redis.call('PEXPIRE', key, ARGV[a + 1])
+  end
+  a = a + 3 + 2 * n
+end
+return reply_with(reply)
