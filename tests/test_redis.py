@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import subprocess
 import sys
@@ -139,6 +140,60 @@ def test_ttl_follows_the_window(redis_backend: RedisBackend, redis_server: Redis
     client = redis.Redis(port=redis_server.port)
     (key,) = client.scan_iter(match=redis_backend.prefix + "sent:*")
     assert 30_000 < client.pttl(key) <= 31_000
+
+
+def test_a_number_is_one_log_that_stays_as_small_as_its_windows(
+    redis_backend: RedisBackend, redis_server: RedisServer, clock: Clock
+) -> None:
+    """The number's same-content, daily and rate windows all count from one sorted set of hit
+    times, and the hits no window counts any more are dropped as new ones come: over 30 days
+    of a number texted hourly, the log never holds more than the day's hits."""
+    guard = guard_on(
+        redis_backend, clock, [SameContent(), DailyCap(30, tz="Asia/Shanghai"), PhoneRate("1/hour")]
+    )
+    client = redis.Redis(port=redis_server.port)
+    log = redis_backend.prefix + key("sent", guard.identify(VICTIM)[1])
+    sizes = []
+    for hour in range(30 * 24):
+        assert guard.check(VICTIM, content=f"code {hour}").allowed, hour
+        assert guard.check(VICTIM, content="again").reason == "phone_rate"
+        sizes.append(client.zcard(log))
+        clock.advance(3600)
+    counters = [k for k in client.keys(redis_backend.prefix + "*") if b":stats:" not in k]
+    assert counters == [log.encode()], "one key per number"
+    assert max(sizes) <= 24 + 4, "a day's hits, and a few due to go"
+    assert min(sizes[48:]) >= 1
+
+
+def test_hit_times_are_kept_to_the_bit() -> None:
+    """A hit's score is an integer that gives its time back exactly, and a sliding window's
+    first counted time is the one the memory backend's own test draws."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from smsguard.backends.redis import _EPOCH, _TICKS, _first_counted, _score
+
+    @given(st.floats(2.0**30, 2.0**31 - 1), st.sampled_from([0.001, 1.0, 30.0, 60.0, 3600.0, 86400.0, 0.1]))
+    def check(t: float, window: float) -> None:
+        score = _score(t)
+        assert "." not in score, "an integer: Redis keeps it without text"
+        assert int(score) / _TICKS + _EPOCH == t
+        first = _first_counted(t + window, window)
+        assert first + window > t + window
+        assert not (math.nextafter(first, -math.inf) + window > t + window)
+
+    check()
+
+
+def test_counters_on_one_log_must_agree_on_its_tag(redis_backend: RedisBackend) -> None:
+    from smsguard.plan import Counter, Job
+
+    counters = (
+        Counter("a:{s}:1", 1, 130.0, window=30.0, log="a:{s}", match="x"),
+        Counter("a:{s}:2", 1, 130.0, window=30.0, log="a:{s}", match="y"),
+    )
+    with pytest.raises(BackendError, match="two tags"):
+        redis_backend.run(Job(100.0, "t", (), counters))
 
 
 WORKER = textwrap.dedent(
