@@ -157,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{rows[peer]['per_s'] / r['per_s']:>12.2f}{'' if cmds is None else f'{cmds:.2f}':>15}"
         )
 
+    concurrent = rows[f"smsguard, async ×{args.concurrency}"]["per_s"]
+    theirs_concurrent = rows[f"limits, async ×{args.concurrency}"]["per_s"]
+    print(
+        f"  async ×{args.concurrency}: {concurrent / theirs_concurrent:.2f}× limits' async, "
+        f"{concurrent / rows['smsguard, sync']['per_s']:.2f}× smsguard's sync"
+    )
     r = pumping
     print(
         f"{'recommended set, sync':22}{r['per_s']:>12,.0f}{r['p50_us']:>9.0f}{r['p99_us']:>9.0f}"
@@ -168,9 +174,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     trivial = server_time["a trivial script (INCR)"]
     print("\nRedis server time per decision (INFO commandstats, the commands it sent) and the sync")
     print("rate beside a bare EVALSHA of a trivial script over the same connection settings:")
-    print(f"{'':26}{'µs/decision':>12}{'× trivial':>11}{'decisions/s':>13}{'× bare':>8}")
+    peer = server_time["limits, 4 limits"]
+    print(f"{'':26}{'µs/decision':>12}{'× trivial':>11}{'× limits':>10}{'decisions/s':>13}{'× bare':>8}")
     for name, (usec, rate) in server_time.items():
-        print(f"{name:26}{usec:>12.1f}{usec / trivial[0]:>11.1f}{rate:>13,.0f}{rate / trivial[1]:>8.2f}")
+        print(
+            f"{name:26}{usec:>12.1f}{usec / trivial[0]:>11.1f}{usec / peer[0]:>10.2f}"
+            f"{rate:>13,.0f}{rate / trivial[1]:>8.2f}"
+        )
     ours_bytes, limits_bytes = memory
     print(f"\nRedis memory per protected number ({args.numbers:,} numbers, one admitted attempt each):")
     share = ours_bytes / limits_bytes
