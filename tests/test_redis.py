@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import socket
@@ -183,6 +184,32 @@ def test_hit_times_are_kept_to_the_bit() -> None:
         assert not (math.nextafter(first, -math.inf) + window > t + window)
 
     check()
+
+
+def test_a_clock_far_from_today_still_counts(redis_backend: RedisBackend, clock: Clock) -> None:
+    """Scores are exact from 1995 to 2072; a test's clock at 1,000 s still gets its windows and
+    retry-after right, to within rounding (a quarter of a microsecond there)."""
+    clock.now = 1000.25
+    guard = guard_on(redis_backend, clock, [PhoneRate("1/minute;2/hour")])
+    assert guard.check(VICTIM).allowed
+    clock.advance(10)
+    denied = guard.check(VICTIM)
+    assert denied.reason == "phone_rate"
+    assert denied.retry_after == pytest.approx(50, abs=1e-6)
+    clock.advance(50.001)
+    assert guard.check(VICTIM).allowed
+    clock.advance(60.001)
+    assert guard.check(VICTIM).retry_after == pytest.approx(3600 - 120.002, abs=1e-6), "two in the hour"
+
+    # Where rounding merges two times, it errs towards counting: never two within a minute.
+    guard = guard_on(redis_backend, clock, [PhoneRate("1/minute", name="minute")])
+    admitted = []
+    for step in [59.999999, 0.000001, 0.0000002, 60.0, 59.9999999, 0.0000001] * 20:
+        clock.advance(step)
+        if guard.check(OTHER).allowed:
+            admitted.append(clock.now)
+    assert len(admitted) > 10
+    assert all(later - earlier >= 60 for earlier, later in itertools.pairwise(admitted))
 
 
 def test_counters_on_one_log_must_agree_on_its_tag(redis_backend: RedisBackend) -> None:

@@ -688,26 +688,34 @@ def _outcome(
 def _wait(counter: Counter, frees: Any, now: float) -> float:
     """Seconds until ``counter`` frees a slot, from what the script says frees it: -1 (it is not
     full), or the score of the hit whose window end frees a slot (a sliding window). A fixed
-    period (and a sum) frees when it ends. Worked out as the memory backend does, to the bit."""
+    period (and a sum) frees when it ends. Worked out as the memory backend does, to the bit;
+    never 0 for a counter the script found full (it took nothing: the attempt must be denied),
+    which a clock outside the years of exact scores could otherwise round to."""
     if frees == -1:
         return 0.0
     if counter.amount or counter.since is not None:
-        return counter.expires_at - now
+        return max(counter.expires_at - now, _SOON)
     window = counter.expires_at - now if counter.window is None else counter.window
-    return (int(frees) / _TICKS + _EPOCH) + window - now
+    return max((float(frees) / _TICKS + _EPOCH) + window - now, _SOON)
 
 
-# A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS. For t within
-# [2**29, 2**31] (1987 to 2038) that is exact, and past 2**30 (2004) an integer, since doubles
-# there lie 2**-22 s apart. Redis keeps an integer score as an integer, and compares it without
-# parsing text, where a fractional time such as 1772409600.1234567 costs a strtod at every
-# read of every hit: the dearest part of a decision, before this.
+_SOON = 1e-6
+
+
+# A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS: exact for t
+# from _EPOCH / 2 to 2 * _EPOCH (1995 to 2072: the subtraction is exact there), and an integer
+# from 2**30 (2004), since doubles there lie 2**-22 s apart or more. Redis keeps an integer
+# score as an integer and compares it without parsing text, where a fractional time such as
+# 1772409600.1234567 costs a strtod at every read of every hit: the dearest part of a decision,
+# before this. (A clock outside those years, a test's, is still right to within rounding.)
 _EPOCH = 1610612736.0  # 2**30 + 2**29
 _TICKS = 4194304.0  # 2**22
 
 
 def _score(t: float) -> str:
-    """The score of a hit taken at ``t``, as Redis is given it."""
+    """The score of a hit taken at ``t``, as Redis is given it. (Outside the years of exact
+    scores, rounding may merge two times, never reorder them: a window may count a hit taken
+    just before its bound, never leave one out.)"""
     scaled = (t - _EPOCH) * _TICKS
     return str(int(scaled)) if scaled.is_integer() else repr(scaled)
 
