@@ -44,7 +44,7 @@ from smsguard import (
     Whitelist,
 )
 from smsguard.backends.redis import RedisBackend
-from smsguard.plan import key
+from smsguard.plan import Job, Outcome, key
 
 pytestmark = pytest.mark.redis_server
 
@@ -210,6 +210,25 @@ def test_a_clock_far_from_today_still_counts(redis_backend: RedisBackend, clock:
             admitted.append(clock.now)
     assert len(admitted) > 10
     assert all(later - earlier >= 60 for earlier, later in itertools.pairwise(admitted))
+
+
+def test_async_connections_pack_with_hiredis_to_the_same_bytes(redis_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(redis_server.url)
+
+    async def main() -> None:
+        pool = (await backend._async_client()).connection_pool
+        ours, theirs = pool.connection_class(**pool.connection_kwargs), redis.asyncio.Connection()
+        assert type(ours).pack_command is not redis.asyncio.Connection.pack_command
+        for command in [
+            ("EVALSHA", "f" * 40, 2, b"k", "{x}:y", 1.5, -3, ""),
+            ("CONFIG GET", "maxmemory-policy"),
+            ("SET", "k", memoryview(b"v")),
+            ("ZADD", "z", "692000000000000", "tok-1f"),
+        ]:
+            assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command))
+        assert await backend.arun(Job(1772409600.0, "t", (), ())) == Outcome(-1, (), (), ())
+
+    asyncio.run(main())
 
 
 def test_counters_on_one_log_must_agree_on_its_tag(redis_backend: RedisBackend) -> None:

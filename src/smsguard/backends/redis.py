@@ -15,6 +15,7 @@ expires a live hit early.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import weakref
@@ -39,6 +40,12 @@ from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
 
 log = logging.getLogger("smsguard")
+
+_pack_command: Callable[..., bytes] | None
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - the redis extra brings it
+    _pack_command = None
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
 
@@ -181,8 +188,8 @@ class RedisBackend:
                     connection_pool=redis.BlockingConnectionPool.from_url(url, retry=sync_retry, **pooled)
                 ),
                 make_aclient=lambda: redis.asyncio.Redis(
-                    connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-                        url, retry=async_retry, **pooled
+                    connection_pool=_hiredis_packing(
+                        redis.asyncio.BlockingConnectionPool.from_url(url, retry=async_retry, **pooled)
                     )
                 ),
             )
@@ -631,6 +638,31 @@ class _Batches:
                     future.set_result(reply)
         finally:
             self._next()
+
+
+class _HiredisPacking:
+    """A redis.asyncio connection that packs commands with hiredis, as redis-py's sync client
+    does: redis.asyncio packs them in Python an argument at a time, and a decision's EVALSHA
+    carries a couple of dozen (about a fifth of an async decision's time). The same bytes."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        simple = isinstance(args[0], str) and " " not in args[0]
+        if simple and not any(isinstance(arg, (bool, bytearray, memoryview)) for arg in args):
+            return [_pack_command(args)]  # type: ignore[misc]  # set: see _hiredis_packing
+        return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
+
+@functools.cache
+def _packing(connection_class: type) -> type:
+    return type(connection_class.__name__, (_HiredisPacking, connection_class), {})
+
+
+def _hiredis_packing(pool: Any) -> Any:
+    """``pool`` (redis.asyncio, one node: TCP, TLS or a socket), its connections packing with
+    hiredis when it is installed."""
+    if _pack_command is not None:
+        pool.connection_class = _packing(pool.connection_class)
+    return pool
 
 
 def _redis_time(answer: Any) -> tuple[int, int]:
