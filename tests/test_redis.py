@@ -223,9 +223,12 @@ def test_async_connections_pack_with_hiredis_to_the_same_bytes(redis_server: Red
             ("EVALSHA", "f" * 40, 2, b"k", "{x}:y", 1.5, -3, ""),
             ("CONFIG GET", "maxmemory-policy"),
             ("SET", "k", memoryview(b"v")),
+            ("SET", "k", bytearray(b"v")),
             ("ZADD", "z", "692000000000000", "tok-1f"),
         ]:
             assert b"".join(ours.pack_command(*command)) == b"".join(theirs.pack_command(*command))
+        with pytest.raises(redis.exceptions.DataError):
+            ours.pack_command("SET", "k", True)  # as redis-py answers it
         assert await backend.arun(Job(1772409600.0, "t", (), ())) == Outcome(-1, (), (), ())
 
     asyncio.run(main())

@@ -646,9 +646,11 @@ class _HiredisPacking:
     carries a couple of dozen (about a fifth of an async decision's time). The same bytes."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        simple = isinstance(args[0], str) and " " not in args[0]
-        if simple and not any(isinstance(arg, (bool, bytearray, memoryview)) for arg in args):
-            return [_pack_command(args)]  # type: ignore[misc]  # set: see _hiredis_packing
+        if isinstance(args[0], str) and " " not in args[0]:
+            try:
+                return [_pack_command(args)]  # type: ignore[misc]  # set: see _hiredis_packing
+            except TypeError:  # not str, bytes, int or float: redis-py's rules (or its error)
+                pass
         return super().pack_command(*args)  # type: ignore[misc, no-any-return]
 
 
