@@ -360,10 +360,10 @@ class RedisBackend:
         args += (int(f.shadow) for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         order: list[int] = []
-        for name, _, members in groups:
+        for name, tag, members in groups:
             keys.append(prefix + name)
             head = len(args)
-            args += (len(members), 0, "")
+            args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
             least, last = math.inf, now
             for i in members:
                 c = counters[i]
@@ -382,10 +382,12 @@ class RedisBackend:
                         else:
                             extras.append(prefix + mark)
                             marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
-                    tag = c.match or "-"
-                    spec: Any = f"{limit} {c.shadow} {tag} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
+                    match = int(c.match is not None)
+                    spec: Any = (
+                        f"{limit} {c.shadow} {match} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
+                    )
                 elif c.match is not None:
-                    spec = f"{limit} m {c.match}"
+                    spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
                 else:
                     spec = limit
                 args += (spec, _score(bound))

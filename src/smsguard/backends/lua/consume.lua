@@ -17,13 +17,14 @@
 --       to (unless, earn: sets of marks whose scores are when each mark expires, in seconds).
 -- ARGV: now (seconds), token, number of flags, number of groups, commit (1, or 0 to check
 --       only), the score of a hit taken now; shadow (1 or 0) for each flag; then per group:
---       its number of counters, its time to live in ms after this hit, and the least bound of
---       its counters (no hit before it counts: such hits are dropped); then per counter: its
---       spec and its bound (the score of the first hit it counts). The spec is its limit,
---       negative for a fixed period (a calendar day: its hits all free when it ends), then for
---       a counter that counts only the hits with a tag, " m " and the tag (the attempt's hit
---       carries the tag when such a counter takes it), or else for any other option " group
---       tag unless earn per_earned amount": shadow group (0: enforcing), tag ('-': none), the
+--       its number of counters, its time to live in ms after this hit, the least bound of its
+--       counters (no hit before it counts: such hits are dropped) and its tag with a colon (''
+--       for none; the attempt's hit carries it when a counter that counts by it takes it);
+--       then per counter: its spec and its bound (the score of the first hit it counts). The
+--       spec is a number, its limit: negative for a fixed period (a calendar day: its hits all
+--       free when it ends), and a half more for a counter that counts only the hits with the
+--       group's tag; or, for a counter with other options, "limit group match unless earn
+--       per_earned amount": shadow group (0: enforcing), match (1: it counts by the tag), the
 --       KEYS indexes of unless and earn (0: none), and amount (0: a log; else a sum, alone in
 --       its group, each attempt adding amount).
 -- Reply: {flag, n, count..., [frees...], shadowed...}: flag is the 0-based index of the first
@@ -67,41 +68,41 @@ local groups, tags = {}, {} -- per counter, if it has one: its shadow group, its
 local full = {} -- shadow groups with a full counter
 local counted = {} -- per log: its hits from its least bound (nil: not counted)
 local sums = {} -- per group that is a sum: its amount
+local ns = {} -- per group: its number of counters
 local j = 0 -- counters so far, over every group
 local a = 7 + nflags -- ARGV index of the current group
 
 for g = 1, ngroups do
   local key, n, least = KEYS[nflags + g], tonumber(ARGV[a]), ARGV[a + 2]
   local from = nil -- hits from the least bound, once read
-  for b = a + 3, a + 1 + 2 * n, 2 do
+  ns[g] = n
+  for b = a + 4, a + 2 + 2 * n, 2 do
     j = j + 1
     local spec, bound = ARGV[b], ARGV[b + 1]
     local limit, tag, amount = tonumber(spec), nil, nil
     if not limit then
-      local rest
-      limit, rest = string.match(spec, '^(%S+) (.*)$')
+      local group, match, unless, earn, per
+      limit, group, match, unless, earn, per, amount = string.match(spec, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
       limit = tonumber(limit)
-      if string.sub(rest, 1, 2) == 'm ' then
-        tag = string.sub(rest, 3) .. ':'
-      else
-        local group, unless, earn, per
-        group, tag, unless, earn, per, amount = string.match(rest, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
-        tag = tag ~= '-' and tag .. ':' or nil
-        if group ~= '0' then
-          groups[j] = group
-        end
-        if amount == '0' then
-          amount = nil
-        else
-          sums[g] = amount
-        end
-        if unless ~= '0' and redis.call('ZCOUNT', KEYS[tonumber(unless)], '(' .. ARGV[1], '+inf') > 0 then
-          limit = nil -- passed over: a verified number, say
-        elseif earn ~= '0' then
-          local earned = redis.call('ZCOUNT', KEYS[tonumber(earn)], '(' .. ARGV[1], '+inf')
-          limit = (limit < 0 and -1 or 1) * (math.abs(limit) + math.floor(tonumber(per) * earned))
-        end
+      tag = match == '1' and ARGV[a + 3] or nil
+      if group ~= '0' then
+        groups[j] = group
       end
+      if amount == '0' then
+        amount = nil
+      else
+        sums[g] = amount
+      end
+      if unless ~= '0' and redis.call('ZCOUNT', KEYS[tonumber(unless)], '(' .. ARGV[1], '+inf') > 0 then
+        limit = nil -- passed over: a verified number, say
+      elseif earn ~= '0' then
+        local earned = redis.call('ZCOUNT', KEYS[tonumber(earn)], '(' .. ARGV[1], '+inf')
+        limit = (limit < 0 and -1 or 1) * (math.abs(limit) + math.floor(tonumber(per) * earned))
+      end
+      tags[j] = tag
+    elseif limit % 1 ~= 0 then -- a limit and a half: it counts the hits with the group's tag
+      limit = limit < 0 and limit + 0.5 or limit - 0.5
+      tag = ARGV[a + 3]
       tags[j] = tag
     end
     local fixed = limit and limit < 0
@@ -156,7 +157,7 @@ for g = 1, ngroups do
       end
     end
   end
-  a = a + 3 + 2 * n
+  a = a + 4 + 2 * n
 end
 
 if frees then
@@ -177,7 +178,7 @@ end
 j = 0
 a = 7 + nflags
 for g = 1, ngroups do
-  local key, n = KEYS[nflags + g], tonumber(ARGV[a])
+  local key, n = KEYS[nflags + g], ns[g]
   local takes, tag = false, nil
   for _ = 1, n do
     j = j + 1
@@ -189,7 +190,7 @@ for g = 1, ngroups do
     if sums[g] then
       redis.call('INCRBY', key, sums[g])
     else
-      redis.call('ZADD', key, ARGV[6], tag and tag .. ARGV[2] or ARGV[2])
+      redis.call('ZADD', key, ARGV[6], tag and ARGV[a + 3] .. ARGV[2] or ARGV[2])
       -- Drop the hits no counter counts (before the least bound), if there are any. With no
       -- hit from the least bound there is none: the key expired with its last hit.
       local from = counted[g]
@@ -199,6 +200,6 @@ for g = 1, ngroups do
     end
     redis.call('PEXPIRE', key, ARGV[a + 1])
   end
-  a = a + 3 + 2 * n
+  a = a + 4 + 2 * n
 end
 return reply_with(reply)
