@@ -130,6 +130,18 @@ def test_learning_records_only_until_its_day(make_guard: Callable[..., Guard], c
     assert [guard.check(n).allowed for n in numbers[3:5]] == [True, False], "now it enforces"
 
 
+def test_what_it_learnt_counts_once_it_enforces(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    """A policy still learning keeps its own log, so the hits it recorded in shadow count in its
+    window once it enforces (a shadow policy's counters are otherwise kept apart)."""
+    guard = make_guard([UnverifiedCap("range", "1/hour", learn_until=clock.now + 1800)])
+    numbers = block(2)
+    assert guard.check(numbers[0]).shadowed == ()
+    clock.advance(1801)
+    denied = guard.check(numbers[1])
+    assert (denied.allowed, denied.reason) == (False, "unverified_cap"), "the learnt hit is in its hour"
+    assert denied.retry_after == 3600 - 1801
+
+
 def test_a_challenge_instead_of_a_denial(make_guard: Callable[..., Guard]) -> None:
     guard = make_guard([DailyCap(3), UnverifiedCap("range", "1/hour", challenge=True)])
     numbers = block(4)
