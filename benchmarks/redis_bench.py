@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import sys
 import tempfile
 import time
@@ -230,8 +229,6 @@ def server_rows(
             stats = client.info("commandstats").items()
             spent = sum(stat["usec"] for command, stat in stats if command in sent[name])
             found[name] = (min(found[name][0], spent / len(attempts)), max(found[name][1], rate))
-            if os.environ.get("BENCH_DEBUG"):
-                print(name, sorted(sent[name]), {k: round(v["usec"] / len(attempts), 2) for k, v in stats})
     client.flushall()
     return found
 

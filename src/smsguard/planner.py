@@ -128,10 +128,7 @@ class Planner:
                         if isinstance(item, Counter):
                             # Its hits its own: off a log that enforcing counters may share
                             # (while learning it keeps its log, which it counts on later).
-                            if item.log is None or learning:
-                                counters.append(item._replace(shadow=shadow))
-                            else:
-                                counters.append(item._replace(shadow=shadow, log=None))
+                            counters.append(item._replace(shadow=shadow, log=item.log if learning else None))
                             counter_owners.append(policy)
                         elif isinstance(item, Flag):
                             if item.reason is not None:

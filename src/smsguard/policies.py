@@ -118,9 +118,14 @@ def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
     )
 
 
-SENT_HEAD, SENT_TAIL = key_parts("sent")
-"""The log of a number's sends (``sent:{number hash}``): SameContent, DailyCap and PhoneRate
-count from it, so that a backend keeping hit times (Redis) holds one key per number."""
+_SENT = key_parts("sent")
+
+
+def sent_log(phone_id: str) -> str:
+    """The log of a number's sends (``sent:{number hash}``): SameContent, DailyCap and PhoneRate
+    count from it, so that a backend keeping hit times (Redis) holds one key per number."""
+    head, tail = _SENT
+    return head + phone_id + tail
 
 
 class SameContent:
@@ -155,7 +160,7 @@ class SameContent:
                 self.limit,
                 now + window,
                 window=window,
-                log=SENT_HEAD + phone_id + SENT_TAIL,
+                log=sent_log(phone_id),
                 match=content_id,
             ),
         )
@@ -220,8 +225,7 @@ class DailyCap:
         head, tail = self._key
         phone_id = attempt.phone_id
         start, end, _ = self.days(now)
-        log = SENT_HEAD + phone_id + SENT_TAIL
-        return (Counter(head + phone_id + tail, self.limit, end, since=start, log=log),)
+        return (Counter(head + phone_id + tail, self.limit, end, since=start, log=sent_log(phone_id)),)
 
 
 class _Rates:
@@ -256,8 +260,7 @@ class PhoneRate(_Rates):
         super().__init__(rates, name, shadow)
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        phone_id = attempt.phone_id
-        return self.counters(phone_id, now, SENT_HEAD + phone_id + SENT_TAIL)
+        return self.counters(attempt.phone_id, now, sent_log(attempt.phone_id))
 
 
 class IPThrottle(_Rates):

@@ -364,15 +364,16 @@ class RedisBackend:
             keys.append(prefix + name)
             head = len(args)
             args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
-            least, last = math.inf, now
+            least, last = (math.inf, ""), now  # the least bound, and its score
             for i in members:
                 c = counters[i]
-                limit = c.limit
-                if c.amount or c.since is not None:  # a fixed period (a sum's is its key's)
-                    bound, limit = (0.0 if c.since is None else c.since), -limit
+                window = _window(c, now)
+                if window is None:  # a fixed period: negative
+                    bound, limit = (0.0 if c.since is None else c.since), -c.limit
                 else:
-                    bound = _first_counted(now, c.expires_at - now if c.window is None else c.window)
-                least = min(least, bound)
+                    bound, limit = _first_counted(now, window), c.limit
+                score = _score(bound)
+                least = min(least, (bound, score))
                 last = max(last, c.expires_at)
                 if c.shadow or c.amount or c.unless is not None or c.earn is not None:
                     marks = []
@@ -390,9 +391,9 @@ class RedisBackend:
                     spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
                 else:
                     spec = limit
-                args += (spec, _score(bound))
+                args += (spec, score)
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
-            args[head + 2] = _score(least)
+            args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
             order += members
         return ("eval", keys + extras, args), order
 
@@ -721,6 +722,23 @@ def _outcome(
     return Outcome(flag, counts, waits, shadowed)
 
 
+_SOON = 1e-6
+
+
+def _window(counter: Counter, now: float) -> float | None:
+    """``counter``'s sliding window in seconds, or None for a fixed period (a calendar day; and a
+    sum, which is kept per period)."""
+    if counter.amount or counter.since is not None:
+        return None
+    return counter.expires_at - now if counter.window is None else counter.window
+
+
+def _held(counter: Counter) -> str:
+    """The key that holds ``counter``'s hits: its log, shared with the other windows of its
+    subject, or its own key (a sum's always)."""
+    return counter.key if counter.amount or counter.log is None else counter.log
+
+
 def _wait(counter: Counter, frees: Any, now: float) -> float:
     """Seconds until ``counter`` frees a slot, from what the script says frees it: -1 (it is not
     full), or the score of the hit whose window end frees a slot (a sliding window). A fixed
@@ -729,13 +747,10 @@ def _wait(counter: Counter, frees: Any, now: float) -> float:
     which a clock outside the years of exact scores could otherwise round to."""
     if frees == -1:
         return 0.0
-    if counter.amount or counter.since is not None:
+    window = _window(counter, now)
+    if window is None:
         return max(counter.expires_at - now, _SOON)
-    window = counter.expires_at - now if counter.window is None else counter.window
     return max((float(frees) / _TICKS + _EPOCH) + window - now, _SOON)
-
-
-_SOON = 1e-6
 
 
 # A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS: exact for t
@@ -778,7 +793,7 @@ def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, l
         if c.amount:
             groups[c.key] = (c.key, False, [i])
             continue
-        name = c.key if c.log is None else c.log
+        name = _held(c)
         group = groups.get(name)
         if group is None:
             groups[name] = (name, c.match, [i])
@@ -795,8 +810,7 @@ def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
     """Indexes of ``counters`` grouped by cluster slot, in order of first appearance."""
     groups: dict[int, list[int]] = {}
     for i, c in enumerate(counters):
-        held = c.key if c.amount or c.log is None else c.log  # the key that holds its hits
-        groups.setdefault(key_slot(held.encode()), []).append(i)
+        groups.setdefault(key_slot(_held(c).encode()), []).append(i)
     return list(groups.values())
 
 

@@ -109,9 +109,9 @@ for g = 1, ngroups do
     if fixed then
       limit = -limit
     end
-    local count, over, at = -1, false, 0
+    local count, over, at = -1, false, 0 -- a counter passed over keeps the count -1
     if not limit then
-      count = -1 -- passed over
+      -- passed over: neither counted nor taken
     elseif amount then -- a sum
       count = tonumber(redis.call('GET', key) or '0')
       over = count + tonumber(amount) > limit
@@ -190,7 +190,7 @@ for g = 1, ngroups do
     if sums[g] then
       redis.call('INCRBY', key, sums[g])
     else
-      redis.call('ZADD', key, ARGV[6], tag and ARGV[a + 3] .. ARGV[2] or ARGV[2])
+      redis.call('ZADD', key, ARGV[6], tag and tag .. ARGV[2] or ARGV[2])
       -- Drop the hits no counter counts (before the least bound), if there are any. With no
       -- hit from the least bound there is none: the key expired with its last hit.
       local from = counted[g]
