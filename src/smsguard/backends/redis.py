@@ -495,8 +495,12 @@ class RedisBackend:
             if isinstance(change, Forget):
                 continue
             if isinstance(change, Record):
+                # A mark's score is when it expires; the script counts those after now. The ones
+                # up to now go as the set is written, so a set written again and again (a
+                # country's earnings) holds its live marks, and its TTL drops the last of them.
                 for counter in change.counters:
                     key = self.prefix + counter.key
+                    pipe.zremrangebyscore(key, "-inf", repr(change.now))
                     pipe.zadd(key, {change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
             elif isinstance(change, Tallied):
