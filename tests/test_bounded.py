@@ -1,18 +1,24 @@
-"""What the guard keeps stays bounded by expiry.
+"""What the guard keeps stays bounded by expiry, and a stalled Redis costs one timeout.
 
 Semantics 9 (bounded memory, by expiry only) for what verifications write, on every store: the
-backend's, and the in-process fallback store a Redis guard keeps beside it.
+backend's, and the in-process fallback store a Redis guard keeps beside it. Semantics 8 (an
+outage is met within the configured bound) for decisions queued behind a stalled round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from conftest import Clock, unique_prefix
 from servers import RedisServer
 
-from smsguard import Guard, MemoryBackend, UnverifiedCap
+from smsguard import Decision, Guard, MemoryBackend, UnverifiedCap
 from smsguard.backends.base import Backend
 from smsguard.backends.redis import RedisBackend
 
@@ -101,3 +107,66 @@ def test_fallback_store_of_a_redis_guard_is_bounded_by_live_marks(
         assert guard.check(fresh(0)).allowed, "(and the guard still decides: nothing else broke)"
     finally:
         backend.clear()
+
+
+# -- a stalled Redis, and the decisions queued behind it --------------------------------------
+
+BOUND = 1.0  # the answer bound (from_url's timeout); the test allows half as much again
+
+
+@pytest.fixture
+def paused_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of its own: the test pauses it (a pause that holds CLIENT UNPAUSE too)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_decisions_queued_behind_a_stalled_round_trip_wait_one_timeout(
+    paused_server: RedisServer, clock: Clock
+) -> None:
+    """Redis stops answering (CLIENT PAUSE) with one decision on the wire and twenty queued
+    behind it: when the round trip on the wire times out, the queued ones meet the fail mode
+    with it. One timeout is waited, not one for the stalled round trip and another for theirs
+    (2.0 s for this 1 s bound before; 1.03-1.09 s for a 0.5 s bound in the issue)."""
+    backend = RedisBackend.from_url(paused_server.url, timeout=BOUND)
+    guard = Guard(
+        [UnverifiedCap("range", "100/hour")], backend=backend, clock=clock, secret="s", fail_mode="closed"
+    )
+    timed_out: list[str] = []
+    one, batch = backend._aeval, backend._aevals
+
+    async def counted_one(client: Any, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return await one(client, keys, args)
+        except redis.TimeoutError:
+            timed_out.append("alone")
+            raise
+
+    async def counted_batch(client: Any, calls: list[Any]) -> list[Any]:
+        try:
+            return await batch(client, calls)
+        except redis.TimeoutError:
+            timed_out.append(f"a batch of {len(calls)}")
+            raise
+
+    backend._aeval = counted_one  # type: ignore[method-assign]
+    backend._aevals = counted_batch  # type: ignore[method-assign]
+
+    async def timed(phone: str) -> tuple[Decision, float]:
+        started = time.monotonic()
+        decision = await guard.acheck(phone)
+        return decision, time.monotonic() - started
+
+    async def scenario() -> list[tuple[Decision, float]]:
+        # Connected, the script loaded, and two connections in the pool (one alone, one batch).
+        warm = await asyncio.gather(*(guard.acheck(fresh(i)) for i in range(3)))
+        assert all(d.allowed for d in warm)
+        redis.Redis(port=paused_server.port).client_pause(60_000)
+        return await asyncio.gather(*(timed(fresh(100 + i)) for i in range(21)))
+
+    answered = asyncio.run(scenario())  # the server stays paused: the fixture stops it
+    assert [d.reason for d, _ in answered] == ["backend_unavailable"] * 21, "the fail mode answers them all"
+    assert timed_out == ["alone"], "the queued decisions were not sent to wait out a timeout of their own"
+    slowest = max(seconds for _, seconds in answered)
+    assert slowest < 1.5 * BOUND, f"a decision waited {slowest:.2f} s for a {BOUND} s bound"
