@@ -1,8 +1,9 @@
-"""A Redis that misbehaves: refusals that mean "not now".
+"""A Redis that misbehaves: refusals that mean "not now", and replies lost on the way back.
 
-Each runs against a real redis-server set up to refuse writes (no replica for
+Each runs against a real redis-server: one set up to refuse writes (no replica for
 min-replicas-to-write, a failed save, another client's long script, a dataset still loading, a
-replica whose master is gone or that is not yet promoted).
+replica whose master is gone), and a loopback proxy that cuts the connection after Redis ran a
+script, before its reply reaches the client (so redis-py's retry sends the decision again).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import logging
 import os
 import socket
 import subprocess
+import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import pytest
 import redis
 from conftest import Clock, unique_prefix
@@ -36,6 +40,7 @@ from starlette.testclient import TestClient
 from smsguard import (
     BackendError,
     BackendUnavailable,
+    Countries,
     DailyCap,
     Decision,
     Guard,
@@ -282,3 +287,231 @@ def test_any_other_error_reply_is_a_bug(reply: str) -> None:
     assert isinstance(_failure(parsed, False), BackendError)
     older = type(parsed)(f"Command # 1 (EVALSHA 1a2b 1 k) of pipeline caused error: {parsed.args[0]}")
     assert isinstance(_failure(older, False), BackendError)
+
+
+# -- a reply lost after the script ran -------------------------------------------------------
+
+
+class Cutter:
+    """A loopback TCP proxy in front of a redis-server. Armed with ``cut(evals)``, it lets the
+    next round trip that carries at least ``evals`` EVALSHAs (0: any round trip) through to
+    Redis, waits for all of Redis's replies to it (the scripts have run), then closes the
+    client's connection without forwarding them: the client sees its connection lost while
+    reading the reply."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed: int | None = None  # EVALSHAs a round trip needs to be cut (None: none is)
+        self.cuts = 0
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, evals: int = 1) -> None:
+        with self.lock:
+            self.armed = evals
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self.sockets += [client, server]
+            sent: deque[list[bytes]] = deque()  # commands Redis has not answered yet
+            threading.Thread(target=self._requests, args=(client, server, sent), daemon=True).start()
+            threading.Thread(target=self._replies, args=(server, client, sent), daemon=True).start()
+
+    def _requests(self, client: socket.socket, server: socket.socket, sent: deque[list[bytes]]) -> None:
+        reader = hiredis.Reader()
+        while data := _recv(client):
+            reader.feed(data)
+            while (command := reader.gets()) is not False:
+                sent.append(command)  # before Redis can answer it
+            server.sendall(data)
+        server.close()
+
+    def _replies(self, server: socket.socket, client: socket.socket, sent: deque[list[bytes]]) -> None:
+        reader = hiredis.Reader()
+        held, answered = b"", []
+        while data := _recv(server):
+            reader.feed(data)
+            held += data
+            while reader.gets() is not False:
+                answered.append(sent.popleft())
+            if sent:  # more replies to come for this round trip
+                continue
+            evals = sum(command[0].upper() == b"EVALSHA" for command in answered)
+            with self.lock:
+                cut = self.armed is not None and self.armed <= evals
+                if cut:
+                    self.armed, self.cuts = None, self.cuts + 1
+            if cut:
+                client.shutdown(socket.SHUT_RDWR)
+                client.close()
+                server.close()
+                return
+            client.sendall(held)
+            held, answered = b"", []
+        client.close()
+
+
+def _recv(s: socket.socket) -> bytes:
+    try:
+        return s.recv(65536)
+    except OSError:
+        return b""
+
+
+@pytest.fixture
+def cutter(redis_server: RedisServer) -> Iterator[Cutter]:
+    proxy = Cutter(redis_server.port)
+    yield proxy
+    proxy.close()
+
+
+def hits(server: RedisServer, guard: Guard, phone: str = VICTIM) -> int:
+    """The hits in ``phone``'s log."""
+    prefix = guard.backend.prefix  # type: ignore[attr-defined]
+    keys = redis.Redis(port=server.port).keys(f"{prefix}sent:{{{guard.identify(phone)[1]}}}")
+    return sum(redis.Redis(port=server.port).zcard(k) for k in keys)
+
+
+def through(cutter: Cutter) -> RedisBackend:
+    return RedisBackend.from_url(f"redis://127.0.0.1:{cutter.port}/0", prefix=unique_prefix())
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed", "local"])
+def test_a_lost_reply_resent_does_not_deny_its_own_attempt(
+    cutter: Cutter, redis_server: RedisServer, clock: Clock, fail_mode: str
+) -> None:
+    """redis-py sends the decision again on the connection error; the script finds its own hit
+    and answers as it did: allowed, one hit, counted once, and its receipt gives that hit back."""
+    guard = guard_on(through(cutter), clock, fail_mode=fail_mode)
+    assert guard.check(OTHER, content="warm-up", ip="203.0.113.1").allowed  # script loaded
+    cutter.cut()
+    decision = guard.check(VICTIM, content="code 1", ip="203.0.113.2")
+    assert cutter.cuts == 1, "the reply was lost once"
+    assert (decision.allowed, decision.reason) == (True, None), decision
+    assert decision.remaining == {"same_content": 0, "daily_cap": 9, "phone_rate": 0, "ip_throttle": 19}
+    assert hits(redis_server, guard) == 1, "one hit for one attempt"
+    again = guard.check(VICTIM, content="code 2", ip="203.0.113.2")
+    assert again.reason == "phone_rate", "the one hit counts: nothing over-admitted"
+    day = guard.stats()
+    assert (day.attempts, day.allowed, day.denied) == (3, 2, {"phone_rate": 1})
+    guard.refund(decision)  # the code was not sent after all
+    assert hits(redis_server, guard) == 0
+
+
+@pytest.mark.parametrize("fail_mode", ["open", "closed", "local"])
+def test_a_lost_reply_resent_does_not_deny_its_own_async_attempt(
+    cutter: Cutter, redis_server: RedisServer, clock: Clock, fail_mode: str
+) -> None:
+    guard = guard_on(through(cutter), clock, fail_mode=fail_mode)
+
+    async def scenario() -> Decision:
+        assert (await guard.acheck(OTHER, content="warm-up", ip="203.0.113.1")).allowed
+        cutter.cut()
+        return await guard.acheck(VICTIM, content="code 1", ip="203.0.113.2")
+
+    decision = asyncio.run(scenario())
+    assert cutter.cuts == 1
+    assert (decision.allowed, decision.reason) == (True, None), decision
+    assert hits(redis_server, guard) == 1
+    assert guard.check(VICTIM, content="code 2", ip="203.0.113.2").reason == "phone_rate"
+
+
+def test_a_lost_reply_to_a_pipelined_batch(cutter: Cutter, redis_server: RedisServer, clock: Clock) -> None:
+    """Twenty concurrent acheck calls: the first goes alone, the other nineteen in one pipeline,
+    whose replies are lost after every script ran. Each is allowed, once: the IP's limit of 20
+    holds exactly."""
+    guard = guard_on(through(cutter), clock, [PhoneRate("1/minute"), IPThrottle("20/hour")])
+    numbers = [f"+86138001380{i:02d}" for i in range(21)]
+
+    async def scenario() -> list[Decision]:
+        await guard.acheck(OTHER, ip="203.0.113.1")  # connected, script loaded
+        cutter.cut(evals=2)  # the first round trip of several scripts: the batch
+        first = await asyncio.gather(*(guard.acheck(n, ip="203.0.113.2") for n in numbers[:20]))
+        return [*first, await guard.acheck(numbers[20], ip="203.0.113.2")]
+
+    decisions = asyncio.run(scenario())
+    assert cutter.cuts == 1
+    assert [d.reason for d in decisions] == [None] * 20 + ["ip_throttle"], "allowed once each, no more"
+    assert [hits(redis_server, guard, n) for n in numbers] == [1] * 20 + [0]
+    day = guard.stats()
+    assert (day.attempts, day.allowed) == (22, 21)
+
+
+@pytest.mark.parametrize(
+    ("policies", "after"),
+    [
+        pytest.param([Countries(caps={"CN": 3})], [(True, ()), (False, ())], id="a sum alone"),
+        pytest.param([DailyCap(1, shadow=True)], [(True, ("daily_cap",))] * 2, id="a shadow policy alone"),
+    ],
+)
+def test_a_lost_reply_resent_when_no_log_tells(
+    cutter: Cutter, clock: Clock, policies: list[Any], after: list[tuple[bool, tuple[str, ...]]]
+) -> None:
+    """A call whose hits go where not every admitted attempt leaves one (a sum; a shadow
+    policy's log) keeps the tokens it admitted lately, for a while: sent again, it answers as
+    it did all the same, and its hit counts once."""
+    guard = guard_on(through(cutter), clock, policies)
+    assert guard.check(OTHER).allowed
+    cutter.cut()
+    decision = guard.check(VICTIM)
+    assert cutter.cuts == 1
+    assert (decision.allowed, decision.shadowed) == (True, ()), decision
+    assert [(d.allowed, d.shadowed) for d in (guard.check(VICTIM), guard.check(VICTIM))] == after
+    client = redis.Redis(port=cutter.upstream)
+    tokens = client.keys(f"{guard.backend.prefix}tokens:*")  # type: ignore[attr-defined]
+    assert tokens
+    assert all(0 < client.pttl(k) <= 60_000 for k in tokens), "kept a minute, no longer"
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("call", ["check", "acheck"])
+def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Clock, call: str) -> None:
+    """A Cluster client sends a command again itself after a connection error: each slot's
+    script (the number's, the IP's, the country's sum) answers as it did."""
+    cutters = {node.port: Cutter(node.port) for node in redis_cluster.nodes}
+    try:
+        backend = RedisBackend.from_url(
+            "redis+cluster://" + ",".join(f"127.0.0.1:{c.port}" for c in cutters.values()),
+            prefix=unique_prefix(),
+            address_remap=lambda address: (
+                ("127.0.0.1", cutters[address[1]].port) if address[1] in cutters else address
+            ),
+        )
+        policies = [PhoneRate("1/minute"), IPThrottle("20/hour"), Countries(caps={"CN": 3})]
+        guard = guard_on(backend, clock, policies)
+
+        async def acheck(phone: str) -> Decision:
+            return await guard.acheck(phone, ip="203.0.113.2")
+
+        def decide(phone: str) -> Decision:
+            if call == "check":
+                return guard.check(phone, ip="203.0.113.2")
+            return asyncio.run(acheck(phone))
+
+        assert decide(OTHER).allowed  # connected, script loaded on every node it needs
+        for cutter in cutters.values():
+            cutter.cut()
+        decision = decide(VICTIM)
+        assert sum(c.cuts for c in cutters.values()) >= 1
+        assert (decision.allowed, decision.remaining) == (
+            True,
+            {"phone_rate": 0, "ip_throttle": 18, "countries": 1},
+        ), decision
+        assert [d.reason for d in (decide(VICTIM), decide("+8613700137000"))] == ["phone_rate", None]
+        assert decide("+8613600136000").reason == "country_cap", "the country's 3: counted once each"
+    finally:
+        for cutter in cutters.values():
+            cutter.close()
