@@ -476,6 +476,20 @@ def test_a_lost_reply_resent_when_no_log_tells(
     assert all(0 < client.pttl(k) <= 60_000 for k in tokens), "kept a minute, no longer"
 
 
+def test_statistics_written_once_when_their_reply_is_lost(
+    cutter: Cutter, redis_server: RedisServer, clock: Clock
+) -> None:
+    backend = RedisBackend.from_url(f"redis://127.0.0.1:{cutter.port}/0", prefix=unique_prefix())
+    guard = guard_on(backend, clock, [DailyCap(10)])
+    for _ in range(3):
+        guard.check(VICTIM)
+    cutter.cut(evals=0)  # the next round trip: the statistics' write
+    guard.flush()
+    assert cutter.cuts == 1
+    day = guard.stats()
+    assert (day.attempts, day.allowed) == (3, 3)
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize("call", ["check", "acheck"])
 def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Clock, call: str) -> None:

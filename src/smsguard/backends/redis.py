@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import math
+import secrets
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
@@ -49,6 +51,7 @@ except ImportError:  # pragma: no cover - the redis extra brings it
     _pack_command = None
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
+TALLY = resources.files("smsguard.backends").joinpath("lua/tally.lua").read_text()
 
 # A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
 # ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("apply", changes, keys) ->
@@ -99,13 +102,13 @@ Steps = Generator[Request, Any, Outcome]
 
 # Retry once, at once, on a connection error: a pooled connection that turns out dead (Redis
 # restarted) is no outage. The error may also come after Redis ran the command, its reply lost:
-# sent again, a decision answers as it did (consume.lua). Never on a timeout: a stalled Redis
-# must not be waited for twice.
+# sent again, a decision answers as it did (consume.lua) and statistics are added once
+# (tally.lua). Never on a timeout: a stalled Redis must not be waited for twice.
 _RETRY_ON = (rx.ConnectionError,)
 
-# How long a write sent again is told from a new one where nothing else tells it: the tokens a
-# decision's script admitted when none of its logs is one every admitted attempt writes to (a
-# call of sums alone: a Cluster slot of country caps, say).
+# How long a write sent again is told from a new one where nothing else tells it: the mark of a
+# statistics write, and the tokens a decision's script admitted when none of its logs is one
+# every admitted attempt writes to (a call of sums alone: a Cluster slot of country caps, say).
 # Beyond what any client's retries take (a Cluster client's ten, with their timeouts, take
 # seconds).
 _RESENT_WITHIN = 60.0
@@ -554,11 +557,12 @@ class RedisBackend:
                     pipe.zremrangebyscore(key, "-inf", repr(change.now))
                     pipe.zadd(key, {change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
-            elif isinstance(change, Tallied):
+            elif isinstance(change, Tallied):  # added once, if sent again (see tally.lua)
                 key = self.prefix + change.key
-                for name, n in change.counts:
-                    pipe.hincrby(key, name, n)
-                pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
+                added = f"{key}:added:{secrets.token_hex(8)}"
+                ttl = math.ceil((change.expires_at - change.now) * 1000)
+                counts = itertools.chain(*change.counts)  # (execute_command: a Cluster pipeline has no eval)
+                pipe.execute_command("EVAL", TALLY, 2, key, added, ttl, _RESENT_WITHIN_MS, *counts)
             elif isinstance(change, Receipt):
                 for name, tag, _ in _groups(change.counters):
                     if tag is not False:  # a sum is not given back
