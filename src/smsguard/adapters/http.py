@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 from smsguard import attempt as codes
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
+from smsguard.pumping import ROUTE
 from smsguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -247,7 +248,8 @@ class Gate:
     - ``phone``: where the number is (default the ``phone`` field).
     - ``content``: where the content is; default None, which uses the route (``POST
       /sms/send``) as the content, so that SameContent limits one code per number per
-      window per endpoint. Name a field (``"template"``) to count per template instead.
+      window per endpoint: a label, named in the context under ``ROUTE``, which ContentRules
+      reads as no text. Name a field (``"template"``) to count per template instead.
       A phone or content field given more than once (in the body, or in the query and the
       body) is a 400: the endpoint might read another copy than the guard counted.
     - ``trusted_proxies``: CIDRs of the proxies whose ``proxy_header`` is believed, and
@@ -385,11 +387,12 @@ class Gate:
             if phone is None:
                 raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
             content = None if self.content is None else self._field(self.content, request, data, "content")
-            if content is None:
-                content = f"{request.method} {request.path}"
         except InvalidInput as exc:
             return self.invalid(exc)
         found: dict[str, Any] = {"phone": phone, "content": content, "ip": self._client(request)}
+        if content is None:  # the route: a label to count by, which ContentRules reads as no text
+            found["content"] = route = f"{request.method} {request.path}"
+            found["context"] = {ROUTE: route}
         if self.challenge is not None:
             found["challenge_passed"] = self._passed(request._replace(data=data))
         return found
