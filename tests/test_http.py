@@ -546,6 +546,36 @@ def test_a_challenge_through_both_adapters(adapter: str) -> None:
     assert passed == [block[0], block[1], block[1], block[1], block[1]], "asked for every request"
 
 
+# A urlencoded body that is also JSON: a form to a guard that reads by the type, an object to a
+# view that reads JSON whatever the type (Starlette's request.json(), Django's
+# json.loads(request.body)). Each encoding below is one Python's json reads as the same object.
+# (FastAPI reads its model from a JSON body only: a form gets its 422, on main too.)
+TWO_FACED = f'{{"phone": "{VICTIM}", "pad": "&phone={FRESH}&"}}'
+
+
+@pytest.mark.parametrize("adapter", ["starlette", "flask", "django"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        TWO_FACED.encode(),
+        b" \r\n\t" + TWO_FACED.encode(),
+        b"\xef\xbb\xbf" + TWO_FACED.encode(),  # a BOM
+        TWO_FACED.encode("utf-16-le"),  # NULs are valid UTF-8: the form still reads phone=FRESH
+        f"[{TWO_FACED}]".encode(),
+        b'{"phone": "&phone=' + FRESH.encode() + b'&", oops',  # JSON to a lenient parser
+    ],
+)
+def test_a_form_body_that_reads_as_json_is_a_400(adapter: str, body: bytes) -> None:
+    client = Client(adapter, fresh_guard())
+    status, answer, _ = client.request("POST", "/sms/send", body, FORM)
+    assert (status, answer["error"]) == (400, "invalid_request")
+    assert "JSON" in answer["detail"]
+    assert client.seen == []
+    status, _, _ = client.request("POST", "/sms/send", f"phone={FRESH}&pad=%7B".encode(), FORM)
+    assert status == 200, "a plain form is a form"
+    assert client.seen == [f"+86{FRESH}"]
+
+
 @pytest.mark.parametrize("adapter", EVERY_ADAPTER)
 def test_recommended_serves_a_route_with_a_dot(adapter: str) -> None:
     """The route is what SameContent counts by when no content field is named, not a text:

@@ -251,7 +251,9 @@ class Gate:
       window per endpoint: a label, named in the context under ``ROUTE``, which ContentRules
       reads as no text. Name a field (``"template"``) to count per template instead.
       A phone or content field given more than once (in the body, or in the query and the
-      body) is a 400: the endpoint might read another copy than the guard counted.
+      body) is a 400: the endpoint might read another copy than the guard counted. So is a
+      urlencoded body that reads as JSON: a view that reads JSON whatever the type would text
+      another number than the form names.
     - ``trusted_proxies``: CIDRs of the proxies whose ``proxy_header`` is believed, and
       ``"unix"`` for a proxy on a unix socket.
     - ``proxy_header``: the one header the proxy sets: ``x-forwarded-for`` (nginx, the cloud
@@ -451,6 +453,10 @@ class Gate:
                 raise InvalidInput("the JSON body must be an object")
             return data
         if kind == "application/x-www-form-urlencoded":
+            if _reads_as_json(request.body):
+                # A view that reads JSON whatever the type would text another number than the
+                # form's: a body must be one thing.
+                raise InvalidInput("the form body reads as JSON: send JSON as application/json")
             try:
                 return _form(request.body.decode(), watched)
             except UnicodeDecodeError:
@@ -605,6 +611,34 @@ def _form(text: str, watched: Sequence[str] = ()) -> dict[str, str]:
             if names.count(name) > 1:
                 raise InvalidInput(f"field {name!r} is given more than once: send it once")
     return fields
+
+
+# What a JSON text other than an object or an array starts with (NaN and Infinity: Python's json).
+_JSON_SCALAR: Final = frozenset('"-0123456789tfnNI')
+_JSON_WORDS: Final = frozenset(b"%c" % c for c in b"tfnNI")
+
+
+def _reads_as_json(body: bytes) -> bool:
+    """Whether ``body`` reads as JSON to ``json.loads(body)``, as a view that reads JSON whatever
+    the type does (it skips a BOM and reads UTF-16 and UTF-32 too), or looks like it: an object
+    or an array, valid or not, since a lenient parser may read it."""
+    first = body[:1]
+    if first.isalpha() and first not in _JSON_WORDS:
+        return False  # a field name, as a form starts; in any encoding json reads, the first character
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass").lstrip(" \t\n\r")
+    except UnicodeDecodeError:
+        return False
+    first_char = text[:1]
+    if first_char in ("{", "["):
+        return True
+    if first_char not in _JSON_SCALAR:
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _address(text: str | None) -> Address | None:
