@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from smsguard import DailyCap, Decision, Guard, SameContent
+from smsguard import DailyCap, Decision, Guard, IPThrottle, SameContent
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
 from smsguard.backends.base import Backend
@@ -175,3 +175,12 @@ def test_bad_options_fail_at_once() -> None:
 
     with pytest.raises(ConfigError, match="unknown option"):
         SMSGuard(guard=Guard(), phone_field="x")
+
+
+def test_the_plain_test_client_is_served() -> None:
+    """``TestClient(app)``'s peer, "testclient", is read as 127.0.0.1."""
+    guard = Guard([IPThrottle("1/hour")], default_region="CN", secret="s")
+    app, _ = app_for(guard)
+    client = TestClient(app)
+    assert client.post("/sms/send", json={"mobile": VICTIM}).status_code == 200
+    assert client.post("/sms/send", json={"mobile": "13900139000"}).json()["reason"] == "ip_throttle"

@@ -166,7 +166,8 @@ XFF, FWD = "x-forwarded-for", "forwarded"
         (None, {"x-forwarded-for": "198.51.100.1"}, XFF, None),  # a unix socket, not trusted
         ("10.0.0.2", {"x-forwarded-for": "1" * 5000 + ", 198.51.100.1"}, XFF, "198.51.100.1"),
         ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, " + "9" * 5000}, XFF, "10.0.0.2"),
-        ("testclient", {}, XFF, None),
+        ("testclient", {}, XFF, "127.0.0.1"),  # Starlette's TestClient(app): a client on this host
+        ("somehost", {}, XFF, None),
     ],
 )
 def test_client_ip(peer: str | None, headers: dict[str, str], header: str, client: str | None) -> None:

@@ -44,6 +44,10 @@ BODY_TIMEOUT = 10.0
 """Seconds a client has to deliver the body of a guarded request."""
 UNIX: Final = "unix"
 """In ``trusted_proxies``: a peer on a unix socket (no address) is the trusted proxy."""
+TEST_PEER: Final = "testclient"
+"""The peer Starlette's ``TestClient(app)`` names, which is no address: read as 127.0.0.1 (the
+peer httpx's ASGI transport gives), as a client on this host. No server names it."""
+LOOPBACK: Final = ipaddress.ip_address("127.0.0.1")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -352,10 +356,8 @@ class Gate:
             return arguments
         try:
             decision = yield ("check", arguments)
-        except MissingSubject as exc:
-            if exc.subject == "ip" and request.peer is None:
-                return self.no_client_address()
-            return self.invalid(exc)
+        except MissingSubject as exc:  # what the adapter gives every request: the server's doing
+            return self.misconfigured(exc, request)
         except InvalidInput as exc:
             return self.invalid(exc)
         refusal = self.refusal(decision)
@@ -482,7 +484,7 @@ class Gate:
         return None if client is None else str(client)
 
     def _client(self, request: Incoming) -> Address | None:
-        peer = _address(request.peer)
+        peer = LOOPBACK if request.peer == TEST_PEER else _address(request.peer)
         if peer is None:
             if not (self.trust_unix and request.peer is None):
                 return None
@@ -529,16 +531,29 @@ class Gate:
             Problem(408, {"error": "request_timeout", "detail": detail}, {"connection": "close"})
         )
 
-    def no_client_address(self) -> Reply:
-        """The server gave no client address (a unix socket) and no trusted proxy named one:
-        the deployment's fault, not the client's."""
-        log.error(
-            "smsguard: the server gives no client address (a unix socket?) and IPThrottle needs one: "
-            "add 'unix' to trusted_proxies so that the proxy's %s header is read",
-            self.proxy_header,
-        )
-        detail = "the server cannot tell the client's address; see its log"
-        return self.render(Problem(500, {"error": "server_misconfigured", "detail": detail}))
+    def misconfigured(self, exc: MissingSubject, request: Incoming) -> Reply:
+        """A 500 for a policy that needs what the server gave no request (a client address): the
+        deployment's fault, not the client's. What to change goes to the log, never to the
+        client."""
+        if exc.subject != "ip":
+            log.error("smsguard: %s", exc)
+        elif request.peer is None:
+            log.error(
+                "smsguard: the server gives no client address (a unix socket?) and %s: add 'unix' to "
+                "trusted_proxies so that the proxy's %s header is read",
+                exc,
+                self.proxy_header,
+            )
+        else:
+            log.error(
+                "smsguard: the server gives the peer %r, which is no address, and %s", request.peer, exc
+            )
+        return self.render(_MISCONFIGURED)
+
+
+_MISCONFIGURED: Final = Problem(
+    500, {"error": "server_misconfigured", "detail": "the server cannot serve this request"}
+)
 
 
 # The status and the body's "error" for each kind of refusal.
