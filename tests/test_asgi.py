@@ -252,7 +252,7 @@ def test_repeated_forwarding_header_counts_the_right_most_hop(make_guard: Callab
 
 def test_other_routes_and_websockets_pass_through(client: TestClient) -> None:
     assert client.post("/other", content=b"anything").json() == {"other": "anything"}
-    assert client.get("/sms/send").status_code == 405, "another method is not guarded"
+    assert client.get("/sms/send").status_code == 405, "another method is refused"
     with client.websocket_connect("/ws") as ws:
         assert ws.receive_text() == "hello"
 

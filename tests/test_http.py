@@ -593,3 +593,22 @@ def test_recommended_serves_a_route_with_a_dot(adapter: str) -> None:
     status, answer, _ = linked.request("POST", "/v1/sms/send.json", body, JSON)
     assert (status, answer["error"]) == (403, "forbidden"), "a text a client sends is read"
     assert linked.seen == []
+
+
+@pytest.mark.parametrize("adapter", ["starlette", "django"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_another_method_on_a_guarded_path_is_a_405(adapter: str, method: str) -> None:
+    """A middleware guards a path for the methods its routes name; its endpoint might send for
+    any other (these take GET too, as a Django view takes every method), so the others are
+    refused. (A decorator or a dependency guards its view whatever the method.)"""
+    guard = fresh_guard()
+    client = Client(adapter, guard)
+    status, answer, headers = client.request(method, f"/sms/send?phone={VICTIM}")
+    assert client.seen == [], "never reached the endpoint unguarded"
+    assert guard.status(VICTIM)[0].used == 0
+    assert status == 405
+    assert headers["allow"] == "POST"
+    assert headers["content-type"] == "application/json"
+    if method != "HEAD":
+        assert answer == {"error": "method_not_allowed", "detail": "this path takes POST"}
+    assert client.request("POST", f"/sms/send?phone={VICTIM}")[0] == 200

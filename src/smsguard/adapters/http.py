@@ -50,6 +50,7 @@ peer httpx's ASGI transport gives), as a client on this host. No server names it
 LOOPBACK: Final = ipaddress.ip_address("127.0.0.1")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Incoming(NamedTuple):
@@ -550,10 +551,51 @@ class Gate:
             )
         return self.render(_MISCONFIGURED)
 
+    def not_allowed(self, methods: str) -> Reply:
+        """A 405 for a method the routes do not guard, on a path they guard: its endpoint might
+        send for it unguarded. ``methods``: the Allow header's value."""
+        return self.render(
+            Problem(
+                405,
+                {"error": "method_not_allowed", "detail": f"this path takes {methods}"},
+                {"allow": methods},
+            )
+        )
+
 
 _MISCONFIGURED: Final = Problem(
     500, {"error": "server_misconfigured", "detail": "the server cannot serve this request"}
 )
+
+
+class Routes:
+    """What a middleware guards: ``"POST /sms/send"`` items (any case for the method). A path
+    they name is guarded for the methods they name with it, and refused for the others (an
+    endpoint might send whatever the method). A ConfigError for any other shape, since a route
+    that never matches would leave its endpoint silently unguarded."""
+
+    __slots__ = ("_allow", "_methods")
+
+    def __init__(self, routes: str | Iterable[str]) -> None:
+        items = [routes] if isinstance(routes, str) else list(routes)
+        methods: dict[str, set[str]] = {}
+        for route in items:
+            parts = route.split() if isinstance(route, str) else []
+            if len(parts) != 2 or parts[0].upper() not in METHODS or not parts[1].startswith("/"):
+                raise ConfigError(f"route {route!r} is not 'METHOD /path', as in 'POST /sms/send'")
+            methods.setdefault(parts[1], set()).add(parts[0].upper())
+        if not methods:
+            raise ConfigError("routes is empty: name the endpoints to guard, as in ['POST /sms/send']")
+        self._methods = {path: frozenset(names) for path, names in methods.items()}
+        self._allow = {path: ", ".join(sorted(names)) for path, names in methods.items()}
+
+    def methods(self, path: str) -> frozenset[str] | None:
+        """The methods guarded on ``path``, or None when it is not guarded."""
+        return self._methods.get(path)
+
+    def allow(self, path: str) -> str:
+        """The Allow header of a guarded ``path``."""
+        return self._allow[path]
 
 
 # The status and the body's "error" for each kind of refusal.
