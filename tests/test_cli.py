@@ -34,11 +34,15 @@ def settings(url: str, prefix: str) -> dict[str, str]:
     }
 
 
-def smsguard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SMSGUARD_")}
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SMSGUARD_")}
+
+
+def smsguard(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
     done = subprocess.run(
         [sys.executable, "-m", "smsguard", *args],
-        env={**clean, **(env or {})},
+        env={**clean_environment(), **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -214,3 +218,39 @@ def test_flask_smsguard_shares_the_commands() -> None:
     assert runner.invoke(args=["smsguard", "suspend"]).exit_code == 0
     with app.app_context():
         assert ext.guard.check(OTHER, content="x", ip=IP).reason == "suspended"
+
+
+# -- storage URLs (issue 19, item 13) -----------------------------------------------------------
+
+
+@pytest.mark.redis_server
+def test_bad_storage_urls_are_config_errors_without_a_traceback(redis_server: RedisServer) -> None:
+    base = f"redis://:hunter2@127.0.0.1:{redis_server.port}"
+    for url, message in [
+        (f"{base}/0?timeout=abc", "timeout=abc"),
+        (f"{base}/abc", "'abc' is not a database number"),
+        (f"{base}/99", "has no such database"),
+    ]:
+        code, _, err = smsguard("status", VICTIM, env={"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+        assert code == 2, err
+        assert message in err
+        assert "Traceback" not in err
+        assert "hunter2" not in err
+
+
+def test_a_redis_url_without_the_redis_extra() -> None:
+    without_redis = "import sys; sys.modules['redis'] = None; from smsguard.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", without_redis, "status", VICTIM],
+        env={
+            **clean_environment(),
+            "SMSGUARD_STORAGE_URI": "redis://localhost:6379/0",
+            "SMSGUARD_SECRET": "s",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "pip install 'smsguard[redis]'" in done.stderr
+    assert "Traceback" not in done.stderr

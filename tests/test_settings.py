@@ -3,12 +3,16 @@ ConfigError that names the key when it cannot be."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
+from servers import RedisServer
 
 from smsguard import Blacklist, ConfigError, Guard, IPThrottle, SameContent, Whitelist
 from smsguard.settings import Settings
+
+VICTIM = "+8613800138000"
 
 
 @pytest.mark.parametrize(
@@ -112,3 +116,53 @@ def test_same_content_skip_missing_key() -> None:
     guard = Guard.from_settings({"SMSGUARD_SAME_CONTENT_SKIP_MISSING": "1", "SMSGUARD_IP_RATE": ""})
     assert isinstance(guard.policies[1], SameContent)
     assert guard.check("+8613800138000").allowed
+
+
+# -- storage URLs (issue 19, item 13) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost:6379/abc", "'abc' is not a database number"),
+        ("redis://localhost:6379/0/1", "'0/1' is not a database number"),
+        ("redis://localhost:6379/0?timeout=abc", "timeout=abc"),
+        ("redis://localhost:port/0", "'localhost:port' is not host:port"),
+        ("redis+cluster://127.0.0.1:7000/3", "a Cluster has database 0 only"),
+    ],
+)
+def test_a_bad_redis_url_fails_at_construction(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@localhost:port/0",
+        "redis//:hunter2@localhost:6379/0",
+        "redis+sentinel://:hunter2@localhost:x/service",
+        "redis://user:hunter2@localhost:6379/abc",
+        "redis://:hunter2@localhost:6379/0?timeout=abc",
+    ],
+)
+def test_a_bad_url_is_shown_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+    assert "hunter2" not in str(raised.value)
+    assert ":***@localhost" in str(raised.value)
+
+
+def test_a_redis_url_without_the_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # what `import redis` meets without the extra
+    monkeypatch.delitem(sys.modules, "smsguard.backends.redis")
+    with pytest.raises(ConfigError, match=r"pip install 'smsguard\[redis\]'"):
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": "redis://localhost:6379/0", "SMSGUARD_SECRET": "s"})
+
+
+@pytest.mark.redis_server
+def test_a_database_redis_does_not_have_names_the_fix(redis_server: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/99"
+    guard = Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+    with pytest.raises(ConfigError, match=r"has no such database.*databases"):
+        guard.check(VICTIM, content="x", ip="203.0.113.7")
