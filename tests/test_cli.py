@@ -110,6 +110,7 @@ def test_check_fails_on_an_evicting_redis(tmp_path: Path) -> None:
         (("suspend",), {"SMSGUARD_SUSPENDABLE": "false"}, 2, "no Suspend policy"),
         (("list", "add", "whitelist", VICTIM), {}, 2, "no Whitelist/Blacklist named 'whitelist'"),
         (("status", VICTIM), {"SMSGUARD_DAILY_CAP": "ten"}, 2, "SMSGUARD_DAILY_CAP='ten' is not an integer"),
+        (("suspend",), {"SMSGUARD_STORAGE_URL": "redis://"}, 2, "did you mean SMSGUARD_STORAGE_URI?"),
         (("bogus",), {}, 2, "No such command"),
     ],
 )
