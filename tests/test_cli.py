@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,24 @@ def test_flask_smsguard_shares_the_commands() -> None:
     assert runner.invoke(args=["smsguard", "suspend"]).exit_code == 0
     with app.app_context():
         assert ext.guard.check(OTHER, content="x", ip=IP).reason == "suspended"
+
+
+@pytest.mark.redis_server
+def test_the_report_says_when_no_code_was_sent(redis_server: RedisServer) -> None:
+    env = settings(redis_server.url, unique_prefix())
+    now = time.time()
+    app = Guard.from_settings(env)
+    app.clock = lambda: now  # one hour for all of it
+    app.verified(OTHER)  # a success rate to read
+    app.add_number("blacklist", VICTIM)
+    for _ in range(25):  # a surge, every attempt refused: no code sent this hour
+        assert app.check(VICTIM, ip=IP).reason == "blacklisted"
+    day = app.stats().day.isoformat()
+    code, out, _ = smsguard("report", "--day", day, env=env)
+    assert code == 3
+    surge = next(line for line in out.splitlines() if ":00 25 attempts, from none the day before" in line)
+    assert "success -" not in surge
+    assert surge.endswith("no code sent (none the day before either)")
 
 
 # -- storage URLs (issue 19, item 13) -----------------------------------------------------------
