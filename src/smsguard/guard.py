@@ -22,10 +22,11 @@ from smsguard.backends.memory import MemoryBackend
 from smsguard.breaker import Breaker, FailMode
 from smsguard.errors import BackendUnavailable, ConfigError, Denied
 from smsguard.events import Listener, Reporter
+from smsguard.fingerprint import KEY, fingerprint
 from smsguard.phone import Digest, check_region
-from smsguard.plan import Change, Forget, Outcome, Plan, SetFlag, Tallied, stamped
+from smsguard.plan import Change, Forget, Note, Outcome, Plan, SetFlag, Tallied, stamped
 from smsguard.planner import IPLike, Planner
-from smsguard.policies import DailyCap, Policy, SameContent
+from smsguard.policies import DailyCap, Policy, SameContent, usage
 from smsguard.settings import Settings
 from smsguard.stats import Day, Report, Statistics, around
 
@@ -88,6 +89,18 @@ class Guard:
         self.reporter = Reporter(listeners, self.policies, fail_mode)
         """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
         self.breaker.notify = lambda kind, detail: self.reporter.backend(kind, self.clock(), detail)
+        self.fingerprint = fingerprint(
+            self.policies,
+            digest=self.planner.digest,
+            region=self.default_region,
+            zone=self.statistics.tz if self.statistics is not None else None,
+            prefix=getattr(self.backend, "prefix", None),
+        )
+        """What makes this guard's keys and verdicts (``smsguard.fingerprint``). On a shared
+        backend its first decision leaves it there, for the ``smsguard`` command to check its
+        own settings against."""
+        self._unsigned = self.backend.shared  # no decision yet, so the fingerprint is not owed
+        self._note: Note | None = None  # the fingerprint, owed from the first decision on
 
     @property
     def fail_mode(self) -> str:
@@ -231,10 +244,11 @@ class Guard:
         return self._record(decision, now)
 
     def _tallies_due(self, now: float) -> bool:
-        """Whether buffered statistics are to be written after this decision (not while the
-        backend is left alone)."""
+        """Whether buffered statistics (and the first decision's fingerprint) are to be written
+        after this decision (not while the backend is left alone)."""
         statistics = self.statistics
-        return statistics is not None and statistics.due(now) and now >= self.breaker.down_until
+        due = self._note is not None or (statistics is not None and statistics.due(now))
+        return due and now >= self.breaker.down_until
 
     def _reported(self, decision: Decision, ip: IPLike | None, now: float, started: float | None) -> Decision:
         reporter = self.reporter
@@ -255,6 +269,9 @@ class Guard:
 
     def _record(self, decision: Decision, now: float) -> Decision:
         """``decision``, its statistics buffered (for those its backend did not write with it)."""
+        if self._unsigned:  # the first decision: the fingerprint goes with the write after it
+            self._unsigned = False
+            self._note = Note(KEY, self.fingerprint)
         if self.statistics is not None:
             self.statistics.record(decision, now)
         return decision
@@ -447,14 +464,22 @@ class Guard:
         except BackendUnavailable as exc:
             log.warning("smsguard: %s deferred until the backend answers (%s)", what, exc)
 
-    def _owed(self) -> tuple[tuple[Change, ...], tuple[Tallied, ...]]:
+    def _owed(self) -> tuple[tuple[Change, ...], tuple[Tallied | Note, ...]]:
+        """The writes owed, and what this guard buffered: statistics, the fingerprint (taken at
+        once, so that concurrent decisions do not each send it)."""
         statistics = self.statistics
-        tallies = statistics.drain(self.clock()) if statistics is not None else ()
-        return tuple(self.breaker.pending), tallies
+        buffered: tuple[Tallied | Note, ...] = (
+            statistics.drain(self.clock()) if statistics is not None else ()
+        )
+        note, self._note = self._note, None
+        return tuple(self.breaker.pending), buffered if note is None else (*buffered, note)
 
-    def _unsent(self, tallies: tuple[Tallied, ...]) -> None:
+    def _unsent(self, buffered: tuple[Tallied | Note, ...]) -> None:
+        """Buffer again what a failed write carried, for the next."""
+        tallies = [t for t in buffered if isinstance(t, Tallied)]
         if tallies and self.statistics is not None:
             self.statistics.restore(tallies)
+        self._note = next((n for n in buffered if isinstance(n, Note)), self._note)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -518,7 +543,7 @@ def _usage(plan: Plan, out: Outcome) -> list[Usage]:
     """Each counter of a read-only plan, as its owner, used, limit, remaining, frees-in."""
     waits = out.waits or (0.0,) * len(out.counts)
     return [
-        Usage(owner.name, n, counter.limit, max(counter.limit - n, 0), wait or None)
+        usage(owner, counter, n, wait or None)
         for counter, owner, n, wait in zip(
             plan.job.counters, plan.counter_owners, out.counts, waits, strict=True
         )

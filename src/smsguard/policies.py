@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from limits import RateLimitItem, parse_many
 
 from smsguard import attempt as codes
-from smsguard.attempt import Attempt
+from smsguard.attempt import Attempt, Usage
 from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
 from smsguard.phone import check_region, normalize
 from smsguard.plan import Counter, Flag, key, key_parts
@@ -107,6 +107,17 @@ def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
         if item.amount < 1:
             raise ConfigError(f"{rates!r}: a rate allows at least 1 per window, not {item.amount}")
     return items
+
+
+def usage(policy: Policy, counter: Counter, used: int, frees_in: float | None) -> Usage:
+    """``counter`` of ``policy`` as ``Guard.status`` shows it: in hits, or in the unit the
+    policy names for it (``unit(counter)``: a SpendCap's dollars)."""
+    unit: Callable[[Counter], tuple[str, int]] | None = getattr(policy, "unit", None)
+    name, per = ("", 1) if unit is None else unit(counter)
+    limit, remaining = counter.limit, max(counter.limit - used, 0)
+    if per == 1:
+        return Usage(policy.name, used, limit, remaining, frees_in, name)
+    return Usage(policy.name, used / per, limit / per, remaining / per, frees_in, name)
 
 
 def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:

@@ -40,7 +40,7 @@ from redis.crc import key_slot
 
 from smsguard.backends import urls
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, Record, Tallied, taken
 from smsguard.plan import key as _key
 
 log = logging.getLogger("smsguard")
@@ -55,8 +55,9 @@ SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_t
 TALLY = resources.files("smsguard.backends").joinpath("lua/tally.lua").read_text()
 
 # A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
-# ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("apply", changes, keys) ->
-# None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL per flag).
+# ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("get", keys) -> [value, ...];
+# ("apply", changes, keys) -> None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL
+# per flag, SET per note).
 Request = tuple[Any, ...]
 
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
@@ -304,6 +305,10 @@ class RedisBackend:
     async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
         return await self._adrive(self._steps_read(keys))
 
+    def note(self, key: str) -> str | None:
+        """The text a ``Note`` left under ``key``, or None."""
+        return self._drive(self._steps_note(key))
+
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
         script, the eviction policy, and the app's clock (``now``) against Redis's ``TIME``."""
@@ -409,6 +414,10 @@ class RedisBackend:
     def _steps_read(self, keys: Sequence[str]) -> Generator[Request, Any, list[dict[str, int]]]:
         replies = yield ("read", [self.prefix + key for key in keys])
         return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
+
+    def _steps_note(self, key: str) -> Generator[Request, Any, str | None]:
+        (text,) = yield ("get", [self.prefix + key])
+        return None if text is None else _text(text)
 
     def _eval(
         self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
@@ -560,8 +569,8 @@ class RedisBackend:
     def _pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
         kind, items, *forgotten = request
-        if kind in ("exists", "types", "read"):
-            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall}[kind]
+        if kind in ("exists", "types", "read", "get"):
+            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall, "get": pipe.get}[kind]
             for key in items:
                 command(key)
             return pipe
@@ -585,6 +594,8 @@ class RedisBackend:
                 ttl = math.ceil((change.expires_at - change.now) * 1000)
                 counts = itertools.chain(*change.counts)  # (execute_command: a Cluster pipeline has no eval)
                 pipe.execute_command("EVAL", TALLY, 2, key, added, ttl, _RESENT_WITHIN_MS, *counts)
+            elif isinstance(change, Note):
+                pipe.set(self.prefix + change.key, change.text)
             elif isinstance(change, Receipt):
                 for name, tag, _ in _groups(change.counters):
                     if tag is not False:  # a sum is not given back

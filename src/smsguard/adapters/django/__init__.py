@@ -54,6 +54,7 @@ from smsguard.adapters.http import (
     drive,
 )
 from smsguard.attempt import Decision
+from smsguard.cli import imported_guard
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.settings import Settings
@@ -105,13 +106,7 @@ class _Configured:
 def _guard(read: Settings) -> Guard:
     if "GUARD" not in read:
         return Guard.from_settings(read.values, prefix="")
-    found = read.imported("GUARD")
-    made = found() if callable(found) and not isinstance(found, Guard) else found
-    if not isinstance(made, Guard):
-        raise ConfigError(
-            f"{read.key('GUARD')} = {read.values['GUARD']!r} is not a Guard (nor a callable that returns one)"
-        )
-    return made
+    return imported_guard(read.values["GUARD"], read.key("GUARD"))
 
 
 def _callables(read: Settings) -> dict[str, Any]:
