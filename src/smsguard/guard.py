@@ -23,6 +23,7 @@ from smsguard.breaker import Breaker, FailMode
 from smsguard.errors import BackendUnavailable, ConfigError, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.fingerprint import KEY, fingerprint
+from smsguard.lifecycle import warn_if_split
 from smsguard.phone import Digest, check_region
 from smsguard.plan import Change, Forget, Note, Outcome, Plan, SetFlag, Tallied, stamped
 from smsguard.planner import IPLike, Planner
@@ -68,6 +69,7 @@ class Guard:
         dry_run: bool = False,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
+        warn_if_split(self.backend)  # a memory backend where several processes serve
         self.default_region = check_region(default_region)
         self.planner = Planner(
             policies if policies is not None else (SameContent(), DailyCap()),
