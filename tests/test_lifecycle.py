@@ -4,6 +4,7 @@ examples. Under real gunicorn and uvicorn over loopback, with their logs read.""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -18,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from conftest import Clock
 from servers import RedisServer, free_port, wait_until
 
-from smsguard import Guard, MemoryBackend
+from smsguard import Guard, MemoryBackend, stats
+from smsguard.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -218,3 +221,131 @@ def test_a_shared_backend_is_no_alarm(
     caplog.set_level(logging.WARNING, logger="smsguard")
     Guard.from_settings({"SMSGUARD_STORAGE_URI": redis_server.url, "SMSGUARD_SECRET": "s"})
     assert not [r for r in caplog.records if WARNING.search(r.getMessage())]
+
+
+# -- 15: statistics written on a timer, and at shutdown --------------------------------------
+
+
+def redis_env(redis_server: RedisServer, **settings: str) -> tuple[dict[str, str], str]:
+    prefix = f"life{os.urandom(4).hex()}:"
+    env = {
+        "REDIS_URL": redis_server.url,
+        "SMSGUARD_SECRET": "lifecycle",
+        "SMSGUARD_KEY_PREFIX": prefix,
+        **{f"SMSGUARD_{k.upper()}": v for k, v in settings.items()},
+    }
+    return env, prefix
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("server", ["gunicorn-flask", "gunicorn-flask-preload", "uvicorn-starlette"])
+def test_an_idle_worker_writes_its_statistics_within_the_interval(
+    tmp_path: Path, redis_server: RedisServer, server: str
+) -> None:
+    """Attempts, then nothing: no later decision carries the last counts, the timer does."""
+    env, prefix = redis_env(redis_server, stats_interval="0.2")
+    port = free_port()
+    with serving(SERVERS[server](port, 2), tmp_path, env, port) as served:
+        send(served, 6)
+        wait_until(lambda: attempts_written(redis_server.url, prefix) == 6, "all six counted", 20)
+        served.stop()
+    assert attempts_written(redis_server.url, prefix) == 6, "counted once each"
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize(
+    "server", ["gunicorn-flask", "gunicorn-django", "uvicorn-starlette", "uvicorn-fastapi", "uvicorn-django"]
+)
+def test_a_graceful_stop_writes_every_attempt(tmp_path: Path, redis_server: RedisServer, server: str) -> None:
+    """An interval of an hour: only the stop (ASGI lifespan shutdown, or exit) can write them."""
+    env, prefix = redis_env(redis_server, stats_interval="3600")
+    port = free_port()
+    with serving(SERVERS[server](port, 2), tmp_path, env, port) as served:
+        send(served, 8)
+        served.stop()
+    assert attempts_written(redis_server.url, prefix) == 8, served.log()
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("app", ["starlette", "fastapi"])
+def test_lifespan_shutdown_writes_them_before_the_app_is_gone(redis_server: RedisServer, app: str) -> None:
+    """Under Starlette's TestClient: its lifespan shutdown, not the process's exit, writes them."""
+    env, prefix = redis_env(redis_server, stats_interval="3600")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(EXAMPLES)!r})
+        import redis
+        from starlette.testclient import TestClient
+        from {app}_app import app
+        url, prefix = {redis_server.url!r}, {prefix!r}
+        def written():
+            client = redis.Redis.from_url(url)
+            keys = client.scan_iter(match=prefix + "stats:*")
+            return sum(int(client.hget(k, "attempts") or 0) for k in keys)
+        with TestClient(app, client=("203.0.113.9", 5000)) as client:
+            for _ in range(5):
+                client.post("/sms/send", json={{"phone": "+86 138 0013 8000"}})
+            print("before shutdown", written())
+        print("after shutdown", written())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()
+    assert int(before.split()[-1]) < 5, "the interval holds them while the app runs"
+    assert after == "after shutdown 5"
+
+
+def test_a_fork_does_not_write_its_parents_counts_twice() -> None:
+    script = textwrap.dedent(
+        """
+        import os
+        from smsguard import Guard, Statistics
+        guard = Guard(statistics=Statistics(flush_interval=3600), default_region="CN")
+        guard.check("13800138000", content="a")  # written at once
+        guard.check("13800138001", content="a")  # held
+        pid = os.fork()
+        if pid == 0:
+            os._exit(10 + guard.statistics.held())
+        _, status = os.waitpid(pid, 0)
+        print("child held", os.waitstatus_to_exitcode(status) - 10, "parent held", guard.statistics.held())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "child held 0 parent held True", done.stderr
+
+
+def test_flusher_writes_held_counts_and_stops(clock: Clock) -> None:
+    statistics = stats.Statistics(flush_interval=0.01)
+    guard = Guard(statistics=statistics, clock=clock, default_region="CN")
+    guard.check("13800138000", content="a")  # the first is written at once
+    guard.check("13800138001", content="a")  # the clock stands still: this one is held
+    assert statistics.held()
+    flusher = stats.Flusher(guard)
+    flusher.start()
+    wait_until(lambda: not statistics.held(), "the held counts written", 30)
+    assert guard.stats("2026-03-02").attempts == 2
+    flusher.stop()
+    assert not flusher.running
+    guard.check("13800138002", content="a")
+    assert statistics.held(), "stopped: held until the next write"
+
+
+def test_flusher_ends_with_its_guard(clock: Clock) -> None:
+    guard = Guard(statistics=stats.Statistics(flush_interval=0.01), clock=clock, default_region="CN")
+    flusher = stats.Flusher(guard)
+    flusher.start()
+    assert flusher.running
+    del guard
+    gc.collect()  # a guard's listeners refer back to it
+    wait_until(lambda: not flusher.running, "the thread to end", 30)
+
+
+def test_a_negative_interval_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"SMSGUARD_STATS_INTERVAL\) is 0 or more seconds, not -1"):
+        Guard.from_settings({"SMSGUARD_STATS_INTERVAL": "-1"})
+    with pytest.raises(ConfigError, match="SMSGUARD_STATS_INTERVAL='soon' is not a number"):
+        Guard.from_settings({"SMSGUARD_STATS_INTERVAL": "soon"})

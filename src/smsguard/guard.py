@@ -127,7 +127,11 @@ class Guard:
             secret=read.optional("SECRET"),
             retry_interval=read.number("RETRY_INTERVAL", 5.0),
             statistics=read.boolean("STATS", True)
-            and Statistics(read.optional("TIMEZONE"), days=read.integer("STATS_DAYS", 35)),
+            and Statistics(
+                read.optional("TIMEZONE"),
+                days=read.integer("STATS_DAYS", 35),
+                flush_interval=read.number("STATS_INTERVAL", 1.0),
+            ),
             dry_run=read.boolean("DRY_RUN", False),
         )
 

@@ -1,4 +1,4 @@
-"""A guard's life in a served app: what it says when built.
+"""A guard's life in a served app: what it says when built, and its statistics kept flowing.
 
 Built (``Guard()``), a guard that counts in process memory (the ``MemoryBackend``) logs a
 WARNING where several processes serve the app, since each would count alone and every limit
@@ -6,21 +6,39 @@ would be multiplied by their number: gunicorn's or uvicorn's workers (read from 
 own configuration, on the main thread's stack), ``WEB_CONCURRENCY`` above 1, or a fork of the
 process that built it. Where one process is known to serve (``-w 1``, uvicorn without
 ``--workers``), or nothing says how many, it says nothing.
+
+Served (``serve(guard)``, which every adapter calls when its app starts), a ``Flusher`` writes
+the statistics an idle worker holds within ``flush_interval``, and ``stop``/``astop`` write what
+is left at shutdown: the ASGI lifespan's, else at the process's exit (``atexit``: a WSGI
+worker's stop). A process killed by a signal runs neither: under uvicorn, which re-raises the
+SIGTERM it stopped for, an app without the lifespan protocol loses up to ``flush_interval``'s
+counts (Django's: see ``smsguard.adapters.django.lifespan``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
 import threading
 import weakref
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 from smsguard.backends.base import Backend
+from smsguard.errors import BackendUnavailable
+from smsguard.stats import Flushed, Flusher
 
 log = logging.getLogger("smsguard")
+
+
+class Served(Flushed, Protocol):
+    """What serving a guard needs of it."""
+
+    backend: Backend
+
+    async def aflush(self) -> None: ...
 
 
 # -- a memory backend split between processes --------------------------------------------------
@@ -96,10 +114,75 @@ def _warn(reason: str) -> None:
     )
 
 
-# A forked child says if it holds a copy of a memory backend.
+# -- statistics written on a timer and at shutdown ----------------------------------------------
+
+_served: weakref.WeakKeyDictionary[Served, Flusher] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+_paused: list[Flusher] = []
+
+
+def serve(guard: Served) -> None:
+    """Keep ``guard``'s statistics flowing while its app is served: a timer writes what it
+    holds within ``flush_interval``, and the process's exit writes the rest. What the adapters
+    call when their app starts; idempotent. (Nothing to do for a process-local backend, whose
+    counts die with the process, nor without statistics.)"""
+    if guard.statistics is None or not guard.backend.shared:
+        return
+    with _lock:
+        flusher = _served.get(guard)
+        if flusher is None:
+            flusher = _served[guard] = Flusher(guard)
+    flusher.start()
+
+
+def stop(guard: Served) -> None:
+    """Stop ``guard``'s timer and write what it holds (a shutdown hook)."""
+    flusher = _served.get(guard)
+    if flusher is not None:
+        flusher.stop()
+    try:
+        guard.flush()
+    except BackendUnavailable as exc:
+        log.warning("smsguard: statistics not written at shutdown: %s", exc)
+
+
+async def astop(guard: Served) -> None:
+    """``stop`` for async code (an ASGI lifespan's shutdown)."""
+    flusher = _served.get(guard)
+    if flusher is not None:
+        flusher.stop()
+    try:
+        await guard.aflush()
+    except BackendUnavailable as exc:
+        log.warning("smsguard: statistics not written at shutdown: %s", exc)
+
+
+@atexit.register
+def _exit() -> None:
+    for guard in list(_served):
+        stop(guard)
+
+
+# A fork copies no thread: the timers stop before it (so that the child inherits no lock one
+# held) and start again on both sides; and a child says if it holds a copy of a memory backend.
+
+
+def _before_fork() -> None:
+    _paused[:] = [flusher for flusher in list(_served.values()) if flusher.running]
+    for flusher in _paused:
+        flusher.stop()
+
+
+def _after_fork_in_parent() -> None:
+    for flusher in _paused:
+        flusher.start()
+    _paused.clear()
 
 
 def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _after_fork_in_parent()
     copies = [(backend, pid) for backend, (pid, warned) in list(_built.items()) if not warned]
     if copies:
         reason = _several(copies[0][1])
@@ -109,4 +192,6 @@ def _after_fork_in_child() -> None:
             _built[backend] = (os.getpid(), reason is not None)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

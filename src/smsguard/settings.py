@@ -38,6 +38,7 @@ KEYS: Final[Mapping[str, str]] = {
     "RETRY_INTERVAL": GUARD,
     "STATS": GUARD,
     "STATS_DAYS": GUARD,
+    "STATS_INTERVAL": GUARD,
     "DRY_RUN": GUARD,
     "SHADOW": GUARD,
     "SUSPENDABLE": GUARD,

@@ -14,21 +14,25 @@ The guard buffers a decision's counts (one dict increment) and writes them with 
 to the backend, at most ``flush_interval`` later while traffic flows: a pipeline a second, not
 a command per decision, which in Redis would cost a decision about a sixth of its server time
 (and on a Cluster, where one hour's hash lives in one slot, a round trip of its own). Reading
-them, or ``Guard.flush()``, writes this guard's buffered counts first. An idle worker holds its
-last ones until its next write.
+them, or ``Guard.flush()``, writes this guard's buffered counts first. A ``Flusher`` writes
+those an idle worker holds (no later decision carries them), within ``flush_interval``; the
+adapters start one (``smsguard.lifecycle.serve``) and write what is left at shutdown.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 from smsguard.attempt import Decision
-from smsguard.errors import ConfigError
+from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.plan import Tallied, key
 from smsguard.policies import zone
 
@@ -43,6 +47,8 @@ SHADOW: Final = "shadow:"
 NO_COUNTRY: Final = "ZZ"
 """The country of a number phonenumbers places in none (ISO 3166's code for unknown)."""
 
+log = logging.getLogger("smsguard")
+
 
 class Statistics:
     """Where and how long a guard keeps its statistics: local hours in ``tz`` (default: the
@@ -52,19 +58,24 @@ class Statistics:
     def __init__(self, tz: str | None = None, *, days: int = 35, flush_interval: float = 1.0) -> None:
         if not days >= 1:
             raise ConfigError(f"statistics are kept at least 1 day, not {days!r}")
+        if not flush_interval >= 0:
+            raise ConfigError(
+                f"flush_interval (SMSGUARD_STATS_INTERVAL) is 0 or more seconds, not {flush_interval!r}"
+            )
         self.zone: ZoneInfo | None = None
         if tz is not None:
             self.zone = zone(tz)
         self.days = days
         self.flush_interval = flush_interval
         """Seconds between writes of buffered counts (reading them writes those of this guard
-        first). Default 1."""
+        first; 0 writes each decision's). Default 1."""
         self._hour = (0.0, 0.0, "", 0.0)  # start, end, key, expires_at of the last hour seen
         self._lock = threading.Lock()
         # hour key -> (expires_at, {field, or a decision's (reason, allowed, country, shadowed,
         # degraded): count})
         self._pending: dict[str, tuple[float, dict[Any, int]]] = {}
         self._flushed_at = float("-inf")
+        _buffers.add(self)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -104,6 +115,10 @@ class Statistics:
                 entry = self._pending[hour_key] = (expires_at, {})
             counts = entry[1]
             counts[what] = counts.get(what, 0) + 1
+
+    def held(self) -> bool:
+        """Whether counts are buffered, not yet written."""
+        return bool(self._pending)
 
     def due(self, now: float) -> bool:
         """Whether buffered counts are to be written now."""
@@ -148,6 +163,81 @@ class Statistics:
     def keys(day: date) -> list[str]:
         """The keys of ``day``'s 24 hours."""
         return [key("stats", f"{day.isoformat()}T{h:02d}") for h in range(24)]
+
+
+_buffers: weakref.WeakSet[Statistics] = weakref.WeakSet()
+
+
+def _empty_in_child() -> None:
+    """A forked child starts with empty buffers (its parent writes what they held, once) and
+    fresh locks (a thread of the parent's may have held one)."""
+    for statistics in list(_buffers):
+        statistics._lock = threading.Lock()
+        statistics._pending = {}
+
+
+os.register_at_fork(after_in_child=_empty_in_child)
+
+
+class Flushed(Protocol):
+    """What a Flusher writes for: a guard."""
+
+    statistics: Statistics | None
+
+    def flush(self) -> None: ...
+
+
+class Flusher:
+    """A daemon thread that writes the counts ``guard`` holds, ``flush_interval`` seconds at
+    most after they were buffered, whether or not another decision comes to carry them.
+
+    It holds the guard weakly and ends once the guard is gone. A failed write keeps the counts
+    for the next (the guard puts them back). ``stop()`` ends the thread; what is held then is
+    for the shutdown hook to write (``guard.flush()``).
+    """
+
+    def __init__(self, guard: Flushed) -> None:
+        self._guard = weakref.ref(guard)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread, unless it runs; with an interval of 0 each decision writes its own
+        counts, and there is nothing to do."""
+        guard = self._guard()
+        if self.running or guard is None or not guard.statistics or not guard.statistics.flush_interval:
+            return
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(self._stopping, guard.statistics.flush_interval),
+            name="smsguard-statistics",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread (it finishes a write under way first)."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self, stopping: threading.Event, interval: float) -> None:
+        while not stopping.wait(interval):
+            guard = self._guard()
+            if guard is None:
+                return
+            if guard.statistics is not None and guard.statistics.held():
+                try:
+                    guard.flush()
+                except BackendUnavailable as exc:
+                    log.debug("smsguard: statistics held until the backend answers (%s)", exc)
+            del guard  # held weakly between writes
 
 
 def fields(

@@ -21,10 +21,10 @@ USE_TZ = True
 
 SMSGUARD = {
     "STORAGE_URI": os.environ.get("REDIS_URL", "memory://"),
-    "KEY_PREFIX": os.environ.get("SMSGUARD_KEY_PREFIX", "smsguard:"),
-    "SECRET": os.environ.get("SMSGUARD_SECRET"),
     "DEFAULT_REGION": "CN",
     "TIMEZONE": "Asia/Shanghai",
     "ROUTES": ["POST /sms/send"],
     # "GUARD": "smsdemo.sms.guard",  # or a Guard built in code (recommended(...)), by dotted path
+    # and each SMSGUARD_* environment variable, the prefix dropped (SMSGUARD_SECRET: "SECRET")
+    **{k.removeprefix("SMSGUARD_"): v for k, v in os.environ.items() if k.startswith("SMSGUARD_")},
 }

@@ -33,6 +33,7 @@ from smsguard.adapters.http import (
     check_options,
 )
 from smsguard.guard import Guard
+from smsguard.lifecycle import astop, serve
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,10 +69,13 @@ class SMSGuardMiddleware:
         self.app, self.guard, self.gate = app, guard, Gate(**options)
         self.routes = Routes(routes)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
+        serve(guard)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope) if scope["type"] == "http" else None
         if route is None:
+            if scope["type"] == "lifespan":
+                send = _lifespan(send, self.guard)
             await self.app(scope, receive, send)
             return
         path, methods = route
@@ -174,6 +178,50 @@ class SMSGuardMiddleware:
             watchdog.due.pop(task, None)
         body = b"".join(chunks)
         return body, _replay(body, receive)
+
+
+def _lifespan(send: Send, guard: Guard) -> Send:
+    """``send`` for the app's lifespan: the guard served once it has started, its statistics
+    written before the server hears that the app has shut down."""
+
+    async def lifespan_send(message: Message) -> None:
+        kind = message["type"]
+        if kind.startswith("lifespan.shutdown."):
+            await astop(guard)
+        elif kind == "lifespan.startup.complete":
+            serve(guard)  # again, after a shutdown (a test client's second run)
+        await send(message)
+
+    return lifespan_send
+
+
+class Lifespan:
+    """Answers the ASGI lifespan protocol for an app that does not (Django's): ``guard`` (or
+    a callable that returns it) is served from startup and its statistics written at shutdown,
+    as ``SMSGuardMiddleware`` does for an app with a lifespan of its own. Other scopes go to
+    ``app``. A guard that cannot be built fails the startup, with the reason."""
+
+    def __init__(self, app: ASGIApp, /, *, guard: Guard | Callable[[], Guard]) -> None:
+        self.app = app
+        self._guard = guard if callable(guard) else lambda: guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    serve(self._guard())
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"smsguard: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await astop(self._guard())
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 class Watchdog:

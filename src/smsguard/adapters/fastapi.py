@@ -29,6 +29,7 @@ as the middleware does. A dependency does not see a ``Response`` the endpoint re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -44,6 +45,7 @@ from smsguard.adapters.http import TOO_LARGE, Exchange, Field, Gate, Incoming, R
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError, InvalidInput
 from smsguard.guard import Guard
+from smsguard.lifecycle import astop, serve
 
 Source = str | Callable[[Any], Any] | None
 
@@ -74,12 +76,15 @@ class SMSGuard:
             guard = Guard.from_settings(os.environ)
         self.guard, self.options = guard, {**Gate.settings(os.environ), **options}
         Gate(**self.options)  # a bad value fails now
+        serve(guard)
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: FastAPI) -> None:
-        """Install the handler that renders the guard's refusals."""
+        """Install the handler that renders the guard's refusals, and a lifespan around the
+        app's own that writes the guard's statistics at shutdown."""
         app.add_exception_handler(Refused, _render)
+        app.router.lifespan_context = _lifespan(app.router.lifespan_context, self.guard)
 
     def protect(
         self,
@@ -173,6 +178,19 @@ class SMSGuard:
             ]
         )
         return dependency
+
+
+def _lifespan(inner: Callable[[Any], Any], guard: Guard) -> Callable[[Any], Any]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        serve(guard)  # again, after a shutdown (a test client's second run)
+        try:
+            async with inner(app) as state:
+                yield state
+        finally:
+            await astop(guard)
+
+    return lifespan
 
 
 async def _finish(guard: Guard, steps: Exchange, ending: Callable[[], Any]) -> None:

@@ -32,6 +32,7 @@ from smsguard.adapters.http import TOO_LARGE, Gate, Gates, Incoming, Marker, che
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
+from smsguard.lifecycle import serve
 from smsguard.settings import Settings
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -53,6 +54,7 @@ class SMSGuard:
         options = {**Gate.settings(config), **self._options}
         enabled = Settings(config).boolean("ENABLED", True)
         app.extensions["smsguard"] = _State(guard, options, enabled)
+        serve(guard)  # statistics on a timer, and written at the worker's exit
         from smsguard.cli import commands
 
         app.cli.add_command(commands(lambda _: guard, config=False))  # flask smsguard status ...

@@ -39,6 +39,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
+from smsguard.adapters.asgi import Lifespan
 from smsguard.adapters.http import (
     TOO_LARGE,
     Gate,
@@ -57,6 +58,7 @@ from smsguard.attempt import Decision
 from smsguard.cli import imported_guard
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
+from smsguard.lifecycle import serve
 from smsguard.settings import Settings
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -95,6 +97,7 @@ class _Configured:
                         Routes(values.get("ROUTES", ("POST /sms/send",))),
                         read.boolean("ENABLED", True),
                     )
+                    serve(self._built.guard)  # statistics on a timer, and written at exit
                 built = self._built
         return built
 
@@ -127,6 +130,14 @@ setting_changed.connect(configured.clear)
 def guard() -> Guard:
     """The guard built from ``settings.SMSGUARD`` (for ``guard().verified(phone)`` and the like)."""
     return configured.get().guard
+
+
+def lifespan(application: Any) -> Lifespan:
+    """Django's ASGI application with the lifespan protocol answered (Django refuses it), so
+    that the guard's statistics are written at shutdown: in ``asgi.py``,
+    ``application = lifespan(get_asgi_application())``. (uvicorn ends a process that has no
+    lifespan by the SIGTERM it stopped for, which runs no exit hook.)"""
+    return Lifespan(application, guard=guard)
 
 
 class SMSGuardMiddleware:
