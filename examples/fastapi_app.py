@@ -1,8 +1,11 @@
 """A FastAPI app whose send-code endpoint is guarded by a dependency, after validation.
 
-    uvicorn fastapi_app:app --app-dir examples                    # memory backend
+    ./dev serve fastapi                                           # memory backend
     REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
-        uvicorn fastapi_app:app --app-dir examples --workers 4    # Redis, several workers
+        ./dev serve fastapi --workers 4                           # Redis, several workers
+
+(``uvicorn fastapi_app:app --app-dir examples --no-proxy-headers``.) ``SMSGuard(app)`` writes
+the guard's statistics when the app shuts down (its lifespan).
 
 The guard and the request settings come from SMSGUARD_* environment variables. The body is a
 pydantic model: a body FastAPI rejects gets its 422 and is never counted. An SMS-bombing run:

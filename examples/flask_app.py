@@ -1,13 +1,14 @@
 """A Flask app with a guarded send-verification-code endpoint and a fake SMS sender.
 
-    flask --app examples/flask_app run                              # memory backend
+    ./dev serve flask                                               # gunicorn, memory backend
     REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
-        gunicorn -w 4 --chdir examples flask_app:app                 # Redis, several workers
+        ./dev serve flask -w 4                                      # Redis, several workers
 
-Settings come from SMSGUARD_* environment variables into app.config (see
-Guard.from_settings). Try an SMS-bombing run with curl:
+(``gunicorn --chdir examples flask_app:app``.) Settings come from SMSGUARD_* environment
+variables into app.config (see Guard.from_settings); the extension writes the guard's
+statistics when the worker exits. Try an SMS-bombing run with curl:
 
-    for i in $(seq 12); do curl -s -XPOST localhost:5000/sms/send -d phone=13800138000; echo; done
+    for i in $(seq 12); do curl -s -XPOST localhost:8000/sms/send -d phone=13800138000; echo; done
 """
 
 from __future__ import annotations

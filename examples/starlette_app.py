@@ -1,8 +1,12 @@
 """A Starlette app with a guarded send-verification-code endpoint and a fake SMS sender.
 
-    uvicorn starlette_app:app --app-dir examples                  # memory backend
+    ./dev serve starlette                                         # memory backend
     REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
-        uvicorn starlette_app:app --app-dir examples --workers 4  # Redis, several workers
+        ./dev serve starlette --workers 4                         # Redis, several workers
+
+(``./dev serve starlette`` runs ``uvicorn starlette_app:app --app-dir examples
+--no-proxy-headers``: without a proxy in front, uvicorn must not believe X-Forwarded-For.)
+The middleware writes the guard's statistics when the app shuts down (its lifespan).
 
 The guard and the request settings come from SMSGUARD_* environment variables (see
 Guard.from_settings and Gate.settings), with the Tencent defaults; try an SMS-bombing run

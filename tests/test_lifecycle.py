@@ -21,6 +21,7 @@ import pytest
 import redis
 from conftest import Clock
 from servers import RedisServer, free_port, wait_until
+from test_e2e import forged_run
 
 from smsguard import Guard, MemoryBackend, stats
 from smsguard.errors import ConfigError
@@ -349,3 +350,49 @@ def test_a_negative_interval_is_a_config_error() -> None:
         Guard.from_settings({"SMSGUARD_STATS_INTERVAL": "-1"})
     with pytest.raises(ConfigError, match="SMSGUARD_STATS_INTERVAL='soon' is not a number"):
         Guard.from_settings({"SMSGUARD_STATS_INTERVAL": "soon"})
+
+
+# -- 16: README's commands serve the examples as a fresh clone can -------------------------
+
+
+def readme_commands() -> list[str]:
+    """The commands of README's "The example apps" block that start a server."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The example apps") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    block = section[start : section.index("```", start)].replace("\\\n", " ")
+    return [line.split(" #")[0].strip() for line in block.splitlines() if "./dev serve" in line]
+
+
+def test_readme_serves_every_example_with_dev() -> None:
+    commands = readme_commands()
+    assert {command.split("./dev serve ")[1].split()[0] for command in commands} == {
+        "starlette",
+        "fastapi",
+        "flask",
+        "django",
+    }
+    section = (ROOT / "README.md").read_text().split("### The example apps")[1].split("\n## ")[0]
+    assert ".venv/bin" not in section, "a fresh clone has no .venv until ./dev makes it"
+
+
+@pytest.mark.parametrize(
+    "app", ["starlette", "fastapi", pytest.param("flask", marks=pytest.mark.redis_server), "django"]
+)
+def test_readme_commands_do_not_believe_a_forged_forwarded_for(
+    tmp_path: Path, app: str, request: pytest.FixtureRequest
+) -> None:
+    """Each of README's commands, run as written (``./dev serve``, on port $PORT): 30 requests
+    from 127.0.0.1, each forging X-Forwarded-For and Forwarded anew, get the 20 an hour of
+    IPThrottle's default; uvicorn's own defaults would believe them all."""
+    [command] = [c for c in readme_commands() if f"./dev serve {app}" in c]
+    if "REDIS_URL=" in command:
+        url = request.getfixturevalue("redis_server").url
+        command = re.sub(r"REDIS_URL=\S+", f"REDIS_URL={url}", command)
+        prefix = f"life{os.urandom(4).hex()}:"
+        command = f"SMSGUARD_KEY_PREFIX={prefix} {command}"
+    port = free_port()
+    with serving(command, tmp_path, {"PORT": str(port)}, port) as served:
+        statuses = forged_run(served.base, source="127.0.0.1")
+        served.stop()
+    assert sorted(statuses) == [200] * 20 + [429] * 10, served.log()

@@ -1,9 +1,15 @@
 """A minimal Django project with a guarded send-code endpoint.
 
-cd examples/django_project
-uvicorn smsdemo.asgi:application                             # memory backend, ASGI
-gunicorn smsdemo.wsgi                                        # or WSGI
-REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me uvicorn smsdemo.asgi:application --workers 4
+    ./dev serve django                                        # uvicorn, memory backend (from the checkout)
+
+or, from examples/django_project:
+
+    uvicorn smsdemo.asgi:application --no-proxy-headers      # memory backend, ASGI
+    gunicorn smsdemo.wsgi                                     # or WSGI
+    REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \
+        uvicorn smsdemo.asgi:application --no-proxy-headers --workers 4
+
+Settings come from SMSGUARD_* environment variables (the prefix dropped), over the defaults below.
 """
 
 from __future__ import annotations
