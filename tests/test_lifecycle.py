@@ -4,6 +4,7 @@ examples. Under real gunicorn and uvicorn over loopback, with their logs read.""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -24,6 +25,7 @@ from servers import RedisServer, free_port, wait_until
 from test_e2e import forged_run
 
 from smsguard import Guard, MemoryBackend, stats
+from smsguard.adapters.asgi import Lifespan
 from smsguard.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,3 +398,31 @@ def test_readme_commands_do_not_believe_a_forged_forwarded_for(
         statuses = forged_run(served.base, source="127.0.0.1")
         served.stop()
     assert sorted(statuses) == [200] * 20 + [429] * 10, served.log()
+
+
+def test_a_guard_that_cannot_be_built_fails_the_lifespan_startup() -> None:
+    """``Lifespan`` (what Django's ASGI application is wrapped in) builds the guard at startup:
+    a bad setting stops the server there, with the reason, not on the first request."""
+
+    def broken() -> Guard:
+        return Guard.from_settings({"SMSGUARD_DAILY_CAP": "ten"})
+
+    async def never(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("no other scope")
+
+    async def run() -> list[dict[str, str]]:
+        incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[dict[str, str]] = []
+
+        async def receive() -> dict[str, str]:
+            return incoming.pop(0)
+
+        async def send(message: dict[str, str]) -> None:
+            sent.append(message)
+
+        await Lifespan(never, guard=broken)({"type": "lifespan"}, receive, send)
+        return sent
+
+    assert asyncio.run(run()) == [
+        {"type": "lifespan.startup.failed", "message": "smsguard: SMSGUARD_DAILY_CAP='ten' is not an integer"}
+    ]
