@@ -331,10 +331,14 @@ def test_flusher_writes_held_counts_and_stops(clock: Clock) -> None:
     flusher.start()
     wait_until(lambda: not statistics.held(), "the held counts written", 30)
     assert guard.stats("2026-03-02").attempts == 2
+    clock.advance(60)
+    guard.check("13800138002", content="a")
+    assert not statistics.due(clock()), "the timer writes them: decisions leave them alone"
     flusher.stop()
     assert not flusher.running
-    guard.check("13800138002", content="a")
-    assert statistics.held(), "stopped: held until the next write"
+    clock.advance(60)
+    guard.check("13800138003", content="a")
+    assert not statistics.held(), "stopped: the decision wrote them itself"
 
 
 def test_flusher_ends_with_its_guard(clock: Clock) -> None:

@@ -7,12 +7,13 @@ own configuration, on the main thread's stack), ``WEB_CONCURRENCY`` above 1, or 
 process that built it. Where one process is known to serve (``-w 1``, uvicorn without
 ``--workers``), or nothing says how many, it says nothing.
 
-Served (``serve(guard)``, which every adapter calls when its app starts), a ``Flusher`` writes
-the statistics an idle worker holds within ``flush_interval``, and ``stop``/``astop`` write what
-is left at shutdown: the ASGI lifespan's, else at the process's exit (``atexit``: a WSGI
-worker's stop). A process killed by a signal runs neither: under uvicorn, which re-raises the
-SIGTERM it stopped for, an app without the lifespan protocol loses up to ``flush_interval``'s
-counts (Django's: see ``smsguard.adapters.django.lifespan``).
+Served (``serve(guard)``, which every adapter calls when its app starts), a ``Flusher`` thread
+writes the statistics a worker holds every ``flush_interval``, an idle worker's too, off the
+requests' path; and ``stop``/``astop`` write what is left at shutdown: the ASGI lifespan's,
+else at the process's exit (``atexit``: a WSGI worker's stop). A process killed by a signal
+runs neither: under uvicorn, which re-raises the SIGTERM it stopped for, an app without the
+lifespan protocol loses up to ``flush_interval``'s counts (Django's: see
+``smsguard.adapters.django.lifespan``).
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ _paused: list[Flusher] = []
 
 def serve(guard: Served) -> None:
     """Keep ``guard``'s statistics flowing while its app is served: a timer writes what it
-    holds within ``flush_interval``, and the process's exit writes the rest. What the adapters
+    holds every ``flush_interval``, and the process's exit writes the rest. What the adapters
     call when their app starts; idempotent. (Nothing to do for a process-local backend, whose
     counts die with the process, nor without statistics.)"""
     if guard.statistics is None or not guard.backend.shared:

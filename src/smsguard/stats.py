@@ -14,9 +14,10 @@ The guard buffers a decision's counts (one dict increment) and writes them with 
 to the backend, at most ``flush_interval`` later while traffic flows: a pipeline a second, not
 a command per decision, which in Redis would cost a decision about a sixth of its server time
 (and on a Cluster, where one hour's hash lives in one slot, a round trip of its own). Reading
-them, or ``Guard.flush()``, writes this guard's buffered counts first. A ``Flusher`` writes
-those an idle worker holds (no later decision carries them), within ``flush_interval``; the
-adapters start one (``smsguard.lifecycle.serve``) and write what is left at shutdown.
+them, or ``Guard.flush()``, writes this guard's buffered counts first. In a served app (the
+adapters call ``smsguard.lifecycle.serve``) a ``Flusher`` thread writes them every
+``flush_interval`` instead, off the requests' path, so that an idle worker's last counts, which
+no later decision would carry, arrive too; what is left is written at shutdown.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Statistics:
         # degraded): count})
         self._pending: dict[str, tuple[float, dict[Any, int]]] = {}
         self._flushed_at = float("-inf")
+        self._timed = False  # a Flusher writes them: decisions leave them alone
         _buffers.add(self)
 
     @property
@@ -121,8 +123,10 @@ class Statistics:
         return bool(self._pending)
 
     def due(self, now: float) -> bool:
-        """Whether buffered counts are to be written now."""
-        return bool(self._pending) and now - self._flushed_at >= (self.flush_interval or 0.0)
+        """Whether buffered counts are to be written now (never while a Flusher writes them)."""
+        return (
+            not self._timed and bool(self._pending) and now - self._flushed_at >= (self.flush_interval or 0.0)
+        )
 
     def drain(self, now: float) -> tuple[Tallied, ...]:
         """The buffered counts, as writes, and an empty buffer."""
@@ -174,6 +178,7 @@ def _empty_in_child() -> None:
     for statistics in list(_buffers):
         statistics._lock = threading.Lock()
         statistics._pending = {}
+        statistics._timed = False  # no thread crosses a fork
 
 
 os.register_at_fork(after_in_child=_empty_in_child)
@@ -188,12 +193,13 @@ class Flushed(Protocol):
 
 
 class Flusher:
-    """A daemon thread that writes the counts ``guard`` holds, ``flush_interval`` seconds at
-    most after they were buffered, whether or not another decision comes to carry them.
+    """A daemon thread that writes the counts ``guard`` holds every ``flush_interval`` seconds,
+    off the requests' path: while it runs, decisions leave them to it (``Statistics.due``), and
+    an idle worker's last counts arrive as a busy one's do.
 
     It holds the guard weakly and ends once the guard is gone. A failed write keeps the counts
-    for the next (the guard puts them back). ``stop()`` ends the thread; what is held then is
-    for the shutdown hook to write (``guard.flush()``).
+    for the next (the guard puts them back). ``stop()`` ends the thread, and decisions write
+    them again; what is held then is for the shutdown hook to write (``guard.flush()``).
     """
 
     def __init__(self, guard: Flushed) -> None:
@@ -211,13 +217,15 @@ class Flusher:
         guard = self._guard()
         if self.running or guard is None or not guard.statistics or not guard.statistics.flush_interval:
             return
+        statistics = guard.statistics
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run,
-            args=(self._stopping, guard.statistics.flush_interval),
+            args=(self._stopping, statistics),
             name="smsguard-statistics",
             daemon=True,
         )
+        statistics._timed = True
         self._thread.start()
 
     def stop(self) -> None:
@@ -227,17 +235,20 @@ class Flusher:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _run(self, stopping: threading.Event, interval: float) -> None:
-        while not stopping.wait(interval):
-            guard = self._guard()
-            if guard is None:
-                return
-            if guard.statistics is not None and guard.statistics.held():
-                try:
-                    guard.flush()
-                except BackendUnavailable as exc:
-                    log.debug("smsguard: statistics held until the backend answers (%s)", exc)
-            del guard  # held weakly between writes
+    def _run(self, stopping: threading.Event, statistics: Statistics) -> None:
+        try:
+            while not stopping.wait(statistics.flush_interval):
+                guard = self._guard()
+                if guard is None:
+                    return
+                if statistics.held():
+                    try:
+                        guard.flush()
+                    except BackendUnavailable as exc:
+                        log.debug("smsguard: statistics held until the backend answers (%s)", exc)
+                del guard  # held weakly between writes
+        finally:
+            statistics._timed = False  # decisions write them again
 
 
 def fields(
