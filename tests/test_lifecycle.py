@@ -131,9 +131,13 @@ SERVERS: dict[str, Callable[[int, int], list[str]]] = {
 
 
 def attempts_written(url: str, prefix: str) -> int:
-    """The attempts the statistics in Redis count, every hour under ``prefix`` summed."""
+    """The attempts the statistics in Redis count, every hour under ``prefix`` summed (the
+    hours' hashes, not the marks a write sets beside them)."""
     with redis.Redis.from_url(url) as client:
-        return sum(int(client.hget(k, "attempts") or 0) for k in client.scan_iter(match=f"{prefix}stats:*"))
+        return sum(
+            int(client.hget(k, "attempts") or 0)
+            for k in client.scan_iter(match=f"{prefix}stats:*", _type="hash")
+        )
 
 
 def send(served: Served, attempts: int) -> None:
@@ -284,7 +288,7 @@ def test_lifespan_shutdown_writes_them_before_the_app_is_gone(redis_server: Redi
         url, prefix = {redis_server.url!r}, {prefix!r}
         def written():
             client = redis.Redis.from_url(url)
-            keys = client.scan_iter(match=prefix + "stats:*")
+            keys = client.scan_iter(match=prefix + "stats:*", _type="hash")
             return sum(int(client.hget(k, "attempts") or 0) for k in keys)
         with TestClient(app, client=("203.0.113.9", 5000)) as client:
             for _ in range(5):
