@@ -543,7 +543,7 @@ def test_script_error_is_raised_never_met_with_the_fail_mode(
         guard.check(VICTIM)
     with pytest.raises(BackendError, match="WRONGTYPE"):
         asyncio.run(guard.acheck(VICTIM))
-    assert guard.breaker.down_until == 0.0, "a bug does not trip the breaker"
+    assert guard.outage.down_until == 0.0, "a bug does not trip the breaker"
 
 
 def test_client_library_failure_follows_the_fail_mode(redis_server: RedisServer, clock: Clock) -> None:

@@ -89,6 +89,64 @@ class Policy(Protocol):
         ...
 
 
+# What a policy may offer beyond ``Policy``: the guard asks for each by its protocol (once, when
+# it is built), so a user's policy opts in by having the attribute, no base class needed.
+
+
+@runtime_checkable
+class Kinded(Protocol):
+    """A policy whose counters refuse with another kind than ``limit`` (``unavailable`` for
+    the switch and a budget, ``challenge`` for a cap a CAPTCHA lifts)."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+@runtime_checkable
+class Shadowing(Protocol):
+    """A policy that may run in shadow (``shadow=True``): counted and reported, never denying."""
+
+    @property
+    def shadow(self) -> bool: ...
+
+
+@runtime_checkable
+class Learning(Protocol):
+    """A policy that only records (in shadow) until ``learn_until`` (epoch seconds; None: it
+    enforces from the start)."""
+
+    @property
+    def learn_until(self) -> float | None: ...
+
+
+@runtime_checkable
+class NeedsDetails(Protocol):
+    """A policy that reads an attempt's ``number_type`` and ``network`` (when ``needs_details``
+    is true): the guard then works them out, about 20 µs a new number."""
+
+    @property
+    def needs_details(self) -> bool: ...
+
+
+@runtime_checkable
+class OnVerified(Protocol):
+    """A policy that learns from verifications: ``Guard.verified`` records the hits it gives."""
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """The hits to record (unconditionally) when ``attempt``'s number was verified."""
+        ...
+
+
+@runtime_checkable
+class Alarming(Protocol):
+    """A policy that tells when an allowed attempt brings one of its counters to an alarm."""
+
+    def crossed(self, counter: Counter, before: int) -> str | None:
+        """What to report (a budget alarm's detail) if one more hit on ``counter``, which held
+        ``before``, crosses the alarm; else None."""
+        ...
+
+
 def positive(what: str, value: float) -> None:
     """A ConfigError unless ``value`` is above 0."""
     if not value > 0:
@@ -215,11 +273,6 @@ class DailyCap:
         self.tz = self.days.tz
         self.name, self.limit, self.shadow = name, limit, shadow
         self._key = key_parts(name)
-
-    def day_bounds(self, now: float) -> tuple[float, float]:
-        """Epoch seconds of the local midnights that start and end the day holding ``now``."""
-        start, end, _ = self.days(now)
-        return start, end
 
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
@@ -428,7 +481,7 @@ class Shadow:
 
     @property
     def kind(self) -> str:
-        return getattr(self.policy, "kind", codes.LIMIT)
+        return self.policy.kind if isinstance(self.policy, Kinded) else codes.LIMIT
 
     def review(self, attempt: Attempt, now: float) -> Review:
         return self.policy.review(attempt, now)

@@ -27,7 +27,6 @@ as the middleware does. A dependency does not see a ``Response`` the endpoint re
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -36,9 +35,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import Exchange, Gate, Incoming, Reply, check_options
+from smsguard.adapters.http import Gate, Incoming, Reply, check_options
 from smsguard.attempt import Decision
-from smsguard.errors import InvalidInput
+from smsguard.drive import adrive
 from smsguard.guard import Guard
 
 Source = str | Callable[[Any], Any] | None
@@ -97,6 +96,12 @@ class SMSGuard:
         pick_phone = _picker(phone if model is not None else None)
         pick_content = _picker(content) if content else None
 
+        async def aio(step: tuple[str, Any]) -> Any:
+            kind, value = step
+            if kind == "check":
+                return await guard.acheck(**value)
+            return await guard.arefund(value)  # the only other step of admit and settle
+
         async def dependency(request: Request, **values: Any) -> AsyncIterator[Decision]:
             value = values[param]
             data = {"phone": pick_phone(value)}
@@ -113,30 +118,19 @@ class SMSGuard:
                 client[0] if client else None,
                 data,
             )
-            steps = gate.exchange(incoming, b"")
+            admitted = await adrive(gate.admit(incoming, b""), aio)
+            if not isinstance(admitted, Decision):
+                raise Refused(admitted)
+            request.state.smsguard = admitted
             try:
-                step = next(steps)
-                while step[0] == "check":
-                    try:
-                        decision = await guard.acheck(**step[1])
-                    except InvalidInput as exc:
-                        step = steps.throw(exc)
-                    else:
-                        step = steps.send(decision)
-                request.state.smsguard = step[1]  # ("endpoint", decision)
-                try:
-                    yield step[1]
-                except HTTPException as exc:
-                    await _finish(guard, steps, functools.partial(steps.send, exc.status_code))
-                    raise
-                except Exception as exc:
-                    await _finish(guard, steps, functools.partial(steps.throw, exc))  # raised again there
-                    raise
-                else:
-                    await _finish(guard, steps, lambda: steps.send(200))
-            except StopIteration as done:
-                if done.value is not None:
-                    raise Refused(done.value) from None
+                yield admitted
+            except HTTPException as exc:
+                await adrive(gate.settle(admitted, exc.status_code), aio)
+                raise
+            except Exception as exc:
+                await adrive(gate.settle(admitted, exc), aio)
+                raise
+            await adrive(gate.settle(admitted, 200), aio)
 
         annotation = model if model is not None else str
         dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -148,18 +142,6 @@ class SMSGuard:
             ]
         )
         return dependency
-
-
-async def _finish(guard: Guard, steps: Exchange, ending: Callable[[], Any]) -> None:
-    """The exchange after the endpoint (``ending`` tells it how the endpoint ended): a refund if
-    it asks for one, then its end (or the endpoint's exception, raised again)."""
-    try:
-        step = ending()
-        while True:
-            await guard.arefund(step[1])
-            step = steps.send(None)
-    except StopIteration:
-        pass
 
 
 def _picker(source: Source) -> Callable[[Any], Any]:

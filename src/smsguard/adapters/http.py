@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
+from smsguard import drive as flows
 from smsguard.attempt import Decision
+from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.settings import Settings
 
@@ -104,31 +106,19 @@ def drive(
     endpoint: Callable[[Decision], int],
     refund: Callable[[Decision], None],
 ) -> Reply | None:
-    """Run an exchange with the adapter's three pieces of I/O: the guard's check (its
-    InvalidInput goes back in), the endpoint (its status; its exception goes back in), and a
-    refund. Returns the Reply to send instead of the endpoint's response, or None."""
-    try:
-        step = next(steps)
-        while True:
-            kind, value = step
-            if kind == "check":
-                try:
-                    answer: Any = check(value)
-                except InvalidInput as exc:
-                    step = steps.throw(exc)
-                    continue
-            elif kind == "endpoint":
-                try:
-                    answer = endpoint(value)
-                except Exception as exc:  # not SystemExit and the like: those say nothing of the SMS
-                    step = steps.throw(exc)
-                    continue
-            else:
-                refund(value)
-                answer = None
-            step = steps.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    """Run an exchange (``smsguard.drive``) with the adapter's three pieces of I/O: the guard's
+    check (its InvalidInput goes back in), the endpoint (its status; its exception goes back
+    in), and a refund. Returns the Reply to send instead of the endpoint's response, or None."""
+
+    def io(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return check(value)
+        if kind == "endpoint":
+            return endpoint(value)
+        return refund(value)
+
+    return flows.drive(steps, io)
 
 
 async def adrive(
@@ -138,28 +128,16 @@ async def adrive(
     refund: Callable[[Decision], Awaitable[None]],
 ) -> Reply | None:
     """``drive`` for async adapters."""
-    try:
-        step = next(steps)
-        while True:
-            kind, value = step
-            if kind == "check":
-                try:
-                    answer: Any = await check(value)
-                except InvalidInput as exc:
-                    step = steps.throw(exc)
-                    continue
-            elif kind == "endpoint":
-                try:
-                    answer = await endpoint(value)
-                except Exception as exc:  # not a cancellation: hanging up must not win a refund
-                    step = steps.throw(exc)
-                    continue
-            else:
-                await refund(value)
-                answer = None
-            step = steps.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+
+    async def aio(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return await check(value)
+        if kind == "endpoint":
+            return await endpoint(value)
+        return await refund(value)
+
+    return await flows.adrive(steps, aio)
 
 
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
@@ -237,8 +215,8 @@ def achecker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], A
 
 
 def _unguarded(guard: Guard, phone: str) -> Decision:
-    e164, phone_hash, country, *_ = guard.planner.identify(phone)
-    return Decision(True, e164, country=country, phone_hash=phone_hash)
+    number = guard.identify(phone)
+    return Decision(True, number.e164, country=number.region, phone_hash=number.phone_id)
 
 
 class Gate:
@@ -340,6 +318,21 @@ class Gate:
 
     def exchange(self, request: Incoming, body: bytes | Marker) -> Exchange:
         """One guarded request, from its body to the reply (see the module docstring)."""
+        admitted = yield from self.admit(request, body)
+        if not isinstance(admitted, Decision):
+            return admitted
+        try:
+            status = yield ("endpoint", admitted)
+        except Exception as exc:  # not a cancellation: a client must not win a refund by hanging up
+            yield from self.settle(admitted, exc)
+            raise
+        yield from self.settle(admitted, status)
+        return None
+
+    def admit(
+        self, request: Incoming, body: bytes | Marker
+    ) -> Generator[tuple[Any, ...], Any, Decision | Reply]:
+        """The exchange up to the endpoint: the allowed Decision, or the Reply that refuses."""
         if not isinstance(body, bytes):
             return self.too_large() if body is TOO_LARGE else self.too_slow()
         request = request._replace(body=body)
@@ -347,7 +340,7 @@ class Gate:
         if isinstance(arguments, Reply):
             return arguments
         try:
-            decision = yield ("check", arguments)
+            decision: Decision = yield ("check", arguments)
         except MissingSubject as exc:
             if exc.subject == "ip" and request.peer is None:
                 return self.no_client_address()
@@ -355,16 +348,13 @@ class Gate:
         except InvalidInput as exc:
             return self.invalid(exc)
         refusal = self.refusal(decision)
-        if refusal is not None:
-            return refusal
-        try:
-            status = yield ("endpoint", decision)
-        except Exception:  # not a cancellation: a client must not win a refund by hanging up
-            yield ("refund", decision)  # the endpoint failed: the code was not sent
-            raise
-        if self.refund_on(status):
+        return decision if refusal is None else refusal
+
+    def settle(self, decision: Decision, ended: int | Exception) -> Flow[None]:
+        """The exchange after the endpoint, which ``ended`` with a status or an exception: the
+        quota given back when the code was not sent."""
+        if isinstance(ended, Exception) or self.refund_on(ended):
             yield ("refund", decision)
-        return None
 
     def declared(self, length: str | None) -> int | Marker | None:
         """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None

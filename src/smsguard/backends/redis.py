@@ -36,6 +36,7 @@ from redis import exceptions as rx
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
+from smsguard.drive import adrive, drive
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
 
@@ -397,35 +398,28 @@ class RedisBackend:
             order += members
         return ("eval", keys + extras, args), order
 
-    # -- the two drivers: the only code that differs between sync and async ---------------
+    # -- the I/O of a step: the only code that differs between sync and async -------------
 
     def _drive(self, steps: Generator[Request, Any, T]) -> T:
         client = self._sync_client()
-        try:
-            request = next(steps)
-            while True:
-                try:
-                    reply = self._send(client, request)
-                except Exception as exc:
-                    request = steps.throw(_failure(exc, self.cluster))
-                else:
-                    request = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return drive(steps, functools.partial(self._sent, client))
 
     async def _adrive(self, steps: Generator[Request, Any, T]) -> T:
         client = await self._async_client()
+        return await adrive(steps, functools.partial(self._asent, client))
+
+    def _sent(self, client: Any, request: Request) -> Any:
+        """Redis's answer to ``request``; what its failure means (an outage, or a bug) raised."""
         try:
-            request = next(steps)
-            while True:
-                try:
-                    reply = await self._asend(client, request)
-                except Exception as exc:
-                    request = steps.throw(_failure(exc, self.cluster))
-                else:
-                    request = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return self._send(client, request)
+        except Exception as exc:
+            raise _failure(exc, self.cluster) from exc
+
+    async def _asent(self, client: Any, request: Request) -> Any:
+        try:
+            return await self._asend(client, request)
+        except Exception as exc:
+            raise _failure(exc, self.cluster) from exc
 
     def _send(self, client: Any, request: Request) -> Any:
         kind = request[0]
