@@ -93,8 +93,9 @@ def test_one_command_per_decision_with_the_recommended_set(redis_server: RedisSe
     assert commands == ["EVALSHA"] * 30, "every policy, and the statistics, in the one script"
     assert decisions.count(False) > 0, "the range cap (3 an hour) held the block"
     verified = top_level_commands(redis_server.port, lambda: guard.verified(VICTIM))
-    # One pipeline (one round trip): the number's marks and earnings, and the statistics.
-    assert set(verified) == {"ZADD", "PEXPIRE", "HINCRBY"}, verified
+    # One pipeline (one round trip): the number's marks and earnings (their expired marks
+    # dropped), and the statistics.
+    assert set(verified) == {"ZREMRANGEBYSCORE", "ZADD", "PEXPIRE", "HINCRBY"}, verified
 
 
 def test_script_reloaded_after_flush(

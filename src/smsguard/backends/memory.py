@@ -23,9 +23,9 @@ class MemoryBackend:
 
     Memory is bounded by expiry only: every key is filed under the whole second its hits may
     all have expired by (a timing wheel: filing is an append, and a heap orders the seconds,
-    not the keys), and each decision sweeps a bounded slice of the keys filed under seconds
-    now past. No live key is ever evicted to make room, so a flood of fresh numbers cannot
-    erase a victim's count.
+    not the keys), and each decision, and each verification recorded, sweeps a bounded slice of
+    the keys filed under seconds now past; a key written to drops its own expired hits. No live
+    key is ever evicted to make room, so a flood of fresh numbers cannot erase a victim's count.
     """
 
     shared = False
@@ -44,8 +44,7 @@ class MemoryBackend:
     def run(self, job: Job) -> Outcome:
         now = job.now
         with self._lock:
-            if self._seconds and self._seconds[0] <= now:
-                self._sweep(now, self._sweep_batch)
+            self._tidy(now)
             shadowed: list[int] = []
             for i, flag in enumerate(job.flags):
                 if flag.key in self._flags:
@@ -106,9 +105,7 @@ class MemoryBackend:
         if entries is None:
             return ()
         if isinstance(entries, list):
-            if entries and entries[0] <= now:
-                del entries[: bisect_right(entries, now)]
-            return entries
+            return _trimmed(entries, now)
         return (entries,) if entries > now else ()
 
     async def arun(self, job: Job) -> Outcome:
@@ -123,8 +120,11 @@ class MemoryBackend:
                 elif isinstance(change, Tallied):
                     self._tally(change)
                 elif isinstance(change, Record):
+                    # Verifications may be all a store sees (the fallback store of a guard whose
+                    # backend answers): they sweep, as decisions do.
+                    self._tidy(change.now)
                     for counter in change.counters:
-                        self._add(counter.key, counter.expires_at, float("-inf"))
+                        self._add(counter.key, counter.expires_at, change.now)
                 elif isinstance(change, Forget):
                     tag = "{" + change.subject + "}"
                     for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
@@ -176,14 +176,15 @@ class MemoryBackend:
         return len(self._hits)
 
     def _add(self, key: str, at: float, now: float) -> None:
-        """Take one hit under ``key`` that counts until ``at``."""
+        """Take one hit under ``key`` that counts until ``at``, dropping its hits expired by ``now``
+        (a key written to again and again is never swept whole)."""
         entries = self._hits.get(key)
         if entries is None:
             self._hits[key] = at
             self._file(key, at)
         elif not isinstance(entries, list):
             self._hits[key] = at if entries <= now else sorted((entries, at))
-        elif not entries or entries[-1] <= at:
+        elif not _trimmed(entries, now) or entries[-1] <= at:
             entries.append(at)
         else:
             insort(entries, at)
@@ -221,6 +222,11 @@ class MemoryBackend:
         fields = entry[1]
         for name, n in tallied.counts:
             fields[name] = fields.get(name, 0) + n
+
+    def _tidy(self, now: float) -> None:
+        """Sweep a bounded slice of the keys filed under seconds up to ``now``, if any."""
+        if self._seconds and self._seconds[0] <= now:
+            self._sweep(now, self._sweep_batch)
 
     def _file(self, key: str, at: float) -> None:
         """File ``key`` under the second its hit expiring ``at`` is gone by."""
@@ -260,3 +266,10 @@ class MemoryBackend:
             if not keys:
                 del due[heapq.heappop(seconds)]
         return dropped
+
+
+def _trimmed(entries: list[float], now: float) -> list[float]:
+    """``entries`` (sorted expiry times) without those expired by ``now``, dropped in place."""
+    if entries and entries[0] <= now:
+        del entries[: bisect_right(entries, now)]
+    return entries

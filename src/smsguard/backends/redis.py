@@ -489,8 +489,12 @@ class RedisBackend:
             if isinstance(change, Forget):
                 continue
             if isinstance(change, Record):
+                # A mark's score is when it expires; the script counts those after now. The ones
+                # up to now go as the set is written, so a set written again and again (a
+                # country's earnings) holds its live marks, and its TTL drops the last of them.
                 for counter in change.counters:
                     key = self.prefix + counter.key
+                    pipe.zremrangebyscore(key, "-inf", repr(change.now))
                     pipe.zadd(key, {change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
             elif isinstance(change, Tallied):
@@ -581,15 +585,26 @@ class RedisBackend:
             )
 
 
+_Waiting = tuple[list[Any], list[Any], "asyncio.Future[Any]"]
+"""A decision waiting for the wire: its EVALSHA's keys and arguments, and its reply to come."""
+
+# What a stalled Redis looks like to a round trip: no answer (or no connection) within its bound.
+_STALLS = (rx.TimeoutError, TimeoutError)
+
+
 class _Batches:
     """The decisions of one async client (one event loop) travel together: while a round trip is
     on the wire, the decisions that arrive wait, then go in one pipeline of EVALSHAs, each still
     its own all-or-nothing script. A decision that finds nothing on the wire is sent at once,
-    alone: without concurrency nothing waits."""
+    alone: without concurrency nothing waits.
+
+    A round trip that times out is a stall: the decisions waiting behind it fail with it, at
+    once, as an outage, never sent. Redis would answer them no sooner, and a decision is bounded
+    by one timeout, not by the stalled round trip's and then its own."""
 
     def __init__(self, backend: RedisBackend, client: Any) -> None:
         self.backend, self.client = backend, client
-        self.waiting: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
+        self.waiting: list[_Waiting] = []
         self.sending = False
         self._tasks: set[asyncio.Task[None]] = set()  # held, so that none is collected mid-flight
 
@@ -599,28 +614,38 @@ class _Batches:
             self.waiting.append((keys, args, future))
             return await future
         self.sending = True
+        stalled = None
         try:
             return await self.backend._aeval(self.client, keys, args)
+        except _STALLS as exc:
+            stalled = exc
+            raise
         finally:
-            self._next()
+            self._next(stalled)
 
-    def _next(self) -> None:
-        """Send what waited (in a task: the caller that finished has its answer), or rest."""
+    def _next(self, stalled: Exception | None = None) -> None:
+        """Send what waited (in a task: the caller that finished has its answer), or rest; after
+        a round trip that ``stalled``, fail what waited and rest."""
         if not self.waiting:
             self.sending = False
             return
         batch, self.waiting = self.waiting, []
+        if stalled is not None:
+            self.sending = False
+            _fail(batch, rx.TimeoutError(f"queued behind a round trip that timed out: {stalled}"))
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Waiting]) -> None:
+        stalled = None
         try:
             replies = await self.backend._aevals(self.client, [(keys, args) for keys, args, _ in batch])
         except Exception as exc:  # the round trip failed: every decision in it meets it
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            if isinstance(exc, _STALLS):
+                stalled = exc
+            _fail(batch, exc)
         except BaseException:  # cancelled (the loop is closing): so are the decisions waiting
             for *_, future in batch:
                 future.cancel()
@@ -634,7 +659,14 @@ class _Batches:
                 else:
                     future.set_result(reply)
         finally:
-            self._next()
+            self._next(stalled)
+
+
+def _fail(batch: list[_Waiting], exc: Exception) -> None:
+    """Answer every decision of ``batch`` still awaited with ``exc``."""
+    for *_, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class _HiredisPacking:
