@@ -55,10 +55,14 @@ def numbers(rng: random.Random, country: str, wanted: int, network: str | None =
     while len(found) < wanted:
         number = prefix + f"{rng.randrange(10**digits):0{digits}d}"
         try:
-            _, _, region, kind, net = identify(number, details=True)
+            found_number = identify(number, details=True)
         except InvalidPhone:
             continue
-        if region == country and kind == "mobile" and (network is None or net == network):
+        if (
+            found_number.region == country
+            and found_number.number_type == "mobile"
+            and network in (None, found_number.network)
+        ):
             found.add(number)
     return sorted(found)
 

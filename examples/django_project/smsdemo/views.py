@@ -36,7 +36,7 @@ async def send_code_v2(request: HttpRequest) -> JsonResponse:
 def verify(request: HttpRequest) -> JsonResponse:
     try:
         data = json.loads(request.body or b"{}")
-        phone = guard().identify(str(data.get("phone", "")))[0]
+        phone = guard().identify(str(data.get("phone", ""))).e164
     except (ValueError, InvalidInput) as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     if codes.get(phone) != data.get("code"):
