@@ -81,7 +81,7 @@ class Flows:
         reporter, statistics, outage = self.reporter, self.statistics, self.outage
         started = perf_counter() if reporter.listeners else None
         now = self.clock()
-        plan = self.planner.plan(phone, content, ip, context, now, challenge_passed=challenge_passed)
+        plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
         if isinstance(plan, Decision):  # a fixed list verdict: no backend needed
             decision = plan
         elif now < outage.down_until:

@@ -28,7 +28,7 @@ from smsguard.stats import Day, Report, Statistics
 
 __all__ = ["FailMode", "Guard"]
 
-_ASYNC = {"run": "arun", "apply": "aapply", "read": "aread"}
+_ASYNC = {"apply": "aapply", "read": "aread"}
 
 
 class Guard:
@@ -125,9 +125,13 @@ class Guard:
     # -- the backend's I/O: the only code that differs between sync and async -------------
 
     def _io(self, step: tuple[Any, ...]) -> Any:
+        if step[0] == "run":  # a decision's one step, first
+            return self.backend.run(step[1])
         return getattr(self.backend, step[0])(*step[1:])
 
     def _aio(self, step: tuple[Any, ...]) -> Awaitable[Any]:
+        if step[0] == "run":
+            return self.backend.arun(step[1])
         return getattr(self.backend, _ASYNC[step[0]])(*step[1:])  # type: ignore[no-any-return]
 
     # -- deciding --------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def taken(
     """The counters an allowed job took a hit of: all but those passed over (a count of -1) and
     those of a shadow policy with a full counter (``shadowed``: item indexes, flags first, as in
     an Outcome)."""
-    full = {counters[i - nflags].shadow for i in shadowed if i >= nflags}
+    full = {counters[i - nflags].shadow for i in shadowed if i >= nflags} if shadowed else ()
     if not full and min(counts, default=0) >= 0:
         return counters
     return tuple(c for c, n in zip(counters, counts, strict=True) if c.shadow not in full and n >= 0)
@@ -286,7 +286,7 @@ class Plan(NamedTuple):
         if self.final is not None:
             return self.final.decision(attempt, shadowed, degraded)
         remaining = _Remaining(self, out)
-        denied, wait = frees_last(out.waits)
+        denied, wait = frees_last(out.waits) if out.waits else (-1, 0.0)
         if denied >= 0:
             owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
             return Decision(
