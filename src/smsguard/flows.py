@@ -31,7 +31,6 @@ from smsguard.drive import Flow
 from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
-from smsguard.phone import Number
 from smsguard.plan import Forget, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming
@@ -172,11 +171,13 @@ class Flows:
 
     def list_entry(self, policy: str, phone: str, on: bool) -> Flow[None]:
         """Add ``phone`` to (or take it out of) the shared list of the policy named ``policy``."""
-        return self._write(SetFlag(self.planner.shared_list(policy).flag_key(self.identify(phone)[1]), on))
+        return self._write(
+            SetFlag(self.planner.shared_list(policy).flag_key(self.planner.identify(phone).phone_id), on)
+        )
 
     def reset(self, phone: str) -> Flow[None]:
         """Forget every counter of ``phone``, here at once and in the backend."""
-        forget = Forget(self.identify(phone).phone_id)
+        forget = Forget(self.planner.identify(phone).phone_id)
         self.local.apply((forget,))
         return self._write(forget)
 
@@ -214,10 +215,6 @@ class Flows:
             log.warning("smsguard: %s deferred until the backend answers (%s)", what, exc)
 
     # -- reads -----------------------------------------------------------------------------
-
-    def identify(self, phone: str) -> Number:
-        """The ``Number`` of ``phone``; raises InvalidPhone."""
-        return self.planner.identify(phone)
 
     def status(self, phone: str, content: str | None, ip: IPLike | None) -> Flow[list[Usage]]:
         """The counters that hold ``phone`` (and ``content``'s, ``ip``'s): nothing consumed."""
