@@ -21,7 +21,8 @@ from collections.abc import (
 )
 from typing import Any
 
-from smsguard.adapters.http import TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, achecker, adrive, check_options
+from smsguard.adapters.http import TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, aexchange_io, check_options
+from smsguard.drive import adrive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 
@@ -75,12 +76,9 @@ class SMSGuardMiddleware:
             b"",
             client[0] if client else None,
         )
-        guard = self.guard
         reply = await adrive(
             self.gate.exchange(request, body),
-            achecker(guard),
-            lambda decision: self._endpoint(scope, app_receive, send, decision),
-            guard.arefund,
+            aexchange_io(self.guard, lambda decision: self._endpoint(scope, app_receive, send, decision)),
         )
         if reply is not None:
             await _respond(send, reply)

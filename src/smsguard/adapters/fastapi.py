@@ -35,7 +35,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, Response
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import Gate, Incoming, Reply, check_options
+from smsguard.adapters.http import Gate, Incoming, Reply, aexchange_io, check_options
 from smsguard.attempt import Decision
 from smsguard.drive import adrive
 from smsguard.guard import Guard
@@ -95,12 +95,7 @@ class SMSGuard:
         guard = self.guard
         pick_phone = _picker(phone if model is not None else None)
         pick_content = _picker(content) if content else None
-
-        async def aio(step: tuple[str, Any]) -> Any:
-            kind, value = step
-            if kind == "check":
-                return await guard.acheck(**value)
-            return await guard.arefund(value)  # the only other step of admit and settle
+        aio = aexchange_io(guard, None)  # the endpoint runs between admit and settle
 
         async def dependency(request: Request, **values: Any) -> AsyncIterator[Decision]:
             value = values[param]

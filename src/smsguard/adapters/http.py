@@ -3,7 +3,7 @@
 A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request once its body
 is read (bytes, or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past ``body_timeout``),
 written once as a generator that asks its adapter for what needs I/O and gets the answers sent
-back:
+back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
 - ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
 - ``("endpoint", decision)``: the endpoint's status (its exception is thrown back in);
@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
-from smsguard import drive as flows
 from smsguard.attempt import Decision
 from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
@@ -100,46 +99,6 @@ TOO_SLOW: Final = Marker("TOO_SLOW")
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
 
 
-def drive(
-    steps: Exchange,
-    check: Callable[[dict[str, Any]], Decision],
-    endpoint: Callable[[Decision], int],
-    refund: Callable[[Decision], None],
-) -> Reply | None:
-    """Run an exchange (``smsguard.drive``) with the adapter's three pieces of I/O: the guard's
-    check (its InvalidInput goes back in), the endpoint (its status; its exception goes back
-    in), and a refund. Returns the Reply to send instead of the endpoint's response, or None."""
-
-    def io(step: tuple[str, Any]) -> Any:
-        kind, value = step
-        if kind == "check":
-            return check(value)
-        if kind == "endpoint":
-            return endpoint(value)
-        return refund(value)
-
-    return flows.drive(steps, io)
-
-
-async def adrive(
-    steps: Exchange,
-    check: Callable[[dict[str, Any]], Awaitable[Decision]],
-    endpoint: Callable[[Decision], Awaitable[int]],
-    refund: Callable[[Decision], Awaitable[None]],
-) -> Reply | None:
-    """``drive`` for async adapters."""
-
-    async def aio(step: tuple[str, Any]) -> Any:
-        kind, value = step
-        if kind == "check":
-            return await check(value)
-        if kind == "endpoint":
-            return await endpoint(value)
-        return await refund(value)
-
-    return await flows.adrive(steps, aio)
-
-
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -194,24 +153,40 @@ class Gates:
         return gate
 
 
-def checker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Decision]:
-    """The exchange's "check" for a sync adapter: ``guard.check``, or while the app's guard is
-    switched off (``SMSGUARD_ENABLED``) the number validated (InvalidPhone as ever) and nothing
-    counted."""
-    if enabled:
-        return lambda arguments: guard.check(**arguments)
-    return lambda arguments: _unguarded(guard, arguments["phone"])
+def exchange_io(
+    guard: Guard, endpoint: Callable[[Decision], int], enabled: bool = True
+) -> Callable[[tuple[str, Any]], Any]:
+    """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
+    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED``, the number validated,
+    InvalidPhone as ever, and nothing counted), the endpoint (its status), and a refund."""
+
+    def io(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return guard.check(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == "endpoint":
+            return endpoint(value)
+        return guard.refund(value)
+
+    return io
 
 
-def achecker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Awaitable[Decision]]:
-    """``checker`` for an async adapter: ``guard.acheck``."""
-    if enabled:
-        return lambda arguments: guard.acheck(**arguments)
+def aexchange_io(
+    guard: Guard, endpoint: Callable[[Decision], Awaitable[int]] | None, enabled: bool = True
+) -> Callable[[tuple[str, Any]], Awaitable[Any]]:
+    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: ``guard.acheck``
+    and ``guard.arefund``. ``endpoint`` None for an adapter that runs the endpoint itself
+    between ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
 
-    async def unguarded(arguments: dict[str, Any]) -> Decision:
-        return _unguarded(guard, arguments["phone"])
+    async def aio(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return await guard.acheck(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == "endpoint" and endpoint is not None:
+            return await endpoint(value)
+        return await guard.arefund(value)
 
-    return unguarded
+    return aio
 
 
 def _unguarded(guard: Guard, phone: str) -> Decision:
