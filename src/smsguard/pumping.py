@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt
+from smsguard.days import LocalDays
 from smsguard.errors import ConfigError
 from smsguard.phone import NO_COUNTRY, NUMBER_TYPES, check_region
 from smsguard.plan import Counter, key
@@ -27,7 +28,6 @@ from smsguard.policies import (
     DailyCap,
     Deny,
     IPThrottle,
-    LocalDays,
     PhoneRate,
     Policy,
     Review,

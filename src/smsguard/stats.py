@@ -28,10 +28,10 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from smsguard.attempt import Decision
+from smsguard.days import zone
 from smsguard.errors import ConfigError
 from smsguard.phone import NO_COUNTRY
 from smsguard.plan import Tallied, key
-from smsguard.policies import zone
 
 ATTEMPTS: Final = "attempts"
 ALLOWED: Final = "allowed"
