@@ -173,7 +173,7 @@ def test_hit_times_are_kept_to_the_bit() -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from smsguard.backends.redis import _EPOCH, _TICKS, _first_counted, _score
+    from smsguard.backends.wire import _EPOCH, _TICKS, _first_counted, _score
 
     @given(st.floats(2.0**30, 2.0**31 - 1), st.sampled_from([0.001, 1.0, 30.0, 60.0, 3600.0, 86400.0, 0.1]))
     def check(t: float, window: float) -> None:

@@ -1,8 +1,9 @@
 """The Redis backend: one EVALSHA per decision, on a single node, Sentinel or Cluster.
 
 The decision logic is written once, as generators that yield Redis requests and receive
-their replies (``_steps_*``); ``run`` drives them with the sync client and ``arun`` with
-``redis.asyncio``. So the sync and async paths differ only in how a request is sent.
+their replies (``smsguard.backends.wire``); ``run`` drives them (``smsguard.drive``) with the
+sync client and ``arun`` with ``redis.asyncio``. So the sync and async paths differ only in how
+a request is sent.
 
 Clock: the script trusts the app's clock (the Guard's, passed as ``now``), not Redis's
 ``TIME``. A decision then reads one clock for its calendar day and its windows alike, and
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
@@ -34,11 +34,11 @@ import redis.retry
 import redis.sentinel
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 
+from smsguard.backends.wire import Request, Wire, _glob_escape
 from smsguard.drive import adrive, drive
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
+from smsguard.plan import Change, Job, Outcome
 
 log = logging.getLogger("smsguard")
 
@@ -49,11 +49,6 @@ except ImportError:  # pragma: no cover - the redis extra brings it
     _pack_command = None
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
-
-# A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
-# ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("apply", changes, keys) ->
-# None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL per flag).
-Request = tuple[Any, ...]
 
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
 _ClusterNode: Any = redis.cluster.ClusterNode
@@ -79,7 +74,6 @@ OUTAGES = (
     OSError,
 )
 T = TypeVar("T")
-Steps = Generator[Request, Any, Outcome]
 
 # Retry once, at once, when a pooled connection turns out dead (Redis restarted): that is no
 # outage. Never on a timeout: the script may have run, and a stalled Redis must not be waited
@@ -147,6 +141,8 @@ class RedisBackend:
             )
         self.cluster = cluster
         """True for a Redis Cluster: counters are then consumed slot by slot."""
+        self.wire = Wire(prefix, cluster)
+        """The requests of each call and what their replies mean, for either client."""
 
     @classmethod
     def from_url(
@@ -225,22 +221,22 @@ class RedisBackend:
     # -- the Backend protocol ----------------------------------------------------------
 
     def run(self, job: Job) -> Outcome:
-        return self._drive(self._steps_run(job))
+        return self._drive(self.wire.run(job))
 
     async def arun(self, job: Job) -> Outcome:
-        return await self._adrive(self._steps_run(job))
+        return await self._adrive(self.wire.run(job))
 
     def apply(self, changes: Sequence[Change]) -> None:
-        self._drive(self._steps_apply(changes))
+        self._drive(self.wire.apply(changes))
 
     async def aapply(self, changes: Sequence[Change]) -> None:
-        await self._adrive(self._steps_apply(changes))
+        await self._adrive(self.wire.apply(changes))
 
     def read(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
-        return self._drive(self._steps_read(keys))
+        return self._drive(self.wire.read(keys))
 
     async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
-        return await self._adrive(self._steps_read(keys))
+        return await self._adrive(self.wire.read(keys))
 
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
@@ -285,119 +281,6 @@ class RedisBackend:
         except Exception as exc:
             raise _failure(exc, False) from exc
 
-    # -- the logic, written once -------------------------------------------------------
-
-    def _steps_run(self, job: Job) -> Steps:
-        if not self.cluster:
-            request, order = self._eval(job, job.flags, job.counters, commit=job.commit)
-            reply = yield request
-            return _outcome(reply, len(job.flags), job.counters, order, job.now)
-        # A cluster script may touch one slot only. Flags are read first; then the
-        # counters go slot by slot, each slot all-or-none, and a later slot's denial
-        # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
-        shadowed: list[int] = []
-        if job.flags:
-            found = yield ("exists", [self.prefix + f.key for f in job.flags])
-            for i, hit in enumerate(found):
-                if hit:
-                    if not job.flags[i].shadow:
-                        return Outcome(i, shadowed=tuple(shadowed))
-                    shadowed.append(i)
-        nflags = len(job.flags)
-        counts = [0] * len(job.counters)
-        waits = [0.0] * len(job.counters)
-        took: list[Counter] = []
-        full = False
-        for indexes in _by_slot(job.counters):
-            group = tuple(job.counters[i] for i in indexes)
-            # Once one is full, the other slots are only checked (nothing written), so that
-            # the denial names the counter that frees last, as on a single node.
-            request, order = self._eval(job, (), group, commit=job.commit and not full)
-            reply = yield request
-            out = _outcome(reply, 0, group, order, job.now)
-            for k, i in enumerate(indexes):
-                counts[i] = out.counts[k]
-                if out.waits:
-                    waits[i] = out.waits[k]
-            shadowed += (nflags + indexes[k] for k in out.shadowed)
-            if out.waits:
-                full = True
-            elif not full and job.commit:
-                took.extend(taken(group, 0, out.shadowed, out.counts))
-        if full and took:
-            yield from self._steps_apply((Receipt(job.token, tuple(took)),))
-        return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)))
-
-    def _steps_apply(self, changes: Sequence[Change]) -> Steps:
-        # A forgotten subject's keys are found first (a scan, every node of a cluster), then
-        # deleted with the other changes, counters only: its list entries are not counters.
-        forgotten: list[Any] = []
-        for change in changes:
-            if isinstance(change, Forget):
-                keys = yield ("scan", f"{_glob_escape(self.prefix)}*{{{_glob_escape(change.subject)}}}*")
-                if keys:
-                    types = yield ("types", keys)
-                    forgotten += [
-                        key for key, kind in zip(keys, types, strict=True) if kind in (b"zset", "zset")
-                    ]
-        if changes:
-            yield ("apply", changes, forgotten)
-        return Outcome()
-
-    def _steps_read(self, keys: Sequence[str]) -> Generator[Request, Any, list[dict[str, int]]]:
-        replies = yield ("read", [self.prefix + key for key in keys])
-        return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
-
-    def _eval(
-        self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
-    ) -> tuple[Request, list[int]]:
-        """The EVALSHA arguments for one script call, built once for either client, and the
-        order the script sees ``counters`` in (grouped by the key that holds their hits)."""
-        prefix = self.prefix
-        now = job.now
-        keys = [prefix + f.key for f in flags]
-        groups = _groups(counters)
-        args: list[Any] = [repr(now), job.token, len(flags), len(groups), int(commit), _score(now)]
-        args += (int(f.shadow) for f in flags)
-        extras: list[Any] = []  # keys the counters refer to, after the groups' keys
-        order: list[int] = []
-        for name, tag, members in groups:
-            keys.append(prefix + name)
-            head = len(args)
-            args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
-            least, last = (math.inf, ""), now  # the least bound, and its score
-            for i in members:
-                c = counters[i]
-                window = _window(c, now)
-                if window is None:  # a fixed period: negative
-                    bound, limit = (0.0 if c.since is None else c.since), -c.limit
-                else:
-                    bound, limit = _first_counted(now, window), c.limit
-                score = _score(bound)
-                least = min(least, (bound, score))
-                last = max(last, c.expires_at)
-                if c.shadow or c.amount or c.unless is not None or c.earn is not None:
-                    marks = []
-                    for mark in (c.unless, c.earn):
-                        if mark is None:
-                            marks.append(0)
-                        else:
-                            extras.append(prefix + mark)
-                            marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
-                    match = int(c.match is not None)
-                    spec: Any = (
-                        f"{limit} {c.shadow} {match} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
-                    )
-                elif c.match is not None:
-                    spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
-                else:
-                    spec = limit
-                args += (spec, score)
-            args[head + 1] = math.ceil((last - now) * 1000) + 1000
-            args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
-            order += members
-        return ("eval", keys + extras, args), order
-
     # -- the I/O of a step: the only code that differs between sync and async -------------
 
     def _drive(self, steps: Generator[Request, Any, T]) -> T:
@@ -431,7 +314,7 @@ class RedisBackend:
                 return client.evalsha(self._load(client), len(keys), *keys, *args)
         if kind == "scan":
             return list(client.scan_iter(match=request[1], count=1000))
-        return self._pipeline(client.pipeline(transaction=False), request).execute()
+        return self.wire.pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _asend(self, client: Any, request: Request) -> Any:
         kind = request[0]
@@ -442,7 +325,7 @@ class RedisBackend:
             return await self._aeval(client, keys, args)
         if kind == "scan":
             return [key async for key in client.scan_iter(match=request[1], count=1000)]
-        return await self._pipeline(client.pipeline(transaction=False), request).execute()
+        return await self.wire.pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _aeval(self, client: Any, keys: list[Any], args: list[Any]) -> Any:
         """One EVALSHA, the script loaded again if Redis lost it."""
@@ -474,44 +357,6 @@ class RedisBackend:
         if batches is None:
             batches = self._batches[client] = _Batches(self, client)
         return batches
-
-    def _pipeline(self, pipe: Any, request: Request) -> Any:
-        """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
-        kind, items, *forgotten = request
-        if kind in ("exists", "types", "read"):
-            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall}[kind]
-            for key in items:
-                command(key)
-            return pipe
-        for key in forgotten[0]:  # the counters of forgotten subjects, found by a scan
-            pipe.delete(key)
-        for change in items:
-            if isinstance(change, Forget):
-                continue
-            if isinstance(change, Record):
-                # A mark's score is when it expires; the script counts those after now. The ones
-                # up to now go as the set is written, so a set written again and again (a
-                # country's earnings) holds its live marks, and its TTL drops the last of them.
-                for counter in change.counters:
-                    key = self.prefix + counter.key
-                    pipe.zremrangebyscore(key, "-inf", repr(change.now))
-                    pipe.zadd(key, {change.token: counter.expires_at})
-                    pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
-            elif isinstance(change, Tallied):
-                key = self.prefix + change.key
-                for name, n in change.counts:
-                    pipe.hincrby(key, name, n)
-                pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
-            elif isinstance(change, Receipt):
-                for name, tag, _ in _groups(change.counters):
-                    if tag is not False:  # a sum is not given back
-                        member = change.token if tag is None else f"{tag}:{change.token}"
-                        pipe.zrem(self.prefix + name, member)
-            elif change.on:
-                pipe.set(self.prefix + change.key, 1)
-            else:
-                pipe.delete(self.prefix + change.key)
-        return pipe
 
     # -- clients ------------------------------------------------------------------------
 
@@ -716,130 +561,6 @@ def _policies(answer: Any) -> list[str]:
     return found
 
 
-def _outcome(
-    reply: Sequence[Any], nflags: int, counters: Sequence[Counter], order: list[int], now: float
-) -> Outcome:
-    """The Outcome in a script's reply for ``nflags`` flags and ``counters``, sent in ``order``
-    (their indexes); a reply of another shape is a bug."""
-    n = len(order)
-    try:
-        flag, nshadowed = int(reply[0]), int(reply[1])
-        end = len(reply) - nshadowed
-        shadowed = tuple(int(i) for i in reply[end:])
-        middle = reply[2:end]
-        if flag >= 0 and middle:
-            raise ValueError("it counts after a flag")
-        counts = tuple(int(c) for c in middle[:n])
-        frees = middle[n:]
-        if flag < 0 and (len(counts) != n or len(frees) not in (0, n)):
-            raise ValueError(f"it does not fit {n} counters")
-        if nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed):
-            raise ValueError("its shadowed items do not fit the job")
-        waits = (
-            tuple(_wait(counters[i], at, now) for i, at in zip(order, frees, strict=True)) if frees else ()
-        )
-    except (TypeError, ValueError, IndexError) as exc:
-        raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
-    if order != sorted(order):  # back to the job's order
-        sent = {at: i for i, at in enumerate(order)}
-        counts = tuple(counts[sent[i]] for i in range(n)) if counts else ()
-        waits = tuple(waits[sent[i]] for i in range(n)) if waits else ()
-        shadowed = tuple(sorted(i if i < nflags else nflags + order[i - nflags] for i in shadowed))
-    return Outcome(flag, counts, waits, shadowed)
-
-
-_SOON = 1e-6
-
-
-def _window(counter: Counter, now: float) -> float | None:
-    """``counter``'s sliding window in seconds, or None for a fixed period (a calendar day; and a
-    sum, which is kept per period)."""
-    if counter.amount or counter.since is not None:
-        return None
-    return counter.expires_at - now if counter.window is None else counter.window
-
-
-def _held(counter: Counter) -> str:
-    """The key that holds ``counter``'s hits: its log, shared with the other windows of its
-    subject, or its own key (a sum's always)."""
-    return counter.key if counter.amount or counter.log is None else counter.log
-
-
-def _wait(counter: Counter, frees: Any, now: float) -> float:
-    """Seconds until ``counter`` frees a slot, from what the script says frees it: -1 (it is not
-    full), or the score of the hit whose window end frees a slot (a sliding window). A fixed
-    period (and a sum) frees when it ends. Worked out as the memory backend does, to the bit;
-    never 0 for a counter the script found full (it took nothing: the attempt must be denied),
-    which a clock outside the years of exact scores could otherwise round to."""
-    if frees == -1:
-        return 0.0
-    window = _window(counter, now)
-    if window is None:
-        return max(counter.expires_at - now, _SOON)
-    return max((float(frees) / _TICKS + _EPOCH) + window - now, _SOON)
-
-
-# A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS: exact for t
-# from _EPOCH / 2 to 2 * _EPOCH (1995 to 2072: the subtraction is exact there), and an integer
-# from 2**30 (2004), since doubles there lie 2**-22 s apart or more. Redis keeps an integer
-# score as an integer and compares it without parsing text, where a fractional time such as
-# 1772409600.1234567 costs a strtod at every read of every hit: the dearest part of a decision,
-# before this. (A clock outside those years, a test's, is still right to within rounding.)
-_EPOCH = 1610612736.0  # 2**30 + 2**29
-_TICKS = 4194304.0  # 2**22
-
-
-def _score(t: float) -> str:
-    """The score of a hit taken at ``t``, as Redis is given it. (Outside the years of exact
-    scores, rounding may merge two times, never reorder them: a window may count a hit taken
-    just before its bound, never leave one out.)"""
-    scaled = (t - _EPOCH) * _TICKS
-    return str(int(scaled)) if scaled.is_integer() else repr(scaled)
-
-
-def _first_counted(now: float, window: float) -> float:
-    """The earliest hit time t that a sliding window of ``window`` seconds counts at ``now``:
-    ``t + window > now`` in floating point, the memory backend's own test, to the last bit."""
-    t = now - window
-    if t + window > now:
-        while (earlier := math.nextafter(t, -math.inf)) + window > now:
-            t = earlier
-        return t
-    while t + window <= now:
-        t = math.nextafter(t, math.inf)
-    return t
-
-
-def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, list[int]]]:
-    """``counters`` by the key that holds their hits, in order of first appearance: (key, tag,
-    indexes). A log shared by several counters; else a counter's own key. The tag of a log is
-    the ``match`` of its counters (None: none has one), False for a sum, which is alone."""
-    groups: dict[str, tuple[str, str | bool | None, list[int]]] = {}
-    for i, c in enumerate(counters):
-        if c.amount:
-            groups[c.key] = (c.key, False, [i])
-            continue
-        name = _held(c)
-        group = groups.get(name)
-        if group is None:
-            groups[name] = (name, c.match, [i])
-            continue
-        if c.match is not None and group[1] != c.match:
-            if group[1] is not None:
-                raise BackendError(f"counters on the log {name!r} match two tags: {group[1]!r}, {c.match!r}")
-            groups[name] = group = (name, c.match, group[2])
-        group[2].append(i)
-    return list(groups.values())
-
-
-def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
-    """Indexes of ``counters`` grouped by cluster slot, in order of first appearance."""
-    groups: dict[int, list[int]] = {}
-    for i, c in enumerate(counters):
-        groups.setdefault(key_slot(_held(c).encode()), []).append(i)
-    return list(groups.values())
-
-
 _SCHEMES = {
     "redis": "redis",
     "rediss": "rediss",
@@ -879,11 +600,3 @@ def _locations(url: str) -> tuple[str | None, list[tuple[str, int]], str]:
             raise ConfigError(f"{url!r}: {location!r} is not host:port")
         hosts.append((host.strip("[]"), int(port)))
     return password, hosts, path
-
-
-def _text(name: Any) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
