@@ -38,6 +38,7 @@ async def send_async(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("sms/send", send),
+    path("v1/sms/send.json", send),
     path("sms/fail", fail),
     path("sms/502", bad_gateway),
     path("v2/sync", send_sync),

@@ -252,7 +252,7 @@ def test_repeated_forwarding_header_counts_the_right_most_hop(make_guard: Callab
 
 def test_other_routes_and_websockets_pass_through(client: TestClient) -> None:
     assert client.post("/other", content=b"anything").json() == {"other": "anything"}
-    assert client.get("/sms/send").status_code == 405, "another method is not guarded"
+    assert client.get("/sms/send").status_code == 405, "another method is refused"
     with client.websocket_connect("/ws") as ws:
         assert ws.receive_text() == "hello"
 
@@ -343,3 +343,32 @@ def test_fastapi_422_gives_the_quota_back(make_guard: Callable[..., Guard]) -> N
             assert client.post("/sms/send", json={"phone": VICTIM, "code_length": "six"}).status_code == 422
         assert client.post("/sms/send", json={"phone": VICTIM, "code_length": 6}).json() == {"digits": 6}
         assert client.post("/sms/send", json={"phone": VICTIM, "code_length": 6}).status_code == 429
+
+
+def test_starlette_s_plain_test_client_is_served(make_guard: Callable[..., Guard]) -> None:
+    """``TestClient(app)`` names its peer "testclient", not an address: it is read as 127.0.0.1
+    (httpx's ASGI transport's default), so a guard with IPThrottle serves it."""
+    guard = make_guard([DailyCap(3), IPThrottle("2/hour")])
+    with TestClient(make_app(guard)) as client:
+        assert client.post("/sms/send", json={"phone": VICTIM}).status_code == 200
+        assert client.post("/sms/send", json={"phone": "13900139000"}).status_code == 200
+        denied = client.post("/sms/send", json={"phone": "13700137000"})
+    assert (denied.status_code, denied.json()["reason"]) == (429, "ip_throttle")
+    assert guard.check("13600136000", ip="127.0.0.1").reason == "ip_throttle", "counted on 127.0.0.1"
+
+
+def test_a_peer_that_is_no_address_is_the_server_s_fault_and_says_so_only_in_the_log(
+    make_guard: Callable[..., Guard], caplog: pytest.LogCaptureFixture
+) -> None:
+    guard = make_guard([DailyCap(3), IPThrottle("2/hour")])
+    with TestClient(make_app(guard), client=("somehost", 1)) as client, caplog.at_level("ERROR"):
+        response = client.post("/sms/send", json={"phone": VICTIM})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "server_misconfigured",
+        "detail": "the server cannot serve this request",
+    }
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "ip_throttle needs ip=" in logged, logged
+    assert "'somehost'" in logged, logged
+    assert guard.status(VICTIM)[0].used == 0

@@ -276,6 +276,9 @@ def test_the_example_project_over_loopback(server: str, storage: str, request: p
         statuses = [httpx.post(f"{base}/sms/send", json={"phone": number}).status_code for _ in range(4)]
         assert statuses == [200, 429, 429, 429], "one a minute, across workers"
         assert httpx.post(f"{base}/sms/send", json={"phone": "12"}).status_code == 400
+        wrong = httpx.get(f"{base}/sms/send")
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST"), "not the view's 500"
+        assert httpx.post(f"{base}/sms/verify", json=[1]).status_code == 400
         assert (
             httpx.post(
                 f"{base}/sms/send", content=b"x" * 20_000, headers={"content-type": "application/json"}

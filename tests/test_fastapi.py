@@ -3,6 +3,7 @@ FastAPI's test client on every backend, and once through uvicorn over loopback."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from smsguard import DailyCap, Decision, Guard, SameContent
+from smsguard import DailyCap, Decision, Guard, IPThrottle, SameContent
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
 from smsguard.backends.base import Backend
@@ -175,3 +176,50 @@ def test_bad_options_fail_at_once() -> None:
 
     with pytest.raises(ConfigError, match="unknown option"):
         SMSGuard(guard=Guard(), phone_field="x")
+
+
+def test_max_body_and_a_field_given_twice(backend: Backend) -> None:
+    client, guard, seen = make(backend, max_body=1024)
+    big = json.dumps({"mobile": VICTIM, "template": "x" * 1_000_000})
+    r = client.post("/sms/send", content=big, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["error"]) == (413, "payload_too_large")
+    twice = f'{{"mobile": "{VICTIM}", "mobile": "13900139000"}}'
+    r = client.post("/sms/send", content=twice, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+    assert "more than once" in r.json()["detail"]
+    r = client.post("/sms/send?mobile=13900139000", json={"mobile": VICTIM})
+    assert r.status_code == 400, "in the query and in the body"
+    assert seen == [], "nothing sent"
+    assert guard.status(VICTIM)[0].used == 0, "nothing counted"
+    assert client.post("/sms/send", json={"mobile": VICTIM}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"mobile": 13800138000}', b"{}", b"", b"[1]", b'{"mobile": "x", "template": 7}', b"null"],
+)
+def test_a_422_is_fastapi_s_own_each_error_once(body: bytes) -> None:
+    """What a guarded endpoint answers to a body its model rejects is what the same endpoint
+    answers unguarded: each error listed once."""
+    guarded, _, seen = make(Guard().backend)
+    bare = FastAPI()
+
+    @bare.post("/sms/send")
+    async def send(body: SendCode) -> Any:
+        return {}
+
+    headers = {"content-type": "application/json"}
+    ours = guarded.post("/sms/send", content=body, headers=headers)
+    theirs = TestClient(bare).post("/sms/send", content=body, headers=headers)
+    assert ours.status_code == theirs.status_code == 422
+    assert ours.json() == theirs.json()
+    assert seen == []
+
+
+def test_the_plain_test_client_is_served() -> None:
+    """``TestClient(app)``'s peer, "testclient", is read as 127.0.0.1."""
+    guard = Guard([IPThrottle("1/hour")], default_region="CN", secret="s")
+    app, _ = app_for(guard)
+    client = TestClient(app)
+    assert client.post("/sms/send", json={"mobile": VICTIM}).status_code == 200
+    assert client.post("/sms/send", json={"mobile": "13900139000"}).json()["reason"] == "ip_throttle"

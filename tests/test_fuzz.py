@@ -17,12 +17,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from smsguard import DailyCap, Guard, IPThrottle, PhoneRate, SameContent
+from smsguard import ContentRules, DailyCap, Guard, InvalidInput, IPThrottle, PhoneRate, SameContent
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
 from smsguard.adapters.flask import protect
 
-ALLOWED = {200, 400, 403, 413, 429}
+ALLOWED = {200, 400, 403, 405, 413, 429}
 PEER = "203.0.113.9"
 
 phones = st.one_of(
@@ -42,6 +42,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Mostly POST, the guarded method.
+methods = st.sampled_from(METHODS) | st.just("POST") | st.just("POST")
 content_types = st.sampled_from(
     [
         "application/json",
@@ -58,7 +61,7 @@ content_types = st.sampled_from(
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
-    kind = draw(st.sampled_from(["json-object", "json-any", "form", "bytes", "empty"]))
+    kind = draw(st.sampled_from(["json-object", "json-any", "form", "two-faced", "bytes", "empty"]))
     if kind == "json-object":
         payload = draw(
             st.dictionaries(st.sampled_from(["phone", "template", "user", "x"]), json_values, max_size=4)
@@ -76,6 +79,12 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
         body = draw(st.text(max_size=100)).encode("utf-8", "surrogatepass")
         if draw(st.booleans()):
             body += b"&phone=13800138000&phone=13900139000&template=%ED%A0%80"
+    elif kind == "two-faced":  # JSON to a view that reads JSON, a form to one that reads forms
+        payload = {"phone": draw(phones), "pad": f"&phone={draw(phones)}&"}
+        text = draw(st.sampled_from(["", " \n", "\ufeff"])) + json.dumps(payload, allow_nan=True)
+        body = text.encode(draw(st.sampled_from(["utf-8", "utf-16-le", "utf-16", "utf-32-be"])))
+        if draw(st.booleans()):
+            body = body[: draw(st.integers(0, len(body)))]
     elif kind == "bytes":
         body = draw(st.binary(max_size=300))
     else:
@@ -104,6 +113,7 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
 
 def guard() -> Guard:
     policies = [
+        ContentRules(),
         SameContent(skip_missing=True),
         DailyCap(10**6),
         PhoneRate("1000/second"),
@@ -120,13 +130,41 @@ FIELDS: list[dict[str, Any]] = [
 ]
 
 
-def starlette_app(fields: dict[str, Any]) -> Starlette:
-    async def send(request: Request) -> JSONResponse:
-        return JSONResponse({"bytes": len(await request.body())})
+def json_phone(body: bytes, guard: Guard) -> str | None:
+    """The number a view that reads JSON whatever the type (``json.loads(body)``) would text, in
+    E.164; None when it would text none, "?" for a number the guard would refuse."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("phone"), str):
+        return None
+    try:
+        return guard.identify(data["phone"])[0]
+    except InvalidInput:
+        return "?"
 
-    app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
+
+def starlette_app(fields: dict[str, Any]) -> Starlette:
+    the_guard = guard()
+
+    async def send(request: Request) -> JSONResponse:
+        body = await request.body()
+        if fields is FIELDS[0]:  # the guard reads the "phone" field: the number counted is the one sent
+            assert json_phone(body, the_guard) in (None, request.state.smsguard.phone)
+        return JSONResponse({"bytes": len(body)})
+
+    # The endpoint takes every method, the middleware guards POST: the others get its 405.
+    app = Starlette(
+        routes=[Route(path, send, methods=METHODS) for path in ("/sms/send", "/v1/sms/send.json")]
+    )
     app.add_middleware(
-        SMSGuardMiddleware, guard=guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024, **fields
+        SMSGuardMiddleware,
+        guard=the_guard,
+        routes=["POST /sms/send", "POST /v1/sms/send.json"],
+        trusted_proxies=["203.0.113.0/24"],
+        max_body=1024,
+        **fields,
     )
     return app
 
@@ -143,23 +181,36 @@ def flask_app(fields: dict[str, Any]) -> Flask:
     return app
 
 
-# Any exception that escapes is raised into the test.
+# Any exception that escapes is raised into the test. The last one is the plain TestClient(app),
+# whose peer is "testclient".
 STARLETTE = [TestClient(starlette_app(fields), client=(PEER, 1)) for fields in FIELDS]
+STARLETTE.append(TestClient(starlette_app(FIELDS[0])))
 FLASK = [flask_app(fields) for fields in FIELDS]
 
 
-def check(status: int, body: bytes) -> None:
+def check(status: int, body: bytes, method: str = "POST", *, post_only: bool = True) -> None:
+    """``status`` is one a client may get, with a JSON body saying why (HEAD has no body); a
+    middleware (``post_only``) refuses every method but POST, never POST."""
     assert status in ALLOWED
-    if status != 200:
+    if post_only:
+        assert (status == 405) == (method != "POST"), "another method is refused, POST never is"
+    if status != 200 and method != "HEAD":
         assert json.loads(body)["error"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), fields=st.sampled_from(range(len(FIELDS))))
-def test_starlette_never_500(request: tuple[bytes, dict[str, str], str], fields: int) -> None:
+@given(
+    request=requests(),
+    fields=st.sampled_from(range(len(STARLETTE))),
+    method=methods,
+    path=st.sampled_from(["/sms/send", "/v1/sms/send.json"]),
+)
+def test_starlette_never_500(
+    request: tuple[bytes, dict[str, str], str], fields: int, method: str, path: str
+) -> None:
     body, headers, query = request
-    response = STARLETTE[fields].post(f"/sms/send?{query}", content=body, headers=headers)
-    check(response.status_code, response.content)
+    response = STARLETTE[fields].request(method, f"{path}?{query}", content=body, headers=headers)
+    check(response.status_code, response.content, method)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -254,8 +305,8 @@ def test_fastapi_never_500(request: tuple[bytes, dict[str, str], str], path: str
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), path=st.sampled_from(["/sms/send", "/v2/sync", "/v2/async"]))
-def test_django_never_500(request: tuple[bytes, dict[str, str], str], path: str) -> None:
+@given(request=requests(), path=st.sampled_from(["/sms/send", "/v2/sync", "/v2/async"]), method=methods)
+def test_django_never_500(request: tuple[bytes, dict[str, str], str], path: str, method: str) -> None:
     import django_app  # noqa: F401  (configures Django once)
     from django.test import Client
 
@@ -265,6 +316,7 @@ def test_django_never_500(request: tuple[bytes, dict[str, str], str], path: str)
         extra["HTTP_X_TEMPLATE"] = headers["x-template"]
     # generic(): post() would re-encode the bytes by the content type's charset, and fail first.
     response = Client().generic(
-        "POST", f"{path}?{query}", body, content_type=headers["content-type"], REMOTE_ADDR=PEER, **extra
+        method, f"{path}?{query}", body, content_type=headers["content-type"], REMOTE_ADDR=PEER, **extra
     )
-    check(response.status_code, response.content)
+    # /sms/send is the middleware's, for POST; @protect guards its view whatever the method.
+    check(response.status_code, response.content, method, post_only=path == "/sms/send")

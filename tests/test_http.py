@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import parse_qsl
 
 import flask
 import pytest
+from fastapi import Depends, FastAPI
 from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +34,7 @@ from smsguard import (
     Suspend,
 )
 from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.adapters.fastapi import SMSGuard
 from smsguard.adapters.flask import protect
 from smsguard.adapters.http import Gate, Incoming, Problem, Reply, _form
 from smsguard.policies import Review
@@ -162,7 +166,8 @@ XFF, FWD = "x-forwarded-for", "forwarded"
         (None, {"x-forwarded-for": "198.51.100.1"}, XFF, None),  # a unix socket, not trusted
         ("10.0.0.2", {"x-forwarded-for": "1" * 5000 + ", 198.51.100.1"}, XFF, "198.51.100.1"),
         ("10.0.0.2", {"x-forwarded-for": "198.51.100.1, " + "9" * 5000}, XFF, "10.0.0.2"),
-        ("testclient", {}, XFF, None),
+        ("testclient", {}, XFF, "127.0.0.1"),  # Starlette's TestClient(app): a client on this host
+        ("somehost", {}, XFF, None),
     ],
 )
 def test_client_ip(peer: str | None, headers: dict[str, str], header: str, client: str | None) -> None:
@@ -312,51 +317,146 @@ def test_form_reads_like_parse_qsl(text: str) -> None:
     assert _form(text) == dict(parse_qsl(text, keep_blank_values=True))
 
 
-# -- the exchange, through both adapters: one rule, one test ----------------------------------
+# -- the exchange, through every adapter: one rule, one test ----------------------------------
 
 ADAPTERS = ["starlette", "flask"]
+EVERY_ADAPTER = ["starlette", "flask", "fastapi", "django"]
 VICTIM, FRESH = "13800138000", "13900139000"
+PATHS = ["/sms/send", "/v1/sms/send.json"]
+"""What each app of ``Client`` serves, each guarded; the second has a dot, as a route may."""
+
+
+class Fields(BaseModel):
+    """The FastAPI app's body: anything, so that the guard sees what the client sent."""
+
+    phone: Any = None
+    template: Any = None
+    text: Any = None
 
 
 class Client:
-    """A real Starlette or Flask app guarded with ``options``, and what its endpoint saw."""
+    """A real Starlette, Flask, FastAPI or Django app guarded with ``options``, serving
+    ``PATHS``, and what its endpoint saw. The Starlette and Django ones are guarded by their
+    middleware (each path for POST; the endpoints themselves take GET too), the Flask and FastAPI
+    ones by the view's decorator or dependency."""
 
     def __init__(self, adapter: str, guard: Guard, **options: Any) -> None:
         self.adapter, self.seen = adapter, []
         if adapter == "starlette":
             # Starlette builds its middleware when the app starts (lifespan), as under uvicorn.
             self.http = TestClient(self._starlette(guard, options), client=("203.0.113.9", 1)).__enter__()
-        else:
+        elif adapter == "flask":
             self.http = self._flask(guard, options).test_client()
+        elif adapter == "fastapi":
+            self.http = TestClient(self._fastapi(guard, options), client=("203.0.113.9", 1))
+        else:
+            self.http = self._django(guard, options)
 
     def _starlette(self, guard: Guard, options: dict[str, Any]) -> Starlette:
         async def send(request: Request) -> Response:
             self.seen.append(request.state.smsguard.phone)
             return JSONResponse({"phone": request.state.smsguard.phone})
 
-        app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
-        app.add_middleware(SMSGuardMiddleware, guard=guard, **options)
+        app = Starlette(routes=[Route(path, send, methods=["GET", "POST"]) for path in PATHS])
+        app.add_middleware(SMSGuardMiddleware, guard=guard, routes=[f"POST {p}" for p in PATHS], **options)
         return app
 
     def _flask(self, guard: Guard, options: dict[str, Any]) -> Flask:
         app = Flask(__name__)
 
-        @app.post("/sms/send")
         @protect(guard, **options)
         def send() -> Any:
             self.seen.append(flask.g.smsguard.phone)
             return flask.jsonify(phone=flask.g.smsguard.phone)
 
+        for path in PATHS:
+            app.add_url_rule(path, path, send, methods=["GET", "POST"])
         return app
 
-    def post(self, query: str = "", **kwargs: Any) -> tuple[int, dict[str, Any]]:
-        extra = {"environ_base": {"REMOTE_ADDR": "203.0.113.9"}} if self.adapter == "flask" else {}
-        if self.adapter == "flask" and "content" in kwargs:
-            kwargs["data"] = kwargs.pop("content")
-        response = self.http.post(f"/sms/send{query}", **kwargs, **extra)
-        return response.status_code, json.loads(
-            response.content if self.adapter == "starlette" else response.data
+    def _fastapi(self, guard: Guard, options: dict[str, Any]) -> FastAPI:
+        app = FastAPI()
+        fields = {name: options.pop(name) for name in ("phone", "content") if name in options}
+        guarded = Depends(SMSGuard(app, guard=guard, **options).protect(Fields, **fields))
+
+        async def send(body: Fields, decision: Decision = guarded) -> Any:
+            self.seen.append(decision.phone)
+            return {"phone": decision.phone}
+
+        for path in PATHS:
+            app.post(path)(send)
+        return app
+
+    def _django(self, guard: Guard, options: dict[str, Any]) -> Any:
+        import django_app  # noqa: F401  (configures Django once)
+        import django_urls
+        from django.test import Client as DjangoClient
+        from django.test import override_settings
+
+        from smsguard.adapters.django import configured
+
+        names = {"phone": "PHONE_FIELD", "content": "CONTENT_FIELD", "max_body": "MAX_BODY"}
+        django_urls.guard = guard
+        django_urls.seen.clear()
+        self.seen = django_urls.seen
+        settings = {names[k]: v for k, v in options.items()}
+        override = override_settings(
+            SMSGUARD={"GUARD": "django_urls.guard", "ROUTES": [f"POST {p}" for p in PATHS], **settings}
         )
+        override.enable()
+        OVERRIDDEN.append(override)
+        configured.clear(setting="SMSGUARD")
+        return DjangoClient()
+
+    def request(
+        self, method: str, path: str = "/sms/send", body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """Status, JSON body (or None) and headers of ``method path`` (a query included)."""
+        headers = dict(headers or {})
+        if self.adapter == "django":
+            kind = headers.pop("content-type", "")
+            extra = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+            response = self.http.generic(
+                method, path, body, content_type=kind, REMOTE_ADDR="203.0.113.9", **extra
+            )
+            raw, answer_headers = response.content, response.headers
+        elif self.adapter == "flask":
+            response = self.http.open(
+                path, method=method, data=body, headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.9"}
+            )
+            raw, answer_headers = response.data, response.headers
+        else:
+            response = self.http.request(method, path, content=body, headers=headers)
+            raw, answer_headers = response.content, response.headers
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        return response.status_code, answer, answer_headers
+
+    def post(self, query: str = "", **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if "json" in kwargs:
+            body = json.dumps(kwargs.pop("json")).encode()
+            headers.setdefault("content-type", "application/json")
+        else:
+            body = kwargs.pop("content", b"")
+        assert not kwargs, kwargs
+        status, answer, _ = self.request("POST", f"/sms/send{query}", body, headers)
+        return status, answer
+
+
+OVERRIDDEN: list[Any] = []
+"""The Django settings a ``Client`` overrode, undone after each test."""
+
+
+@pytest.fixture(autouse=True)
+def _undo_django_settings() -> Iterator[None]:
+    yield
+    while OVERRIDDEN:
+        OVERRIDDEN.pop().disable()
+        from smsguard.adapters.django import configured
+
+        configured.clear(setting="SMSGUARD")
 
 
 def fresh_guard() -> Guard:
@@ -445,3 +545,70 @@ def test_a_challenge_through_both_adapters(adapter: str) -> None:
     status, body = client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})
     assert (status, body["reason"]) == (429, "daily_cap"), "which still hold"
     assert passed == [block[0], block[1], block[1], block[1], block[1]], "asked for every request"
+
+
+# A urlencoded body that is also JSON: a form to a guard that reads by the type, an object to a
+# view that reads JSON whatever the type (Starlette's request.json(), Django's
+# json.loads(request.body)). Each encoding below is one Python's json reads as the same object.
+# (FastAPI reads its model from a JSON body only: a form gets its 422, on main too.)
+TWO_FACED = f'{{"phone": "{VICTIM}", "pad": "&phone={FRESH}&"}}'
+
+
+@pytest.mark.parametrize("adapter", ["starlette", "flask", "django"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        TWO_FACED.encode(),
+        b" \r\n\t" + TWO_FACED.encode(),
+        b"\xef\xbb\xbf" + TWO_FACED.encode(),  # a BOM
+        TWO_FACED.encode("utf-16-le"),  # NULs are valid UTF-8: the form still reads phone=FRESH
+        f"[{TWO_FACED}]".encode(),
+        b'{"phone": "&phone=' + FRESH.encode() + b'&", oops',  # JSON to a lenient parser
+    ],
+)
+def test_a_form_body_that_reads_as_json_is_a_400(adapter: str, body: bytes) -> None:
+    client = Client(adapter, fresh_guard())
+    status, answer, _ = client.request("POST", "/sms/send", body, FORM)
+    assert (status, answer["error"]) == (400, "invalid_request")
+    assert "JSON" in answer["detail"]
+    assert client.seen == []
+    status, _, _ = client.request("POST", "/sms/send", f"phone={FRESH}&pad=%7B".encode(), FORM)
+    assert status == 200, "a plain form is a form"
+    assert client.seen == [f"+86{FRESH}"]
+
+
+@pytest.mark.parametrize("adapter", EVERY_ADAPTER)
+def test_recommended_serves_a_route_with_a_dot(adapter: str) -> None:
+    """The route is what SameContent counts by when no content field is named, not a text:
+    ContentRules must not read ``send.json`` as a domain. A content field is still read."""
+    from smsguard import recommended
+
+    client = Client(adapter, Guard(recommended(["CN"]), default_region="CN", secret="s"))
+    status, answer, _ = client.request(
+        "POST", "/v1/sms/send.json", json.dumps({"phone": VICTIM}).encode(), JSON
+    )
+    assert (status, answer["phone"]) == (200, f"+86{VICTIM}")
+    linked = Client(adapter, Guard(recommended(["CN"]), default_region="CN", secret="s"), content="text")
+    body = json.dumps({"phone": FRESH, "text": "see t.cn/x"}).encode()
+    status, answer, _ = linked.request("POST", "/v1/sms/send.json", body, JSON)
+    assert (status, answer["error"]) == (403, "forbidden"), "a text a client sends is read"
+    assert linked.seen == []
+
+
+@pytest.mark.parametrize("adapter", ["starlette", "django"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_another_method_on_a_guarded_path_is_a_405(adapter: str, method: str) -> None:
+    """A middleware guards a path for the methods its routes name; its endpoint might send for
+    any other (these take GET too, as a Django view takes every method), so the others are
+    refused. (A decorator or a dependency guards its view whatever the method.)"""
+    guard = fresh_guard()
+    client = Client(adapter, guard)
+    status, answer, headers = client.request(method, f"/sms/send?phone={VICTIM}")
+    assert client.seen == [], "never reached the endpoint unguarded"
+    assert guard.status(VICTIM)[0].used == 0
+    assert status == 405
+    assert headers["allow"] == "POST"
+    assert headers["content-type"] == "application/json"
+    if method != "HEAD":
+        assert answer == {"error": "method_not_allowed", "detail": "this path takes POST"}
+    assert client.request("POST", f"/sms/send?phone={VICTIM}")[0] == 200

@@ -34,7 +34,9 @@ class MissingSubject(InvalidInput):
 
 
 class BackendUnavailable(SmsguardError):
-    """The backend could not be reached; the guard applies its fail mode.
+    """The backend could not be reached, or refused for now (Redis without the replica it
+    must write to, after a failed save, busy with another client's script, loading); the guard
+    applies its fail mode.
 
     ``partial`` is True when only part of the backend failed (some slots of a Cluster): the
     guard then degrades this decision only, and keeps using the backend for the others.

@@ -287,12 +287,19 @@ _LINK: Final = re.compile(
 )
 
 
+ROUTE: Final = "route"
+"""The key in an attempt's ``context`` where an adapter names the route (``"POST /sms/send"``)
+it gives as the content when the app names no content field: a label that SameContent counts
+by, not a text. ``ContentRules`` reads no content equal to it."""
+
+
 class ContentRules:
     """What the SMS providers refuse to send, refused before it costs anything: a template
     parameter (``context={"params": [...]}``) or a text (``content=``) that carries a link,
     short links included (reason ``content_link``), and a verification code parameter
     (``context={"code": ...}``) that is not ``code_digits`` digits (reason ``content_code``).
-    Nothing of the content is stored."""
+    A content that is the route an adapter counts by (``context["route"]``) is no text: a route
+    such as ``/v1/sms/send.json`` would read as a domain. Nothing of the content is stored."""
 
     reason = codes.CONTENT_LINK
 
@@ -309,8 +316,9 @@ class ContentRules:
         if isinstance(params, str):
             params = (params,)
         texts = [str(p) for p in params]
-        if attempt.content is not None:
-            texts.append(attempt.content)
+        content = attempt.content
+        if content is not None and content != attempt.context.get(ROUTE):
+            texts.append(content)
         if any(_LINK.search(text) for text in texts):
             return Deny(codes.CONTENT_LINK)
         code = attempt.context.get("code")

@@ -36,6 +36,8 @@ async def send_code_v2(request: HttpRequest) -> JsonResponse:
 def verify(request: HttpRequest) -> JsonResponse:
     try:
         data = json.loads(request.body or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("send a JSON object")
         phone = guard().identify(str(data.get("phone", ""))).e164
     except (ValueError, InvalidInput) as exc:
         return JsonResponse({"error": str(exc)}, status=400)

@@ -21,9 +21,17 @@ from collections.abc import (
 )
 from typing import Any
 
-from smsguard.adapters.http import TOO_LARGE, TOO_SLOW, Gate, Incoming, Reply, aexchange_io, check_options
+from smsguard.adapters.http import (
+    TOO_LARGE,
+    TOO_SLOW,
+    Gate,
+    Incoming,
+    Reply,
+    Routes,
+    aexchange_io,
+    check_options,
+)
 from smsguard.drive import adrive
-from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 
 Scope = MutableMapping[str, Any]
@@ -32,8 +40,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
 
 class SMSGuardMiddleware:
     """Guards ``routes`` (``"POST /sms/send"``) of an ASGI app with ``guard``.
@@ -41,7 +47,8 @@ class SMSGuardMiddleware:
     ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``,
     ``proxy_header``, ``max_body``, ``body_timeout``, ``refund_on``, ``render`` (see
     ``smsguard.adapters.http.Gate``). A route is matched below the app's mount point
-    (``root_path``), so a guarded app mounted under ``/api`` guards ``/api/sms/send``.
+    (``root_path``), so a guarded app mounted under ``/api`` guards ``/api/sms/send``. Another
+    method on a guarded path gets a 405 (see ``smsguard.adapters.http.Routes``).
 
     The endpoint finds the decision in ``request.state.smsguard`` (``scope["state"]``): its
     ``phone`` is the number already validated and in E.164, so the endpoint need not parse it
@@ -59,12 +66,17 @@ class SMSGuardMiddleware:
     ) -> None:
         check_options(options)
         self.app, self.guard, self.gate = app, guard, Gate(**options)
-        self.routes = parse_routes(routes)
+        self.routes = Routes(routes)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._guarded(scope):
+        route = self._route(scope) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
+            return
+        path, methods = route
+        if scope["method"] not in methods:
+            await _respond(send, self.gate.not_allowed(self.routes.allow(path)))
             return
         client = scope.get("client")
         body, app_receive = await self._read_body(scope, receive)
@@ -83,13 +95,20 @@ class SMSGuardMiddleware:
         if reply is not None:
             await _respond(send, reply)
 
-    def _guarded(self, scope: Scope) -> bool:
-        routes, method, path = self.routes, scope["method"], scope["path"]
-        if (method, path) in routes:
-            return True
-        # Mounted below a prefix: Starlette keeps the full path in "path", the prefix in "root_path".
-        root = scope.get("root_path", "")
-        return bool(root) and path.startswith(root) and (method, path[len(root) :]) in routes
+    def _route(self, scope: Scope) -> tuple[str, frozenset[str]] | None:
+        """The guarded path ``scope`` is on and its guarded methods, or None."""
+        path: str = scope["path"]
+        methods = self.routes.methods(path)
+        if methods is None:
+            # Mounted below a prefix: Starlette keeps the full path in "path", the prefix in "root_path".
+            root: str = scope.get("root_path", "")
+            if not (root and path.startswith(root)):
+                return None
+            path = path[len(root) :]
+            methods = self.routes.methods(path)
+            if methods is None:
+                return None
+        return path, methods
 
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send, decision: Any) -> int:
         scope.setdefault("state", {})["smsguard"] = decision
@@ -185,21 +204,6 @@ class Watchdog:
                     del self.due[task]
                     self.expired.add(task)
                     task.cancel()
-
-
-def parse_routes(routes: str | Iterable[str]) -> frozenset[tuple[str, str]]:
-    """``"POST /sms/send"`` items as (METHOD, path); a ConfigError for any other shape, since a
-    route that never matches would leave its endpoint silently unguarded."""
-    items = [routes] if isinstance(routes, str) else list(routes)
-    parsed = set()
-    for route in items:
-        parts = route.split() if isinstance(route, str) else []
-        if len(parts) != 2 or parts[0].upper() not in METHODS or not parts[1].startswith("/"):
-            raise ConfigError(f"route {route!r} is not 'METHOD /path', as in 'POST /sms/send'")
-        parsed.add((parts[0].upper(), parts[1]))
-    if not parsed:
-        raise ConfigError("routes is empty: name the endpoints to guard, as in ['POST /sms/send']")
-    return frozenset(parsed)
 
 
 class Headers(Mapping[str, str]):

@@ -10,13 +10,15 @@
     async def send_code(body: SendCode, decision: Decision = Depends(sms.protect(SendCode))):
         ...                                # decision.phone: the number, validated, in E.164
 
-``protect(SendCode)`` declares the same ``body: SendCode`` parameter as the endpoint, so FastAPI
-parses and validates the body once, and a body it rejects (its 422) never reaches the guard:
-nothing is counted for it. The number comes from the model's ``phone`` field (``phone=`` names
-another, or takes a callable given the model); ``content=`` likewise, else the route counts as
-the content. Without a model, ``protect(param="phone", source=Query())`` judges a parameter.
-On a router: ``APIRouter(dependencies=[Depends(sms.protect(SendCode))])``, the decision then in
-``request.state.smsguard``.
+``protect(SendCode)`` takes the body the endpoint's ``body`` parameter takes (FastAPI parses it
+once) and validates it with the model itself: a body the model rejects gets FastAPI's own 422,
+each error listed once, and nothing is counted for it. The raw body is then held to the
+middleware's rules: ``max_body`` (413), and the phone and content fields given once (400). The
+number comes from the model's ``phone`` field
+(``phone=`` names another, or takes a callable given the model); ``content=`` likewise, else
+the route counts as the content. Without a model, ``protect(param="phone", source=Query())``
+judges a parameter. On a router: ``APIRouter(dependencies=[Depends(sms.protect(SendCode))])``,
+the decision then in ``request.state.smsguard``.
 
 The responses are the middleware's (a 400 for a bad number, 429/403/503 by kind, with the same
 JSON and headers): ``SMSGuard(app)`` installs the handler that renders them. An exception from
@@ -27,17 +29,21 @@ as the middleware does. A dependency does not see a ``Response`` the endpoint re
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Body, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import Gate, Incoming, Reply, aexchange_io, check_options
+from smsguard.adapters.http import TOO_LARGE, Field, Gate, Incoming, Reply, aexchange_io, check_options
 from smsguard.attempt import Decision
 from smsguard.drive import adrive
+from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 
 Source = str | Callable[[Any], Any] | None
@@ -60,7 +66,8 @@ async def _render(request: Request, exc: Exception) -> Response:
 class SMSGuard:
     """The guard of a FastAPI app and its dependencies. ``guard`` defaults to one built from the
     ``SMSGUARD_*`` environment (``Guard.from_settings``); ``options`` are the Gate's
-    (``trusted_proxies``, ``refund_on``, ``render``, ``challenge``...), for every dependency."""
+    (``trusted_proxies``, ``max_body``, ``refund_on``, ``render``, ``challenge``...), for every
+    dependency."""
 
     def __init__(self, app: FastAPI | None = None, *, guard: Guard | None = None, **options: Any) -> None:
         check_options(options)
@@ -85,23 +92,27 @@ class SMSGuard:
         content: Source = None,
         **overrides: Any,
     ) -> Callable[..., AsyncIterator[Decision]]:
-        """A dependency that judges the attempt in the validated ``param`` (``model``, a
-        pydantic model of the body, or with no model the value itself, a string: ``source``
-        says where it is, ``Query()`` by FastAPI's default) and yields the decision."""
+        """A dependency that judges the attempt in ``param`` (``model``, a pydantic model of the
+        JSON body, or with no model the value itself, a string: ``source`` says where it is,
+        ``Query()`` by FastAPI's default) and yields the decision."""
         check_options(overrides)
-        gate = Gate(
-            **{**self.options, **overrides, "phone": "phone", "content": "content" if content else None}
-        )
-        guard = self.guard
-        pick_phone = _picker(phone if model is not None else None)
-        pick_content = _picker(content) if content else None
-        aio = aexchange_io(guard, None)  # the endpoint runs between admit and settle
+        if model is None:
+            # The parameter itself: its name in the request is the field the Gate watches.
+            phone_field: Field = getattr(source, "alias", None) or param
+            content_field: Field = None
+            pick_phone: Callable[[Any], Any] = _itself
+            pick_content: Callable[[Any], Any] | None = None
+        else:
+            phone_field, pick_phone = _source(model, phone, "phone")
+            if content is not None:
+                content_field, pick_content = _source(model, content, "content")
+            else:
+                content_field, pick_content = None, None
+        gate = Gate(**{**self.options, **overrides, "phone": phone_field, "content": content_field})
+        aio = aexchange_io(self.guard, None)  # the endpoint runs between admit and settle
+        validate = None if model is None else _validator(model, source, param)
 
         async def dependency(request: Request, **values: Any) -> AsyncIterator[Decision]:
-            value = values[param]
-            data = {"phone": pick_phone(value)}
-            if pick_content is not None:
-                data["content"] = pick_content(value)
             scope = request.scope
             client = scope.get("client")
             incoming = Incoming(
@@ -111,9 +122,18 @@ class SMSGuard:
                 scope.get("query_string", b"").decode("latin-1"),
                 b"",
                 client[0] if client else None,
-                data,
             )
-            admitted = await adrive(gate.admit(incoming, b""), aio)
+            if gate.declared(incoming.headers.get("content-length")) is TOO_LARGE:
+                raise Refused(gate.too_large())
+            incoming = incoming._replace(body=await request.body())  # FastAPI's copy, read once
+            value = values[param] if validate is None else validate(values[param], incoming.body)
+            refusal = gate.screen(incoming)
+            if refusal is not None:
+                raise Refused(refusal)
+            data = {phone_field if isinstance(phone_field, str) else "phone": pick_phone(value)}
+            if pick_content is not None:
+                data[content_field if isinstance(content_field, str) else "content"] = pick_content(value)
+            admitted = await adrive(gate.admit(incoming._replace(data=data), incoming.body), aio)
             if not isinstance(admitted, Decision):
                 raise Refused(admitted)
             request.state.smsguard = admitted
@@ -127,21 +147,61 @@ class SMSGuard:
                 raise
             await adrive(gate.settle(admitted, 200), aio)
 
-        annotation = model if model is not None else str
+        annotation: Any
+        if model is None:
+            annotation, default = str, source
+        else:
+            # Not the model: FastAPI would validate the body for the dependency as well as for the
+            # endpoint, and list each error twice. The value as it came, validated here.
+            annotation, default = Any, Body(None) if source is inspect.Parameter.empty else source
         dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [
                 inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
                 inspect.Parameter(
-                    param, inspect.Parameter.KEYWORD_ONLY, default=source, annotation=annotation
+                    param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
                 ),
             ]
         )
         return dependency
 
 
-def _picker(source: Source) -> Callable[[Any], Any]:
-    if source is None:
-        return lambda value: value
+def _source(model: type[Any], source: Source, what: str) -> tuple[Field, Callable[[Any], Any]]:
+    """What the Gate reads ``what`` from (the field's name in the body, which it watches; for a
+    callable, which names no field, the value picked), and the picker of the value in the
+    validated model."""
     if callable(source):
-        return source
-    return lambda value: value.get(source) if isinstance(value, Mapping) else getattr(value, source, None)
+        return lambda request: request.data.get(what), source
+    if not isinstance(source, str):
+        raise ConfigError(f"{what} must name a field of {model.__name__} or be a callable given it")
+    alias = getattr(getattr(model, "model_fields", {}).get(source), "alias", None)
+    return alias or source, functools.partial(_attribute, name=source)
+
+
+def _itself(value: Any) -> Any:
+    return value
+
+
+def _attribute(value: Any, *, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+
+
+def _validator(model: type[Any], source: Any, param: str) -> Callable[[Any, bytes], Any]:
+    """What FastAPI would make of the endpoint's ``param: model``: the value validated, or its
+    RequestValidationError (the same errors, at the same place)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(model)
+    loc = ("body", param) if getattr(source, "embed", False) else ("body",)
+
+    def validate(value: Any, body: bytes) -> Any:
+        if value is None and not body:
+            raise RequestValidationError(
+                [{"type": "missing", "loc": loc, "msg": "Field required", "input": None}]
+            )
+        try:
+            return adapter.validate_python(value, from_attributes=True)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            raise RequestValidationError(
+                [{**error, "loc": (*loc, *error["loc"])} for error in errors]
+            ) from None
+
+    return validate

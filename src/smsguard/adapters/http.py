@@ -31,6 +31,7 @@ from smsguard import attempt as codes
 from smsguard.attempt import Decision
 from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
+from smsguard.pumping import ROUTE
 from smsguard.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,8 +45,13 @@ BODY_TIMEOUT = 10.0
 """Seconds a client has to deliver the body of a guarded request."""
 UNIX: Final = "unix"
 """In ``trusted_proxies``: a peer on a unix socket (no address) is the trusted proxy."""
+TEST_PEER: Final = "testclient"
+"""The peer Starlette's ``TestClient(app)`` names, which is no address: read as 127.0.0.1 (the
+peer httpx's ASGI transport gives), as a client on this host. No server names it."""
+LOOPBACK: Final = ipaddress.ip_address("127.0.0.1")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Incoming(NamedTuple):
@@ -60,7 +66,8 @@ class Incoming(NamedTuple):
     """The socket peer's address; None where there is none (a unix socket)."""
     data: Mapping[str, Any] = MappingProxyType({})
     """The parsed body (JSON object or form) or, without a body, the query parameters;
-    filled in by the Gate."""
+    filled in by the Gate. An adapter that reads the fields itself (FastAPI's model) gives them
+    here, once ``Gate.screen`` has passed the body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +207,12 @@ class Gate:
     - ``phone``: where the number is (default the ``phone`` field).
     - ``content``: where the content is; default None, which uses the route (``POST
       /sms/send``) as the content, so that SameContent limits one code per number per
-      window per endpoint. Name a field (``"template"``) to count per template instead.
+      window per endpoint: a label, named in the context under ``ROUTE``, which ContentRules
+      reads as no text. Name a field (``"template"``) to count per template instead.
       A phone or content field given more than once (in the body, or in the query and the
-      body) is a 400: the endpoint might read another copy than the guard counted.
+      body) is a 400: the endpoint might read another copy than the guard counted. So is a
+      urlencoded body that reads as JSON: a view that reads JSON whatever the type would text
+      another number than the form names.
     - ``trusted_proxies``: CIDRs of the proxies whose ``proxy_header`` is believed, and
       ``"unix"`` for a proxy on a unix socket.
     - ``proxy_header``: the one header the proxy sets: ``x-forwarded-for`` (nginx, the cloud
@@ -316,10 +326,8 @@ class Gate:
             return arguments
         try:
             decision: Decision = yield ("check", arguments)
-        except MissingSubject as exc:
-            if exc.subject == "ip" and request.peer is None:
-                return self.no_client_address()
-            return self.invalid(exc)
+        except MissingSubject as exc:  # what the adapter gives every request: the server's doing
+            return self.misconfigured(exc, request)
         except InvalidInput as exc:
             return self.invalid(exc)
         refusal = self.refusal(decision)
@@ -350,11 +358,12 @@ class Gate:
             if phone is None:
                 raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
             content = None if self.content is None else self._field(self.content, request, data, "content")
-            if content is None:
-                content = f"{request.method} {request.path}"
         except InvalidInput as exc:
             return self.invalid(exc)
         found: dict[str, Any] = {"phone": phone, "content": content, "ip": self._client(request)}
+        if content is None:  # the route: a label to count by, which ContentRules reads as no text
+            found["content"] = route = f"{request.method} {request.path}"
+            found["context"] = {ROUTE: route}
         if self.challenge is not None:
             found["challenge_passed"] = self._passed(request._replace(data=data))
         return found
@@ -413,6 +422,10 @@ class Gate:
                 raise InvalidInput("the JSON body must be an object")
             return data
         if kind == "application/x-www-form-urlencoded":
+            if _reads_as_json(request.body):
+                # A view that reads JSON whatever the type would text another number than the
+                # form's: a body must be one thing.
+                raise InvalidInput("the form body reads as JSON: send JSON as application/json")
             try:
                 return _form(request.body.decode(), watched)
             except UnicodeDecodeError:
@@ -438,7 +451,7 @@ class Gate:
         return None if client is None else str(client)
 
     def _client(self, request: Incoming) -> Address | None:
-        peer = _address(request.peer)
+        peer = LOOPBACK if request.peer == TEST_PEER else _address(request.peer)
         if peer is None:
             if not (self.trust_unix and request.peer is None):
                 return None
@@ -485,16 +498,82 @@ class Gate:
             Problem(408, {"error": "request_timeout", "detail": detail}, {"connection": "close"})
         )
 
-    def no_client_address(self) -> Reply:
-        """The server gave no client address (a unix socket) and no trusted proxy named one:
-        the deployment's fault, not the client's."""
-        log.error(
-            "smsguard: the server gives no client address (a unix socket?) and IPThrottle needs one: "
-            "add 'unix' to trusted_proxies so that the proxy's %s header is read",
-            self.proxy_header,
+    def misconfigured(self, exc: MissingSubject, request: Incoming) -> Reply:
+        """A 500 for a policy that needs what the server gave no request (a client address): the
+        deployment's fault, not the client's. What to change goes to the log, never to the
+        client."""
+        if exc.subject != "ip":
+            log.error("smsguard: %s", exc)
+        elif request.peer is None:
+            log.error(
+                "smsguard: the server gives no client address (a unix socket?) and %s: add 'unix' to "
+                "trusted_proxies so that the proxy's %s header is read",
+                exc,
+                self.proxy_header,
+            )
+        else:
+            log.error(
+                "smsguard: the server gives the peer %r, which is no address, and %s", request.peer, exc
+            )
+        return self.render(_MISCONFIGURED)
+
+    def not_allowed(self, methods: str) -> Reply:
+        """A 405 for a method the routes do not guard, on a path they guard: its endpoint might
+        send for it unguarded. ``methods``: the Allow header's value."""
+        return self.render(
+            Problem(
+                405,
+                {"error": "method_not_allowed", "detail": f"this path takes {methods}"},
+                {"allow": methods},
+            )
         )
-        detail = "the server cannot tell the client's address; see its log"
-        return self.render(Problem(500, {"error": "server_misconfigured", "detail": detail}))
+
+    def screen(self, request: Incoming) -> Reply | None:
+        """The rules of ``request.body`` alone, for an adapter that reads the fields itself
+        (FastAPI's model): a 413 past ``max_body``, a 400 for a body that is not exactly one
+        thing or gives a watched field twice; None when it passes."""
+        if len(request.body) > self.max_body:
+            return self.too_large()
+        try:
+            self._data(request)
+        except InvalidInput as exc:
+            return self.invalid(exc)
+        return None
+
+
+_MISCONFIGURED: Final = Problem(
+    500, {"error": "server_misconfigured", "detail": "the server cannot serve this request"}
+)
+
+
+class Routes:
+    """What a middleware guards: ``"POST /sms/send"`` items (any case for the method). A path
+    they name is guarded for the methods they name with it, and refused for the others (an
+    endpoint might send whatever the method). A ConfigError for any other shape, since a route
+    that never matches would leave its endpoint silently unguarded."""
+
+    __slots__ = ("_allow", "_methods")
+
+    def __init__(self, routes: str | Iterable[str]) -> None:
+        items = [routes] if isinstance(routes, str) else list(routes)
+        methods: dict[str, set[str]] = {}
+        for route in items:
+            parts = route.split() if isinstance(route, str) else []
+            if len(parts) != 2 or parts[0].upper() not in METHODS or not parts[1].startswith("/"):
+                raise ConfigError(f"route {route!r} is not 'METHOD /path', as in 'POST /sms/send'")
+            methods.setdefault(parts[1], set()).add(parts[0].upper())
+        if not methods:
+            raise ConfigError("routes is empty: name the endpoints to guard, as in ['POST /sms/send']")
+        self._methods = {path: frozenset(names) for path, names in methods.items()}
+        self._allow = {path: ", ".join(sorted(names)) for path, names in methods.items()}
+
+    def methods(self, path: str) -> frozenset[str] | None:
+        """The methods guarded on ``path``, or None when it is not guarded."""
+        return self._methods.get(path)
+
+    def allow(self, path: str) -> str:
+        """The Allow header of a guarded ``path``."""
+        return self._allow[path]
 
 
 # The status and the body's "error" for each kind of refusal.
@@ -567,6 +646,34 @@ def _form(text: str, watched: Sequence[str] = ()) -> dict[str, str]:
             if names.count(name) > 1:
                 raise InvalidInput(f"field {name!r} is given more than once: send it once")
     return fields
+
+
+# What a JSON text other than an object or an array starts with (NaN and Infinity: Python's json).
+_JSON_SCALAR: Final = frozenset('"-0123456789tfnNI')
+_JSON_WORDS: Final = frozenset(b"%c" % c for c in b"tfnNI")
+
+
+def _reads_as_json(body: bytes) -> bool:
+    """Whether ``body`` reads as JSON to ``json.loads(body)``, as a view that reads JSON whatever
+    the type does (it skips a BOM and reads UTF-16 and UTF-32 too), or looks like it: an object
+    or an array, valid or not, since a lenient parser may read it."""
+    first = body[:1]
+    if first.isalpha() and first not in _JSON_WORDS:
+        return False  # a field name, as a form starts; in any encoding json reads, the first character
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass").lstrip(" \t\n\r")
+    except UnicodeDecodeError:
+        return False
+    first_char = text[:1]
+    if first_char in ("{", "["):
+        return True
+    if first_char not in _JSON_SCALAR:
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _address(text: str | None) -> Address | None:

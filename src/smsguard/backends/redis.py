@@ -56,28 +56,45 @@ _AsyncClusterNode: Any = redis.asyncio.cluster.ClusterNode
 _Sentinel: Any = redis.sentinel.Sentinel
 _AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
 
-# What "Redis cannot answer now" looks like: the guard answers it with its fail mode. An OOM
-# refusal is one (over maxmemory nothing can be counted, so nothing is), and so is a replica
-# that has not yet learnt it is a master. Any other error from Redis is a bug (a script error,
-# a wrong type) and is raised as BackendError, never met with the fail mode.
+# What "Redis cannot answer now" looks like: the guard answers it with its fail mode. Any other
+# error from Redis is a bug (a script error, a wrong type, a command refused by an ACL) and is
+# raised as BackendError, never met with the fail mode. First the connection lost or never made,
+# and a reply not in time:
 OUTAGES = (
-    rx.ConnectionError,
+    rx.ConnectionError,  # BusyLoadingError (LOADING) among them
     rx.TimeoutError,
-    rx.OutOfMemoryError,
-    rx.ReadOnlyError,
-    rx.BusyLoadingError,
-    rx.ClusterDownError,
-    rx.TryAgainError,
-    rx.MasterDownError,
     rx.ClusterError,
     rx.RedisClusterException,
     OSError,
 )
+# Then Redis's refusals of a command it would run another time, told by the first word of its
+# error reply, whatever class redis-py gives the error (most are a plain ResponseError):
+REFUSALS = frozenset(
+    {
+        "NOREPLICAS",  # min-replicas-to-write: too few replicas in reach (one is gone)
+        "MISCONF",  # stop-writes-on-bgsave-error: the last save to disk failed
+        "BUSY",  # another client's script or function runs past busy-reply-threshold
+        "LOADING",  # the dataset is still loading, after a restart
+        "MASTERDOWN",  # a replica without its master, with replica-serve-stale-data no
+        "READONLY",  # a replica not yet told it is the master, in a failover
+        "TRYAGAIN",  # a Cluster slot being moved
+        "CLUSTERDOWN",  # a Cluster slot without a master
+        # Over maxmemory under noeviction (the policy to use, see the README) Redis refuses every
+        # write: nothing can be counted, so nothing is, until it has room again.
+        "OOM",
+    }
+)
+# Before redis-py 8 an error has no status_code: the reply's first word starts its message
+# (after what a pipeline adds), but for those it has a class for, whose message lacks it
+# (LOADING, MASTERDOWN and CLUSTERDOWN have theirs among the OUTAGES).
+_REFUSED = (rx.OutOfMemoryError, rx.ReadOnlyError, rx.TryAgainError)
+_IN_PIPELINE = "of pipeline caused error: "
 T = TypeVar("T")
 
-# Retry once, at once, when a pooled connection turns out dead (Redis restarted): that is no
-# outage. Never on a timeout: the script may have run, and a stalled Redis must not be waited
-# for twice.
+# Retry once, at once, on a connection error: a pooled connection that turns out dead (Redis
+# restarted) is no outage. The error may also come after Redis ran the command, its reply lost:
+# sent again, a decision answers as it did (consume.lua) and statistics are added once
+# (tally.lua). Never on a timeout: a stalled Redis must not be waited for twice.
 _RETRY_ON = (rx.ConnectionError,)
 
 # Eviction policies that may delete counters (allkeys-*) or counters alone (volatile-*).
@@ -86,7 +103,7 @@ SAFE_POLICY = "noeviction"
 
 def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendError:
     """What an exception from the client means: an outage, or a bug to raise."""
-    if isinstance(exc, OUTAGES):
+    if isinstance(exc, OUTAGES) or _refused(exc):
         return BackendUnavailable(f"{type(exc).__name__}: {exc}", partial=partial)
     if isinstance(exc, rx.RedisError):
         return BackendError(f"Redis answered with an error: {type(exc).__name__}: {exc}")
@@ -95,6 +112,18 @@ def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendE
     # treat it as an outage of this call, and log it so that it is seen.
     log.error("smsguard: the Redis client failed: %r", exc, exc_info=exc)
     return BackendUnavailable(f"{type(exc).__name__} in the Redis client: {exc}", partial=partial)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis refusing a command for now (see REFUSALS)."""
+    if not isinstance(exc, rx.ResponseError):
+        return False
+    code = getattr(exc, "status_code", None)  # the reply's first word, from redis-py 8
+    if code is None:
+        if isinstance(exc, _REFUSED):
+            return True
+        code = str(exc).rpartition(_IN_PIPELINE)[2].split(" ", 1)[0]
+    return code in REFUSALS
 
 
 class RedisBackend:
@@ -398,22 +427,25 @@ class RedisBackend:
             self._policy_checked = True  # before the await: concurrent first calls ask once
             try:
                 answer = await client.config_get("maxmemory-policy")
-            except rx.ResponseError:
-                answer = {}
             except Exception as exc:
-                self._policy_checked = False
-                raise _failure(exc, self.cluster) from exc
+                answer = self._unread_policy(exc)
             self._warn_if_evicting(answer)
         return client
 
     def _read_policy(self, read: Callable[[], Any]) -> Any:
         try:
             return read()
-        except rx.ResponseError:  # CONFIG is off limits (many managed Redis): taken on trust
-            return {}
         except Exception as exc:
-            self._policy_checked = False
-            raise _failure(exc, self.cluster) from exc
+            return self._unread_policy(exc)
+
+    def _unread_policy(self, exc: Exception) -> dict[str, Any]:
+        """What a CONFIG GET that failed with ``exc`` leaves: nothing, if CONFIG is off limits
+        (many managed Redis: taken on trust); else ``exc`` raised as what it means, and the
+        policy asked again next time."""
+        if isinstance(exc, rx.ResponseError) and not _refused(exc):
+            return {}
+        self._policy_checked = False
+        raise _failure(exc, self.cluster) from exc
 
     def _warn_if_evicting(self, answer: Any) -> None:
         """Warn if Redis may evict smsguard's keys."""

@@ -14,17 +14,31 @@ per flag, statistics and recorded hits).
 
 from __future__ import annotations
 
+import itertools
 import math
+import secrets
 from collections.abc import Generator, Sequence
+from importlib import resources
 from typing import Any
 
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError
 from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
+from smsguard.plan import key as _key
 
 Request = tuple[Any, ...]
 Steps = Generator[Request, Any, Outcome]
+
+TALLY = resources.files("smsguard.backends").joinpath("lua/tally.lua").read_text()
+
+# How long a write sent again is told from a new one where nothing else tells it: the mark of a
+# statistics write, and the tokens a decision's script admitted when none of its logs is one
+# every admitted attempt writes to (a call of sums alone: a Cluster slot of country caps, say).
+# Beyond what any client's retries take (a Cluster client's ten, with their timeouts, take
+# seconds).
+_RESENT_WITHIN = 60.0
+_RESENT_WITHIN_MS = math.ceil(_RESENT_WITHIN * 1000)
 
 
 class Wire:
@@ -99,12 +113,22 @@ class Wire:
         self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
     ) -> tuple[Request, list[int]]:
         """The EVALSHA arguments for one script call, built once for either client, and the
-        order the script sees ``counters`` in (grouped by the key that holds their hits)."""
+        order the script sees ``counters`` in (grouped by the key that holds their hits).
+
+        A call that commits names where the script finds this attempt's hit once it was
+        admitted, so that the call sent again answers as it did (see consume.lua): first the
+        log that every admitted attempt writes to, if there is one; else a set of tokens."""
         prefix = self.prefix
         now = job.now
         keys = [prefix + f.key for f in flags]
         groups = _groups(counters)
-        args: list[Any] = [repr(now), job.token, len(flags), len(groups), int(commit), _score(now)]
+        witness = 0  # only a call that commits needs one
+        if commit and groups:
+            always = _taken_always(groups, counters)
+            witness = 2 if always is None else 1
+            if always:  # first, where the script looks
+                groups.insert(0, groups.pop(always))
+        args: list[Any] = [repr(now), job.token, len(flags), len(groups), witness, _score(now)]
         args += (int(f.shadow) for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         order: list[int] = []
@@ -143,6 +167,9 @@ class Wire:
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
             args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
             order += members
+        if witness == 2:
+            extras.append(prefix + _tokens(groups[0][0]))
+            args += (_score(now - _RESENT_WITHIN), _RESENT_WITHIN_MS)
         return ("eval", keys + extras, args), order
 
     def pipeline(self, pipe: Any, request: Request) -> Any:
@@ -167,11 +194,12 @@ class Wire:
                     pipe.zremrangebyscore(key, "-inf", repr(change.now))
                     pipe.zadd(key, {change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
-            elif isinstance(change, Tallied):
+            elif isinstance(change, Tallied):  # added once, if sent again (see tally.lua)
                 key = self.prefix + change.key
-                for name, n in change.counts:
-                    pipe.hincrby(key, name, n)
-                pipe.pexpire(key, math.ceil((change.expires_at - change.now) * 1000))
+                added = f"{key}:added:{secrets.token_hex(8)}"
+                ttl = math.ceil((change.expires_at - change.now) * 1000)
+                counts = itertools.chain(*change.counts)  # (execute_command: a Cluster pipeline has no eval)
+                pipe.execute_command("EVAL", TALLY, 2, key, added, ttl, _RESENT_WITHIN_MS, *counts)
             elif isinstance(change, Receipt):
                 for name, tag, _ in _groups(change.counters):
                     if tag is not False:  # a sum is not given back
@@ -298,6 +326,24 @@ def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, l
             groups[name] = group = (name, c.match, group[2])
         group[2].append(i)
     return list(groups.values())
+
+
+def _tokens(held: str) -> str:
+    """The key of the tokens admitted lately in ``held``'s slot (its hash tag)."""
+    start = held.find("{")
+    end = held.find("}", start + 1)
+    return _key("tokens", held[start + 1 : end] if 0 <= start < end - 1 else held)
+
+
+def _taken_always(
+    groups: list[tuple[str, str | bool | None, list[int]]], counters: Sequence[Counter]
+) -> int | None:
+    """The index of the first of ``groups`` (see ``_groups``) that is a log every admitted
+    attempt takes a hit in (its counters enforcing, none passed over), or None."""
+    for k, (_, tag, members) in enumerate(groups):
+        if tag is not False and all(not counters[i].shadow and counters[i].unless is None for i in members):
+            return k
+    return None
 
 
 def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:

@@ -37,7 +37,6 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from smsguard.adapters.asgi import parse_routes
 from smsguard.adapters.http import (
     TOO_LARGE,
     Gate,
@@ -45,6 +44,7 @@ from smsguard.adapters.http import (
     Incoming,
     Marker,
     Reply,
+    Routes,
     aexchange_io,
     check_options,
     exchange_io,
@@ -65,7 +65,7 @@ class Built(NamedTuple):
 
     guard: Guard
     gates: Gates
-    routes: frozenset[tuple[str, str]]
+    routes: Routes
     enabled: bool
 
 
@@ -87,7 +87,7 @@ class _Configured:
                     self._built = Built(
                         _guard(values),
                         Gates(Gate.settings(values, prefix="")),
-                        parse_routes(values.get("ROUTES", ("POST /sms/send",))),
+                        Routes(values.get("ROUTES", ("POST /sms/send",))),
                         Settings(values, "").boolean("ENABLED", True),
                     )
                 built = self._built
@@ -123,7 +123,8 @@ def guard() -> Guard:
 
 class SMSGuardMiddleware:
     """Guards the ``ROUTES`` of ``settings.SMSGUARD`` (default ``POST /sms/send``); sync or
-    async, as the rest of the middleware chain is."""
+    async, as the rest of the middleware chain is. Another method on a guarded path gets a 405:
+    a Django view takes every method unless told otherwise, and might send for any."""
 
     sync_capable = True
     async_capable = True
@@ -137,8 +138,15 @@ class SMSGuardMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:
         built = configured.get()
-        if (request.method, request.path_info) not in built.routes:
+        path = request.path_info
+        methods = built.routes.methods(path)
+        if methods is None:
             return self.get_response(request)
+        if request.method not in methods:
+            reply = _response(built.gates.default.not_allowed(built.routes.allow(path)))
+            if self.is_async:
+                return _ready(reply)
+            return reply
         if self.is_async:
             return _aguarded(built, built.gates.default, request, self.get_response)
         return _guarded(built, built.gates.default, request, self.get_response)
@@ -220,6 +228,10 @@ async def _aguarded(
 
     reply = await adrive(gate.exchange(incoming, body), aexchange_io(guard_, run, built.enabled))
     return response if reply is None else _response(reply)
+
+
+async def _ready(response: HttpResponse) -> HttpResponse:
+    return response
 
 
 def _response(reply: Reply) -> HttpResponse:

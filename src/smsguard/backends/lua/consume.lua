@@ -15,8 +15,12 @@
 --
 -- KEYS: the flag keys, then one key per group (a log, or a sum), then the keys counters refer
 --       to (unless, earn: sets of marks whose scores are when each mark expires, in seconds).
--- ARGV: now (seconds), token, number of flags, number of groups, commit (1, or 0 to check
---       only), the score of a hit taken now; shadow (1 or 0) for each flag; then per group:
+-- ARGV: now (seconds), token, number of flags, number of groups, commit (0 to check only;
+--       else where a hit of this attempt's is found once it was admitted: 1, the first group,
+--       a log every counter of which takes it; 2, the last key, a set of the tokens admitted in
+--       the last minute, which two more arguments at the very end trim and expire: the score
+--       of the oldest token kept, its time to live in ms), the score of a hit taken now;
+--       shadow (1 or 0) for each flag; then per group:
 --       its number of counters, its time to live in ms after this hit, the least bound of its
 --       counters (no hit before it counts: such hits are dropped) and its tag with a colon (''
 --       for none; the attempt's hit carries it when a counter that counts by it takes it);
@@ -38,8 +42,16 @@
 -- A shadow item never denies, and a shadow group (one shadow policy's counters) takes its hits
 -- all or none, as if it enforced (semantics 15). A counter's limit grows by per_earned for each
 -- live mark of its earn key.
+--
+-- Sent again, a decision answers as it did. A client that loses a reply resends the command
+-- (redis-py's Retry, a Cluster client's own retries), and the script then finds its own hit:
+-- counted, it would deny the very attempt it admitted. So a run that finds this attempt's hit
+-- where every admitted run leaves one is a re-run of an admitted decision: it allows, counts
+-- without its own hits and writes nothing. A run that denied wrote nothing, so its re-run simply
+-- decides again.
 local nflags = tonumber(ARGV[3])
 local ngroups = tonumber(ARGV[4])
+local token = ARGV[2]
 local shadowed = {}
 local function reply_with(reply)
   reply[2] = #shadowed
@@ -49,14 +61,27 @@ local function reply_with(reply)
   return reply
 end
 
+local counted = {} -- per log: its hits from its least bound (nil: not counted)
+local again = false -- a re-run of an admitted decision
+if ARGV[5] == '1' then -- hits from the first log's least bound, this attempt's among them if any
+  local first = 7 + nflags
+  counted[1] = redis.call('ZCOUNT', KEYS[nflags + 1], ARGV[first + 2], '+inf')
+  again = counted[1] > 0 and redis.call('ZSCORE', KEYS[nflags + 1], ARGV[first + 3] .. token) ~= false
+elseif ARGV[5] == '2' then
+  again = redis.call('ZSCORE', KEYS[#KEYS], token) ~= false
+end
+
 if nflags > 0 then
   local set = redis.call('MGET', unpack(KEYS, 1, nflags))
   for i = 1, nflags do
     if set[i] then
       if ARGV[6 + i] ~= '1' then
-        return reply_with({i - 1, 0})
+        if not again then -- (a re-run passes: its first run found the flag unset)
+          return reply_with({i - 1, 0})
+        end
+      else
+        shadowed[#shadowed + 1] = i - 1
       end
-      shadowed[#shadowed + 1] = i - 1
     end
   end
 end
@@ -66,7 +91,6 @@ local reply, r = {-1, 0}, 2 -- r: the last slot filled
 local frees = nil -- per full enforcing counter: what frees it
 local groups, tags = {}, {} -- per counter, if it has one: its shadow group, its tag
 local full = {} -- shadow groups with a full counter
-local counted = {} -- per log: its hits from its least bound (nil: not counted)
 local sums = {} -- per group that is a sum: its amount
 local ns = {} -- per group: its number of counters
 local j = 0 -- counters so far, over every group
@@ -74,7 +98,8 @@ local a = 7 + nflags -- ARGV index of the current group
 
 for g = 1, ngroups do
   local key, n, least = KEYS[nflags + g], tonumber(ARGV[a]), ARGV[a + 2]
-  local from = nil -- hits from the least bound, once read
+  local from = counted[g] -- hits from the least bound, once read
+  local mine = nil -- in a re-run: the member of this attempt's hit in this log, or false
   ns[g] = n
   for b = a + 4, a + 2 + 2 * n, 2 do
     j = j + 1
@@ -114,11 +139,20 @@ for g = 1, ngroups do
       -- passed over: neither counted nor taken
     elseif amount then -- a sum
       count = tonumber(redis.call('GET', key) or '0')
+      if again then -- without this attempt's amount (a shadow sum's, as near as can be told)
+        count = math.max(count - tonumber(amount), 0)
+      end
       over = count + tonumber(amount) > limit
     else
       if not from then
         from = redis.call('ZCOUNT', key, least, '+inf')
         counted[g] = from
+      end
+      if again and mine == nil then -- its hit carries the tag of the counter that took it, if any
+        mine = ARGV[a + 3] .. token
+        if not redis.call('ZSCORE', key, mine) then
+          mine = redis.call('ZSCORE', key, token) and token
+        end
       end
       if from == 0 then
         count = 0 -- no hit in any window of this log
@@ -126,7 +160,7 @@ for g = 1, ngroups do
         local members = redis.call('ZRANGEBYSCORE', key, bound, '+inf')
         count = 0
         for h = #members, 1, -1 do
-          if string.sub(members[h], 1, #tag) == tag then
+          if string.sub(members[h], 1, #tag) == tag and members[h] ~= mine then
             count = count + 1
             if count == limit then
               at = members[h]
@@ -139,6 +173,9 @@ for g = 1, ngroups do
         end
       else
         count = bound == least and from or redis.call('ZCOUNT', key, bound, '+inf')
+        if mine then
+          count = count - 1
+        end
         over = count >= limit
         if over and not fixed then -- its slot frees when the limit-th newest hit leaves
           at = redis.call('ZREVRANGEBYSCORE', key, '+inf', bound, 'WITHSCORES', 'LIMIT', limit - 1, 1)[2]
@@ -151,7 +188,7 @@ for g = 1, ngroups do
       if groups[j] then
         full[groups[j]] = true
         shadowed[#shadowed + 1] = nflags + j - 1
-      else
+      elseif not again then -- (a re-run allows: its first run did, and took its hits)
         frees = frees or {}
         frees[j] = fixed and 0 or at
       end
@@ -166,7 +203,7 @@ if frees then
   end
   return reply_with(reply)
 end
-if ARGV[5] ~= '1' then
+if ARGV[5] == '0' or again then
   return reply_with(reply)
 end
 
@@ -177,6 +214,7 @@ end
 -- Redis never ends a live hit early.
 j = 0
 a = 7 + nflags
+local wrote = false
 for g = 1, ngroups do
   local key, n = KEYS[nflags + g], ns[g]
   local takes, tag = false, nil
@@ -199,7 +237,14 @@ for g = 1, ngroups do
       end
     end
     redis.call('PEXPIRE', key, ARGV[a + 1])
+    wrote = true
   end
   a = a + 4 + 2 * n
+end
+if wrote and ARGV[5] == '2' then
+  local tokens = KEYS[#KEYS]
+  redis.call('ZADD', tokens, ARGV[6], token)
+  redis.call('ZREMRANGEBYSCORE', tokens, '-inf', '(' .. ARGV[#ARGV - 1])
+  redis.call('PEXPIRE', tokens, ARGV[#ARGV])
 end
 return reply_with(reply)
