@@ -3,10 +3,12 @@ in this process fills; and the same commands under ``flask smsguard``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,15 @@ def settings(url: str, prefix: str) -> dict[str, str]:
     }
 
 
-def smsguard(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SMSGUARD_")}
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SMSGUARD_")}
+
+
+def smsguard(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
     done = subprocess.run(
         [sys.executable, "-m", "smsguard", *args],
-        env={**clean, **(env or {})},
+        env={**clean_environment(), **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -58,7 +64,7 @@ def test_the_command_reads_and_steers_what_another_process_counted(redis_server:
     status = json.loads(out)
     assert status["phone_hash"] == guard.identify(VICTIM)[1]
     assert status["counters"] == [
-        {"policy": "daily_cap", "used": 3, "limit": 10, "remaining": 7, "frees_in": None}
+        {"policy": "daily_cap", "used": 3, "limit": 10, "remaining": 7, "frees_in": None, "unit": ""}
     ]
     code, out, _ = smsguard("status", VICTIM, "--ip", IP, env=env)
     assert code == 0
@@ -85,6 +91,7 @@ def test_the_command_reads_and_steers_what_another_process_counted(redis_server:
         "script loaded": True,
         "maxmemory-policy": True,
         "clock": True,
+        "app's settings": True,
     }
 
 
@@ -99,21 +106,23 @@ def test_check_fails_on_an_evicting_redis(tmp_path: Path) -> None:
     assert "BAD maxmemory-policy: allkeys-lru" in out
 
 
+@pytest.mark.redis_server
 @pytest.mark.parametrize(
-    ("args", "env", "code", "message"),
+    ("args", "env", "message"),
     [
-        (("status", "12"), {"SMSGUARD_DEFAULT_REGION": "CN"}, 2, "'12' is not a valid number"),
-        (("suspend",), {"SMSGUARD_SUSPENDABLE": "false"}, 2, "no Suspend policy"),
-        (("list", "add", "whitelist", VICTIM), {}, 2, "no Whitelist/Blacklist named 'whitelist'"),
-        (("status", VICTIM), {"SMSGUARD_DAILY_CAP": "ten"}, 2, "SMSGUARD_DAILY_CAP='ten' is not an integer"),
-        (("bogus",), {}, 2, "No such command"),
+        (("status", "12"), {}, "'12' is not a valid number"),
+        (("suspend",), {"SMSGUARD_SUSPENDABLE": "false"}, "no Suspend policy"),
+        (("list", "add", "whitelist", VICTIM), {}, "no Whitelist/Blacklist named 'whitelist'"),
+        (("status", VICTIM), {"SMSGUARD_DAILY_CAP": "ten"}, "SMSGUARD_DAILY_CAP='ten' is not an integer"),
+        (("suspend",), {"SMSGUARD_STORAGE_URL": "redis://"}, "did you mean SMSGUARD_STORAGE_URI?"),
+        (("bogus",), {}, "No such command"),
     ],
 )
 def test_bad_commands_say_why_with_exit_code_2(
-    args: tuple[str, ...], env: dict[str, str], code: int, message: str
+    redis_server: RedisServer, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
-    result = smsguard(*args, env=env)
-    assert result[0] == code
+    result = smsguard(*args, env={**settings(redis_server.url, unique_prefix()), **env})
+    assert result[0] == 2
     assert message in result[2]
 
 
@@ -133,9 +142,9 @@ def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) ->
     config.write_text(
         f'[smsguard]\nstorage_uri = "{redis_server.url}"\nkey_prefix = "{prefix}"\n'
         'secret = "cli-test-secret"\ndefault_region = "CN"\ndaily_cap = 4\nphone_rate = ""\n'
-        "same_content_window = 0\n"
+        "same_content_window = 0\nshared_blacklist = true\n"
     )
-    guard = Guard.from_settings(settings(redis_server.url, prefix))
+    guard = Guard.from_settings({**settings(redis_server.url, prefix), "SMSGUARD_DAILY_CAP": "4"})
     guard.check(VICTIM, ip=IP)
     code, out, _ = smsguard("--config", str(config), "--json", "status", VICTIM)
     assert code == 0
@@ -145,6 +154,7 @@ def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) ->
         "limit": 4,
         "remaining": 3,
         "frees_in": None,
+        "unit": "",
     }
     bad = tmp_path / "bad.toml"
     bad.write_text("daily_cap = [")
@@ -201,9 +211,10 @@ def test_stats_and_report_read_what_the_app_recorded(redis_server: RedisServer) 
     assert smsguard("stats", "--day", "yesterday", env=env)[0] == 2
 
 
-def test_flask_smsguard_shares_the_commands() -> None:
+@pytest.mark.redis_server
+def test_flask_smsguard_shares_the_commands(redis_server: RedisServer) -> None:
     app = Flask(__name__)
-    app.config.update(SMSGUARD_DEFAULT_REGION="CN", SMSGUARD_DAILY_CAP=2, SMSGUARD_PHONE_RATE="")
+    app.config.update(settings(redis_server.url, unique_prefix()), SMSGUARD_DAILY_CAP=2)
     ext = SMSGuard(app)
     with app.app_context():
         ext.guard.check(VICTIM, content="x", ip=IP)
@@ -214,3 +225,217 @@ def test_flask_smsguard_shares_the_commands() -> None:
     assert runner.invoke(args=["smsguard", "suspend"]).exit_code == 0
     with app.app_context():
         assert ext.guard.check(OTHER, content="x", ip=IP).reason == "suspended"
+
+
+def test_flask_smsguard_refuses_an_in_process_backend() -> None:
+    """``flask smsguard`` runs in a process of its own: a memory:// guard there is not the app's."""
+    app = Flask(__name__)
+    app.config.update(SMSGUARD_DEFAULT_REGION="CN")
+    SMSGuard(app)
+    result: Any = app.test_cli_runner().invoke(args=["smsguard", "suspend"])
+    assert result.exit_code == 2
+    assert "in-process backend" in result.output
+
+
+# -- no false "done" (issue 19, item 11) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("suspend",),
+        ("resume",),
+        ("reset", VICTIM),
+        ("list", "add", "blacklist", VICTIM),
+        ("status", VICTIM),
+        ("stats",),
+        ("report",),
+    ],
+)
+def test_without_a_shared_backend_the_command_refuses(args: tuple[str, ...]) -> None:
+    """No storage URL: the command's guard would count in its own process, which the app never
+    reads (and the app's in-process counters are out of its reach)."""
+    env = {"SMSGUARD_SECRET": "s", "SMSGUARD_SHARED_BLACKLIST": "true"}
+    code, out, err = smsguard(*args, env=env)
+    assert (code, out) == (2, "")
+    assert "in-process backend" in err
+    assert "SMSGUARD_STORAGE_URI" in err
+
+
+def app_on(url: str, prefix: str, **extra: str) -> tuple[dict[str, str], Guard]:
+    """The app's settings and its guard (in this process), which has decided once: it has left
+    its fingerprint in Redis."""
+    env = {**settings(url, prefix), **extra}
+    guard = Guard.from_settings(env)
+    assert guard.check(VICTIM, ip=IP).allowed
+    return env, guard
+
+
+@pytest.mark.redis_server
+def test_settings_that_are_not_the_apps_are_refused_naming_what_differs(redis_server: RedisServer) -> None:
+    env, app = app_on(redis_server.url, unique_prefix(), SMSGUARD_SHARED_BLACKLIST="false")
+
+    code, _, err = smsguard("status", VICTIM, env={**env, "SMSGUARD_SECRET": "another"})
+    assert code == 2, "a wrong secret would show zeros for a number the app counted"
+    assert "not the app's" in err
+    assert "secret" in err
+
+    code, _, err = smsguard(
+        "list", "add", "blacklist", OTHER, env={**env, "SMSGUARD_SHARED_BLACKLIST": "true"}
+    )
+    assert code == 2, "the app keeps no shared blacklist: adding to it would change nothing"
+    assert "blacklist" in err
+    assert app.check(OTHER, ip=IP).allowed
+
+    code, _, err = smsguard("stats", "--by", "hour", env={**env, "SMSGUARD_TIMEZONE": "Asia/Shanghai"})
+    assert code == 2, "the app's statistics are in UTC hours: they would be shown as Shanghai's"
+    assert "time zone: the app's 'UTC', here 'Asia/Shanghai'" in err
+
+    code, _, err = smsguard("suspend", env={**env, "SMSGUARD_DAILY_CAP": "5"})
+    assert code == 2
+    assert "daily_cap: limit 10 in the app, 5 here" in err
+    assert app.check(OTHER, ip=IP).allowed, "nothing was written"
+
+    code, out, _ = smsguard("check", env={**env, "SMSGUARD_DEFAULT_REGION": "US"})
+    assert code == 1
+    assert "BAD app's settings: default region: the app's 'CN', here 'US'" in out
+
+    code, out, err = smsguard("status", VICTIM, env=env)
+    assert (code, err) == (0, ""), "the app's own settings pass"
+    assert out.splitlines()[1].split()[:2] == ["daily_cap", "1"]
+
+
+@pytest.mark.redis_server
+def test_the_command_says_when_the_app_left_no_fingerprint(redis_server: RedisServer) -> None:
+    env = settings(redis_server.url, unique_prefix())
+    code, _, err = smsguard("status", VICTIM, env=env)
+    assert code == 0
+    assert "no fingerprint of the app's settings" in err
+    code, out, _ = smsguard("check", env=env)
+    assert "ok  app's settings: no fingerprint of the app's settings" in out
+
+
+APP = """
+from smsguard import DailyCap, Guard, RedisBackend, SpendCap, Suspend
+
+guard = Guard(
+    [Suspend(), DailyCap(5, tz="Asia/Shanghai"), SpendCap(100.0, tz="Asia/Shanghai")],
+    backend=RedisBackend.from_url({url!r}, prefix={prefix!r}),
+    secret="built-in-code",
+    default_region="CN",
+)
+"""
+
+
+@pytest.mark.redis_server
+def test_a_guard_built_in_code_by_module_and_name(tmp_path: Path, redis_server: RedisServer) -> None:
+    from smsguard.pumping import UNITS, SpendCap
+
+    (tmp_path / "smsapp.py").write_text(APP.format(url=redis_server.url, prefix=unique_prefix()))
+    spec = importlib.util.spec_from_file_location("smsapp", tmp_path / "smsapp.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app: Guard = module.guard  # the app, in this process
+    assert app.check(VICTIM).allowed
+
+    code, out, err = smsguard("--guard", "smsapp:guard", "--json", "status", VICTIM, cwd=tmp_path)
+    assert (code, err) == (0, "")
+    price = SpendCap(1.0).price("CN") / UNITS
+    assert json.loads(out)["counters"] == [
+        {"policy": "daily_cap", "used": 1, "limit": 5, "remaining": 4, "frees_in": None, "unit": ""},
+        {
+            "policy": "spend",
+            "used": price,
+            "limit": 100.0,
+            "remaining": 100.0 - price,
+            "frees_in": None,
+            "unit": "$",
+        },
+    ]
+    code, out, _ = smsguard("--guard", "smsapp:guard", "status", VICTIM, cwd=tmp_path)
+    assert code == 0
+    assert out.splitlines()[2].split() == ["spend", f"${price:.2f}", "$100.00", f"${100 - price:.2f}", "-"]
+    assert smsguard("--guard", "smsapp:guard", "suspend", cwd=tmp_path)[0] == 0
+    assert app.check(OTHER).reason == "suspended"
+
+    code, _, err = smsguard("--guard", "smsapp:nothing", "status", VICTIM, cwd=tmp_path)
+    assert code == 2
+    assert "--guard = 'smsapp:nothing': smsapp has no 'nothing'" in err
+    code, _, err = smsguard("--guard", "smsapp", "status", VICTIM, cwd=tmp_path)
+    assert code == 2
+    assert "module:attribute" in err
+
+
+@pytest.mark.redis_server
+def test_json_before_or_after_the_command(redis_server: RedisServer) -> None:
+    env, _ = app_on(redis_server.url, unique_prefix())
+    for args in (("--json", "stats"), ("stats", "--json")):
+        code, out, err = smsguard(*args, env=env)
+        assert code == 0, err
+        assert json.loads(out)["attempts"] == 1
+    code, out, _ = smsguard("status", VICTIM, "--json", env=env)
+    assert code == 0
+    assert json.loads(out)["counters"][0]["used"] == 1
+
+
+def test_help_is_plain_text() -> None:
+    code, out, _ = smsguard("--help")
+    assert code == 0
+    assert "``" not in out
+    assert "python -m smsguard" in out
+
+
+@pytest.mark.redis_server
+def test_the_report_says_when_no_code_was_sent(redis_server: RedisServer) -> None:
+    env = settings(redis_server.url, unique_prefix())
+    now = time.time()
+    app = Guard.from_settings(env)
+    app.clock = lambda: now  # one hour for all of it
+    app.verified(OTHER)  # a success rate to read
+    app.add_number("blacklist", VICTIM)
+    for _ in range(25):  # a surge, every attempt refused: no code sent this hour
+        assert app.check(VICTIM, ip=IP).reason == "blacklisted"
+    day = app.stats().day.isoformat()
+    code, out, _ = smsguard("report", "--day", day, env=env)
+    assert code == 3
+    surge = next(line for line in out.splitlines() if ":00 25 attempts, from none the day before" in line)
+    assert "success -" not in surge
+    assert surge.endswith("no code sent (none the day before either)")
+
+
+# -- storage URLs (issue 19, item 13) -----------------------------------------------------------
+
+
+@pytest.mark.redis_server
+def test_bad_storage_urls_are_config_errors_without_a_traceback(redis_server: RedisServer) -> None:
+    base = f"redis://:hunter2@127.0.0.1:{redis_server.port}"
+    for url, message in [
+        (f"{base}/0?timeout=abc", "timeout=abc"),
+        (f"{base}/abc", "'abc' is not a database number"),
+        (f"{base}/99", "has no such database"),
+    ]:
+        code, _, err = smsguard("status", VICTIM, env={"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+        assert code == 2, err
+        assert message in err
+        assert "Traceback" not in err
+        assert "hunter2" not in err
+
+
+def test_a_redis_url_without_the_redis_extra() -> None:
+    without_redis = "import sys; sys.modules['redis'] = None; from smsguard.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", without_redis, "status", VICTIM],
+        env={
+            **clean_environment(),
+            "SMSGUARD_STORAGE_URI": "redis://localhost:6379/0",
+            "SMSGUARD_SECRET": "s",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "pip install 'smsguard[redis]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,12 +3,20 @@ ConfigError that names the key when it cannot be."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import django_app
 import pytest
+from flask import Flask
+from servers import RedisServer
 
-from smsguard import Blacklist, ConfigError, Guard, IPThrottle, SameContent, Whitelist
+from smsguard import Blacklist, ConfigError, DailyCap, Guard, IPThrottle, SameContent, Whitelist
+from smsguard.adapters.flask import SMSGuard
+from smsguard.adapters.http import Gate, Problem, Reply
 from smsguard.settings import Settings
+
+VICTIM = "+8613800138000"
 
 
 @pytest.mark.parametrize(
@@ -37,7 +45,7 @@ def test_values_and_their_strings(method: str, value: Any, expected: Any) -> Non
 def read(method: str, value: Any) -> Any:
     """``Settings.<method>`` of ``value`` under SMSGUARD_KEY (the list readers' default is empty)."""
     default = () if method in ("strings", "integers") else (None,)
-    return getattr(Settings({"SMSGUARD_KEY": value}), method)("KEY", *default)
+    return getattr(Settings({"SMSGUARD_KEY": value}, known={"KEY"}), method)("KEY", *default)
 
 
 @pytest.mark.parametrize(
@@ -58,7 +66,7 @@ def test_unreadable_values_name_the_key(method: str, value: Any, message: str) -
 
 
 def test_absent_or_none_gives_the_default() -> None:
-    read = Settings({"SMSGUARD_A": None})
+    read = Settings({"SMSGUARD_A": None}, known={"A", "B"})
     assert (read.integer("A", 7), read.integer("B", 8), read.optional("A")) == (7, 8, None)
 
 
@@ -112,3 +120,206 @@ def test_same_content_skip_missing_key() -> None:
     guard = Guard.from_settings({"SMSGUARD_SAME_CONTENT_SKIP_MISSING": "1", "SMSGUARD_IP_RATE": ""})
     assert isinstance(guard.policies[1], SameContent)
     assert guard.check("+8613800138000").allowed
+
+
+# -- misspelt keys: a ConfigError naming the nearest known key (issue 19, item 12) -------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "nearest"),
+    [
+        ("SMSGUARD_TRUSTED_PROXY", "10.0.0.0/8", "SMSGUARD_TRUSTED_PROXIES"),
+        ("SMSGUARD_STORAGE_URL", "redis://localhost:6379/0", "SMSGUARD_STORAGE_URI"),
+        ("SMSGUARD_DAILYCAP", "3", "SMSGUARD_DAILY_CAP"),
+        ("SMSGUARD_IP_RATES", "5/hour", "SMSGUARD_IP_RATE"),
+    ],
+)
+def test_a_misspelt_key_names_the_nearest_known_one(key: str, value: str, nearest: str) -> None:
+    for build in (Guard.from_settings, Gate.settings):
+        with pytest.raises(ConfigError, match=f"{key} is not a setting: did you mean {nearest}"):
+            build({key: value})
+
+
+def test_an_unknown_key_far_from_any_lists_the_settings() -> None:
+    with pytest.raises(ConfigError, match=r"SMSGUARD_COLOUR is not a setting.*SMSGUARD_STORAGE_URI"):
+        Guard.from_settings({"SMSGUARD_COLOUR": "blue"})
+
+
+def test_keys_outside_the_prefix_are_not_ours() -> None:
+    guard = Guard.from_settings({"SECRET_KEY": "django's", "SMSGUARDIAN": "x", "SMSGUARD_DAILY_CAP": "2"})
+    assert [p.name for p in guard.policies if isinstance(p, DailyCap)] == ["daily_cap"]
+
+
+def test_flask_config_with_a_misspelt_key_fails_at_init() -> None:
+    app = Flask(__name__)
+    app.config.update(SMSGUARD_TRUSTED_PROXY=["10.0.0.0/8"])
+    with pytest.raises(ConfigError, match="did you mean SMSGUARD_TRUSTED_PROXIES"):
+        SMSGuard(app)
+
+
+def test_every_key_a_reader_asks_for_is_in_the_table() -> None:
+    """The table is the one list of keys: reading one that is not there is a bug, not a default."""
+    with pytest.raises(KeyError, match="NOT_A_KEY"):
+        Settings({}).integer("NOT_A_KEY", 1)
+
+
+# -- Django's dict: the same check, and dotted paths for the callables ---------------------------
+
+
+def test_django_a_misspelt_key_fails_when_the_app_loads() -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import override_settings
+
+    with (
+        override_settings(SMSGUARD={"ROUTE": ["POST /sms/send"]}),
+        pytest.raises(
+            ConfigError, match=r"SMSGUARD\['ROUTE'\] is not a setting: did you mean SMSGUARD\['ROUTES'\]"
+        ),
+    ):
+        WSGIHandler()
+
+
+def phone_of(request: Any) -> str:
+    """A Django PHONE callable, named by its dotted path: the number from a header."""
+    return str(request.headers["x-phone"])
+
+
+def passed(request: Any) -> bool:
+    return request.headers.get("x-captcha") == "ok"
+
+
+def render(problem: Problem) -> Reply:
+    return Reply(problem.status, (("content-type", "application/json"),), b'{"refused": true}')
+
+
+def test_django_takes_phone_challenge_and_render_as_dotted_paths() -> None:
+    from django.test import Client, override_settings
+
+    from smsguard.adapters.django import configured
+
+    smsguard = {
+        **django_app.SMSGUARD,
+        "PHONE": "test_settings.phone_of",
+        "CHALLENGE": "test_settings.passed",
+        "RENDER": "test_settings.render",
+    }
+    configured.clear(setting="SMSGUARD")
+    try:
+        with override_settings(SMSGUARD=smsguard):
+            gate = configured.get().gates.default
+            assert (gate.phone, gate.challenge, gate.render) == (phone_of, passed, render)
+            client = Client()
+            sent = [
+                client.post("/sms/send", b"{}", content_type="application/json", HTTP_X_PHONE=VICTIM)
+                for _ in range(4)
+            ]
+            assert [r.status_code for r in sent] == [200, 200, 200, 429], "the number from PHONE"
+            assert sent[-1].json() == {"refused": True}, "shaped by RENDER"
+    finally:
+        configured.clear(setting="SMSGUARD")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("PHONE", "mobile", r"SMSGUARD\['PHONE'\] = 'mobile' is not a dotted path.*PHONE_FIELD"),
+        (
+            "CHALLENGE",
+            "test_settings.nothing_here",
+            r"SMSGUARD\['CHALLENGE'\] = 'test_settings.nothing_here'",
+        ),
+        ("RENDER", "no_such_module.render", r"SMSGUARD\['RENDER'\] = 'no_such_module.render'"),
+    ],
+)
+def test_django_a_bad_dotted_path_names_the_key(key: str, value: str, message: str) -> None:
+    from django.test import override_settings
+
+    from smsguard.adapters.django import configured
+
+    configured.clear(setting="SMSGUARD")
+    try:
+        with (
+            override_settings(SMSGUARD={**django_app.SMSGUARD, key: value}),
+            pytest.raises(ConfigError, match=message),
+        ):
+            configured.get()
+    finally:
+        configured.clear(setting="SMSGUARD")
+
+
+# -- the small ones (issue 19, item 13) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("off", ["0", 0, ""])
+def test_a_zero_rate_turns_its_policy_off(off: Any) -> None:
+    guard = Guard.from_settings({"SMSGUARD_IP_RATE": off, "SMSGUARD_PHONE_RATE": off})
+    assert [p.name for p in guard.policies] == ["suspend", "same_content", "daily_cap"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMSGUARD_PHONE_RATE": "5/fortnight"}, "SMSGUARD_PHONE_RATE='5/fortnight': .*not a rate string"),
+        ({"SMSGUARD_IP_RATE": "0/hour"}, "SMSGUARD_IP_RATE='0/hour': .*at least 1"),
+        ({"SMSGUARD_TIMEZONE": "Mars/Olympus"}, "SMSGUARD_TIMEZONE='Mars/Olympus': unknown time zone"),
+        ({"SMSGUARD_DAILY_CAP": "-1"}, "SMSGUARD_DAILY_CAP='-1': limit must be positive"),
+        ({"SMSGUARD_SAME_CONTENT_WINDOW": "-5"}, "SMSGUARD_SAME_CONTENT_WINDOW='-5': window must be"),
+        ({"SMSGUARD_IPV4_PREFIX": "40"}, "SMSGUARD_IPV4_PREFIX='40': ipv4_prefix must be within"),
+        ({"SMSGUARD_BLACKLIST_PREFIXES": "8819"}, "SMSGUARD_BLACKLIST_PREFIXES='8819': .*must be '\\+'"),
+        ({"SMSGUARD_WHITELIST": "12"}, "SMSGUARD_WHITELIST='12': .*not a valid number"),
+        ({"SMSGUARD_DEFAULT_REGION": "XX"}, "SMSGUARD_DEFAULT_REGION='XX'"),
+    ],
+)
+def test_a_policy_error_names_the_settings_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Guard.from_settings(env)
+
+
+# -- storage URLs (issue 19, item 13) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost:6379/abc", "'abc' is not a database number"),
+        ("redis://localhost:6379/0/1", "'0/1' is not a database number"),
+        ("redis://localhost:6379/0?timeout=abc", "timeout=abc"),
+        ("redis://localhost:port/0", "'localhost:port' is not host:port"),
+        ("redis+cluster://127.0.0.1:7000/3", "a Cluster has database 0 only"),
+    ],
+)
+def test_a_bad_redis_url_fails_at_construction(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@localhost:port/0",
+        "redis//:hunter2@localhost:6379/0",
+        "redis+sentinel://:hunter2@localhost:x/service",
+        "redis://user:hunter2@localhost:6379/abc",
+        "redis://:hunter2@localhost:6379/0?timeout=abc",
+    ],
+)
+def test_a_bad_url_is_shown_without_its_password(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+    assert "hunter2" not in str(raised.value)
+    assert ":***@localhost" in str(raised.value)
+
+
+def test_a_redis_url_without_the_redis_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # what `import redis` meets without the extra
+    monkeypatch.delitem(sys.modules, "smsguard.backends.redis")
+    with pytest.raises(ConfigError, match=r"pip install 'smsguard\[redis\]'"):
+        Guard.from_settings({"SMSGUARD_STORAGE_URI": "redis://localhost:6379/0", "SMSGUARD_SECRET": "s"})
+
+
+@pytest.mark.redis_server
+def test_a_database_redis_does_not_have_names_the_fix(redis_server: RedisServer) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/99"
+    guard = Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
+    with pytest.raises(ConfigError, match=r"has no such database.*databases"):
+        guard.check(VICTIM, content="x", ip="203.0.113.7")

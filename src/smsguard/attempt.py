@@ -109,12 +109,15 @@ class Usage(NamedTuple):
     """One counter of a number, as ``Guard.status`` reads it."""
 
     policy: str
-    used: int
-    """Live hits now."""
-    limit: int
-    remaining: int
+    used: float
+    """Live hits now (or, where ``unit`` says so, what they add up to)."""
+    limit: float
+    remaining: float
     frees_in: float | None
     """Seconds until a slot frees, when the counter is full; None while it has room."""
+    unit: str = ""
+    """What ``used``, ``limit`` and ``remaining`` count: ``""`` for hits, ``"$"`` for a
+    ``SpendCap``'s dollars."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision

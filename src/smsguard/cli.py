@@ -1,12 +1,16 @@
-"""The ``smsguard`` command (also ``python -m smsguard``, and ``flask smsguard`` in a Flask app
-with the extension): look at and steer a guard from a shell.
+"""Look at and steer an app's guard from a shell: a number's counters, the emergency switch,
+shared lists, statistics and the daily review. Also python -m smsguard, flask smsguard (in a
+Flask app with the extension) and manage.py smsguard (Django).
 
-The guard is built from the same settings as ``Guard.from_settings``: ``SMSGUARD_*`` environment
-variables, over the keys of a TOML file given with ``--config`` (top level or a ``[smsguard]``
-table, in lower case without the prefix: ``storage_uri = "redis://..."``).
+The guard is built as Guard.from_settings builds the app's: from the SMSGUARD_* environment,
+over the keys of a TOML file given with --config (top level or an [smsguard] table, lower case,
+without the prefix: storage_uri = "redis://..."). Or --guard module:attribute names the app's
+guard where the app builds it in code (Starlette, FastAPI). Its backend must be the app's shared
+one, and its settings the app's: the app's guard leaves a fingerprint of them in the backend
+with its first decision, and a command refuses settings that differ, saying what differs.
 
 Exit codes: 0 done; 1 the backend could not be reached, or a check failed; 2 a bad command,
-setting or number; 3 the daily report found anomalies.
+setting or number, or settings that are not the app's; 3 the daily report found anomalies.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from typing import Any, TypeVar
 
 import click
 
+from smsguard import fingerprint
 from smsguard import stats as stats_
-from smsguard.errors import BackendUnavailable, ConfigError, InvalidInput
+from smsguard.attempt import Usage
+from smsguard.errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from smsguard.guard import Guard
+from smsguard.settings import imported
 from smsguard.stats import Day
 
 if sys.version_info >= (3, 11):
@@ -35,6 +42,15 @@ T = TypeVar("T")
 PREFIX = "SMSGUARD_"
 ANOMALIES = 3
 """The exit code of a ``report`` that flags anomalies."""
+NOT_SHARED = (
+    "an in-process backend (memory://) holds nothing of the app's: what this command read or "
+    "changed would stay in its own process. Set SMSGUARD_STORAGE_URI to the app's Redis URL, or "
+    "name the app's guard with --guard module:attribute"
+)
+NO_FINGERPRINT = (
+    "no fingerprint of the app's settings in this backend (the app's guard leaves one with its "
+    "first decision): these settings cannot be checked against the app's"
+)
 
 
 def load_settings(config: Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -53,18 +69,49 @@ def load_settings(config: Path | None, environ: Mapping[str, str]) -> dict[str, 
     return settings
 
 
+def imported_guard(path: str, where: str) -> Guard:
+    """The Guard ``path`` names (``"myapp.sms:guard"``, ``"myapp.sms.guard"``): a Guard, or a
+    callable that returns one. A ConfigError naming ``where`` (a key, an option) otherwise."""
+    found = imported(path, where, ": name it as module:attribute, as in myapp.sms:guard")
+    made = found() if callable(found) and not isinstance(found, Guard) else found
+    if not isinstance(made, Guard):
+        raise ConfigError(f"{where} = {path!r} is not a Guard (nor a callable that returns one)")
+    return made
+
+
 class Context:
     """What every command needs: the guard (built once, on first use) and the output form."""
 
     def __init__(self, build: Callable[[], Guard], as_json: bool) -> None:
         self._build, self.as_json = build, as_json
-        self._guard: Guard | None = None
+        self._built: Guard | None = None
+        self._checked = False
+
+    @property
+    def built(self) -> Guard:
+        """The guard, as built."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
 
     @property
     def guard(self) -> Guard:
-        if self._guard is None:
-            self._guard = self._build()
-        return self._guard
+        """The guard, once it is known to work on the app's state: a shared backend, and the
+        app's settings (its fingerprint in that backend; said on stderr when there is none)."""
+        guard = self.built
+        if not self._checked:
+            if not guard.backend.shared:
+                raise ConfigError(NOT_SHARED)
+            differ = agreement(guard)
+            if differ is None:
+                click.echo(f"smsguard: {NO_FINGERPRINT}", err=True)
+            elif differ:
+                raise ConfigError(
+                    f"these settings are not the app's: {'; '.join(differ)}. Run with the app's "
+                    "settings, or name its guard with --guard module:attribute"
+                )
+            self._checked = True
+        return guard
 
     def run(self, action: Callable[[], T]) -> T:
         """``action()``, with smsguard's errors turned into a message and an exit code."""
@@ -72,11 +119,21 @@ class Context:
             return action()
         except BackendUnavailable as exc:
             raise Unreachable(f"the backend cannot be reached: {exc}") from None
+        except BackendError as exc:
+            raise Unreachable(str(exc)) from None
         except (ConfigError, InvalidInput) as exc:
             raise BadInput(str(exc)) from None
 
     def say(self, data: Any, text: str) -> None:
         click.echo(json.dumps(data, indent=2) if self.as_json else text)
+
+
+def agreement(guard: Guard) -> list[str] | None:
+    """What differs between ``guard``'s settings and those of the app that uses its backend
+    (empty: nothing), or None when the app left no fingerprint there. Reads the backend."""
+    note: Callable[[str], str | None] | None = getattr(guard.backend, "note", None)
+    found = None if note is None else note(fingerprint.KEY)
+    return None if found is None else fingerprint.differences(found, guard.fingerprint)
 
 
 class Unreachable(click.ClickException):
@@ -87,37 +144,63 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> click.Group:
-    """The command group, around ``build`` (how a guard is made, given ``--config`` if any)."""
+def _json_too(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Context).as_json = True  # type: ignore[union-attr]
 
-    @click.group(name="smsguard", help=__doc__.split("\n\n")[0] if __doc__ else None)
+
+json_option = click.option(
+    "--json", is_flag=True, expose_value=False, callback=_json_too, help="Print JSON, for scripts."
+)
+
+
+def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> click.Group:
+    """The command group, around ``build`` (how a guard is made, given ``--config`` if any).
+    ``config``: the standalone command, with ``--config`` and ``--guard``."""
+
+    @click.group(name="smsguard", help=__doc__)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
     @click.pass_context
-    def group(ctx: click.Context, as_json: bool, config: str | None = None) -> None:
-        ctx.obj = Context(lambda: build(Path(config) if config else None), as_json)
+    def group(ctx: click.Context, as_json: bool, config: str | None = None, guard: str | None = None) -> None:
+        if guard is not None and config is not None:
+            raise BadInput("--guard names a guard built in code: it takes no --config")
+        if guard is not None:
+            ctx.obj = Context(lambda: _in_code(guard), as_json)
+        else:
+            ctx.obj = Context(lambda: build(Path(config) if config else None), as_json)
 
     if config:
-        option = click.option("--config", type=click.Path(dir_okay=False), help="A TOML file of settings.")
-        group = option(group)
+        group = click.option("--config", type=click.Path(dir_okay=False), help="A TOML file of settings.")(
+            group
+        )
+        group = click.option(
+            "--guard",
+            metavar="MODULE:ATTRIBUTE",
+            help="The app's guard, where the app builds it in code: a Guard, or a callable that "
+            "returns one (myapp.sms:guard, from the current directory).",
+        )(group)
 
     @group.command()
     @click.argument("phone")
     @click.option("--content", help="Also the counters of this content.")
     @click.option("--ip", help="Also the counters of this client IP.")
+    @json_option
     @click.pass_obj
     def status(obj: Context, phone: str, content: str | None, ip: str | None) -> None:
         """One number's counters: used, limit, remaining, when a full one frees."""
         usage = obj.run(lambda: obj.guard.status(phone, content=content, ip=ip))
         phone_hash = obj.run(lambda: obj.guard.identify(phone))[1]
         rows = [u._asdict() for u in usage]
-        lines = [f"{'policy':<16}{'used':>6}{'limit':>7}{'left':>6}  frees in"]
+        lines = [f"{'policy':<16}{'used':>9}{'limit':>10}{'left':>9}  frees in"]
         for u in usage:
             frees = "-" if u.frees_in is None else f"{u.frees_in:,.0f} s"
-            lines.append(f"{u.policy:<16}{u.used:>6}{u.limit:>7}{u.remaining:>6}  {frees}")
+            used, limit, left = (_amount(n, u) for n in (u.used, u.limit, u.remaining))
+            lines.append(f"{u.policy:<16}{used:>9}{limit:>10}{left:>9}  {frees}")
         obj.say({"phone_hash": phone_hash, "counters": rows}, "\n".join(lines))
 
     @group.command()
     @click.argument("phone")
+    @json_option
     @click.pass_obj
     def reset(obj: Context, phone: str) -> None:
         """Forget one number's counters (its list entries stay)."""
@@ -125,17 +208,19 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         obj.say({"reset": True}, "reset: its counters are forgotten")
 
     @group.command()
+    @json_option
     @click.pass_obj
     def suspend(obj: Context) -> None:
         """Turn the emergency switch on: every worker stops sending."""
-        obj.run(obj.guard.suspend)
+        obj.run(lambda: obj.guard.suspend())
         obj.say({"suspended": True}, "suspended: sending is off")
 
     @group.command()
+    @json_option
     @click.pass_obj
     def resume(obj: Context) -> None:
         """Turn the emergency switch off."""
-        obj.run(obj.guard.resume)
+        obj.run(lambda: obj.guard.resume())
         obj.say({"suspended": False}, "resumed: sending is on")
 
     @group.group(name="list")
@@ -146,10 +231,14 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         @lists.command(name=verb, help=summary)
         @click.argument("name")
         @click.argument("phone")
+        @json_option
         @click.pass_obj
         def change(obj: Context, name: str, phone: str) -> None:
-            write = obj.guard.add_number if on else obj.guard.remove_number
-            obj.run(lambda: write(name, phone))
+            def write() -> None:
+                guard = obj.guard
+                (guard.add_number if on else guard.remove_number)(name, phone)
+
+            obj.run(write)
             obj.say({"list": name, "on": on}, f"{'added to' if on else 'removed from'} {name}")
 
     list_command("add", True, "Add PHONE to the shared list NAME (whitelist, blacklist).")
@@ -166,9 +255,10 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         show_default=True,
         help="How to break the day down.",
     )
+    @json_option
     @click.pass_obj
     def stats(obj: Context, day: str | None, by: str) -> None:
-        """One day's statistics, in the statistics' time zone."""
+        """One day's statistics, in the statistics' time zone (the app's)."""
         found = obj.run(lambda: obj.guard.stats(day))
         lines = [f"{found.day} ({obj.guard.statistics.tz if obj.guard.statistics else ''})", _totals(found)]
         if by == "hour":
@@ -189,6 +279,7 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
 
     @group.command()
     @day_option
+    @json_option
     @click.pass_obj
     def report(obj: Context, day: str | None) -> None:
         """The daily review: the day against the day before and a week before, the top reasons
@@ -219,16 +310,18 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
             raise click.exceptions.Exit(ANOMALIES)
 
     @group.command()
+    @json_option
     @click.pass_obj
     def check(obj: Context) -> None:
         """Is the backend safe to run on: it answers, the script is loaded, Redis does not
-        evict, and the app's clock agrees with Redis's."""
-        guard = obj.run(lambda: obj.guard)
+        evict, the app's clock agrees with Redis's, and these settings are the app's."""
+        guard = obj.run(lambda: obj.built)
         diagnose = getattr(guard.backend, "diagnose", None)
         if diagnose is None:
             found = [("backend", True, f"{type(guard.backend).__name__}: in process, nothing to check")]
         else:
             found = diagnose(time.time())
+            found.append(_settings_check(guard))
         obj.say(
             [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in found],
             "\n".join(f"{'ok ' if ok else 'BAD'} {name}: {detail}" for name, ok, detail in found),
@@ -237,6 +330,24 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
             raise click.exceptions.Exit(1)
 
     return group
+
+
+def _settings_check(guard: Guard) -> tuple[str, bool, str]:
+    """``check``'s line on the app's settings: these, or what differs."""
+    try:
+        differ = agreement(guard)
+    except (BackendUnavailable, BackendError, ConfigError) as exc:
+        return ("app's settings", False, f"not read: {exc}")
+    if differ is None:
+        return ("app's settings", True, NO_FINGERPRINT)
+    if differ:
+        return ("app's settings", False, "; ".join(differ))
+    return ("app's settings", True, "these are the app's (its fingerprint agrees)")
+
+
+def _amount(n: float, usage: Usage) -> str:
+    """A counter's number as ``status`` shows it: hits, or the policy's unit (``$12.34``)."""
+    return f"{usage.unit}{n:,.2f}" if usage.unit else f"{n:,}"
 
 
 def _totals(day: Day) -> str:
@@ -253,6 +364,16 @@ def _pairs(counts: Mapping[str, int]) -> str:
 def _from_environment(config: Path | None) -> Guard:
     try:
         return Guard.from_settings(load_settings(config, os.environ))
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _in_code(path: str) -> Guard:
+    """The guard ``--guard`` names, imported from the current directory as an app server would."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return imported_guard(path, "--guard")
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
 

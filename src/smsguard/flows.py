@@ -31,9 +31,10 @@ from smsguard.drive import Flow
 from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
-from smsguard.plan import Forget, Outcome, Plan, Receipt, SetFlag
+from smsguard.fingerprint import KEY
+from smsguard.plan import Forget, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
-from smsguard.policies import Alarming
+from smsguard.policies import Alarming, usage
 from smsguard.stats import Day, Report, Statistics
 
 log = logging.getLogger("smsguard")
@@ -56,8 +57,13 @@ class Flows:
         clock: Callable[[], float],
         reporter: Reporter,
         statistics: Statistics | None,
+        fingerprint: str | None = None,
     ) -> None:
+        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing)."""
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
+        self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
+        self._note: Note | None = None  # the fingerprint, owed from the first decision on
+        self._policies = {p.name: p for p in planner.policies}
         self.local = MemoryBackend()
         """In process: the fallback counters (fail mode ``local``) and the mirror of flags."""
         self.outage = Outage(fail_mode, retry_interval, self.local)
@@ -101,11 +107,15 @@ class Flows:
                         self.outbox.owe(Receipt(plan.job.token, plan.job.counters))
                 else:
                     decision = self._answered(plan, outcome, now)
+        if self._unsigned is not None:  # the first decision: the fingerprint goes with the write after it
+            self._note, self._unsigned = Note(KEY, self._unsigned), None
         if statistics is not None:
             statistics.record(decision, now)
-            if statistics.due(now) and now >= outage.down_until:
-                with suppress(BackendUnavailable):  # the next decision meets the outage, not this one
-                    yield from self._flush(now)
+        if (
+            self._note is not None or (statistics is not None and statistics.due(now))
+        ) and now >= outage.down_until:
+            with suppress(BackendUnavailable):  # the next decision meets the outage, not this one
+                yield from self._flush(now)
         if reporter.wants(decision):
             reporter.decision(decision, ip, now, started, perf_counter())
         return decision
@@ -198,11 +208,13 @@ class Flows:
         owed = tuple(self.outbox.pending)
         statistics = self.statistics
         tallies = statistics.drain(now) if statistics is not None else ()
+        note, self._note = self._note, None  # taken at once: concurrent decisions send it once
         try:
-            yield (APPLY, owed + tallies)
-        except BackendUnavailable:
+            yield (APPLY, owed + tallies if note is None else (*owed, *tallies, note))
+        except BackendUnavailable:  # what this guard buffered goes with a later write
             if tallies and statistics is not None:
-                statistics.restore(tallies)  # to go with a later write
+                statistics.restore(tallies)
+            self._note = note or self._note
             raise
         self.outbox.sent(owed)
 
@@ -222,7 +234,7 @@ class Flows:
         out = yield (RUN, plan.job)
         waits = out.waits or (0.0,) * len(out.counts)
         return [
-            Usage(owner.name, n, counter.limit, max(counter.limit - n, 0), wait or None)
+            usage(self._policies[owner.name], counter, n, wait or None)
             for counter, owner, n, wait in zip(
                 plan.job.counters, plan.counter_owners, out.counts, waits, strict=True
             )

@@ -19,6 +19,7 @@ from smsguard.drive import adrive, drive
 from smsguard.errors import Denied
 from smsguard.events import Listener, Reporter
 from smsguard.failover import FailMode
+from smsguard.fingerprint import fingerprint
 from smsguard.flows import Flows
 from smsguard.phone import Digest, Number, check_region
 from smsguard.planner import IPLike, Planner
@@ -83,6 +84,16 @@ class Guard:
         throttle = next((p for p in self.policies if isinstance(p, IPThrottle)), None)
         self.reporter = Reporter(listeners, fail_mode, throttle.network if throttle else str)
         """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
+        self.fingerprint = fingerprint(
+            self.policies,
+            digest=self.planner.digest,
+            region=self.default_region,
+            zone=self.statistics.tz if self.statistics is not None else None,
+            prefix=getattr(self.backend, "prefix", None),
+        )
+        """What makes this guard's keys and verdicts (``smsguard.fingerprint``). On a shared
+        backend its first decision leaves it there, for the ``smsguard`` command to check its
+        own settings against."""
         self.flows = Flows(
             self.planner,
             fail_mode=fail_mode,
@@ -90,6 +101,7 @@ class Guard:
             clock=self.clock,
             reporter=self.reporter,
             statistics=self.statistics,
+            fingerprint=self.fingerprint if self.backend.shared else None,
         )
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the

@@ -185,9 +185,17 @@ class Forget(NamedTuple):
     subject: str
 
 
-Change = Union[Receipt, SetFlag, Forget, Tallied, Record]  # noqa: UP007 (a runtime alias)
+class Note(NamedTuple):
+    """Keep ``text`` under ``key``, for other processes to read: the app's fingerprint
+    (``smsguard.fingerprint``), which the ``smsguard`` command checks its settings against."""
+
+    key: str
+    text: str
+
+
+Change = Union[Receipt, SetFlag, Forget, Tallied, Record, Note]  # noqa: UP007 (a runtime alias)
 """A write a backend applies: a refund (a Receipt, applied once however often it is given), a
-flag change, a subject's counters forgotten, statistics, or hits recorded."""
+flag change, a subject's counters forgotten, statistics, hits recorded, or a note."""
 
 
 class Owner(NamedTuple):

@@ -28,10 +28,10 @@ from typing import Final, Protocol, Union, runtime_checkable
 from limits import RateLimitItem, parse_many
 
 from smsguard import attempt as codes
-from smsguard.attempt import Attempt
-from smsguard.days import LocalDays
+from smsguard.attempt import Attempt, Usage
+from smsguard.days import LocalDays, zone
 from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
-from smsguard.phone import normalize
+from smsguard.phone import check_region, normalize
 from smsguard.plan import Counter, Flag, key, key_parts
 from smsguard.settings import Settings
 
@@ -163,6 +163,17 @@ def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
         if item.amount < 1:
             raise ConfigError(f"{rates!r}: a rate allows at least 1 per window, not {item.amount}")
     return items
+
+
+def usage(policy: Policy, counter: Counter, used: int, frees_in: float | None) -> Usage:
+    """``counter`` of ``policy`` as ``Guard.status`` shows it: in hits, or in the unit the
+    policy names for it (``unit(counter)``: a SpendCap's dollars)."""
+    unit: Callable[[Counter], tuple[str, int]] | None = getattr(policy, "unit", None)
+    name, per = ("", 1) if unit is None else unit(counter)
+    limit, remaining = counter.limit, max(counter.limit - used, 0)
+    if per == 1:
+        return Usage(policy.name, used, limit, remaining, frees_in, name)
+    return Usage(policy.name, used / per, limit / per, remaining / per, frees_in, name)
 
 
 def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
@@ -459,51 +470,63 @@ class Shadow:
 
 def settings_policies(read: Settings) -> list[Policy]:
     """The policies ``Guard.from_settings`` builds, in order (the switch first, so that it stops
-    everything): the SMS providers' rules by default; those named in ``SHADOW`` in shadow. See
-    the README's settings table."""
+    everything): the SMS providers' rules by default; those named in ``SHADOW`` in shadow; a 0
+    or an empty limit turns its policy off. A policy that refuses its settings raises a
+    ConfigError naming their keys. See the README's settings table."""
     region = read.optional("DEFAULT_REGION")
+    with read.about("DEFAULT_REGION"):
+        check_region(region)
+    tz = read.string("TIMEZONE", "UTC")
+    with read.about("TIMEZONE"):
+        zone(tz)
     shadows = set(read.strings("SHADOW"))
     policies: list[Policy] = []
     if read.boolean("SUSPENDABLE", True):
         policies.append(Suspend(shadow="suspend" in shadows))
     whitelist, shared_whitelist = read.strings("WHITELIST"), read.boolean("SHARED_WHITELIST", False)
     if whitelist or shared_whitelist:
-        policies.append(
-            Whitelist(whitelist, region=region, shared=shared_whitelist, shadow="whitelist" in shadows)
-        )
+        with read.about("WHITELIST"):
+            policies.append(
+                Whitelist(whitelist, region=region, shared=shared_whitelist, shadow="whitelist" in shadows)
+            )
     blacklist, prefixes = read.strings("BLACKLIST"), read.strings("BLACKLIST_PREFIXES")
     shared_blacklist = read.boolean("SHARED_BLACKLIST", False)
     if blacklist or prefixes or shared_blacklist:
-        policies.append(
-            Blacklist(
-                blacklist,
-                prefixes=prefixes,
-                region=region,
-                shared=shared_blacklist,
-                shadow="blacklist" in shadows,
+        with read.about("BLACKLIST", "BLACKLIST_PREFIXES"):
+            policies.append(
+                Blacklist(
+                    blacklist,
+                    prefixes=prefixes,
+                    region=region,
+                    shared=shared_blacklist,
+                    shadow="blacklist" in shadows,
+                )
             )
-        )
     if window := read.number("SAME_CONTENT_WINDOW", 30):
         skip = read.boolean("SAME_CONTENT_SKIP_MISSING", False)
-        policies.append(SameContent(window, skip_missing=skip, shadow="same_content" in shadows))
+        with read.about("SAME_CONTENT_WINDOW"):
+            policies.append(SameContent(window, skip_missing=skip, shadow="same_content" in shadows))
     if cap := read.integer("DAILY_CAP", 10):
-        policies.append(DailyCap(cap, tz=read.string("TIMEZONE", "UTC"), shadow="daily_cap" in shadows))
-    if rates := read.string("PHONE_RATE", "1/minute;5/hour"):
-        policies.append(PhoneRate(rates, shadow="phone_rate" in shadows))
-    if rates := read.string("IP_RATE", "20/hour"):
-        policies.append(
-            IPThrottle(
-                rates,
-                ipv4_prefix=read.integer("IPV4_PREFIX", 32),
-                ipv6_prefix=read.integer("IPV6_PREFIX", 64),
-                skip_missing=read.boolean("IP_SKIP_MISSING", False),
-                shadow="ip_throttle" in shadows,
+        with read.about("DAILY_CAP"):
+            policies.append(DailyCap(cap, tz=tz, shadow="daily_cap" in shadows))
+    if rates := read.rates("PHONE_RATE", "1/minute;5/hour"):
+        with read.about("PHONE_RATE"):
+            policies.append(PhoneRate(rates, shadow="phone_rate" in shadows))
+    if rates := read.rates("IP_RATE", "20/hour"):
+        with read.about("IP_RATE", "IPV4_PREFIX", "IPV6_PREFIX"):
+            policies.append(
+                IPThrottle(
+                    rates,
+                    ipv4_prefix=read.integer("IPV4_PREFIX", 32),
+                    ipv6_prefix=read.integer("IPV6_PREFIX", 64),
+                    skip_missing=read.boolean("IP_SKIP_MISSING", False),
+                    shadow="ip_throttle" in shadows,
+                )
             )
-        )
     unknown = shadows - {p.name for p in policies}
     if unknown:
         raise ConfigError(
-            f"{read.prefix}SHADOW names {', '.join(sorted(unknown))}: not among this guard's policies "
+            f"{read.key('SHADOW')} names {', '.join(sorted(unknown))}: not among this guard's policies "
             f"({', '.join(p.name for p in policies)})"
         )
     return policies

@@ -270,6 +270,11 @@ class SpendCap:
             )
         return found
 
+    def unit(self, counter: Counter) -> tuple[str, int]:
+        """What ``counter`` counts, as ``status`` shows it: (``"$"``, ``UNITS`` to a dollar) for
+        the budget, (``""``, 1) for messages."""
+        return ("$", UNITS) if ":money:" in counter.key else ("", 1)
+
     def crossed(self, counter: Counter, before: int) -> str | None:
         """What to say if adding ``counter.amount`` to ``before`` first reached the alarm."""
         threshold = self.alarm * counter.limit

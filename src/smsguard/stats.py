@@ -281,7 +281,7 @@ class Report:
             # Against the same hour, or the whole day before if that hour was empty.
             rate, old = _success(now), _success(then if m else before.totals)
             if old is None or (rate is not None and rate < old):
-                found.append(f"{surge}, success {_percent(rate)} (the day before {_percent(old)})")
+                found.append(f"{surge}, {_against(rate, old)}")
         old_countries = before.countries
         for country, n in today.countries.items():
             m = old_countries.get(country, 0)
@@ -334,8 +334,14 @@ def _times(n: int, m: int) -> str:
     return f"{n / m:.1f}x" if m else "from none"
 
 
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.0%}"
+def _against(rate: float | None, old: float | None) -> str:
+    """An hour's success rate against the day before's, where either may be unknown (no code
+    sent, so nothing to verify)."""
+    if rate is None:
+        return "no code sent" + (" (none the day before either)" if old is None else "")
+    if old is None:
+        return f"success {rate:.0%} (no code sent the day before)"
+    return f"success {rate:.0%} (the day before {old:.0%})"
 
 
 def around(day: date) -> tuple[date, date, date]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, SetFlag, Tallied
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, SetFlag, Tallied
 
 __all__ = [
     "Backend",
@@ -20,6 +20,7 @@ __all__ = [
     "Flag",
     "Forget",
     "Job",
+    "Note",
     "Outcome",
     "Receipt",
     "SetFlag",

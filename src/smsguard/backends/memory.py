@@ -8,7 +8,7 @@ import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 
-from smsguard.plan import Change, Forget, Job, Outcome, Receipt, Record, SetFlag, Tallied, taken
+from smsguard.plan import Change, Forget, Job, Note, Outcome, Receipt, Record, SetFlag, Tallied, taken
 
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
@@ -39,6 +39,7 @@ class MemoryBackend:
         self._spent: dict[str, float] = {}  # marker of a refunded receipt -> when it may go
         self._tallies: dict[str, tuple[float, dict[str, int]]] = {}  # statistics: (expiry, fields)
         self._sums: dict[str, tuple[float, int]] = {}  # a sum counter: (expiry, total)
+        self._notes: dict[str, str] = {}
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
@@ -125,6 +126,8 @@ class MemoryBackend:
                     self._tidy(change.now)
                     for counter in change.counters:
                         self._add(counter.key, counter.expires_at, change.now)
+                elif isinstance(change, Note):
+                    self._notes[change.key] = change.text
                 elif isinstance(change, Forget):
                     tag = "{" + change.subject + "}"
                     for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
@@ -147,6 +150,10 @@ class MemoryBackend:
     async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
         return self.read(keys, now)
 
+    def note(self, key: str) -> str | None:
+        """The text a ``Note`` left under ``key``, or None."""
+        return self._notes.get(key)
+
     def clear(self) -> None:
         with self._lock:
             self._hits.clear()
@@ -156,6 +163,7 @@ class MemoryBackend:
             self._spent.clear()
             self._tallies.clear()
             self._sums.clear()
+            self._notes.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``, to the whole second (a hit

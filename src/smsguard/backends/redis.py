@@ -22,7 +22,6 @@ import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -30,11 +29,13 @@ import redis.asyncio.cluster
 import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
+import redis.connection
 import redis.retry
 import redis.sentinel
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
 
+from smsguard.backends import urls
 from smsguard.backends.wire import Request, Wire, _glob_escape
 from smsguard.drive import adrive, drive
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
@@ -50,10 +51,12 @@ except ImportError:  # pragma: no cover - the redis extra brings it
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
 
+
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
 _ClusterNode: Any = redis.cluster.ClusterNode
 _AsyncClusterNode: Any = redis.asyncio.cluster.ClusterNode
 _Sentinel: Any = redis.sentinel.Sentinel
+_parse_url: Callable[[str], dict[str, Any]] = redis.connection.parse_url
 _AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
 
 # What "Redis cannot answer now" looks like: the guard answers it with its fail mode. Any other
@@ -101,8 +104,14 @@ _RETRY_ON = (rx.ConnectionError,)
 SAFE_POLICY = "noeviction"
 
 
-def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendError:
-    """What an exception from the client means: an outage, or a bug to raise."""
+def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendError | ConfigError:
+    """What an exception from the client means: an outage, a bug to raise, or a storage URL
+    that names a database Redis does not have (which only its first command can tell)."""
+    if isinstance(exc, rx.ResponseError) and "DB index is out of range" in str(exc):
+        return ConfigError(
+            f"Redis has no such database ({exc}): the storage URL's database must be below its "
+            "`databases` setting (16 by default), as in redis://localhost:6379/0"
+        )
     if isinstance(exc, OUTAGES) or _refused(exc):
         return BackendUnavailable(f"{type(exc).__name__}: {exc}", partial=partial)
     if isinstance(exc, rx.RedisError):
@@ -200,13 +209,21 @@ class RedisBackend:
         burst queues for a connection up to ``pool_timeout``: that is this process being busy,
         not Redis being down.
         """
-        scheme, url = _scheme(url)
+        scheme, url = urls.scheme(url)
         settings: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
         settings.update(options)
         retry = settings.pop("retry", None)
         sync_retry = retry or redis.retry.Retry(NoBackoff(), 1, _RETRY_ON)
         async_retry = retry or redis.asyncio.retry.Retry(NoBackoff(), 1, _RETRY_ON)
         if scheme in ("redis", "rediss", "unix"):
+            urls.check_single(url)
+            try:
+                _parse_url(url)  # its query options, which redis-py reads only at the first command
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{urls.shown(url)}: {exc} Give each option a value redis-py reads: seconds for "
+                    "a timeout (?socket_timeout=0.5), true or false for a switch"
+                ) from None
             pooled = {**settings, "max_connections": max_connections, "timeout": pool_timeout}
             return cls(
                 prefix=prefix,
@@ -219,10 +236,14 @@ class RedisBackend:
                     )
                 ),
             )
-        password, hosts, path = _locations(url)
+        password, hosts, path = urls.locations(url)
         if password:
             settings.setdefault("password", password)
         if scheme == "redis+cluster":
+            if path.strip("/") not in ("", "0"):
+                raise ConfigError(
+                    f"{urls.shown(url)}: a Cluster has database 0 only: end the URL with the hosts"
+                )
             return cls(
                 prefix=prefix,
                 cluster=True,
@@ -235,7 +256,9 @@ class RedisBackend:
             )
         service = path.strip("/")  # redis+sentinel, as _scheme let nothing else through
         if not service:
-            raise ConfigError(f"{url!r} names no service: redis+sentinel://host:port/service_name")
+            raise ConfigError(
+                f"{urls.shown(url)!r} names no service: redis+sentinel://host:port/service_name"
+            )
         sentinel_kwargs = {"socket_timeout": timeout, "password": password} if password else None
         return cls(
             prefix=prefix,
@@ -266,6 +289,10 @@ class RedisBackend:
 
     async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
         return await self._adrive(self.wire.read(keys))
+
+    def note(self, key: str) -> str | None:
+        """The text a ``Note`` left under ``key``, or None."""
+        return self._drive(self.wire.note(key))
 
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
@@ -591,44 +618,3 @@ def _policies(answer: Any) -> list[str]:
         elif str(name).endswith("maxmemory-policy") and value:
             found.append(value.decode() if isinstance(value, bytes) else str(value))
     return found
-
-
-_SCHEMES = {
-    "redis": "redis",
-    "rediss": "rediss",
-    "unix": "unix",
-    "redis+unix": "unix",
-    "redis+cluster": "redis+cluster",
-    "redis+sentinel": "redis+sentinel",
-}
-
-
-def _scheme(url: str) -> tuple[str, str]:
-    """(scheme, url) in redis-py's spelling, from any of limits' spellings (``valkey`` for
-    ``redis``, ``redis+unix://``); a ConfigError naming the right form for anything else."""
-    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-    canonical = _SCHEMES.get(scheme.replace("valkey", "redis", 1))
-    if canonical is None:
-        raise ConfigError(
-            f"{url!r} is not a storage URL: use one such as redis://localhost:6379/0, "
-            "rediss://, unix:///run/redis.sock, redis+sentinel://host:26379/service_name, "
-            "redis+cluster://host:7000,host:7001 (valkey for redis in any) or memory://"
-        )
-    return canonical, canonical + url[len(scheme) :]
-
-
-def _locations(url: str) -> tuple[str | None, list[tuple[str, int]], str]:
-    """(password, [(host, port)], path) of a URL that may list several hosts."""
-    rest = url.split("://", 1)[1]
-    netloc, _, path = rest.partition("/")
-    password = None
-    if "@" in netloc:
-        auth, netloc = netloc.rsplit("@", 1)
-        password = unquote(auth.split(":", 1)[-1]) or None
-    hosts = []
-    for location in netloc.split(","):
-        host, _, port = location.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{url!r}: {location!r} is not host:port")
-        hosts.append((host.strip("[]"), int(port)))
-    return password, hosts, path

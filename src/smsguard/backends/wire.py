@@ -7,9 +7,10 @@ of requests (``run``, ``apply``, ``read``) that ``RedisBackend`` drives with ``s
 the sync and async clients differ only in how a request is sent.
 
 A request: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...]; ("scan",
-pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("read", keys) -> [hash, ...];
+pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("read", keys) -> [hash, ...]; ("get",
+keys) -> [value, ...];
 ("apply", changes, keys) -> None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL
-per flag, statistics and recorded hits).
+per flag, SET per note, statistics and recorded hits).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from smsguard.errors import BackendError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Outcome, Receipt, Record, Tallied, taken
+from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, Record, Tallied, taken
 from smsguard.plan import key as _key
 
 Request = tuple[Any, ...]
@@ -109,6 +110,10 @@ class Wire:
         replies = yield ("read", [self.prefix + key for key in keys])
         return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
 
+    def note(self, key: str) -> Generator[Request, Any, str | None]:
+        (text,) = yield ("get", [self.prefix + key])
+        return None if text is None else _text(text)
+
     def eval(
         self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
     ) -> tuple[Request, list[int]]:
@@ -175,8 +180,8 @@ class Wire:
     def pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
         kind, items, *forgotten = request
-        if kind in ("exists", "types", "read"):
-            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall}[kind]
+        if kind in ("exists", "types", "read", "get"):
+            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall, "get": pipe.get}[kind]
             for key in items:
                 command(key)
             return pipe
@@ -200,6 +205,8 @@ class Wire:
                 ttl = math.ceil((change.expires_at - change.now) * 1000)
                 counts = itertools.chain(*change.counts)  # (execute_command: a Cluster pipeline has no eval)
                 pipe.execute_command("EVAL", TALLY, 2, key, added, ttl, _RESENT_WITHIN_MS, *counts)
+            elif isinstance(change, Note):
+                pipe.set(self.prefix + change.key, change.text)
             elif isinstance(change, Receipt):
                 for name, tag, _ in _groups(change.counters):
                     if tag is not False:  # a sum is not given back

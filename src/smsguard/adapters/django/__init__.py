@@ -16,7 +16,10 @@ prefix::
 
 ``"GUARD": "myproject.sms.guard"`` names a ``Guard`` built in code instead (a dotted path to it,
 or to a callable that returns one), for policies settings cannot say (``recommended(...)``);
-the other keys then set the request side. Or, instead of the middleware, ``@protect()`` on a
+the other keys then set the request side. ``PHONE``, ``CHALLENGE`` and ``RENDER`` name the
+Gate's callables by dotted path too (``"PHONE": "myproject.sms.phone_of"``, given the request;
+a field name is ``PHONE_FIELD``). A key the adapter does not know is a ConfigError naming the
+nearest one (``ROUTE``: did you mean ``ROUTES``?). Or, instead of the middleware, ``@protect()`` on a
 view (``@protect(phone="mobile")`` to change a Gate option for it). The view finds the decision
 in ``request.smsguard``: its ``phone`` is the number already validated, in E.164. Responses,
 body limits, trusted proxies and refunds are the other adapters' (``smsguard.adapters.http``):
@@ -35,7 +38,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.module_loading import import_string
 
 from smsguard.adapters.http import (
     TOO_LARGE,
@@ -50,6 +52,7 @@ from smsguard.adapters.http import (
     exchange_io,
 )
 from smsguard.attempt import Decision
+from smsguard.cli import imported_guard
 from smsguard.drive import adrive, drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
@@ -84,11 +87,12 @@ class _Configured:
                     values: Mapping[str, Any] = getattr(settings, "SMSGUARD", {})
                     if not isinstance(values, Mapping):
                         raise ConfigError("settings.SMSGUARD must be a dict of smsguard settings")
+                    read = Settings(values, "")  # every key known, Django's own too
                     self._built = Built(
-                        _guard(values),
-                        Gates(Gate.settings(values, prefix="")),
+                        _guard(read),
+                        Gates({**Gate.settings(values, prefix=""), **_callables(read)}),
                         Routes(values.get("ROUTES", ("POST /sms/send",))),
-                        Settings(values, "").boolean("ENABLED", True),
+                        read.boolean("ENABLED", True),
                     )
                 built = self._built
         return built
@@ -98,18 +102,21 @@ class _Configured:
             self._built = None
 
 
-def _guard(values: Mapping[str, Any]) -> Guard:
-    path = values.get("GUARD")
-    if path is None:
-        return Guard.from_settings(values, prefix="")
-    try:
-        found = import_string(path)
-    except ImportError as exc:
-        raise ConfigError(f"SMSGUARD['GUARD'] = {path!r}: {exc}") from None
-    made = found() if callable(found) and not isinstance(found, Guard) else found
-    if not isinstance(made, Guard):
-        raise ConfigError(f"SMSGUARD['GUARD'] = {path!r} is not a Guard (nor a callable that returns one)")
-    return made
+def _guard(read: Settings) -> Guard:
+    if "GUARD" not in read:
+        return Guard.from_settings(read.values, prefix="")
+    return imported_guard(read.values["GUARD"], read.key("GUARD"))
+
+
+def _callables(read: Settings) -> dict[str, Any]:
+    """The Gate's callables that dotted paths name: ``PHONE``, ``CHALLENGE``, ``RENDER``."""
+    if "PHONE" in read and "PHONE_FIELD" in read:
+        raise ConfigError("SMSGUARD has PHONE and PHONE_FIELD: keep one (a callable's path, or a field name)")
+    found = {}
+    for name, hint in (("PHONE", ": for a field name use PHONE_FIELD"), ("CHALLENGE", ""), ("RENDER", "")):
+        if name in read:
+            found[name.lower()] = read.imported(name, hint)
+    return found
 
 
 configured = _Configured()
