@@ -434,7 +434,7 @@ class RedisBackend:
                 raise _failure(exc, False) from exc
         if not self._policy_checked:
             self._policy_checked = True
-            self._warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
+            _warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
         return self._client
 
     async def _async_client(self) -> Any:
@@ -456,7 +456,7 @@ class RedisBackend:
                 answer = await client.config_get("maxmemory-policy")
             except Exception as exc:
                 answer = self._unread_policy(exc)
-            self._warn_if_evicting(answer)
+            _warn_if_evicting(answer)
         return client
 
     def _read_policy(self, read: Callable[[], Any]) -> Any:
@@ -473,20 +473,6 @@ class RedisBackend:
             return {}
         self._policy_checked = False
         raise _failure(exc, self.cluster) from exc
-
-    def _warn_if_evicting(self, answer: Any) -> None:
-        """Warn if Redis may evict smsguard's keys."""
-        policies = set(_policies(answer)) - {SAFE_POLICY}
-        if policies:
-            log.warning(
-                "smsguard: Redis maxmemory-policy is %s: under memory pressure Redis may evict "
-                "counters (a victim's daily count)%s. Set maxmemory-policy noeviction: smsguard then "
-                "refuses to count when Redis is full and follows its fail mode.",
-                ", ".join(sorted(policies)),
-                " and the emergency switch and list entries"
-                if any(p.startswith("allkeys") for p in policies)
-                else "",
-            )
 
 
 _Waiting = tuple[list[Any], list[Any], "asyncio.Future[Any]"]
@@ -598,6 +584,21 @@ def _hiredis_packing(pool: Any) -> Any:
     if _pack_command is not None:
         pool.connection_class = _packing(pool.connection_class)
     return pool
+
+
+def _warn_if_evicting(answer: Any) -> None:
+    """Warn if Redis may evict smsguard's keys."""
+    policies = set(_policies(answer)) - {SAFE_POLICY}
+    if policies:
+        log.warning(
+            "smsguard: Redis maxmemory-policy is %s: under memory pressure Redis may evict "
+            "counters (a victim's daily count)%s. Set maxmemory-policy noeviction: smsguard then "
+            "refuses to count when Redis is full and follows its fail mode.",
+            ", ".join(sorted(policies)),
+            " and the emergency switch and list entries"
+            if any(p.startswith("allkeys") for p in policies)
+            else "",
+        )
 
 
 def _redis_time(answer: Any) -> tuple[int, int]:
