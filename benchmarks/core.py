@@ -167,7 +167,7 @@ def flood(n: int) -> None:
             guard.check(f"+86139{i:08d}", content="y", ip="10.9.9.9")
         after_traffic = len(backend)
         swept = backend.sweep(now[0])
-        guard.planner._identify.cache_clear()  # bounded anyway; cleared to see what the counters hold
+        guard.planner._number.cache_clear()  # bounded anyway; cleared to see what the counters hold
         gc.collect()
         rss, _ = rss_mib()
         print(

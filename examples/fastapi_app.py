@@ -65,7 +65,7 @@ async def send_code(body: SendCode, decision: Decision = Depends(guarded)) -> di
 @app.post("/sms/verify")
 async def verify(body: Verify) -> dict[str, bool]:
     try:
-        phone = sms.guard.identify(body.phone)[0]
+        phone = sms.guard.identify(body.phone).e164
     except InvalidInput as exc:
         raise HTTPException(400, str(exc)) from None
     if codes.get(phone) != body.code:

@@ -38,7 +38,7 @@ from smsguard import (
     SameContent,
     recommended,
 )
-from smsguard.phone import details
+from smsguard.phone import identify
 from smsguard.pumping import DEFAULT_PRICES
 
 START = 1772409600.0  # Mon 2026-03-02 00:00 UTC
@@ -55,10 +55,14 @@ def numbers(rng: random.Random, country: str, wanted: int, network: str | None =
     while len(found) < wanted:
         number = prefix + f"{rng.randrange(10**digits):0{digits}d}"
         try:
-            _, region, kind, net = details(number)
+            found_number = identify(number, details=True)
         except InvalidPhone:
             continue
-        if region == country and kind == "mobile" and (network is None or net == network):
+        if (
+            found_number.region == country
+            and found_number.number_type == "mobile"
+            and network in (None, found_number.network)
+        ):
             found.add(number)
     return sorted(found)
 

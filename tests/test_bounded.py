@@ -98,9 +98,9 @@ def test_fallback_store_of_a_redis_guard_is_bounded_by_live_marks(
     guard = country_guard(backend, clock, trust=trust)
     try:
         last = verify_for(guard, clock, days=60, per_day=20)
-        assert guard.breaker.down_until == 0, "Redis answered throughout"
+        assert guard.outage.down_until == 0, "Redis answered throughout"
         live_numbers = sum(1 for at in last.values() if at + trust > clock.now)
-        local = guard.breaker.local
+        local = guard.outage.local
         assert len(local) == live_numbers + 2, "each live number's key, and the country's two earned sets"
         marks = held_marks(local)
         assert all(t > clock.now for v in marks.values() for t in v), "no expired mark is kept"

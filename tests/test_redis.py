@@ -176,7 +176,7 @@ def test_hit_times_are_kept_to_the_bit() -> None:
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from smsguard.backends.redis import _EPOCH, _TICKS, _first_counted, _score
+    from smsguard.backends.wire import _EPOCH, _TICKS, _first_counted, _score
 
     @given(st.floats(2.0**30, 2.0**31 - 1), st.sampled_from([0.001, 1.0, 30.0, 60.0, 3600.0, 86400.0, 0.1]))
     def check(t: float, window: float) -> None:
@@ -547,7 +547,7 @@ def test_script_error_is_raised_never_met_with_the_fail_mode(
         guard.check(VICTIM)
     with pytest.raises(BackendError, match="WRONGTYPE"):
         asyncio.run(guard.acheck(VICTIM))
-    assert guard.breaker.down_until == 0.0, "a bug does not trip the breaker"
+    assert guard.outage.down_until == 0.0, "a bug does not trip the breaker"
 
 
 def test_client_library_failure_follows_the_fail_mode(redis_server: RedisServer, clock: Clock) -> None:

@@ -94,7 +94,7 @@ def test_guard_from_environment_strings() -> None:
     assert (blacklist.shared, blacklist.prefixes) == (True, ("+8819", "+8817"))
     assert isinstance(throttle, IPThrottle)
     assert (throttle.ipv6_prefix, throttle.skip_missing) == (56, True)
-    assert (guard.breaker.retry_interval, guard.fail_mode) == (2.5, "closed")
+    assert (guard.outage.retry_interval, guard.fail_mode) == (2.5, "closed")
     assert guard.check("13800138000").allowed, "no IP: skipped, as configured"
     assert guard.check("+881912345678").reason == "blacklisted"
     guard.add_number("blacklist", "13900139000")

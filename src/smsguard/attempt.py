@@ -6,10 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
-
-if TYPE_CHECKING:
-    from smsguard.plan import Receipt
+from typing import Any, Final, NamedTuple
 
 # What kind of refusal a reason is; adapters pick the status from it (429, 403, 503, 429).
 LIMIT: Final = "limit"
@@ -97,6 +94,17 @@ class Attempt(NamedTuple):
     ``challenge`` pass it over."""
 
 
+class Receipt(NamedTuple):
+    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back once."""
+
+    token: str
+    """The job's token: the name of its hits."""
+    counters: tuple[Any, ...]
+    """The counters (``plan.Counter``) it took one hit of."""
+    fallback: bool = False
+    """Taken on the in-process fallback backend while the real one was down."""
+
+
 class Usage(NamedTuple):
     """One counter of a number, as ``Guard.status`` reads it."""
 
@@ -116,7 +124,9 @@ class Usage(NamedTuple):
 class Decision:
     """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``.
 
-    Treat it as read-only: ``Guard.refund`` trusts its ``receipt``.
+    Built once, complete, by the plan (``smsguard.plan.Plan.decide``), then only read (by
+    events, statistics, the log, the adapters): treat it as read-only. ``Guard.refund`` trusts
+    its ``receipt``.
     """
 
     allowed: bool

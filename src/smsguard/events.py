@@ -14,12 +14,9 @@ import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from smsguard.attempt import Decision
-
-if TYPE_CHECKING:
-    from smsguard.policies import Policy
 
 log = logging.getLogger("smsguard")
 
@@ -76,13 +73,13 @@ class Reporter:
     """A guard's listeners and its denial log: one INFO record per denial on the ``smsguard``
     logger, with the event's fields in the record (``extra``) for JSON log handlers."""
 
-    def __init__(self, listeners: Iterable[Listener], policies: Iterable[Policy], fail_mode: str) -> None:
+    def __init__(
+        self, listeners: Iterable[Listener], fail_mode: str, network: Callable[[Address], str] = str
+    ) -> None:
+        """``network``: the client network of an address, as the guard counts it (IPThrottle's)."""
         self.listeners: list[Listener] = list(listeners)
         self._fail_mode = fail_mode
-        from smsguard.policies import IPThrottle
-
-        throttle = next((p for p in policies if isinstance(p, IPThrottle)), None)
-        self._network: Callable[[Address], str] = throttle.network if throttle else str
+        self._network = network
         self.network = functools.lru_cache(maxsize=4096)(self._network_uncached)  # clients repeat
 
     def wants(self, decision: Decision) -> bool:

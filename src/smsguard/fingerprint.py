@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from smsguard.policies import LocalDays
+from smsguard.days import LocalDays
 
 KEY: Final = "fingerprint"
 """Where the app's guard leaves it, under the backend's key prefix."""

@@ -6,6 +6,8 @@ import functools
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult, carrier
@@ -83,37 +85,60 @@ def check_region(region: str | None) -> str | None:
     return code
 
 
+NO_COUNTRY: Final = "001"
+"""The region of a number in no country (a satellite phone's +881): phonenumbers' own code for
+it. Every part that names a number's country (policies, statistics) uses it."""
+
+
+class Number(NamedTuple):
+    """A phone number as the guard knows it (``identify``)."""
+
+    e164: str
+    """``+8613800138000``."""
+    phone_id: str
+    """The keyed hash it is stored under ("" when no hash was asked for)."""
+    region: str
+    """Its ISO region (``"CN"``; ``"AI"`` for +1 264), or ``NO_COUNTRY``."""
+    number_type: str | None = None
+    """``"mobile"``, ``"premium_rate"``, ``"voip"``... (phonenumbers' types, in lower case), where
+    ``details`` were asked for."""
+    network: str | None = None
+    """Its operator in phonenumbers' offline carrier data (``"China Mobile"``), else its country
+    and area code (``"+1 202"``), else its country code; where ``details`` were asked for."""
+
+
 def normalize(raw: str, region: str | None = None) -> str:
     """Return ``raw`` as E.164 (``+8613800138000``) or raise InvalidPhone saying why.
 
     Spaces, dashes, brackets, the ``00`` (or other national) international prefix and
     full-width digits are all accepted; ``region`` reads numbers typed without a country code.
     """
-    return identify(raw, region)[0]
+    return _parse(raw, region)[0]
 
 
-def identify(raw: str, region: str | None = None) -> tuple[str, str | None]:
-    """(E.164, ISO region of the number: ``"CN"``, ``"AI"`` for +1 264) of ``raw``, or
-    InvalidPhone, as ``normalize``."""
-    e164, found, _ = _parse(raw, region)
-    return e164, found
-
-
-def details(raw: str, region: str | None = None) -> tuple[str, str | None, str, str]:
-    """``identify`` and the number's type (``"mobile"``, ``"premium_rate"``, ``"voip"``...) and
-    network: its operator in phonenumbers' offline carrier data (``"China Mobile"``), else its
-    country and area code (``"+1 202"``), else its country code. About 20 µs more a number."""
+def identify(
+    raw: str,
+    region: str | None = None,
+    *,
+    digest: Callable[[str], str] | None = None,
+    details: bool = False,
+) -> Number:
+    """The ``Number`` of ``raw`` (InvalidPhone as ``normalize``): hashed with ``digest`` where
+    given, with its type and network if ``details`` (about 20 µs more a number)."""
     e164, found, number = _parse(raw, region)
+    phone_id = digest(e164) if digest is not None else ""
+    if not details:
+        return Number(e164, phone_id, found)
     kind = NUMBER_TYPES.get(phonenumbers.number_type(number), "unknown")
     network = carrier.name_for_valid_number(number, "en")
     if not network:
         national = phonenumbers.national_significant_number(number)
         area = phonenumbers.length_of_geographical_area_code(number)
         network = f"+{number.country_code} {national[:area]}" if area else f"+{number.country_code}"
-    return e164, found, kind, network
+    return Number(e164, phone_id, found, kind, network)
 
 
-def _parse(raw: str, region: str | None) -> tuple[str, str | None, phonenumbers.PhoneNumber]:
+def _parse(raw: str, region: str | None) -> tuple[str, str, phonenumbers.PhoneNumber]:
     where = f" for region {region}" if region else ""
     if not isinstance(raw, str):
         raise InvalidPhone(f"a phone number must be a string, not {type(raw).__name__}")
@@ -129,7 +154,7 @@ def _parse(raw: str, region: str | None) -> tuple[str, str | None, phonenumbers.
         why = _WHY_IMPOSSIBLE.get(possible, "no such number range")
         raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164, phonenumbers.region_code_for_number(number), number
+    return e164, phonenumbers.region_code_for_number(number) or NO_COUNTRY, number
 
 
 class Digest:

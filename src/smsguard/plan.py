@@ -12,13 +12,11 @@ makes several of them, where a NamedTuple costs less than half as much to build.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, NamedTuple, Union
+from typing import NamedTuple, Union
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
-
-if TYPE_CHECKING:
-    from smsguard.policies import Policy
+from smsguard.attempt import Receipt as Receipt  # beside the Decision that holds it
 
 
 def key(name: str, subject: str, *detail: str) -> str:
@@ -138,11 +136,6 @@ class Outcome(NamedTuple):
         names, since waiting for any other would not be enough."""
         return frees_last(self.waits)[0]
 
-    @property
-    def retry_after(self) -> float:
-        """Seconds until the ``denied`` counter frees a slot (0 when nothing was denied)."""
-        return frees_last(self.waits)[1]
-
 
 def frees_last(waits: tuple[float, ...]) -> tuple[int, float]:
     """(index, wait) of the longest wait among full counters, or (-1, 0.0) if none is full.
@@ -163,21 +156,10 @@ def taken(
     """The counters an allowed job took a hit of: all but those passed over (a count of -1) and
     those of a shadow policy with a full counter (``shadowed``: item indexes, flags first, as in
     an Outcome)."""
-    full = {counters[i - nflags].shadow for i in shadowed if i >= nflags}
+    full = {counters[i - nflags].shadow for i in shadowed if i >= nflags} if shadowed else ()
     if not full and min(counts, default=0) >= 0:
         return counters
     return tuple(c for c, n in zip(counters, counts, strict=True) if c.shadow not in full and n >= 0)
-
-
-class Receipt(NamedTuple):
-    """What an allowed attempt consumed, so that ``Guard.refund`` can give it back once."""
-
-    token: str
-    """The job's token: the name of its hits."""
-    counters: tuple[Counter, ...]
-    """The counters it took one hit of."""
-    fallback: bool = False
-    """Taken on the in-process fallback backend while the real one was down."""
 
 
 class Record(NamedTuple):
@@ -216,45 +198,170 @@ Change = Union[Receipt, SetFlag, Forget, Tallied, Record, Note]  # noqa: UP007 (
 flag change, a subject's counters forgotten, statistics, hits recorded, or a note."""
 
 
+class Owner(NamedTuple):
+    """Who owns a flag or a counter of a plan, as plain values: the policy's name, the reason
+    and kind of a denial by it."""
+
+    name: str
+    reason: str
+    kind: str = codes.LIMIT
+
+
+class Verdict(NamedTuple):
+    """A fixed list verdict (an exemption, or a Deny), before it is a Decision."""
+
+    allowed: bool
+    policy: str
+    reason: str
+    retry_after: float | None = None
+    kind: str | None = None
+
+    def decision(self, attempt: Attempt, shadowed: tuple[str, ...], degraded: bool = False) -> Decision:
+        """This verdict on ``attempt``, as its Decision."""
+        return Decision(
+            self.allowed,
+            attempt.phone,
+            self.policy,
+            self.reason,
+            self.retry_after,
+            {},
+            None,
+            None,
+            self.kind,
+            degraded,
+            attempt.region,
+            attempt.phone_id,
+            shadowed,
+        )
+
+
 class Plan(NamedTuple):
     """A job for the backend, and who owns each of its flags and counters.
 
-    ``final`` is the decision of a fixed list verdict that stands after the job's flags in
-    policy order: it applies only if none of those flags is set (semantics 11); the job then
-    has no counters. ``shadowed`` names the shadow policies whose fixed verdict would have
-    denied.
+    ``final`` is a fixed list verdict that stands after the job's flags in policy order: it
+    applies only if none of those flags is set (semantics 11); the job then has no counters.
+    ``shadowed`` names the shadow policies whose fixed verdict would have denied.
+
+    Every Decision of an attempt that reached a plan is built here, once and complete, by
+    ``decide`` (from the backend's outcome, or the fallback's) or ``unanswered``.
     """
 
     attempt: Attempt
     job: Job
-    flag_owners: tuple[Policy, ...]
-    counter_owners: tuple[Policy, ...]
-    final: Decision | None = None
+    flag_owners: tuple[Owner, ...]
+    counter_owners: tuple[Owner, ...]
+    final: Verdict | None = None
     shadowed: tuple[str, ...] = ()
 
-    def decide(self, out: Outcome) -> Decision:
-        """Turn the backend's outcome into the decision (pure)."""
-        decision = self._decide(out)
-        if out.shadowed or self.shadowed:
-            decision.shadowed = self.shadowed + self._shadowed(out)
-        return decision
-
-    def _decide(self, out: Outcome) -> Decision:
-        phone = self.attempt.phone
+    def decide(self, out: Outcome, degraded: bool = False, fallback: bool = False) -> Decision:
+        """The decision from ``out`` (pure); ``degraded`` when the fail mode decided, on the
+        in-process ``fallback`` backend or from the flags mirrored there."""
+        attempt = self.attempt
+        shadowed = self.shadowed + self._shadowed(out) if out.shadowed else self.shadowed
         if out.flag >= 0:
             flag, owner = self.job.flags[out.flag], self.flag_owners[out.flag]
             if flag.reason is None:
-                return Decision(True, phone, owner.name, codes.EXEMPT)
-            return Decision(False, phone, owner.name, flag.reason, kind=flag.kind)
+                return Decision(
+                    True,
+                    attempt.phone,
+                    owner.name,
+                    codes.EXEMPT,
+                    None,
+                    {},
+                    None,
+                    None,
+                    None,
+                    degraded,
+                    attempt.region,
+                    attempt.phone_id,
+                    shadowed,
+                )
+            return Decision(
+                False,
+                attempt.phone,
+                owner.name,
+                flag.reason,
+                None,
+                {},
+                None,
+                None,
+                flag.kind,
+                degraded,
+                attempt.region,
+                attempt.phone_id,
+                shadowed,
+            )
         if self.final is not None:
-            return self.final
+            return self.final.decision(attempt, shadowed, degraded)
         remaining = _Remaining(self, out)
-        denied, wait = frees_last(out.waits)
+        denied, wait = frees_last(out.waits) if out.waits else (-1, 0.0)
         if denied >= 0:
             owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
-            return Decision(False, phone, owner.name, owner.reason, wait, remaining, limit, kind=_kind(owner))
+            return Decision(
+                False,
+                attempt.phone,
+                owner.name,
+                owner.reason,
+                wait,
+                remaining,
+                limit,
+                None,
+                owner.kind,
+                degraded,
+                attempt.region,
+                attempt.phone_id,
+                shadowed,
+            )
         counters = taken(self.job.counters, len(self.job.flags), out.shadowed, out.counts)
-        return Decision(True, phone, None, None, None, remaining, None, Receipt(self.job.token, counters))
+        return Decision(
+            True,
+            attempt.phone,
+            None,
+            None,
+            None,
+            remaining,
+            None,
+            Receipt(self.job.token, counters, fallback),
+            None,
+            degraded,
+            attempt.region,
+            attempt.phone_id,
+            shadowed,
+        )
+
+    def unanswered(self, allowed: bool, retry_after: float) -> Decision:
+        """The fail mode's own decision, with no counting: allowed (``open``) or refused
+        (``closed``, ``retry_after`` the wait until the backend is tried again)."""
+        attempt = self.attempt
+        if allowed:
+            return Decision(
+                True,
+                attempt.phone,
+                None,
+                codes.FAIL_OPEN,
+                None,
+                {},
+                None,
+                None,
+                None,
+                True,
+                attempt.region,
+                attempt.phone_id,
+            )
+        return Decision(
+            False,
+            attempt.phone,
+            None,
+            codes.BACKEND_UNAVAILABLE,
+            retry_after,
+            {},
+            None,
+            None,
+            codes.UNAVAILABLE,
+            True,
+            attempt.region,
+            attempt.phone_id,
+        )
 
     def _shadowed(self, out: Outcome) -> tuple[str, ...]:
         """The names of the shadow policies whose items ``out`` says would have denied."""
@@ -268,17 +375,6 @@ class Plan(NamedTuple):
     def flags_only(self) -> Plan:
         """This plan without its counters: what can still be decided with no counting."""
         return self._replace(job=self.job._replace(counters=()), counter_owners=())
-
-
-def _kind(policy: Policy) -> str:
-    return getattr(policy, "kind", codes.LIMIT)
-
-
-def stamped(decision: Decision, attempt: Attempt) -> Decision:
-    """``decision`` with the number's country and keyed hash, from ``attempt``: every decision the
-    guard returns goes through here, whoever built it."""
-    decision.country, decision.phone_hash = attempt.region, attempt.phone_id
-    return decision
 
 
 class _Remaining(Mapping[str, int]):

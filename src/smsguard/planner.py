@@ -13,9 +13,20 @@ from typing import Any, Final
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
-from smsguard.phone import Digest, canonical, details, identify
-from smsguard.plan import Counter, Flag, Job, Plan, Record, stamped
-from smsguard.policies import EXEMPT, Deny, NumberList, Policy, Suspend
+from smsguard.phone import Digest, Number, canonical, identify
+from smsguard.plan import Counter, Flag, Job, Owner, Plan, Record, Verdict
+from smsguard.policies import (
+    EXEMPT,
+    Deny,
+    Kinded,
+    Learning,
+    NeedsDetails,
+    NumberList,
+    OnVerified,
+    Policy,
+    Shadowing,
+    Suspend,
+)
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 _ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -46,42 +57,44 @@ class Planner:
         for p in self.policies:
             if names.count(p.name) > 1:
                 raise ConfigError(f"two policies are named {p.name!r}: give one a name=")
-        self.shadows = frozenset(p.name for p in self.policies if dry_run or getattr(p, "shadow", False))
+        self.shadows = frozenset(
+            p.name for p in self.policies if dry_run or (isinstance(p, Shadowing) and p.shadow)
+        )
         """The names of the policies in shadow: counted and reported, never denying."""
+        self.owners = {p.name: Owner(p.name, p.reason, _kind(p)) for p in self.policies}
+        """Each policy's name, reason and kind: what a plan keeps of it."""
         # Each policy; its shadow group (0 for an enforcing one, else its own number); whether it
-        # can challenge (passed over once the client passed one); until when it only learns.
+        # can challenge (passed over once the client passed one); until when it only learns; its
+        # group number; its owner.
         self._asked = tuple(
             (
                 p,
                 (i + 1) * (p.name in self.shadows),
-                getattr(p, "kind", None) == codes.CHALLENGE,
-                getattr(p, "learn_until", None) or 0.0,
+                self.owners[p.name].kind == codes.CHALLENGE,
+                (p.learn_until if isinstance(p, Learning) else None) or 0.0,
                 i + 1,
+                self.owners[p.name],
             )
             for i, p in enumerate(self.policies)
         )
-        self.details = any(getattr(p, "needs_details", False) for p in self.policies)
+        self.details = any(isinstance(p, NeedsDetails) and p.needs_details for p in self.policies)
         """Whether attempts carry the number's type and network (about 20 µs a new number)."""
-        self._learners: tuple[Any, ...] = tuple(p for p in self.policies if hasattr(p, "on_verified"))
+        self._learners = tuple(p for p in self.policies if isinstance(p, OnVerified))
         self.region = region
         self.digest = digest
         self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
-        self._identify = functools.lru_cache(maxsize=cache)(self._identify_uncached)
+        self._number = functools.lru_cache(maxsize=cache)(self._number_uncached)
         self._ip = functools.lru_cache(maxsize=cache)(ipaddress.ip_address)
 
-    def _identify_uncached(self, phone: str) -> tuple[str, str, str | None, str | None, str | None]:
-        if self.details:
-            e164, region, kind, network = details(phone, self.region)
-        else:
-            (e164, region), kind, network = identify(phone, self.region), None, None
-        return e164, self.digest.hash(e164), region, kind, network  # this cache holds the hash
+    def _number_uncached(self, phone: str) -> Number:
+        return identify(phone, self.region, digest=self.digest.hash, details=self.details)
 
-    def identify(self, phone: str) -> tuple[str, str, str | None, str | None, str | None]:
-        """(E.164, keyed hash, ISO region, number type, network) of ``phone`` (the last two None
-        unless a policy needs them); raises InvalidPhone."""
+    def identify(self, phone: str) -> Number:
+        """The ``Number`` of ``phone`` (its type and network None unless a policy needs them);
+        raises InvalidPhone. Cached: a flood repeats its victims."""
         if not isinstance(phone, str):
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
-        return self._identify(canonical(phone))
+        return self._number(canonical(phone))
 
     def plan(
         self,
@@ -97,15 +110,14 @@ class Planner:
         before it decides at once, with no backend call. ``lenient`` (for reading, not
         deciding) passes over list verdicts and policies whose subject is missing."""
         attempt = self.attempt(phone, content, ip, context, challenge_passed)
-        e164 = attempt.phone
         flags: list[Flag] = []
         counters: list[Counter] = []
-        flag_owners: list[Policy] = []
-        counter_owners: list[Policy] = []
+        flag_owners: list[Owner] = []
+        counter_owners: list[Owner] = []
         shadowed: list[str] = []  # shadow policies whose fixed verdict would deny
         enforcing_flags = False
-        final: Decision | None = None
-        for policy, shadow, challenges, learn_until, group in self._asked:
+        final: Verdict | None = None
+        for policy, shadow, challenges, learn_until, group, owner in self._asked:
             if challenges and challenge_passed:
                 continue  # the client passed the challenge: the remaining policies judge it
             learning = now < learn_until
@@ -129,38 +141,34 @@ class Planner:
                             # Its hits its own: off a log that enforcing counters may share
                             # (while learning it keeps its log, which it counts on later).
                             counters.append(item._replace(shadow=shadow, log=item.log if learning else None))
-                            counter_owners.append(policy)
+                            counter_owners.append(owner)
                         elif isinstance(item, Flag):
                             if item.reason is not None:
                                 flags.append(item._replace(shadow=True))
-                                flag_owners.append(policy)
+                                flag_owners.append(owner)
                         else:
                             raise _not_an_item(policy, item)
                 continue
             if review is EXEMPT:
-                final = Decision(True, e164, policy.name, codes.EXEMPT)
+                final = Verdict(True, policy.name, codes.EXEMPT)
             elif isinstance(review, Deny):
-                final = Decision(
-                    False, e164, policy.name, review.reason, review.retry_after, kind=review.kind
-                )
+                final = Verdict(False, policy.name, review.reason, review.retry_after, review.kind)
             else:
                 for item in review:  # type: ignore[union-attr]
                     if isinstance(item, Counter):
                         counters.append(item)
-                        counter_owners.append(policy)
+                        counter_owners.append(owner)
                     elif isinstance(item, Flag):
                         flags.append(item)
-                        flag_owners.append(policy)
+                        flag_owners.append(owner)
                         enforcing_flags = True
                     else:
                         raise _not_an_item(policy, item)
                 continue
             # A fixed verdict ends the asking. It stands unless a shared flag before it is set:
             # then only those flags need reading, and nothing is counted.
-            final.shadowed = tuple(shadowed)
-            stamped(final, attempt)
             if not enforcing_flags:
-                return final
+                return final.decision(attempt, tuple(shadowed))
             counters, counter_owners = [], []
             break
         job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
@@ -179,7 +187,7 @@ class Planner:
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id, region, kind, network = self._identify(canonical(phone))  # identify(), inlined
+        e164, phone_id, region, kind, network = self._number(canonical(phone))  # identify(), inlined
         if ip is not None and not isinstance(ip, _ADDRESS):
             try:
                 ip = self._ip(ip)
@@ -200,16 +208,14 @@ class Planner:
             challenge_passed,
         )
 
-    def verified(
-        self, phone: str, ip: IPLike | None, now: float, token: str | None = None
-    ) -> tuple[Attempt, Record]:
+    def verified(self, phone: str, ip: IPLike | None, now: float) -> tuple[Attempt, Record]:
         """The attempt of a verified number, and what its verification records (each policy's
         ``on_verified``), as one write."""
         attempt = self.attempt(phone, None, ip)
         counters: list[Counter] = []
         for policy in self._learners:
             counters += policy.on_verified(attempt, now)
-        return attempt, Record(token or next(self._tokens), tuple(counters), now)
+        return attempt, Record(next(self._tokens), tuple(counters), now)
 
     def peek(self, phone: str, content: str | None, ip: IPLike | None, now: float) -> Plan:
         """A read-only plan of the counters that hold ``phone`` (and ``content`` and ``ip``
@@ -235,6 +241,11 @@ class Planner:
             if isinstance(p, Suspend):
                 return p
         raise ConfigError("this guard has no Suspend policy: add Suspend() (first, to stop everything)")
+
+
+def _kind(policy: Policy) -> str:
+    """The kind of a refusal by ``policy``'s counters: its own, else ``limit``."""
+    return policy.kind if isinstance(policy, Kinded) else codes.LIMIT
 
 
 def _not_an_item(policy: Policy, item: object) -> TypeError:

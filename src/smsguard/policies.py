@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
 from typing import Final, Protocol, Union, runtime_checkable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from limits import RateLimitItem, parse_many
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Usage
+from smsguard.days import LocalDays, zone
 from smsguard.errors import ConfigError, InvalidPhone, MissingSubject
 from smsguard.phone import check_region, normalize
 from smsguard.plan import Counter, Flag, key, key_parts
@@ -86,6 +84,64 @@ class Policy(Protocol):
 
     def review(self, attempt: Attempt, now: float) -> Review:
         """Judge ``attempt`` at ``now`` (epoch seconds). Must not do I/O."""
+        ...
+
+
+# What a policy may offer beyond ``Policy``: the guard asks for each by its protocol (once, when
+# it is built), so a user's policy opts in by having the attribute, no base class needed.
+
+
+@runtime_checkable
+class Kinded(Protocol):
+    """A policy whose counters refuse with another kind than ``limit`` (``unavailable`` for
+    the switch and a budget, ``challenge`` for a cap a CAPTCHA lifts)."""
+
+    @property
+    def kind(self) -> str: ...
+
+
+@runtime_checkable
+class Shadowing(Protocol):
+    """A policy that may run in shadow (``shadow=True``): counted and reported, never denying."""
+
+    @property
+    def shadow(self) -> bool: ...
+
+
+@runtime_checkable
+class Learning(Protocol):
+    """A policy that only records (in shadow) until ``learn_until`` (epoch seconds; None: it
+    enforces from the start)."""
+
+    @property
+    def learn_until(self) -> float | None: ...
+
+
+@runtime_checkable
+class NeedsDetails(Protocol):
+    """A policy that reads an attempt's ``number_type`` and ``network`` (when ``needs_details``
+    is true): the guard then works them out, about 20 µs a new number."""
+
+    @property
+    def needs_details(self) -> bool: ...
+
+
+@runtime_checkable
+class OnVerified(Protocol):
+    """A policy that learns from verifications: ``Guard.verified`` records the hits it gives."""
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """The hits to record (unconditionally) when ``attempt``'s number was verified."""
+        ...
+
+
+@runtime_checkable
+class Alarming(Protocol):
+    """A policy that tells when an allowed attempt brings one of its counters to an alarm."""
+
+    def crossed(self, counter: Counter, before: int) -> str | None:
+        """What to report (a budget alarm's detail) if one more hit on ``counter``, which held
+        ``before``, crosses the alarm; else None."""
         ...
 
 
@@ -177,37 +233,6 @@ class SameContent:
         )
 
 
-def zone(tz: str) -> ZoneInfo:
-    """The IANA time zone ``tz``, or a ConfigError naming it."""
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'Asia/Shanghai'") from None
-
-
-class LocalDays:
-    """The calendar day holding a moment, in a time zone: its bounds and its date. The day is
-    the real local day: it ends at local midnight, on 23- and 25-hour DST days too. The last
-    day seen is cached (a flood asks about one day)."""
-
-    def __init__(self, tz: str) -> None:
-        self.tz = zone(tz)
-        self._day = (0.0, 0.0, "")  # [start, end) of the last day seen, epoch seconds; its date
-        self._lock = threading.Lock()
-
-    def __call__(self, now: float) -> tuple[float, float, str]:
-        """(start, end, ``"YYYY-MM-DD"``) of the local day holding ``now``."""
-        day = self._day
-        if day[0] <= now < day[1]:
-            return day
-        date = datetime.fromtimestamp(now, self.tz).date()
-        start = datetime.combine(date, time(), tzinfo=self.tz).timestamp()
-        end = datetime.combine(date + timedelta(days=1), time(), tzinfo=self.tz).timestamp()
-        with self._lock:
-            self._day = day = (start, end, date.isoformat())
-        return day
-
-
 class DailyCap:
     """At most ``limit`` messages to one number per calendar day in time zone ``tz``.
 
@@ -226,11 +251,6 @@ class DailyCap:
         self.tz = self.days.tz
         self.name, self.limit, self.shadow = name, limit, shadow
         self._key = key_parts(name)
-
-    def day_bounds(self, now: float) -> tuple[float, float]:
-        """Epoch seconds of the local midnights that start and end the day holding ``now``."""
-        start, end, _ = self.days(now)
-        return start, end
 
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
@@ -439,7 +459,7 @@ class Shadow:
 
     @property
     def kind(self) -> str:
-        return getattr(self.policy, "kind", codes.LIMIT)
+        return self.policy.kind if isinstance(self.policy, Kinded) else codes.LIMIT
 
     def review(self, attempt: Attempt, now: float) -> Review:
         return self.policy.review(attempt, now)

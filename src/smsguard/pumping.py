@@ -20,14 +20,14 @@ from zoneinfo import ZoneInfo
 
 from smsguard import attempt as codes
 from smsguard.attempt import Attempt
+from smsguard.days import LocalDays
 from smsguard.errors import ConfigError
-from smsguard.phone import NUMBER_TYPES, check_region
+from smsguard.phone import NO_COUNTRY, NUMBER_TYPES, check_region
 from smsguard.plan import Counter, key
 from smsguard.policies import (
     DailyCap,
     Deny,
     IPThrottle,
-    LocalDays,
     PhoneRate,
     Policy,
     Review,
@@ -42,9 +42,6 @@ DENIED_TYPES: Final = frozenset(
 )
 """Number types no verification code should go to: they cost more, or earn their owner money, or
 reach no person's phone."""
-
-NO_COUNTRY: Final = "001"
-"""phonenumbers' region for non-geographic numbers (satellite, international services)."""
 
 
 def _regions(regions: Iterable[str]) -> frozenset[str]:

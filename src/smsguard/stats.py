@@ -2,7 +2,7 @@
 
 One hash per local hour (``stats:{2026-11-26T14}``) holds counts by field:
 
-- ``attempts``, and ``country:CN`` per number's country (``ZZ`` where it has none);
+- ``attempts``, and ``country:CN`` per number's country (``001`` where it has none: ``phone.NO_COUNTRY``);
 - ``allowed``, or ``denied:<reason>`` (one of the two per attempt);
 - ``shadow:<policy>`` for a shadow policy that would have denied;
 - ``degraded`` for a decision the fail mode made, ``refunded``, ``verified``.
@@ -33,9 +33,10 @@ from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo
 
 from smsguard.attempt import Decision
+from smsguard.days import zone
 from smsguard.errors import BackendUnavailable, ConfigError
+from smsguard.phone import NO_COUNTRY
 from smsguard.plan import Tallied, key
-from smsguard.policies import zone
 
 ATTEMPTS: Final = "attempts"
 ALLOWED: Final = "allowed"
@@ -45,8 +46,6 @@ DEGRADED: Final = "degraded"
 DENIED: Final = "denied:"
 COUNTRY: Final = "country:"
 SHADOW: Final = "shadow:"
-NO_COUNTRY: Final = "ZZ"
-"""The country of a number phonenumbers places in none (ISO 3166's code for unknown)."""
 
 log = logging.getLogger("smsguard")
 

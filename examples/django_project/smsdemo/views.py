@@ -38,7 +38,7 @@ def verify(request: HttpRequest) -> JsonResponse:
         data = json.loads(request.body or b"{}")
         if not isinstance(data, dict):
             raise ValueError("send a JSON object")
-        phone = guard().identify(str(data.get("phone", "")))[0]
+        phone = guard().identify(str(data.get("phone", ""))).e164
     except (ValueError, InvalidInput) as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     if codes.get(phone) != data.get("code"):

@@ -28,10 +28,10 @@ from smsguard.adapters.http import (
     Incoming,
     Reply,
     Routes,
-    achecker,
-    adrive,
+    aexchange_io,
     check_options,
 )
+from smsguard.drive import adrive
 from smsguard.guard import Guard
 from smsguard.lifecycle import astop, serve
 
@@ -92,12 +92,9 @@ class SMSGuardMiddleware:
             b"",
             client[0] if client else None,
         )
-        guard = self.guard
         reply = await adrive(
             self.gate.exchange(request, body),
-            achecker(guard),
-            lambda decision: self._endpoint(scope, app_receive, send, decision),
-            guard.arefund,
+            aexchange_io(self.guard, lambda decision: self._endpoint(scope, app_receive, send, decision)),
         )
         if reply is not None:
             await _respond(send, reply)

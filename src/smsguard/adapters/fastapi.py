@@ -41,9 +41,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import TOO_LARGE, Exchange, Field, Gate, Incoming, Reply, check_options
+from smsguard.adapters.http import TOO_LARGE, Field, Gate, Incoming, Reply, aexchange_io, check_options
 from smsguard.attempt import Decision
-from smsguard.errors import ConfigError, InvalidInput
+from smsguard.drive import adrive
+from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import astop, serve
 
@@ -113,7 +114,7 @@ class SMSGuard:
             else:
                 content_field, pick_content = None, None
         gate = Gate(**{**self.options, **overrides, "phone": phone_field, "content": content_field})
-        guard = self.guard
+        aio = aexchange_io(self.guard, None)  # the endpoint runs between admit and settle
         validate = None if model is None else _validator(model, source, param)
 
         async def dependency(request: Request, **values: Any) -> AsyncIterator[Decision]:
@@ -137,30 +138,19 @@ class SMSGuard:
             data = {phone_field if isinstance(phone_field, str) else "phone": pick_phone(value)}
             if pick_content is not None:
                 data[content_field if isinstance(content_field, str) else "content"] = pick_content(value)
-            steps = gate.exchange(incoming._replace(data=data), incoming.body)
+            admitted = await adrive(gate.admit(incoming._replace(data=data), incoming.body), aio)
+            if not isinstance(admitted, Decision):
+                raise Refused(admitted)
+            request.state.smsguard = admitted
             try:
-                step = next(steps)
-                while step[0] == "check":
-                    try:
-                        decision = await guard.acheck(**step[1])
-                    except InvalidInput as exc:
-                        step = steps.throw(exc)
-                    else:
-                        step = steps.send(decision)
-                request.state.smsguard = step[1]  # ("endpoint", decision)
-                try:
-                    yield step[1]
-                except HTTPException as exc:
-                    await _finish(guard, steps, functools.partial(steps.send, exc.status_code))
-                    raise
-                except Exception as exc:
-                    await _finish(guard, steps, functools.partial(steps.throw, exc))  # raised again there
-                    raise
-                else:
-                    await _finish(guard, steps, lambda: steps.send(200))
-            except StopIteration as done:
-                if done.value is not None:
-                    raise Refused(done.value) from None
+                yield admitted
+            except HTTPException as exc:
+                await adrive(gate.settle(admitted, exc.status_code), aio)
+                raise
+            except Exception as exc:
+                await adrive(gate.settle(admitted, exc), aio)
+                raise
+            await adrive(gate.settle(admitted, 200), aio)
 
         annotation: Any
         if model is None:
@@ -191,18 +181,6 @@ def _lifespan(inner: Callable[[Any], Any], guard: Guard) -> Callable[[Any], Any]
             await astop(guard)
 
     return lifespan
-
-
-async def _finish(guard: Guard, steps: Exchange, ending: Callable[[], Any]) -> None:
-    """The exchange after the endpoint (``ending`` tells it how the endpoint ended): a refund if
-    it asks for one, then its end (or the endpoint's exception, raised again)."""
-    try:
-        step = ending()
-        while True:
-            await guard.arefund(step[1])
-            step = steps.send(None)
-    except StopIteration:
-        pass
 
 
 def _source(model: type[Any], source: Source, what: str) -> tuple[Field, Callable[[Any], Any]]:

@@ -28,8 +28,9 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
-from smsguard.adapters.http import TOO_LARGE, Gate, Gates, Incoming, Marker, check_options, checker, drive
+from smsguard.adapters.http import TOO_LARGE, Gate, Gates, Incoming, Marker, check_options, exchange_io
 from smsguard.attempt import Decision
+from smsguard.drive import drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import serve
@@ -133,12 +134,7 @@ def _guarded_call(
         response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
         return response.status_code
 
-    reply = drive(
-        gate.exchange(request_, _read_body(req, gate)),
-        checker(guard, enabled),
-        endpoint,
-        guard.refund,
-    )
+    reply = drive(gate.exchange(request_, _read_body(req, gate)), exchange_io(guard, endpoint, enabled))
     if reply is not None:
         return Response(reply.body, status=reply.status, headers=reply.headers)
     return response

@@ -3,7 +3,7 @@
 A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request once its body
 is read (bytes, or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past ``body_timeout``),
 written once as a generator that asks its adapter for what needs I/O and gets the answers sent
-back:
+back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
 - ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
 - ``("endpoint", decision)``: the endpoint's status (its exception is thrown back in);
@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
 from smsguard.attempt import Decision
+from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.pumping import ROUTE
 from smsguard.settings import Settings
@@ -105,70 +106,6 @@ TOO_SLOW: Final = Marker("TOO_SLOW")
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
 
 
-def drive(
-    steps: Exchange,
-    check: Callable[[dict[str, Any]], Decision],
-    endpoint: Callable[[Decision], int],
-    refund: Callable[[Decision], None],
-) -> Reply | None:
-    """Run an exchange with the adapter's three pieces of I/O: the guard's check (its
-    InvalidInput goes back in), the endpoint (its status; its exception goes back in), and a
-    refund. Returns the Reply to send instead of the endpoint's response, or None."""
-    try:
-        step = next(steps)
-        while True:
-            kind, value = step
-            if kind == "check":
-                try:
-                    answer: Any = check(value)
-                except InvalidInput as exc:
-                    step = steps.throw(exc)
-                    continue
-            elif kind == "endpoint":
-                try:
-                    answer = endpoint(value)
-                except Exception as exc:  # not SystemExit and the like: those say nothing of the SMS
-                    step = steps.throw(exc)
-                    continue
-            else:
-                refund(value)
-                answer = None
-            step = steps.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-async def adrive(
-    steps: Exchange,
-    check: Callable[[dict[str, Any]], Awaitable[Decision]],
-    endpoint: Callable[[Decision], Awaitable[int]],
-    refund: Callable[[Decision], Awaitable[None]],
-) -> Reply | None:
-    """``drive`` for async adapters."""
-    try:
-        step = next(steps)
-        while True:
-            kind, value = step
-            if kind == "check":
-                try:
-                    answer: Any = await check(value)
-                except InvalidInput as exc:
-                    step = steps.throw(exc)
-                    continue
-            elif kind == "endpoint":
-                try:
-                    answer = await endpoint(value)
-                except Exception as exc:  # not a cancellation: hanging up must not win a refund
-                    step = steps.throw(exc)
-                    continue
-            else:
-                await refund(value)
-                answer = None
-            step = steps.send(answer)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -223,29 +160,45 @@ class Gates:
         return gate
 
 
-def checker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Decision]:
-    """The exchange's "check" for a sync adapter: ``guard.check``, or while the app's guard is
-    switched off (``SMSGUARD_ENABLED``) the number validated (InvalidPhone as ever) and nothing
-    counted."""
-    if enabled:
-        return lambda arguments: guard.check(**arguments)
-    return lambda arguments: _unguarded(guard, arguments["phone"])
+def exchange_io(
+    guard: Guard, endpoint: Callable[[Decision], int], enabled: bool = True
+) -> Callable[[tuple[str, Any]], Any]:
+    """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
+    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED``, the number validated,
+    InvalidPhone as ever, and nothing counted), the endpoint (its status), and a refund."""
+
+    def io(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return guard.check(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == "endpoint":
+            return endpoint(value)
+        return guard.refund(value)
+
+    return io
 
 
-def achecker(guard: Guard, enabled: bool = True) -> Callable[[dict[str, Any]], Awaitable[Decision]]:
-    """``checker`` for an async adapter: ``guard.acheck``."""
-    if enabled:
-        return lambda arguments: guard.acheck(**arguments)
+def aexchange_io(
+    guard: Guard, endpoint: Callable[[Decision], Awaitable[int]] | None, enabled: bool = True
+) -> Callable[[tuple[str, Any]], Awaitable[Any]]:
+    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: ``guard.acheck``
+    and ``guard.arefund``. ``endpoint`` None for an adapter that runs the endpoint itself
+    between ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
 
-    async def unguarded(arguments: dict[str, Any]) -> Decision:
-        return _unguarded(guard, arguments["phone"])
+    async def aio(step: tuple[str, Any]) -> Any:
+        kind, value = step
+        if kind == "check":
+            return await guard.acheck(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == "endpoint" and endpoint is not None:
+            return await endpoint(value)
+        return await guard.arefund(value)
 
-    return unguarded
+    return aio
 
 
 def _unguarded(guard: Guard, phone: str) -> Decision:
-    e164, phone_hash, country, *_ = guard.planner.identify(phone)
-    return Decision(True, e164, country=country, phone_hash=phone_hash)
+    number = guard.identify(phone)
+    return Decision(True, number.e164, country=number.region, phone_hash=number.phone_id)
 
 
 class Gate:
@@ -350,6 +303,21 @@ class Gate:
 
     def exchange(self, request: Incoming, body: bytes | Marker) -> Exchange:
         """One guarded request, from its body to the reply (see the module docstring)."""
+        admitted = yield from self.admit(request, body)
+        if not isinstance(admitted, Decision):
+            return admitted
+        try:
+            status = yield ("endpoint", admitted)
+        except Exception as exc:  # not a cancellation: a client must not win a refund by hanging up
+            yield from self.settle(admitted, exc)
+            raise
+        yield from self.settle(admitted, status)
+        return None
+
+    def admit(
+        self, request: Incoming, body: bytes | Marker
+    ) -> Generator[tuple[Any, ...], Any, Decision | Reply]:
+        """The exchange up to the endpoint: the allowed Decision, or the Reply that refuses."""
         if not isinstance(body, bytes):
             return self.too_large() if body is TOO_LARGE else self.too_slow()
         request = request._replace(body=body)
@@ -357,22 +325,19 @@ class Gate:
         if isinstance(arguments, Reply):
             return arguments
         try:
-            decision = yield ("check", arguments)
+            decision: Decision = yield ("check", arguments)
         except MissingSubject as exc:  # what the adapter gives every request: the server's doing
             return self.misconfigured(exc, request)
         except InvalidInput as exc:
             return self.invalid(exc)
         refusal = self.refusal(decision)
-        if refusal is not None:
-            return refusal
-        try:
-            status = yield ("endpoint", decision)
-        except Exception:  # not a cancellation: a client must not win a refund by hanging up
-            yield ("refund", decision)  # the endpoint failed: the code was not sent
-            raise
-        if self.refund_on(status):
+        return decision if refusal is None else refusal
+
+    def settle(self, decision: Decision, ended: int | Exception) -> Flow[None]:
+        """The exchange after the endpoint, which ``ended`` with a status or an exception: the
+        quota given back when the code was not sent."""
+        if isinstance(ended, Exception) or self.refund_on(ended):
             yield ("refund", decision)
-        return None
 
     def declared(self, length: str | None) -> int | Marker | None:
         """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None

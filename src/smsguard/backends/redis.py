@@ -1,8 +1,9 @@
 """The Redis backend: one EVALSHA per decision, on a single node, Sentinel or Cluster.
 
 The decision logic is written once, as generators that yield Redis requests and receive
-their replies (``_steps_*``); ``run`` drives them with the sync client and ``arun`` with
-``redis.asyncio``. So the sync and async paths differ only in how a request is sent.
+their replies (``smsguard.backends.wire``); ``run`` drives them (``smsguard.drive``) with the
+sync client and ``arun`` with ``redis.asyncio``. So the sync and async paths differ only in how
+a request is sent.
 
 Clock: the script trusts the app's clock (the Guard's, passed as ``now``), not Redis's
 ``TIME``. A decision then reads one clock for its calendar day and its windows alike, and
@@ -16,10 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
-import math
-import secrets
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
@@ -36,12 +34,12 @@ import redis.retry
 import redis.sentinel
 from redis import exceptions as rx
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 
 from smsguard.backends import urls
+from smsguard.backends.wire import Request, Wire, _glob_escape
+from smsguard.drive import adrive, drive
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, Record, Tallied, taken
-from smsguard.plan import key as _key
+from smsguard.plan import Change, Job, Outcome
 
 log = logging.getLogger("smsguard")
 
@@ -52,13 +50,7 @@ except ImportError:  # pragma: no cover - the redis extra brings it
     _pack_command = None
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
-TALLY = resources.files("smsguard.backends").joinpath("lua/tally.lua").read_text()
 
-# A request to Redis: ("eval", keys, args) -> reply list; ("exists", keys) -> [0 | 1, ...];
-# ("scan", pattern) -> [key, ...]; ("types", keys) -> [type, ...]; ("get", keys) -> [value, ...];
-# ("apply", changes, keys) -> None (one pipeline: DEL per key, ZREM per refunded hit, SET or DEL
-# per flag, SET per note).
-Request = tuple[Any, ...]
 
 # redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
 _ClusterNode: Any = redis.cluster.ClusterNode
@@ -101,21 +93,12 @@ REFUSALS = frozenset(
 _REFUSED = (rx.OutOfMemoryError, rx.ReadOnlyError, rx.TryAgainError)
 _IN_PIPELINE = "of pipeline caused error: "
 T = TypeVar("T")
-Steps = Generator[Request, Any, Outcome]
 
 # Retry once, at once, on a connection error: a pooled connection that turns out dead (Redis
 # restarted) is no outage. The error may also come after Redis ran the command, its reply lost:
 # sent again, a decision answers as it did (consume.lua) and statistics are added once
 # (tally.lua). Never on a timeout: a stalled Redis must not be waited for twice.
 _RETRY_ON = (rx.ConnectionError,)
-
-# How long a write sent again is told from a new one where nothing else tells it: the mark of a
-# statistics write, and the tokens a decision's script admitted when none of its logs is one
-# every admitted attempt writes to (a call of sums alone: a Cluster slot of country caps, say).
-# Beyond what any client's retries take (a Cluster client's ten, with their timeouts, take
-# seconds).
-_RESENT_WITHIN = 60.0
-_RESENT_WITHIN_MS = math.ceil(_RESENT_WITHIN * 1000)
 
 # Eviction policies that may delete counters (allkeys-*) or counters alone (volatile-*).
 SAFE_POLICY = "noeviction"
@@ -196,6 +179,8 @@ class RedisBackend:
             )
         self.cluster = cluster
         """True for a Redis Cluster: counters are then consumed slot by slot."""
+        self.wire = Wire(prefix, cluster)
+        """The requests of each call and what their replies mean, for either client."""
 
     @classmethod
     def from_url(
@@ -288,26 +273,26 @@ class RedisBackend:
     # -- the Backend protocol ----------------------------------------------------------
 
     def run(self, job: Job) -> Outcome:
-        return self._drive(self._steps_run(job))
+        return self._drive(self.wire.run(job))
 
     async def arun(self, job: Job) -> Outcome:
-        return await self._adrive(self._steps_run(job))
+        return await self._adrive(self.wire.run(job))
 
     def apply(self, changes: Sequence[Change]) -> None:
-        self._drive(self._steps_apply(changes))
+        self._drive(self.wire.apply(changes))
 
     async def aapply(self, changes: Sequence[Change]) -> None:
-        await self._adrive(self._steps_apply(changes))
+        await self._adrive(self.wire.apply(changes))
 
     def read(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
-        return self._drive(self._steps_read(keys))
+        return self._drive(self.wire.read(keys))
 
     async def aread(self, keys: Sequence[str], now: float) -> list[dict[str, int]]:
-        return await self._adrive(self._steps_read(keys))
+        return await self._adrive(self.wire.read(keys))
 
     def note(self, key: str) -> str | None:
         """The text a ``Note`` left under ``key``, or None."""
-        return self._drive(self._steps_note(key))
+        return self._drive(self.wire.note(key))
 
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
@@ -352,165 +337,28 @@ class RedisBackend:
         except Exception as exc:
             raise _failure(exc, False) from exc
 
-    # -- the logic, written once -------------------------------------------------------
-
-    def _steps_run(self, job: Job) -> Steps:
-        if not self.cluster:
-            request, order = self._eval(job, job.flags, job.counters, commit=job.commit)
-            reply = yield request
-            return _outcome(reply, len(job.flags), job.counters, order, job.now)
-        # A cluster script may touch one slot only. Flags are read first; then the
-        # counters go slot by slot, each slot all-or-none, and a later slot's denial
-        # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
-        shadowed: list[int] = []
-        if job.flags:
-            found = yield ("exists", [self.prefix + f.key for f in job.flags])
-            for i, hit in enumerate(found):
-                if hit:
-                    if not job.flags[i].shadow:
-                        return Outcome(i, shadowed=tuple(shadowed))
-                    shadowed.append(i)
-        nflags = len(job.flags)
-        counts = [0] * len(job.counters)
-        waits = [0.0] * len(job.counters)
-        took: list[Counter] = []
-        full = False
-        for indexes in _by_slot(job.counters):
-            group = tuple(job.counters[i] for i in indexes)
-            # Once one is full, the other slots are only checked (nothing written), so that
-            # the denial names the counter that frees last, as on a single node.
-            request, order = self._eval(job, (), group, commit=job.commit and not full)
-            reply = yield request
-            out = _outcome(reply, 0, group, order, job.now)
-            for k, i in enumerate(indexes):
-                counts[i] = out.counts[k]
-                if out.waits:
-                    waits[i] = out.waits[k]
-            shadowed += (nflags + indexes[k] for k in out.shadowed)
-            if out.waits:
-                full = True
-            elif not full and job.commit:
-                took.extend(taken(group, 0, out.shadowed, out.counts))
-        if full and took:
-            yield from self._steps_apply((Receipt(job.token, tuple(took)),))
-        return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)))
-
-    def _steps_apply(self, changes: Sequence[Change]) -> Steps:
-        # A forgotten subject's keys are found first (a scan, every node of a cluster), then
-        # deleted with the other changes, counters only: its list entries are not counters.
-        forgotten: list[Any] = []
-        for change in changes:
-            if isinstance(change, Forget):
-                keys = yield ("scan", f"{_glob_escape(self.prefix)}*{{{_glob_escape(change.subject)}}}*")
-                if keys:
-                    types = yield ("types", keys)
-                    forgotten += [
-                        key for key, kind in zip(keys, types, strict=True) if kind in (b"zset", "zset")
-                    ]
-        if changes:
-            yield ("apply", changes, forgotten)
-        return Outcome()
-
-    def _steps_read(self, keys: Sequence[str]) -> Generator[Request, Any, list[dict[str, int]]]:
-        replies = yield ("read", [self.prefix + key for key in keys])
-        return [{_text(name): int(n) for name, n in reply.items()} for reply in replies]
-
-    def _steps_note(self, key: str) -> Generator[Request, Any, str | None]:
-        (text,) = yield ("get", [self.prefix + key])
-        return None if text is None else _text(text)
-
-    def _eval(
-        self, job: Job, flags: Sequence[Flag], counters: Sequence[Counter], *, commit: bool = True
-    ) -> tuple[Request, list[int]]:
-        """The EVALSHA arguments for one script call, built once for either client, and the
-        order the script sees ``counters`` in (grouped by the key that holds their hits).
-
-        A call that commits names where the script finds this attempt's hit once it was
-        admitted, so that the call sent again answers as it did (see consume.lua): first the
-        log that every admitted attempt writes to, if there is one; else a set of tokens."""
-        prefix = self.prefix
-        now = job.now
-        keys = [prefix + f.key for f in flags]
-        groups = _groups(counters)
-        witness = 0  # only a call that commits needs one
-        if commit and groups:
-            always = _taken_always(groups, counters)
-            witness = 2 if always is None else 1
-            if always:  # first, where the script looks
-                groups.insert(0, groups.pop(always))
-        args: list[Any] = [repr(now), job.token, len(flags), len(groups), witness, _score(now)]
-        args += (int(f.shadow) for f in flags)
-        extras: list[Any] = []  # keys the counters refer to, after the groups' keys
-        order: list[int] = []
-        for name, tag, members in groups:
-            keys.append(prefix + name)
-            head = len(args)
-            args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
-            least, last = (math.inf, ""), now  # the least bound, and its score
-            for i in members:
-                c = counters[i]
-                window = _window(c, now)
-                if window is None:  # a fixed period: negative
-                    bound, limit = (0.0 if c.since is None else c.since), -c.limit
-                else:
-                    bound, limit = _first_counted(now, window), c.limit
-                score = _score(bound)
-                least = min(least, (bound, score))
-                last = max(last, c.expires_at)
-                if c.shadow or c.amount or c.unless is not None or c.earn is not None:
-                    marks = []
-                    for mark in (c.unless, c.earn):
-                        if mark is None:
-                            marks.append(0)
-                        else:
-                            extras.append(prefix + mark)
-                            marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
-                    match = int(c.match is not None)
-                    spec: Any = (
-                        f"{limit} {c.shadow} {match} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
-                    )
-                elif c.match is not None:
-                    spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
-                else:
-                    spec = limit
-                args += (spec, score)
-            args[head + 1] = math.ceil((last - now) * 1000) + 1000
-            args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
-            order += members
-        if witness == 2:
-            extras.append(prefix + _tokens(groups[0][0]))
-            args += (_score(now - _RESENT_WITHIN), _RESENT_WITHIN_MS)
-        return ("eval", keys + extras, args), order
-
-    # -- the two drivers: the only code that differs between sync and async ---------------
+    # -- the I/O of a step: the only code that differs between sync and async -------------
 
     def _drive(self, steps: Generator[Request, Any, T]) -> T:
         client = self._sync_client()
-        try:
-            request = next(steps)
-            while True:
-                try:
-                    reply = self._send(client, request)
-                except Exception as exc:
-                    request = steps.throw(_failure(exc, self.cluster))
-                else:
-                    request = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return drive(steps, functools.partial(self._sent, client))
 
     async def _adrive(self, steps: Generator[Request, Any, T]) -> T:
         client = await self._async_client()
+        return await adrive(steps, functools.partial(self._asent, client))
+
+    def _sent(self, client: Any, request: Request) -> Any:
+        """Redis's answer to ``request``; what its failure means (an outage, or a bug) raised."""
         try:
-            request = next(steps)
-            while True:
-                try:
-                    reply = await self._asend(client, request)
-                except Exception as exc:
-                    request = steps.throw(_failure(exc, self.cluster))
-                else:
-                    request = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return self._send(client, request)
+        except Exception as exc:
+            raise _failure(exc, self.cluster) from exc
+
+    async def _asent(self, client: Any, request: Request) -> Any:
+        try:
+            return await self._asend(client, request)
+        except Exception as exc:
+            raise _failure(exc, self.cluster) from exc
 
     def _send(self, client: Any, request: Request) -> Any:
         kind = request[0]
@@ -522,7 +370,7 @@ class RedisBackend:
                 return client.evalsha(self._load(client), len(keys), *keys, *args)
         if kind == "scan":
             return list(client.scan_iter(match=request[1], count=1000))
-        return self._pipeline(client.pipeline(transaction=False), request).execute()
+        return self.wire.pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _asend(self, client: Any, request: Request) -> Any:
         kind = request[0]
@@ -533,7 +381,7 @@ class RedisBackend:
             return await self._aeval(client, keys, args)
         if kind == "scan":
             return [key async for key in client.scan_iter(match=request[1], count=1000)]
-        return await self._pipeline(client.pipeline(transaction=False), request).execute()
+        return await self.wire.pipeline(client.pipeline(transaction=False), request).execute()
 
     async def _aeval(self, client: Any, keys: list[Any], args: list[Any]) -> Any:
         """One EVALSHA, the script loaded again if Redis lost it."""
@@ -566,47 +414,6 @@ class RedisBackend:
             batches = self._batches[client] = _Batches(self, client)
         return batches
 
-    def _pipeline(self, pipe: Any, request: Request) -> Any:
-        """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
-        kind, items, *forgotten = request
-        if kind in ("exists", "types", "read", "get"):
-            command = {"exists": pipe.exists, "types": pipe.type, "read": pipe.hgetall, "get": pipe.get}[kind]
-            for key in items:
-                command(key)
-            return pipe
-        for key in forgotten[0]:  # the counters of forgotten subjects, found by a scan
-            pipe.delete(key)
-        for change in items:
-            if isinstance(change, Forget):
-                continue
-            if isinstance(change, Record):
-                # A mark's score is when it expires; the script counts those after now. The ones
-                # up to now go as the set is written, so a set written again and again (a
-                # country's earnings) holds its live marks, and its TTL drops the last of them.
-                for counter in change.counters:
-                    key = self.prefix + counter.key
-                    pipe.zremrangebyscore(key, "-inf", repr(change.now))
-                    pipe.zadd(key, {change.token: counter.expires_at})
-                    pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
-            elif isinstance(change, Tallied):  # added once, if sent again (see tally.lua)
-                key = self.prefix + change.key
-                added = f"{key}:added:{secrets.token_hex(8)}"
-                ttl = math.ceil((change.expires_at - change.now) * 1000)
-                counts = itertools.chain(*change.counts)  # (execute_command: a Cluster pipeline has no eval)
-                pipe.execute_command("EVAL", TALLY, 2, key, added, ttl, _RESENT_WITHIN_MS, *counts)
-            elif isinstance(change, Note):
-                pipe.set(self.prefix + change.key, change.text)
-            elif isinstance(change, Receipt):
-                for name, tag, _ in _groups(change.counters):
-                    if tag is not False:  # a sum is not given back
-                        member = change.token if tag is None else f"{tag}:{change.token}"
-                        pipe.zrem(self.prefix + name, member)
-            elif change.on:
-                pipe.set(self.prefix + change.key, 1)
-            else:
-                pipe.delete(self.prefix + change.key)
-        return pipe
-
     # -- clients ------------------------------------------------------------------------
 
     def _load(self, client: Any) -> str:
@@ -627,7 +434,7 @@ class RedisBackend:
                 raise _failure(exc, False) from exc
         if not self._policy_checked:
             self._policy_checked = True
-            self._warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
+            _warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
         return self._client
 
     async def _async_client(self) -> Any:
@@ -649,7 +456,7 @@ class RedisBackend:
                 answer = await client.config_get("maxmemory-policy")
             except Exception as exc:
                 answer = self._unread_policy(exc)
-            self._warn_if_evicting(answer)
+            _warn_if_evicting(answer)
         return client
 
     def _read_policy(self, read: Callable[[], Any]) -> Any:
@@ -666,20 +473,6 @@ class RedisBackend:
             return {}
         self._policy_checked = False
         raise _failure(exc, self.cluster) from exc
-
-    def _warn_if_evicting(self, answer: Any) -> None:
-        """Warn if Redis may evict smsguard's keys."""
-        policies = set(_policies(answer)) - {SAFE_POLICY}
-        if policies:
-            log.warning(
-                "smsguard: Redis maxmemory-policy is %s: under memory pressure Redis may evict "
-                "counters (a victim's daily count)%s. Set maxmemory-policy noeviction: smsguard then "
-                "refuses to count when Redis is full and follows its fail mode.",
-                ", ".join(sorted(policies)),
-                " and the emergency switch and list entries"
-                if any(p.startswith("allkeys") for p in policies)
-                else "",
-            )
 
 
 _Waiting = tuple[list[Any], list[Any], "asyncio.Future[Any]"]
@@ -793,6 +586,21 @@ def _hiredis_packing(pool: Any) -> Any:
     return pool
 
 
+def _warn_if_evicting(answer: Any) -> None:
+    """Warn if Redis may evict smsguard's keys."""
+    policies = set(_policies(answer)) - {SAFE_POLICY}
+    if policies:
+        log.warning(
+            "smsguard: Redis maxmemory-policy is %s: under memory pressure Redis may evict "
+            "counters (a victim's daily count)%s. Set maxmemory-policy noeviction: smsguard then "
+            "refuses to count when Redis is full and follows its fail mode.",
+            ", ".join(sorted(policies)),
+            " and the emergency switch and list entries"
+            if any(p.startswith("allkeys") for p in policies)
+            else "",
+        )
+
+
 def _redis_time(answer: Any) -> tuple[int, int]:
     """A TIME answer as (seconds, microseconds); a cluster client's may be per node."""
     if isinstance(answer, dict):
@@ -811,153 +619,3 @@ def _policies(answer: Any) -> list[str]:
         elif str(name).endswith("maxmemory-policy") and value:
             found.append(value.decode() if isinstance(value, bytes) else str(value))
     return found
-
-
-def _outcome(
-    reply: Sequence[Any], nflags: int, counters: Sequence[Counter], order: list[int], now: float
-) -> Outcome:
-    """The Outcome in a script's reply for ``nflags`` flags and ``counters``, sent in ``order``
-    (their indexes); a reply of another shape is a bug."""
-    n = len(order)
-    try:
-        flag, nshadowed = int(reply[0]), int(reply[1])
-        end = len(reply) - nshadowed
-        shadowed = tuple(int(i) for i in reply[end:])
-        middle = reply[2:end]
-        if flag >= 0 and middle:
-            raise ValueError("it counts after a flag")
-        counts = tuple(int(c) for c in middle[:n])
-        frees = middle[n:]
-        if flag < 0 and (len(counts) != n or len(frees) not in (0, n)):
-            raise ValueError(f"it does not fit {n} counters")
-        if nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed):
-            raise ValueError("its shadowed items do not fit the job")
-        waits = (
-            tuple(_wait(counters[i], at, now) for i, at in zip(order, frees, strict=True)) if frees else ()
-        )
-    except (TypeError, ValueError, IndexError) as exc:
-        raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
-    if order != sorted(order):  # back to the job's order
-        sent = {at: i for i, at in enumerate(order)}
-        counts = tuple(counts[sent[i]] for i in range(n)) if counts else ()
-        waits = tuple(waits[sent[i]] for i in range(n)) if waits else ()
-        shadowed = tuple(sorted(i if i < nflags else nflags + order[i - nflags] for i in shadowed))
-    return Outcome(flag, counts, waits, shadowed)
-
-
-_SOON = 1e-6
-
-
-def _window(counter: Counter, now: float) -> float | None:
-    """``counter``'s sliding window in seconds, or None for a fixed period (a calendar day; and a
-    sum, which is kept per period)."""
-    if counter.amount or counter.since is not None:
-        return None
-    return counter.expires_at - now if counter.window is None else counter.window
-
-
-def _held(counter: Counter) -> str:
-    """The key that holds ``counter``'s hits: its log, shared with the other windows of its
-    subject, or its own key (a sum's always)."""
-    return counter.key if counter.amount or counter.log is None else counter.log
-
-
-def _wait(counter: Counter, frees: Any, now: float) -> float:
-    """Seconds until ``counter`` frees a slot, from what the script says frees it: -1 (it is not
-    full), or the score of the hit whose window end frees a slot (a sliding window). A fixed
-    period (and a sum) frees when it ends. Worked out as the memory backend does, to the bit;
-    never 0 for a counter the script found full (it took nothing: the attempt must be denied),
-    which a clock outside the years of exact scores could otherwise round to."""
-    if frees == -1:
-        return 0.0
-    window = _window(counter, now)
-    if window is None:
-        return max(counter.expires_at - now, _SOON)
-    return max((float(frees) / _TICKS + _EPOCH) + window - now, _SOON)
-
-
-# A hit's score in a log is its time t (epoch seconds) as (t - _EPOCH) * _TICKS: exact for t
-# from _EPOCH / 2 to 2 * _EPOCH (1995 to 2072: the subtraction is exact there), and an integer
-# from 2**30 (2004), since doubles there lie 2**-22 s apart or more. Redis keeps an integer
-# score as an integer and compares it without parsing text, where a fractional time such as
-# 1772409600.1234567 costs a strtod at every read of every hit: the dearest part of a decision,
-# before this. (A clock outside those years, a test's, is still right to within rounding.)
-_EPOCH = 1610612736.0  # 2**30 + 2**29
-_TICKS = 4194304.0  # 2**22
-
-
-def _score(t: float) -> str:
-    """The score of a hit taken at ``t``, as Redis is given it. (Outside the years of exact
-    scores, rounding may merge two times, never reorder them: a window may count a hit taken
-    just before its bound, never leave one out.)"""
-    scaled = (t - _EPOCH) * _TICKS
-    return str(int(scaled)) if scaled.is_integer() else repr(scaled)
-
-
-def _first_counted(now: float, window: float) -> float:
-    """The earliest hit time t that a sliding window of ``window`` seconds counts at ``now``:
-    ``t + window > now`` in floating point, the memory backend's own test, to the last bit."""
-    t = now - window
-    if t + window > now:
-        while (earlier := math.nextafter(t, -math.inf)) + window > now:
-            t = earlier
-        return t
-    while t + window <= now:
-        t = math.nextafter(t, math.inf)
-    return t
-
-
-def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, list[int]]]:
-    """``counters`` by the key that holds their hits, in order of first appearance: (key, tag,
-    indexes). A log shared by several counters; else a counter's own key. The tag of a log is
-    the ``match`` of its counters (None: none has one), False for a sum, which is alone."""
-    groups: dict[str, tuple[str, str | bool | None, list[int]]] = {}
-    for i, c in enumerate(counters):
-        if c.amount:
-            groups[c.key] = (c.key, False, [i])
-            continue
-        name = _held(c)
-        group = groups.get(name)
-        if group is None:
-            groups[name] = (name, c.match, [i])
-            continue
-        if c.match is not None and group[1] != c.match:
-            if group[1] is not None:
-                raise BackendError(f"counters on the log {name!r} match two tags: {group[1]!r}, {c.match!r}")
-            groups[name] = group = (name, c.match, group[2])
-        group[2].append(i)
-    return list(groups.values())
-
-
-def _tokens(held: str) -> str:
-    """The key of the tokens admitted lately in ``held``'s slot (its hash tag)."""
-    start = held.find("{")
-    end = held.find("}", start + 1)
-    return _key("tokens", held[start + 1 : end] if 0 <= start < end - 1 else held)
-
-
-def _taken_always(
-    groups: list[tuple[str, str | bool | None, list[int]]], counters: Sequence[Counter]
-) -> int | None:
-    """The index of the first of ``groups`` (see ``_groups``) that is a log every admitted
-    attempt takes a hit in (its counters enforcing, none passed over), or None."""
-    for k, (_, tag, members) in enumerate(groups):
-        if tag is not False and all(not counters[i].shadow and counters[i].unless is None for i in members):
-            return k
-    return None
-
-
-def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
-    """Indexes of ``counters`` grouped by cluster slot, in order of first appearance."""
-    groups: dict[int, list[int]] = {}
-    for i, c in enumerate(counters):
-        groups.setdefault(key_slot(_held(c).encode()), []).append(i)
-    return list(groups.values())
-
-
-def _text(name: Any) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

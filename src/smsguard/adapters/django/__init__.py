@@ -48,14 +48,13 @@ from smsguard.adapters.http import (
     Marker,
     Reply,
     Routes,
-    achecker,
-    adrive,
+    aexchange_io,
     check_options,
-    checker,
-    drive,
+    exchange_io,
 )
 from smsguard.attempt import Decision
 from smsguard.cli import imported_guard
+from smsguard.drive import adrive, drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import serve
@@ -229,12 +228,7 @@ def _guarded(built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[
         response = endpoint(request)
         return int(response.status_code)
 
-    reply = drive(
-        gate.exchange(incoming, body),
-        checker(guard_, built.enabled),
-        run,
-        guard_.refund,
-    )
+    reply = drive(gate.exchange(incoming, body), exchange_io(guard_, run, built.enabled))
     return response if reply is None else _response(reply)
 
 
@@ -250,7 +244,7 @@ async def _aguarded(
         response = await endpoint(request)
         return int(response.status_code)
 
-    reply = await adrive(gate.exchange(incoming, body), achecker(guard_, built.enabled), run, guard_.arefund)
+    reply = await adrive(gate.exchange(incoming, body), aexchange_io(guard_, run, built.enabled))
     return response if reply is None else _response(reply)
 
 

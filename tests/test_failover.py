@@ -1,4 +1,4 @@
-"""The fail modes (breaker.py): the brakes stay on through an outage, writes made meanwhile
+"""The fail modes (failover.py): the brakes stay on through an outage, writes made meanwhile
 hold at once and reach the backend later, and hits of unanswered denials are given back."""
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_changes_reach_the_backend_in_the_order_made(clock: Clock) -> None:
     guard.resume()  # succeeds, and so sends the owed suspend first, then this
     assert other.check(VICTIM).allowed
     assert guard.check(VICTIM).allowed
-    assert guard.breaker.pending == []
+    assert guard.outbox.pending == []
 
 
 def test_suspend_without_a_switch_is_a_config_error(clock: Clock) -> None:
@@ -162,7 +162,7 @@ def test_unanswered_denial_gives_its_hits_back(clock: Clock) -> None:
     assert witness.check(VICTIM).remaining == {"daily_cap": 8}, "the stalled job's hit is there"
     clock.advance(5)
     assert guard.check(VICTIM).remaining == {"daily_cap": 8}, "given back before the next decision"
-    assert guard.breaker.pending == []
+    assert guard.outbox.pending == []
 
 
 def test_unanswered_allowance_keeps_its_hits(clock: Clock) -> None:

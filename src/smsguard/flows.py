@@ -1,0 +1,267 @@
+"""One flow per operation of the guard: a generator with no I/O of its own.
+
+A flow yields what it needs of the backend, one step at a time, and returns its result:
+
+- ``("run", job)``: the job's Outcome (``Backend.run``);
+- ``("apply", changes)``: nothing (``Backend.apply``);
+- ``("read", keys, now)``: the statistics hashes (``Backend.read``).
+
+A backend that cannot answer has its ``BackendUnavailable`` thrown into the flow at the very
+step it met, so a flow knows which step failed without keeping notes. ``smsguard.drive`` runs
+them: ``Guard.check`` is ``drive(flows.check(...), io)`` and ``Guard.acheck`` the same flow with
+``adrive``, so every rule serves both.
+
+Tested as h11 tests its state machine: feed a flow an outcome, or throw an outage into it,
+with no backend at all (tests/test_flows.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
+from datetime import date
+from time import perf_counter
+from typing import Any, Final
+
+from smsguard import stats
+from smsguard.attempt import Decision, Usage
+from smsguard.backends.memory import MemoryBackend
+from smsguard.drive import Flow
+from smsguard.errors import BackendUnavailable, ConfigError
+from smsguard.events import Reporter
+from smsguard.failover import FlagMirror, Outage, Outbox
+from smsguard.fingerprint import KEY
+from smsguard.plan import Forget, Note, Outcome, Plan, Receipt, SetFlag
+from smsguard.planner import IPLike, Planner
+from smsguard.policies import Alarming, usage
+from smsguard.stats import Day, Report, Statistics
+
+log = logging.getLogger("smsguard")
+
+RUN: Final = "run"
+APPLY: Final = "apply"
+READ: Final = "read"
+
+
+class Flows:
+    """The guard's operations as flows, and the state they keep between calls: the planner,
+    the fail mode's three parts, the statistics buffered, the listeners."""
+
+    def __init__(
+        self,
+        planner: Planner,
+        *,
+        fail_mode: str,
+        retry_interval: float,
+        clock: Callable[[], float],
+        reporter: Reporter,
+        statistics: Statistics | None,
+        fingerprint: str | None = None,
+    ) -> None:
+        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing)."""
+        self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
+        self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
+        self._note: Note | None = None  # the fingerprint, owed from the first decision on
+        self._policies = {p.name: p for p in planner.policies}
+        self.local = MemoryBackend()
+        """In process: the fallback counters (fail mode ``local``) and the mirror of flags."""
+        self.outage = Outage(fail_mode, retry_interval, self.local)
+        self.mirror = FlagMirror(self.local)
+        self.outbox = Outbox()
+        self.outage.notify = lambda kind, detail: reporter.backend(kind, clock(), detail)
+        self._alarms = {p.name: p for p in planner.policies if isinstance(p, Alarming)}
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def check(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        challenge_passed: bool,
+    ) -> Flow[Decision]:
+        """Judge one attempt: the decision, made once, recorded and reported."""
+        reporter, statistics, outage = self.reporter, self.statistics, self.outage
+        started = perf_counter() if reporter.listeners else None
+        now = self.clock()
+        plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
+        if isinstance(plan, Decision):  # a fixed list verdict: no backend needed
+            decision = plan
+        elif now < outage.down_until:
+            decision = outage.decide(plan)
+        else:
+            try:
+                if self.outbox.pending:
+                    yield from self._flush(now)
+            except BackendUnavailable as exc:  # the job was not sent
+                decision = self._unanswered(plan, exc)
+            else:
+                try:
+                    outcome = yield (RUN, plan.job)
+                except BackendUnavailable as exc:
+                    decision = self._unanswered(plan, exc)
+                    if not decision.allowed and plan.job.counters:
+                        # It may have run all the same: no SMS went out, so its hits go back.
+                        self.outbox.owe(Receipt(plan.job.token, plan.job.counters))
+                else:
+                    decision = self._answered(plan, outcome, now)
+        if self._unsigned is not None:  # the first decision: the fingerprint goes with the write after it
+            self._note, self._unsigned = Note(KEY, self._unsigned), None
+        if statistics is not None:
+            statistics.record(decision, now)
+        if (
+            self._note is not None or (statistics is not None and statistics.due(now))
+        ) and now >= outage.down_until:
+            with suppress(BackendUnavailable):  # the next decision meets the outage, not this one
+                yield from self._flush(now)
+        if reporter.wants(decision):
+            reporter.decision(decision, ip, now, started, perf_counter())
+        return decision
+
+    def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
+        job = plan.job
+        self.outage.answered(job.now)
+        if job.flags:
+            self.mirror.read(job.flags, outcome.flag)
+        decision = plan.decide(outcome)
+        if self._alarms and decision.allowed:
+            # Each budget this allowed decision brought to its alarm share (the decision that
+            # crosses it is one, however many workers count).
+            for counter, owner, before in zip(job.counters, plan.counter_owners, outcome.counts, strict=True):
+                policy = self._alarms.get(owner.name)
+                if policy is not None and not counter.shadow:
+                    detail = policy.crossed(counter, before)
+                    if detail is not None:
+                        self.reporter.alarm(owner.name, detail, now)
+        return decision
+
+    def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
+        self.outage.failed(exc, plan.job.now)
+        return self.outage.decide(plan)
+
+    # -- writes ----------------------------------------------------------------------------
+    # Every write goes through the outbox, so that writes reach the backend in the order they
+    # were made, those made during an outage included.
+
+    def refund(self, decision: Decision) -> Flow[None]:
+        """Give back what an allowed attempt consumed, once; deferred through an outage."""
+        now = self.clock()
+        self.reporter.refund(decision, now)
+        receipt, statistics = decision.receipt, self.statistics
+        if receipt is not None and statistics is not None:
+            statistics.add(now, stats.REFUNDED)
+        owed = False
+        if receipt is not None:
+            if receipt.fallback:  # counted here: given back here
+                self.local.apply((receipt,))
+            else:
+                self.outbox.owe(receipt)
+                owed = True
+        if owed or (statistics is not None and statistics.due(now) and now >= self.outage.down_until):
+            yield from self._deferred(now, "refund")
+
+    def verified(self, phone: str, ip: IPLike | None) -> Flow[None]:
+        """Note a verification: each policy's ``on_verified`` hits, and the statistics."""
+        now = self.clock()
+        attempt, record = self.planner.verified(phone, ip, now)
+        if record.counters:
+            self.local.apply((record,))  # the fallback knows the number too
+            self.outbox.owe(record)
+        if self.statistics is not None:
+            self.statistics.add(now, stats.VERIFIED)
+        self.reporter.verified(attempt.region, attempt.phone_id, now)
+        if record.counters or self.statistics is not None:
+            yield from self._deferred(now, "verification")
+
+    def switch(self, on: bool) -> Flow[None]:
+        """Turn the emergency switch on or off."""
+        return self._write(SetFlag(self.planner.switch().KEY, on))
+
+    def list_entry(self, policy: str, phone: str, on: bool) -> Flow[None]:
+        """Add ``phone`` to (or take it out of) the shared list of the policy named ``policy``."""
+        return self._write(
+            SetFlag(self.planner.shared_list(policy).flag_key(self.planner.identify(phone).phone_id), on)
+        )
+
+    def reset(self, phone: str) -> Flow[None]:
+        """Forget every counter of ``phone``, here at once and in the backend."""
+        forget = Forget(self.planner.identify(phone).phone_id)
+        self.local.apply((forget,))
+        return self._write(forget)
+
+    def _write(self, change: SetFlag | Forget) -> Flow[None]:
+        """A change holds in this guard at once, then goes to the backend with what is owed;
+        if it cannot be reached, BackendUnavailable tells the caller that others do not see it
+        yet (it is sent when the backend answers again)."""
+        if isinstance(change, SetFlag):
+            self.mirror.written(change)
+        self.outbox.owe(change)
+        yield from self._flush(self.clock())
+
+    def flush(self) -> Flow[None]:
+        """Send what is owed and the statistics buffered; raises BackendUnavailable."""
+        return self._flush(self.clock())
+
+    def _flush(self, now: float) -> Flow[None]:
+        owed = tuple(self.outbox.pending)
+        statistics = self.statistics
+        tallies = statistics.drain(now) if statistics is not None else ()
+        note, self._note = self._note, None  # taken at once: concurrent decisions send it once
+        try:
+            yield (APPLY, owed + tallies if note is None else (*owed, *tallies, note))
+        except BackendUnavailable:  # what this guard buffered goes with a later write
+            if tallies and statistics is not None:
+                statistics.restore(tallies)
+            self._note = note or self._note
+            raise
+        self.outbox.sent(owed)
+
+    def _deferred(self, now: float, what: str) -> Flow[None]:
+        """``_flush``; through an outage, what is owed stays owed (sent with the next write
+        that reaches the backend)."""
+        try:
+            yield from self._flush(now)
+        except BackendUnavailable as exc:
+            log.warning("smsguard: %s deferred until the backend answers (%s)", what, exc)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def status(self, phone: str, content: str | None, ip: IPLike | None) -> Flow[list[Usage]]:
+        """The counters that hold ``phone`` (and ``content``'s, ``ip``'s): nothing consumed."""
+        plan = self.planner.peek(phone, content, ip, self.clock())
+        out = yield (RUN, plan.job)
+        waits = out.waits or (0.0,) * len(out.counts)
+        return [
+            usage(self._policies[owner.name], counter, n, wait or None)
+            for counter, owner, n, wait in zip(
+                plan.job.counters, plan.counter_owners, out.counts, waits, strict=True
+            )
+            if n >= 0  # not one passed over (a verified number's UnverifiedCap)
+        ]
+
+    def stats(self, day: date | str | None) -> Flow[Day]:
+        """The statistics of ``day``, this guard's buffered ones written first."""
+        now, days = self._days(day, 0)
+        yield from self._flush(now)
+        hashes = yield (READ, Statistics.keys(days[0]), now)
+        return Day.from_hashes(days[0], hashes)
+
+    def report(self, day: date | str | None) -> Flow[Report]:
+        """The daily review of ``day``: against the day before and a week before."""
+        now, days = self._days(day, 3)
+        yield from self._flush(now)
+        hashes = yield (READ, _keys(days), now)
+        return Report(*(Day.from_hashes(d, hashes[24 * i : 24 * i + 24]) for i, d in enumerate(days)))
+
+    def _days(self, day: date | str | None, n: int) -> tuple[float, tuple[date, ...]]:
+        if self.statistics is None:
+            raise ConfigError("this guard keeps no statistics (statistics=False)")
+        now = self.clock()
+        wanted = self.statistics.day(day, now)
+        return now, stats.around(wanted) if n else (wanted,)
+
+
+def _keys(days: Iterable[date]) -> list[str]:
+    return [key for day in days for key in Statistics.keys(day)]
