@@ -4,8 +4,8 @@ Real users in four served countries (GB, FR, DE, LV) ask for a code, most enter 
 minute or two, some ask again, and a few never do. Meanwhile, from rotating residential proxies
 (a fresh IP for every request), a pumping campaign walks sequential number blocks in two served
 countries, texts random numbers of one complicit Latvian operator, and probes an unserved
-high-cost country (Uzbekistan); and someone bombs one victim's phone. Pumped codes are never
-entered, and the bots solve no CAPTCHA.
+high-cost country (Uzbekistan), 1.1 attempts for each real user; and someone bombs one
+victim's phone. Pumped codes are never entered, and the bots solve no CAPTCHA.
 
 The first guard is today's careful set: per-number and per-IP limits and a blacklist of the
 calling codes the app does not serve. The second is ``recommended(serve=...)`` with the app
@@ -105,10 +105,11 @@ def traffic(rng: random.Random, users: int) -> tuple[list[Job], dict[str, int]]:
         jobs.append(
             Job(at, next(seq), "user", phone, f"81.{rng.randrange(256)}.{rng.randrange(256)}.{i % 250}", i)
         )
+    tenth = users // 10  # the campaign grows with the app it preys on
     campaigns = {
-        "number blocks (GB, FR)": block("+447400100000", 6000) + block("+33612300000", 6000),
-        "complicit operator (LV)": numbers(rng, "LV", 2000, network="Triatel") * 4,
-        "probe (UZ)": numbers(rng, "UZ", 2000),
+        "number blocks (GB, FR)": block("+447400100000", 3 * tenth) + block("+33612300000", 3 * tenth),
+        "complicit operator (LV)": numbers(rng, "LV", tenth, network="Triatel") * 4,
+        "probe (UZ)": numbers(rng, "UZ", tenth),
     }
     for name, targets in campaigns.items():
         for phone in targets:
