@@ -37,6 +37,13 @@ def clock() -> Clock:
     return Clock()
 
 
+def at(clock: Clock) -> dict[str, str]:
+    """Environment for a Python subprocess whose ``time.time()`` is ``clock``'s now (see
+    clockwork/sitecustomize.py): a guard there decides on the test's day, not the machine's."""
+    path = [str(Path(__file__).parent / "clockwork"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(filter(None, path)), "TEST_CLOCK_NOW": repr(clock.now)}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without redis-server (or nginx), the tests that need it skip on a user's machine, with
     the reason; under CI=true they run and fail, so that CI never passes without them."""

@@ -29,23 +29,33 @@ def redis_server_binary() -> str:
     return REDIS_SERVER
 
 
+def _below_client_ports() -> range:
+    """Ports the kernel never hands to an outgoing connection (those below its ephemeral range):
+    one found free there stays free until a server takes it, whatever else the machine runs."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low - 10000 >= 12000 else range(20000, 55000)
+
+
 def free_port(*, cluster: bool = False) -> int:
-    """A free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
-    if not cluster:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+    """A free loopback port, picked at random among the ports no client connection takes; for
+    a cluster node, one whose bus port (+10000) is free too. Two suites running at once may
+    still pick the same one: ``RedisServer.start`` then tries another."""
+    ports = _below_client_ports()
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 45000)
+        port = rng.randrange(ports.start, ports.stop - (10000 if cluster else 0))
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
+                if cluster:
+                    b.bind(("127.0.0.1", port + 10000))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free pair of ports for a cluster node")
+    raise RuntimeError("no free loopback port (or pair of ports, for a cluster node)")
 
 
 def wait_until(
@@ -94,9 +104,10 @@ class RedisServer:
 
     def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
         self.binary = redis_server_binary()
-        self.port = port or free_port(cluster="--cluster-enabled" in extra)
-        self.workdir = workdir / str(self.port)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster = "--cluster-enabled" in extra
+        self.port = port or free_port(cluster=self.cluster)
+        self.chosen = port is None  # a port of our choosing may be changed if taken meanwhile
+        self.root = workdir
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -104,36 +115,61 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        args += ["--dir", str(self.workdir), *self.extra]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        with redis.Redis(port=self.port) as client:
+    @property
+    def workdir(self) -> Path:
+        return self.root / str(self.port)
 
-            def answers() -> bool:
+    def start(self) -> RedisServer:
+        """Start it and return once it answers; on a port another process took since it was
+        found free (a second suite running beside this one), once more on another port, unless
+        the port was given or this is a restart."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                if not self.chosen or attempt == 2:
+                    raise
+                self.port = free_port(cluster=self.cluster)
+        raise AssertionError("unreachable")
+
+    def _start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "redis.log"
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(log), *self.extra]
+        process = self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+
+            def ours() -> bool:  # the redis-server we started, not another that has this port
+                if process.poll() is not None:
+                    self.process = None
+                    said = log.read_text(errors="replace").strip()[-300:] if log.exists() else ""
+                    if "Address already in use" in said:
+                        raise PortTaken(f"port {self.port} was taken: {said}")
+                    raise RuntimeError(f"redis-server on port {self.port} exited: {said}")
                 try:
-                    return bool(client.ping())
-                except redis.ConnectionError:
+                    return int(client.info("server")["process_id"]) == process.pid
+                except redis.RedisError:  # not listening yet, or not a Redis of ours
                     return False
 
-            wait_until(answers, f"redis-server on port {self.port}", 10, self.process)
+            try:
+                wait_until(ours, f"redis-server on port {self.port}", 10)
+            except BaseException:
+                self.stop()
+                raise
+        self.chosen = False  # from now on its clients know its address: keep it
         return self
 
     def stop(self) -> None:
+        """Kill it (SIGKILL: no goodbye to its clients or its cluster)."""
         if self.process is not None:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class PortTaken(RuntimeError):
+    """A redis-server could not listen: another process took the port since it was found free."""
 
 
 def start_sentinel(workdir: Path, master_port: int, *settings: str) -> tuple[int, subprocess.Popen[bytes]]:
@@ -155,21 +191,56 @@ def start_sentinel(workdir: Path, master_port: int, *settings: str) -> tuple[int
 
 
 class RedisCluster:
-    """Three masters on free ports, joined with redis-cli --cluster create; with ``replicas``,
-    one replica each and a short node timeout, so that a killed master fails over in seconds."""
+    """Three masters on free ports, joined with redis-cli --cluster create.
 
-    def __init__(self, workdir: Path, *, replicas: bool = False) -> None:
-        extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "1000" if replicas else "15000")
+    With ``replicas``, one replica each, every one in sync before ``start`` returns (a master
+    killed earlier has no replica able to take over), and a short node timeout. A replica takes
+    over a dead master only once ``fail_over`` lets it, so that a test sees the outage first,
+    as long as it likes. ``full_coverage`` is every node's ``cluster-require-full-coverage``.
+    Each wait is bounded: a cluster that does not get there fails its test in seconds."""
+
+    def __init__(self, workdir: Path, *, replicas: bool = False, full_coverage: bool = True) -> None:
+        extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-require-full-coverage",
+            "yes" if full_coverage else "no",
+        ]
+        if replicas:
+            extra += [
+                # A master not heard from in 2 s is failing: a failover in seconds, yet no
+                # false alarm when a loaded machine delays a ping.
+                "--cluster-node-timeout",
+                "2000",
+                "--repl-diskless-sync-delay",  # Redis 7.0 waits 5 s for more replicas before a sync
+                "0",
+                "--cluster-replica-no-failover",  # until fail_over()
+                "yes",
+                "--cluster-replica-validity-factor",  # however long the test kept it waiting
+                "0",
+            ]
+        else:
+            extra += ["--cluster-node-timeout", "15000"]
         self.replicas = replicas
+        self.full_coverage = full_coverage
         self.nodes = [RedisServer(workdir, None, *extra) for _ in range(6 if replicas else 3)]
+        self._clients: dict[int, redis.Redis] = {}
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> RedisCluster:
-        for node in self.nodes:
-            node.start()
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form()
+        except BaseException:
+            self.stop()  # nothing left running by a cluster that did not form
+            raise
+        return self
+
+    def _form(self) -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise RuntimeError("redis-cli is needed to form the test cluster")
@@ -188,29 +259,93 @@ class RedisCluster:
             capture_output=True,
             timeout=60,
         )
-        clients = [redis.Redis(port=n.port) for n in self.nodes]
+        wait_until(self._formed, "the test cluster to form", 60)
+        if self.replicas:
+            wait_until(self._in_sync, "every replica to be in sync with its master", 60)
 
-        def formed() -> bool:
-            infos = [c.cluster("info") for c in clients]
-            return all(
-                i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(clients) for i in infos
+    def _live(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None]
+
+    def _client(self, node: RedisServer) -> redis.Redis:
+        if node.port not in self._clients:
+            self._clients[node.port] = redis.Redis(port=node.port, socket_timeout=5, decode_responses=True)
+        return self._clients[node.port]
+
+    def _states(self) -> set[str]:
+        """What the live nodes say of the cluster: {"ok"}, {"fail"}, or both."""
+        return {self._client(n).cluster("info")["cluster_state"] for n in self._live()}
+
+    def _views(self) -> list[list[tuple[str, set[str], str]]]:
+        """Each live node's CLUSTER NODES: (address, flags, id of the master it replicates)."""
+        views = []
+        for node in self._live():
+            rows = self._client(node).cluster("nodes").items()
+            views.append(
+                [(at, set(row["flags"].split(",")) - {"myself"}, row["master_id"]) for at, row in rows]
             )
+        return views
 
-        wait_until(formed, "the test cluster")
-        return self
+    def _formed(self) -> bool:
+        """Every node says the cluster is ok, knows every node, and agrees on who replicates whom."""
+        if self._states() != {"ok"}:
+            return False
+        views = [
+            sorted((address, "master" in flags, master) for address, flags, master in v)
+            for v in self._views()
+        ]
+        return all(len(view) == len(self.nodes) and view == views[0] for view in views)
+
+    def _in_sync(self) -> bool:
+        """Every replica's link to its master is up, and its master counts it online."""
+        for node in self.nodes:
+            info = self._client(node).info("replication")
+            if info["role"] == "slave" and info["master_link_status"] != "up":
+                return False
+            if info["role"] == "master" and not (
+                info["connected_slaves"] == 1 and info["slave0"]["state"] == "online"
+            ):
+                return False
+        return True
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL ``node``; return once every other node has marked it failing (and, under full
+        coverage, says the cluster is down)."""
+        node.stop()
+        address = f"127.0.0.1:{node.port}"
+
+        def failing() -> bool:
+            marked = all("fail" in flags for view in self._views() for at, flags, _ in view if at == address)
+            return marked and (not self.full_coverage or self._states() == {"fail"})
+
+        wait_until(failing, f"the cluster to see port {node.port} fail", 30)
+
+    def fail_over(self) -> None:
+        """Let the replicas take over the dead masters; return once they have and every live node
+        says the cluster is ok."""
+        for node in self._live():
+            self._client(node).config_set("cluster-replica-no-failover", "no")
+        dead = {f"127.0.0.1:{n.port}" for n in self.nodes if n.process is None}
+
+        def served() -> bool:
+            views = [
+                {at for at, flags, _ in v if "master" in flags and "fail" not in flags} for v in self._views()
+            ]
+            return self._states() == {"ok"} and all(len(v) == 3 and not v & dead for v in views)
+
+        wait_until(served, "a replica to take over", 30)
 
     def master_of(self, key: str) -> RedisServer:
         """The node serving ``key``'s slot now."""
-        slot = redis.Redis(port=self.nodes[0].port).cluster("keyslot", key)
-        for node in self.nodes:
-            if node.process is None:
-                continue
-            for start, end, master, *_ in redis.Redis(port=node.port).execute_command("CLUSTER SLOTS"):
-                if start <= slot <= end:
-                    return next(n for n in self.nodes if n.port == master[1])
+        client = self._client(self._live()[0])
+        slot = client.cluster("keyslot", key)
+        for start, end, master, *_ in client.execute_command("CLUSTER SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == master[1])
         raise RuntimeError(f"no node serves slot {slot}")
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for node in self.nodes:
             node.stop()
 

@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unique_prefix
+from conftest import Clock, at, unique_prefix
 from flask import Flask
 from servers import RedisServer, free_port
 
@@ -53,9 +52,13 @@ def smsguard(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
 
 
 @pytest.mark.redis_server
-def test_the_command_reads_and_steers_what_another_process_counted(redis_server: RedisServer) -> None:
-    env = settings(redis_server.url, unique_prefix())
-    guard = Guard.from_settings(env)  # the app, in this process
+def test_the_command_reads_and_steers_what_another_process_counted(
+    redis_server: RedisServer, clock: Clock
+) -> None:
+    settled = settings(redis_server.url, unique_prefix())
+    env = {**settled, **at(clock)}  # the command on the test's clock, as the app
+    guard = Guard.from_settings(settled)  # the app, in this process
+    guard.clock = clock
     for _ in range(3):
         assert guard.check(VICTIM, ip=IP).allowed
 
@@ -84,7 +87,7 @@ def test_the_command_reads_and_steers_what_another_process_counted(redis_server:
     assert smsguard("list", "remove", "blacklist", OTHER, env=env)[0] == 0
     assert guard.check(OTHER, ip=IP).allowed
 
-    code, out, _ = smsguard("--json", "check", env=env)
+    code, out, _ = smsguard("--json", "check", env=settled)  # on the real clock: it compares it with Redis's
     assert code == 0
     assert {c["check"]: c["ok"] for c in json.loads(out)} == {
         "backend answers": True,
@@ -136,7 +139,7 @@ def test_an_unreachable_backend_is_exit_code_1() -> None:
 
 
 @pytest.mark.redis_server
-def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer, clock: Clock) -> None:
     prefix = unique_prefix()
     config = tmp_path / "smsguard.toml"
     config.write_text(
@@ -145,8 +148,9 @@ def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) ->
         "same_content_window = 0\nshared_blacklist = true\n"
     )
     guard = Guard.from_settings({**settings(redis_server.url, prefix), "SMSGUARD_DAILY_CAP": "4"})
+    guard.clock = clock
     guard.check(VICTIM, ip=IP)
-    code, out, _ = smsguard("--config", str(config), "--json", "status", VICTIM)
+    code, out, _ = smsguard("--config", str(config), "--json", "status", VICTIM, env=at(clock))
     assert code == 0
     assert json.loads(out)["counters"][0] == {
         "policy": "daily_cap",
@@ -162,14 +166,16 @@ def test_settings_from_a_toml_file(tmp_path: Path, redis_server: RedisServer) ->
 
 
 @pytest.mark.redis_server
-def test_stats_and_report_read_what_the_app_recorded(redis_server: RedisServer) -> None:
+def test_stats_and_report_read_what_the_app_recorded(redis_server: RedisServer, clock: Clock) -> None:
     env = {
         **settings(redis_server.url, unique_prefix()),
         "SMSGUARD_DAILY_CAP": "2",
         "SMSGUARD_SHADOW": "ip_throttle",
     }
     env["SMSGUARD_IP_RATE"] = "1/hour"
-    guard = Guard.from_settings(env)  # the app, in this process, on the real clock
+    guard = Guard.from_settings(env)  # the app, in this process
+    guard.clock = clock
+    env.update(at(clock))  # and the command, on the test's clock
     first = guard.check(VICTIM, ip=IP)
     assert guard.check(VICTIM, ip=IP).shadowed == ("ip_throttle",)
     assert guard.check(VICTIM, ip=IP).reason == "daily_cap"
@@ -388,11 +394,11 @@ def test_help_is_plain_text() -> None:
 
 
 @pytest.mark.redis_server
-def test_the_report_says_when_no_code_was_sent(redis_server: RedisServer) -> None:
+def test_the_report_says_when_no_code_was_sent(redis_server: RedisServer, clock: Clock) -> None:
     env = settings(redis_server.url, unique_prefix())
-    now = time.time()
     app = Guard.from_settings(env)
-    app.clock = lambda: now  # one hour for all of it
+    app.clock = clock  # one hour for all of it
+    env.update(at(clock))  # and the command, on the test's clock
     app.verified(OTHER)  # a success rate to read
     app.add_number("blacklist", VICTIM)
     for _ in range(25):  # a surge, every attempt refused: no code sent this hour

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import django_app
 import django_urls
 import httpx
 import pytest
-from conftest import unique_prefix
+from conftest import Clock, at, unique_prefix
 from django.test import AsyncClient, Client, override_settings
 from servers import RedisServer, free_port, wait_until
 from starlette.applications import Starlette
@@ -183,33 +184,29 @@ def test_a_bad_setting_fails_when_the_app_loads() -> None:
 
 
 @pytest.mark.redis_server
-def test_manage_py_smsguard_against_redis(redis_server: RedisServer) -> None:
+def test_manage_py_smsguard_against_redis(
+    redis_server: RedisServer, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """manage.py smsguard sees what the app counted: the app's guard is built from the example
+    project's own settings (its time zone too), and both sides run on the test's clock."""
     prefix = unique_prefix()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url,
-        "SMSGUARD_SECRET": "django-cli",
-        "SMSGUARD_KEY_PREFIX": prefix,
-    }
-    app_guard = Guard.from_settings(  # the example project's settings: manage.py checks them
-        {
-            "STORAGE_URI": redis_server.url,
-            "KEY_PREFIX": prefix,
-            "SECRET": "django-cli",
-            "DEFAULT_REGION": "CN",
-            "TIMEZONE": "Asia/Shanghai",
-        },
-        prefix="",
-    )
-    for content in ("a", "b"):  # the second is one a minute too many: phone_rate
-        app_guard.check(VICTIM, content=content, ip="203.0.113.1")
+    env = {"REDIS_URL": redis_server.url, "SMSGUARD_SECRET": "django-cli", "SMSGUARD_KEY_PREFIX": prefix}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    project = runpy.run_path(str(PROJECT / "smsdemo" / "settings.py"))
+    app_guard = Guard.from_settings(project["SMSGUARD"], prefix="")
+    clock.advance(14 * 3600)  # 18:00 UTC, 02:00 in Shanghai: a guard on UTC would count another day
+    app_guard.clock = clock
+    for content in ("a", "b"):
+        assert app_guard.check(VICTIM, content=content, ip="203.0.113.1").allowed
+        clock.advance(60)  # the project's PhoneRate: one a minute
     app_guard.flush()  # its statistics, which it writes with its next write, within a second
 
     def manage(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "manage.py", "smsguard", *args],
             cwd=PROJECT,
-            env=env,
+            env={**os.environ, **at(clock)},
             capture_output=True,
             text=True,
             timeout=60,
@@ -219,9 +216,9 @@ def test_manage_py_smsguard_against_redis(redis_server: RedisServer) -> None:
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["counters"][0] == {
         "policy": "daily_cap",
-        "used": 1,
+        "used": 2,
         "limit": 10,
-        "remaining": 9,
+        "remaining": 8,
         "frees_in": None,
         "unit": "",
     }

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -732,37 +733,74 @@ def test_operations_have_async_twins_for_async_only_clients(redis_server: RedisS
     assert asyncio.run(scenario()) == ["suspended", "blacklisted", None, "{'daily_cap': 4}"]
 
 
+# What a decision that meets each fail mode looks like: (allowed, reason).
+OUTAGE = {"local": (True, None), "open": (True, "fail_open"), "closed": (False, "backend_unavailable")}
+
+
 @pytest.mark.cluster
-@pytest.mark.parametrize("mode", ["local", "open"])
-def test_one_dead_master_degrades_only_the_decisions_that_need_it(
-    tmp_path: Path, clock: Clock, mode: str
-) -> None:
-    """SIGKILL one of three masters: numbers whose slots live on the other two stay exact at
-    their cap, in sync and async code; only the dead master's numbers meet the fail mode until
-    its replica takes over."""
-    cluster = RedisCluster(tmp_path, replicas=True).start()
+@pytest.mark.parametrize(
+    ("full_coverage", "modes"),
+    [(False, ["local", "open"]), (True, ["local", "open", "closed"])],
+    ids=["full-coverage-no", "full-coverage-yes"],
+)
+def test_one_dead_master(tmp_path: Path, clock: Clock, full_coverage: bool, modes: list[str]) -> None:
+    """SIGKILL one of three masters, under a guard in each fail mode. With
+    ``cluster-require-full-coverage no``, the numbers whose slots live on the other two stay exact
+    at their cap, in sync and async code, and only the dead master's meet the fail mode. With
+    ``yes`` (Redis's default) every node refuses every key while a master is down: every decision
+    meets the fail mode, and none raises. Once the replica takes over, every number is exact again:
+    the replica had the counts."""
+    cluster = RedisCluster(tmp_path, replicas=True, full_coverage=full_coverage).start()
+    loop = asyncio.new_event_loop()  # one, as an app's: its client knew the cluster before
     try:
         # A generous answer timeout: on a loaded machine a live node's slow answer would be an
         # outage of its own, which is not what this test is about.
-        backend = RedisBackend.from_url(cluster.url, prefix="p:", timeout=3.0)
-        guard = guard_on(backend, clock, [DailyCap(2)], fail_mode=mode)
-        numbers = [f"+86138001{i:05d}" for i in range(60)]
-        for number in numbers:
-            assert [guard.check(number).allowed for _ in range(2)] == [True, True]
-        owner = {n: cluster.master_of("p:" + key("sent", guard.identify(n)[1])).port for n in numbers}
-        dead = next(node for node in cluster.nodes if node.port == owner[numbers[0]])
-        dead.stop()  # SIGKILL
-        on_live = [n for n in numbers if owner[n] != dead.port]
-        assert 20 <= len(on_live) < 60
+        guards = {
+            mode: guard_on(
+                RedisBackend.from_url(cluster.url, prefix=f"{mode}:", timeout=3.0),
+                clock,
+                [DailyCap(2)],
+                fail_mode=mode,
+            )
+            for mode in modes
+        }
+        owners: dict[int, list[str]] = {}  # master port -> three numbers whose keys it holds
+        for number in (f"+86138001{i:05d}" for i in range(40)):
+            port = cluster.master_of(key("sent", guards["open"].identify(number)[1])).port
+            held = owners.setdefault(port, [])
+            if len(held) < 3:
+                held.append(number)
+        assert sorted(map(len, owners.values())) == [3, 3, 3]
+        numbers = [n for held in owners.values() for n in held]
+        dead = next(node for node in cluster.nodes if node.port == min(owners))
+        for guard in guards.values():
+            for number in numbers:
+                assert guard.check(number).allowed
+                assert loop.run_until_complete(guard.acheck(number)).allowed
+        cluster.kill(dead)
 
-        reasons = {n: guard.check(n).reason for n in numbers}
-        assert {reasons[n] for n in on_live} == {"daily_cap"}, "live masters' numbers stay at their cap"
+        def seen() -> dict[tuple[str, str], list[tuple[bool, str | None]]]:
+            """Each guard's decision on each number, sync then async. All at once: a decision
+            that meets the outage waits seconds for the Redis client's retries."""
+            asked = [(mode, n) for mode in guards for n in numbers]
+            with ThreadPoolExecutor(len(asked)) as pool:
+                sync = list(pool.map(lambda a: guards[a[0]].check(a[1]), asked))
 
-        async def again() -> list[str | None]:
-            return [(await guard.acheck(n)).reason for n in on_live]
+            async def again() -> list[Decision]:
+                return await asyncio.gather(*(guards[mode].acheck(n) for mode, n in asked))
 
-        assert set(asyncio.run(again())) == {"daily_cap"}
-        degraded = {reasons[n] for n in numbers if owner[n] == dead.port}
-        assert degraded <= {"daily_cap", {"local": None, "open": "fail_open"}[mode]}
+            return {
+                a: [(d.allowed, d.reason) for d in both]
+                for a, *both in zip(asked, sync, loop.run_until_complete(again()), strict=True)
+            }
+
+        exact = (False, "daily_cap")
+        spared = [] if full_coverage else [n for n in numbers if n not in owners[dead.port]]
+        assert seen() == {(m, n): [exact if n in spared else OUTAGE[m]] * 2 for m in guards for n in numbers}
+
+        cluster.fail_over()
+        clock.advance(5)  # the guards' retry_interval
+        assert seen() == {(m, n): [exact] * 2 for m in guards for n in numbers}, "the replica had the counts"
     finally:
+        loop.close()
         cluster.stop()
