@@ -284,3 +284,13 @@ def test_reset_forgets_a_numbers_counters_not_its_list_entries(make_guard: Calla
     guard.add_number("blacklist", other)
     asyncio.run(guard.areset(other))
     assert guard.check(other, content="z", ip="203.0.113.2").reason == "blacklisted", "list entries stay"
+
+
+def test_a_clock_set_after_construction_is_the_one_every_operation_reads(clock: Clock) -> None:
+    guard = Guard([PhoneRate("1/minute")], secret="s", default_region="CN")  # on time.time at first
+    guard.clock = clock
+    assert guard.clock is clock
+    assert guard.check(VICTIM).allowed
+    assert guard.check(VICTIM).retry_after == pytest.approx(60)
+    clock.advance(60)
+    assert guard.check(VICTIM).allowed, "the minute passed on the clock the guard was given"

@@ -69,7 +69,7 @@ class Flows:
         self.outage = Outage(fail_mode, retry_interval, self.local)
         self.mirror = FlagMirror(self.local)
         self.outbox = Outbox()
-        self.outage.notify = lambda kind, detail: reporter.backend(kind, clock(), detail)
+        self.outage.notify = lambda kind, detail: reporter.backend(kind, self.clock(), detail)
         self._alarms = {p.name: p for p in planner.policies if isinstance(p, Alarming)}
 
     # -- deciding --------------------------------------------------------------------------

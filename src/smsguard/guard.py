@@ -82,7 +82,6 @@ class Guard:
             statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
         self.statistics = statistics or None
         """Where and how statistics are kept (``guard.stats()``); None when they are off."""
-        self.clock: Callable[[], float] = clock or time.time
         throttle = next((p for p in self.policies if isinstance(p, IPThrottle)), None)
         self.reporter = Reporter(listeners, fail_mode, throttle.network if throttle else str)
         """The listeners (``reporter.listeners``, a list: append to it) and the denial log."""
@@ -100,7 +99,7 @@ class Guard:
             self.planner,
             fail_mode=fail_mode,
             retry_interval=retry_interval,
-            clock=self.clock,
+            clock=clock or time.time,
             reporter=self.reporter,
             statistics=self.statistics,
             fingerprint=self.fingerprint if self.backend.shared else None,
@@ -108,6 +107,15 @@ class Guard:
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
         writes owed to the backend (``outbox.pending``)."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock every operation reads once (epoch seconds); set it to move the guard in time."""
+        return self.flows.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self.flows.clock = clock
 
     @property
     def fail_mode(self) -> str:
