@@ -100,6 +100,26 @@ def test_an_outage_thrown_at_the_owed_writes_sends_no_job(clock: Clock) -> None:
     assert flows.outbox.pending == [change]
 
 
+def test_owed_writes_that_meet_a_partial_outage_wait_and_the_job_goes_on(clock: Clock) -> None:
+    """Some Cluster slots down: what is owed may need only those. It stays owed and waits
+    ``retry_interval``; this job, and the next ones meanwhile, go to the backend at once."""
+    _, flows = flows_of(clock)
+    change = SetFlag(Suspend.KEY, False)
+    flows.outbox.owe(change)
+    flow = flows.check(VICTIM, None, None, None, False)
+    assert next(flow) == ("apply", (change,))
+    assert flow.throw(BackendUnavailable("CLUSTERDOWN", partial=True))[0] == "run"
+    decision = finished(flow, Outcome(-1, (0,)))
+    assert (decision.allowed, decision.degraded) == (True, False)
+    assert flows.outbox.pending == [change]
+    flow = flows.check(VICTIM, None, None, None, False)
+    assert next(flow)[0] == "run", "the owed writes wait out the retry interval"
+    finished(flow, Outcome(-1, (1,)))
+    clock.advance(5)
+    flow = flows.check(VICTIM, None, None, None, False)
+    assert next(flow) == ("apply", (change,)), "then they are tried again"
+
+
 def test_the_owed_writes_go_before_the_job_and_are_let_go_once_sent(clock: Clock) -> None:
     _, flows = flows_of(clock)
     change = SetFlag(Suspend.KEY, False)

@@ -740,7 +740,7 @@ OUTAGE = {"local": (True, None), "open": (True, "fail_open"), "closed": (False, 
 @pytest.mark.cluster
 @pytest.mark.parametrize(
     ("full_coverage", "modes"),
-    [(False, ["local", "open"]), (True, ["local", "open", "closed"])],
+    [(False, ["local", "open", "closed"]), (True, ["local", "open", "closed"])],
     ids=["full-coverage-no", "full-coverage-yes"],
 )
 def test_one_dead_master(tmp_path: Path, clock: Clock, full_coverage: bool, modes: list[str]) -> None:

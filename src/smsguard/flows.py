@@ -63,6 +63,7 @@ class Flows:
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
         self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
         self._note: Note | None = None  # the fingerprint, owed from the first decision on
+        self._owed_at = float("-inf")  # when a decision next sends what is owed (after a partial failure)
         self._policies = {p.name: p for p in planner.policies}
         self.local = MemoryBackend()
         """In process: the fallback counters (fail mode ``local``) and the mirror of flags."""
@@ -92,11 +93,17 @@ class Flows:
         elif now < outage.down_until:
             decision = outage.decide(plan)
         else:
-            try:
-                if self.outbox.pending:
+            unsent = None
+            if self.outbox.pending and now >= self._owed_at:
+                try:
                     yield from self._flush(now)
-            except BackendUnavailable as exc:  # the job was not sent
-                decision = self._unanswered(plan, exc)
+                except BackendUnavailable as exc:
+                    if exc.partial:  # some slots down: what is owed waits, this job may need none
+                        self._owed_at = now + outage.retry_interval
+                    else:
+                        unsent = exc  # the whole backend is down: the job is not sent
+            if unsent is not None:
+                decision = self._unanswered(plan, unsent)
             else:
                 try:
                     outcome = yield (RUN, plan.job)
