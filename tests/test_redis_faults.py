@@ -36,6 +36,7 @@ from servers import (
     wait_until,
 )
 from starlette.testclient import TestClient
+from test_redis import OTHER, VICTIM, guard_on
 
 from smsguard import (
     BackendError,
@@ -46,20 +47,12 @@ from smsguard import (
     Guard,
     IPThrottle,
     PhoneRate,
-    SameContent,
 )
 from smsguard.backends.redis import RedisBackend, _failure
 
 pytestmark = pytest.mark.redis_server
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-VICTIM = "+8613800138000"
-OTHER = "+8613900139000"
-FOUR = [SameContent(), DailyCap(10, tz="Asia/Shanghai"), PhoneRate("1/minute;5/hour"), IPThrottle("20/hour")]
-
-
-def guard_on(backend: RedisBackend, clock: Clock, policies: Any = FOUR, **settings: Any) -> Guard:
-    return Guard(policies, backend=backend, clock=clock, secret="s", default_region="CN", **settings)
 
 
 # -- refusals that mean "not now" -------------------------------------------------------------
