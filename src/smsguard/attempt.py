@@ -38,6 +38,12 @@ CONTENT_LINK: Final = "content_link"
 CONTENT_CODE: Final = "content_code"
 EXEMPT: Final = "exempt"
 FAIL_OPEN: Final = "fail_open"
+# A code's check (smsguard.codes): CodeCheck.reason, None when the code was right.
+WRONG_CODE: Final = "wrong_code"
+CODE_EXPIRED: Final = "code_expired"
+NO_CODE: Final = "no_code"
+CHECK_ATTEMPTS: Final = "check_attempts"
+TOO_MANY_CHECKS: Final = "too_many_checks"
 
 KIND_OF: Final = {
     SAME_CONTENT: LIMIT,

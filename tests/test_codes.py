@@ -1,0 +1,268 @@
+"""Verification codes: issued with the send's decision, checked with bounded guesses, on every
+backend (``make_guard`` runs each test on memory, fakeredis, a real Redis and a real Cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Clock
+
+from smsguard import CodeCheck, CodeRules, DailyCap, Guard, Issued, SameContent, UnverifiedCap
+from smsguard.events import CODE_CHECK, LOCKOUT, Event
+
+
+@pytest.fixture(params=["memory"])
+def backend(request: pytest.FixtureRequest) -> Any:  # Redis next
+    return request.getfixturevalue(f"{request.param}_backend")
+
+
+PHONE = "+8613800138000"
+OTHER = "+8613900139000"
+
+
+def wrong(code: str) -> str:
+    """A code of the same length that is not ``code``."""
+    return str((int(code) + 1) % 10 ** len(code)).zfill(len(code))
+
+
+def test_issue_then_check_once(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard()
+    issued = guard.issue_code(PHONE, ip="203.0.113.7")
+    assert isinstance(issued, Issued)
+    assert issued.decision.allowed
+    assert issued.code is not None
+    assert len(issued.code) == 6
+    assert issued.code.isdigit()
+    first = guard.check_code(PHONE, issued.code, ip="203.0.113.7")
+    assert first == CodeCheck(True, None, None, 5)
+    # Spent by its first right check.
+    again = guard.check_code(PHONE, issued.code, ip="203.0.113.7")
+    assert (again.ok, again.reason) == (False, "no_code")
+
+
+def test_a_resend_while_live_is_the_same_code_and_still_judged(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    guard = make_guard([SameContent(window=30), DailyCap(3)])
+    first = guard.issue_code(PHONE)
+    assert first.code is not None
+    held = guard.issue_code(PHONE)  # within 30 s: the same content, held as any resend
+    assert (held.decision.allowed, held.decision.reason, held.code) == (False, "same_content", None)
+    clock.advance(31)
+    resent = guard.issue_code(PHONE)
+    assert resent.decision.allowed
+    assert resent.code == first.code
+    clock.advance(31)
+    assert guard.issue_code(PHONE).code == first.code
+    clock.advance(31)
+    capped = guard.issue_code(PHONE)  # the fourth send of the day
+    assert (capped.decision.reason, capped.code) == ("daily_cap", None)
+
+
+def test_a_denied_send_issues_no_code(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([DailyCap(1)])
+    assert guard.issue_code(PHONE).code is not None
+    assert guard.issue_code(OTHER).code is not None
+    denied = guard.issue_code(OTHER)
+    assert not denied.decision.allowed
+    assert denied.code is None
+
+
+def test_codes_differ_between_numbers_and_after_spending(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    guard = make_guard([])
+    codes = set()
+    for i in range(20):
+        code = guard.issue_code(f"+86138001380{i:02d}").code
+        assert code is not None
+        codes.add(code)
+    assert len(codes) > 15  # 20 draws from a million
+    first = guard.issue_code(PHONE).code
+    assert first is not None
+    assert guard.check_code(PHONE, first).ok
+    second = guard.issue_code(PHONE).code
+    assert second is not None
+    assert second != first
+
+
+def test_five_wrong_checks_kill_the_code(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([])
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    lefts = [guard.check_code(PHONE, wrong(code)).attempts_left for _ in range(5)]
+    assert lefts == [4, 3, 2, 1, 0]
+    dead = guard.check_code(PHONE, code)
+    assert (dead.ok, dead.reason, dead.attempts_left) == (False, "check_attempts", 0)
+    # A new code lives again.
+    fresh = guard.issue_code(PHONE).code
+    assert fresh is not None
+    assert guard.check_code(PHONE, fresh).ok
+
+
+@pytest.mark.parametrize(
+    "garbage", ["", "abcdef", "12345", "1234567", "１２３４５６", " ", None, 123456, "12 456"]
+)
+def test_a_malformed_code_is_a_wrong_guess(make_guard: Callable[..., Guard], garbage: Any) -> None:
+    guard = make_guard([])
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    result = guard.check_code(PHONE, garbage)
+    assert (result.ok, result.reason, result.attempts_left) == (False, "wrong_code", 4)
+    assert guard.check_code(PHONE, f" {code} ").ok  # spaces around a typed code are no matter
+
+
+def test_expiry_by_the_injected_clock(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([], code_rules=CodeRules(ttl=60))
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    clock.advance(60)
+    result = guard.check_code(PHONE, code)
+    assert (result.ok, result.reason) == (False, "code_expired")
+    fresh = guard.issue_code(PHONE).code  # an expired code is not sent again
+    assert fresh is not None
+    clock.advance(59)
+    assert guard.check_code(PHONE, fresh).ok
+
+
+def test_no_code_at_all(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([])
+    result = guard.check_code(PHONE, "123456")
+    assert (result.ok, result.reason, result.attempts_left) == (False, "no_code", None)
+
+
+def test_wrong_checks_per_number_per_day(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([], code_rules=CodeRules(per_number="4/day", per_ip=None, max_attempts=3))
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    for _ in range(3):
+        guard.check_code(PHONE, wrong(code))
+    code = guard.issue_code(PHONE).code  # dead: a new one
+    assert code is not None
+    assert guard.check_code(PHONE, wrong(code)).reason == "wrong_code"
+    held = guard.check_code(PHONE, code)  # the right code, but the number is at its limit
+    assert (held.ok, held.reason) == (False, "too_many_checks")
+    assert held.retry_after is not None
+    assert 0 < held.retry_after <= 86400
+    clock.advance(held.retry_after)
+    assert guard.check_code(PHONE, code).ok is False  # expired meanwhile: told so, not "ok"
+
+
+def test_wrong_checks_per_client_across_numbers(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([], code_rules=CodeRules(per_ip="3/hour"))
+    numbers = [f"+86138001381{i:02d}" for i in range(5)]
+    codes = {n: guard.issue_code(n).code for n in numbers}
+    results = [guard.check_code(n, "000000", ip="198.51.100.9") for n in numbers]
+    assert [r.reason for r in results[:3]] == [
+        "wrong_code" if codes[n] != "000000" else None for n in numbers[:3]
+    ]
+    assert [r.reason for r in results[3:]] == ["too_many_checks"] * 2
+    # Another client still checks (its own limit), and so does the number's owner.
+    code = codes[numbers[4]]
+    assert code is not None
+    assert guard.check_code(numbers[4], code, ip="192.0.2.1").ok
+
+
+def test_brute_force_from_a_thousand_addresses_evaluates_five_guesses(
+    make_guard: Callable[..., Guard],
+) -> None:
+    guard = make_guard([])
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    guesses = [f"{n:06d}" for n in range(1000) if f"{n:06d}" != code][:1000]
+    results = [
+        guard.check_code(PHONE, guess, ip=f"10.{i // 250}.{i % 250}.1") for i, guess in enumerate(guesses)
+    ]
+    evaluated = [r for r in results if r.reason == "wrong_code"]
+    assert len(evaluated) == 5
+    assert all(r.reason in ("check_attempts", "too_many_checks") for r in results[5:])
+    assert not guard.check_code(PHONE, code).ok
+
+
+def test_a_right_check_verifies_the_number_once(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    cap = UnverifiedCap("country", "2/day", per_verified=1)
+    guard = make_guard([cap])
+    numbers = [f"+86138001382{i:02d}" for i in range(6)]
+    issued = [guard.issue_code(n) for n in numbers[:2]]
+    assert all(i.code for i in issued)
+    assert not guard.issue_code(numbers[2]).decision.allowed  # the country's floor of 2
+    code = issued[0].code
+    assert code is not None
+    assert guard.check_code(numbers[0], code).ok
+    assert guard.stats().verified == 1
+    # One verification, one more send to an unverified number of the country.
+    assert guard.issue_code(numbers[2]).decision.allowed
+    assert not guard.issue_code(numbers[3]).decision.allowed
+    # The same number verified again and again (its code sent and entered, verified() called)
+    # earns its scope nothing more: each number counts once per window.
+    clock.advance(31)
+    again = guard.issue_code(numbers[0]).code  # a verified number is not held by the cap
+    assert again is not None
+    assert guard.check_code(numbers[0], again).ok
+    guard.verified(numbers[0])
+    guard.verified(numbers[0])
+    assert not guard.issue_code(numbers[3]).decision.allowed
+
+
+def test_statistics_and_events(make_guard: Callable[..., Guard]) -> None:
+    events: list[Event] = []
+    guard = make_guard([], listeners=[events.append])
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    for _ in range(5):
+        guard.check_code(PHONE, wrong(code))
+    guard.check_code(PHONE, code)
+    guard.check_code(OTHER, "123456")
+    hours = guard.stats().as_dict()["hours"]
+    totals: dict[str, int] = {}
+    for fields in hours.values():
+        for name, n in fields.items():
+            totals[name] = totals.get(name, 0) + n
+    assert totals["checked"] == 7
+    assert totals["check:wrong_code"] == 5
+    assert totals["check:check_attempts"] == 1
+    assert totals["check:no_code"] == 1
+    assert totals["lockouts"] == 1
+    kinds = [e.kind for e in events if e.kind in (CODE_CHECK, LOCKOUT)]
+    assert kinds.count(CODE_CHECK) == 7
+    assert kinds.count(LOCKOUT) == 1
+    for event in events:
+        assert "13800138000" not in repr(event)
+        assert code not in repr(event)
+
+
+def test_async_twins(make_guard: Callable[..., Guard]) -> None:
+    import asyncio
+
+    guard = make_guard([])
+
+    async def main() -> tuple[Issued, CodeCheck, CodeCheck]:
+        issued = await guard.aissue_code(PHONE, ip="203.0.113.7")
+        assert issued.code is not None
+        bad = await guard.acheck_code(PHONE, wrong(issued.code), ip="203.0.113.7")
+        good = await guard.acheck_code(PHONE, issued.code, ip="203.0.113.7")
+        return issued, bad, good
+
+    _, bad, good = asyncio.run(main())
+    assert bad.reason == "wrong_code"
+    assert good.ok
+
+
+@pytest.mark.parametrize(
+    "rules", [{"length": 3}, {"length": 11}, {"ttl": 0}, {"max_attempts": 0}, {"per_ip": "x"}]
+)
+def test_bad_rules_fail_at_construction(rules: dict[str, Any]) -> None:
+    from smsguard import ConfigError
+
+    with pytest.raises(ConfigError):
+        CodeRules(**rules)
+
+
+def test_length_is_a_setting(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([], code_rules=CodeRules(length=4))
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    assert len(code) == 4
+    assert guard.check_code(PHONE, code).ok
