@@ -13,11 +13,6 @@ from smsguard import CodeCheck, CodeRules, DailyCap, Guard, Issued, SameContent,
 from smsguard.events import CODE_CHECK, LOCKOUT, Event
 
 
-@pytest.fixture(params=["memory"])
-def backend(request: pytest.FixtureRequest) -> Any:  # Redis next
-    return request.getfixturevalue(f"{request.param}_backend")
-
-
 PHONE = "+8613800138000"
 OTHER = "+8613900139000"
 

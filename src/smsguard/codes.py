@@ -172,8 +172,6 @@ def result(out: Outcome, local: bool, retry_after: float) -> CodeCheck:
         raise BackendError(f"no answer to a code's check in {out!r}")
     left = None if state.attempts_left < 0 else state.attempts_left
     if out.waits:
-        if local and not any(out.waits):
-            return CodeCheck(False, BACKEND_UNAVAILABLE, retry_after, None)
         return CodeCheck(False, TOO_MANY_CHECKS, max(out.waits), left)
     if state.status == OK:
         return CodeCheck(True, None, None, left)

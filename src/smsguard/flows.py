@@ -34,7 +34,7 @@ from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
-from smsguard.plan import CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
+from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
 from smsguard.stats import Day, Report, Statistics
@@ -237,10 +237,11 @@ class Flows:
             # backend holds is not known, and never taken as right.
             out = self.local.run(job) if outage.mode != "closed" else Outcome(code=CodeState(""))
         result = self.codes.result(out, local, max(outage.down_until - now, 1.0))
-        if result.ok and not local and record.counters:
-            self.local.apply((record,))  # the fallback knows the number too
-        elif result.ok and record.counters:
-            self.outbox.owe(record)  # the backend learns it once it answers
+        if result.ok and record.counters:
+            if not local:
+                self.local.apply((record,))  # the fallback knows the number too
+            if local or (out.code is not None and out.code.nonce == UNRECORDED):
+                self.outbox.owe(record)  # the backend learns it once it answers
         yield from self._checked(attempt, result, out, now)
         return result
 

@@ -145,6 +145,11 @@ class CodeState(NamedTuple):
     issued_at: float = 0.0
 
 
+UNRECORDED = "unrecorded"
+"""A right check's ``CodeState.nonce`` when its verification marks could not be written with it
+(on a Cluster, another slot down): the guard owes them to the backend."""
+
+
 class Job(NamedTuple):
     """Everything one decision asks of a backend, run as one atomic step."""
 
