@@ -3,15 +3,31 @@ backend (``make_guard`` runs each test on memory, fakeredis, a real Redis and a 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Clock
+import redis
+from conftest import Clock, unique_prefix
+from servers import RedisServer, top_level_commands
 
-from smsguard import CodeCheck, CodeRules, DailyCap, Guard, Issued, SameContent, UnverifiedCap
+from smsguard import (
+    CodeCheck,
+    CodeRules,
+    DailyCap,
+    Guard,
+    IPThrottle,
+    Issued,
+    SameContent,
+    UnverifiedCap,
+    Whitelist,
+)
+from smsguard.backends.redis import RedisBackend
 from smsguard.events import CODE_CHECK, LOCKOUT, Event
-
 
 PHONE = "+8613800138000"
 OTHER = "+8613900139000"
@@ -261,3 +277,153 @@ def test_length_is_a_setting(make_guard: Callable[..., Guard]) -> None:
     assert code is not None
     assert len(code) == 4
     assert guard.check_code(PHONE, code).ok
+
+
+# -- through the real Redis and the real Cluster ------------------------------------------------
+
+CHECKER = textwrap.dedent(
+    """
+    import sys, threading
+    from smsguard import Guard
+    from smsguard.backends.redis import RedisBackend
+    url, prefix, phone, code, now = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=lambda: now)
+    results = []
+    start = threading.Barrier(4)
+    def hammer(guess):
+        start.wait()
+        for _ in range(3):
+            results.append(guard.check_code(phone, guess).reason or "ok")
+    threads = [threading.Thread(target=hammer, args=(code if i % 2 else code[::-1],)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(" ".join(results))
+    """
+)
+
+
+@pytest.mark.parametrize("target", [pytest.param("redis_server", marks=pytest.mark.redis_server),
+                                    pytest.param("redis_cluster", marks=pytest.mark.cluster)])  # fmt: skip
+def test_processes_checking_at_once_verify_once_and_spend_at_most_the_attempts(
+    request: pytest.FixtureRequest, target: str, clock: Clock
+) -> None:
+    url = request.getfixturevalue(target).url
+    prefix = unique_prefix()
+    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=clock)
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    assert code[::-1] != code or pytest.skip("a palindrome code: no wrong guess in this run")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHECKER, url, prefix, PHONE, code, repr(clock.now)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    reasons = [r for w in workers for r in w.communicate(timeout=120)[0].split()]
+    assert all(w.returncode == 0 for w in workers)
+    assert len(reasons) == 48
+    assert reasons.count("ok") == 1, reasons
+    # Wrong guesses evaluated against the live code: at most the code's 5 attempts.
+    assert reasons.count("wrong_code") <= 5
+    assert set(reasons) <= {"ok", "wrong_code", "no_code", "check_attempts", "too_many_checks"}
+
+
+@pytest.mark.redis_server
+def test_one_evalsha_per_issue_and_per_check(redis_server: RedisServer, clock: Clock) -> None:
+    backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
+    policies = [
+        Whitelist(shared=True),
+        SameContent(),
+        DailyCap(10),
+        IPThrottle("20/hour"),
+        UnverifiedCap("country"),
+    ]
+    guard = Guard(policies, backend=backend, secret="s", clock=clock, default_region="CN")
+    guard.check(OTHER, content="warm-up", ip="203.0.113.1")  # loads the script once
+    codes: list[str | None] = []
+
+    def work() -> None:
+        for i in range(3):
+            codes.append(guard.issue_code(f"+86138001383{i:02d}", ip="203.0.113.2").code)
+        for i in range(3):
+            guard.check_code(f"+86138001383{i:02d}", "000000", ip="203.0.113.2")
+        code = codes[0]
+        assert code is not None
+        assert guard.check_code("+8613800138300", code, ip="203.0.113.2").ok  # with its verification
+
+    commands = top_level_commands(redis_server.port, work)
+    assert commands == ["EVALSHA"] * 7
+
+
+@pytest.mark.redis_server
+def test_nothing_plain_in_redis_after_codes(redis_server: RedisServer, clock: Clock) -> None:
+    prefix = unique_prefix()
+    guard = Guard(
+        [SameContent(), DailyCap(10), IPThrottle("20/hour"), UnverifiedCap("range")],
+        backend=RedisBackend.from_url(redis_server.url, prefix=prefix), secret="s", clock=clock,
+        default_region="CN",
+    )  # fmt: skip
+    sent = []
+    for i in range(4):
+        phone = f"+86138001384{i:02d}"
+        code = guard.issue_code(phone, ip="203.0.113.77").code
+        assert code is not None
+        sent.append(code)
+        guard.check_code(phone, wrong(code), ip="203.0.113.77")
+        guard.check_code(phone, code, ip="203.0.113.77")
+    guard.issue_code("+8613800138499", ip="203.0.113.77")  # one live, unchecked
+    guard.flush()
+    client = redis.Redis(port=redis_server.port)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    dump = b" ".join(keys)
+    for stored in keys:
+        kind = client.type(stored)
+        if not stored.endswith(b":fingerprint"):  # the app's settings, kept on purpose
+            assert client.pttl(stored) > 0, f"{stored!r} never expires"
+        if kind == b"zset":
+            dump += b" ".join(m + repr(s).encode() for m, s in client.zrange(stored, 0, -1, withscores=True))
+        elif kind == b"hash":
+            dump += b" ".join(b"%s=%s" % item for item in client.hgetall(stored).items())
+        else:
+            dump += client.get(stored) or b""
+    for secret in [b"13800138", b"203.0.113.77", *(code.encode() for code in sent)]:
+        assert secret not in dump
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("fail_mode", ["open", "closed", "local"])
+def test_fail_modes_on_a_redis_that_dies(tmp_path: Path, clock: Clock, fail_mode: str) -> None:
+    server = RedisServer(tmp_path).start()
+    try:
+        guard = Guard(
+            [DailyCap(10)], backend=RedisBackend.from_url(server.url, prefix="f:"), secret="s", clock=clock,
+            fail_mode=fail_mode,  # type: ignore[arg-type]
+        )  # fmt: skip
+        before = guard.issue_code(PHONE).code
+        assert before is not None
+        server.stop()
+        # A code Redis holds is never right, nor wrong, during the outage: it cannot be checked.
+        held = guard.check_code(PHONE, before)
+        assert (held.ok, held.reason) == (False, "backend_unavailable")
+        assert held.retry_after is not None
+        during = guard.issue_code(OTHER)
+        if fail_mode == "closed":
+            assert (during.decision.allowed, during.decision.reason, during.code) == (
+                False, "backend_unavailable", None,
+            )  # fmt: skip
+            assert guard.check_code(OTHER, "123456").reason == "backend_unavailable"
+        else:
+            # Issued and checked in process; a wrong guess stays wrong.
+            assert during.decision.degraded
+            assert during.code is not None
+            assert guard.check_code(OTHER, wrong(during.code)).reason == "wrong_code"
+            assert guard.check_code(OTHER, during.code).ok
+        server.start()  # back, empty
+        clock.advance(5)
+        after = guard.issue_code(PHONE).code
+        assert after is not None
+        assert guard.check_code(PHONE, after).ok
+    finally:
+        server.stop()
