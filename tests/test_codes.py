@@ -427,3 +427,33 @@ def test_fail_modes_on_a_redis_that_dies(tmp_path: Path, clock: Clock, fail_mode
         assert guard.check_code(PHONE, after).ok
     finally:
         server.stop()
+
+
+def test_status_shows_the_live_code_never_the_code(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    guard = make_guard([DailyCap(10)])
+    assert [u.policy for u in guard.status(PHONE)] == ["daily_cap"]  # no code yet
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    clock.advance(42)
+    guard.check_code(PHONE, wrong(code))
+    rows = {u.policy: u for u in guard.status(PHONE)}
+    live = rows["code"]
+    assert (live.used, live.limit, live.remaining, live.age) == (1, 5, 4, 42.0)
+    assert code not in repr(rows)
+    assert guard.check_code(PHONE, code).ok
+    assert "code" not in {u.policy for u in guard.status(PHONE)}  # spent
+
+
+def test_report_counts_checks_and_conversion(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([])
+    for i in range(4):
+        phone = f"+86138001385{i:02d}"
+        code = guard.issue_code(phone).code
+        assert code is not None
+        if i % 2:
+            assert guard.check_code(phone, code).ok
+        else:
+            guard.check_code(phone, wrong(code))
+    report = guard.report()
+    assert report.conversion == 0.5  # codes entered right per code sent
+    assert (report.day.checked, report.day.checks, report.day.lockouts) == (4, {"wrong_code": 2}, 0)

@@ -123,7 +123,10 @@ class Usage(NamedTuple):
     """Seconds until a slot frees, when the counter is full; None while it has room."""
     unit: str = ""
     """What ``used``, ``limit`` and ``remaining`` count: ``""`` for hits, ``"$"`` for a
-    ``SpendCap``'s dollars."""
+    ``SpendCap``'s dollars, ``"checks"`` for the number's live code (policy ``code``: its wrong
+    checks made, allowed and left; never the code)."""
+    age: float | None = None
+    """For the live code: seconds since it was issued."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision

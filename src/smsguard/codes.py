@@ -29,10 +29,11 @@ from smsguard.attempt import (
     WRONG_CODE,
     Attempt,
     Decision,
+    Usage,
 )
 from smsguard.errors import BackendError, ConfigError
 from smsguard.phone import Digest
-from smsguard.plan import Counter, Guess, Issue, Job, Outcome, Record, key
+from smsguard.plan import CodeState, Counter, Guess, Issue, Job, Outcome, Record, key
 from smsguard.policies import parse_rates
 
 OK: Final = "ok"
@@ -129,6 +130,20 @@ class Codes:
             key(CODE_KEY, phone_id), nonce, self.hashed(phone_id, self.code(phone_id, nonce)), now + ttl,
             now + 2 * ttl, self.rules.max_attempts, if_exempt,
         )  # fmt: skip
+
+    def peek(self, phone_id: str, now: float) -> Job:
+        """A job that reads the number's code, nothing taken (``Guard.status``)."""
+        return Job(
+            now, "", (), (), code=Guess(key(CODE_KEY, phone_id), "", self.rules.max_attempts, (), peek=True)
+        )
+
+    def usage(self, state: CodeState | None, now: float) -> list[Usage]:
+        """The live code of ``state`` as ``Guard.status`` shows it (nothing if none is live)."""
+        if state is None or state.status != "live":
+            return []
+        n = self.rules.max_attempts
+        left = state.attempts_left
+        return [Usage(CODE_KEY, n - left, n, left, None, "checks", max(now - state.issued_at, 0.0))]
 
     def result(self, out: Outcome, local: bool, retry_after: float) -> CodeCheck:
         """See ``result``."""

@@ -351,10 +351,12 @@ class Flows:
 
     def status(self, phone: str, content: str | None, ip: IPLike | None) -> Flow[list[Usage]]:
         """The counters that hold ``phone`` (and ``content``'s, ``ip``'s): nothing consumed."""
-        plan = self.planner.peek(phone, content, ip, self.clock())
+        now = self.clock()
+        plan = self.planner.peek(phone, content, ip, now)
         out = yield (RUN, plan.job)
         waits = out.waits or (0.0,) * len(out.counts)
-        return [
+        code = (yield (RUN, self.codes.peek(plan.attempt.phone_id, now))).code
+        return self.codes.usage(code, now) + [
             usage(self._policies[owner.name], counter, n, wait or None)
             for counter, owner, n, wait in zip(
                 plan.job.counters, plan.counter_owners, out.counts, waits, strict=True

@@ -131,6 +131,8 @@ class Guess(NamedTuple):
     limits: tuple[Counter, ...]
     verified: Record | None = None
     charge: bool = False
+    peek: bool = False
+    """Only read the code: its state ("live" while it takes checks), nothing compared or taken."""
 
 
 class CodeState(NamedTuple):

@@ -143,6 +143,10 @@ class MemoryBackend:
         entry = self._codes.get(guess.key) if not guess.charge else None
         if guess.charge:
             state = CodeState("")
+        elif guess.peek:
+            if entry is None or not (entry.expires_at > now and entry.spent is None and entry.left > 0):
+                return Outcome(-1, tuple(counts), (), (), CodeState(codes.NO_CODE))
+            return Outcome(-1, tuple(counts), (), (), CodeState("live", "", entry.left, entry.issued_at))
         elif entry is None or entry.keep_until <= now:
             state = CodeState(codes.NO_CODE)
         elif entry.spent is not None:

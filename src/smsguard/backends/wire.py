@@ -277,7 +277,8 @@ class Wire:
         prefix, now = self.prefix, job.now
         keys = [] if guess.charge else [prefix + guess.key]
         keys += (prefix + c.key for c in limits)
-        args: list[Any] = ["check", repr(now), job.token, guess.hashed, int(guess.charge), len(limits)]
+        mode = 2 if guess.peek else int(guess.charge)
+        args: list[Any] = ["check", repr(now), job.token, guess.hashed, mode, len(limits)]
         for c in limits:
             window = c.window if c.window is not None else c.expires_at - now
             args += (c.limit, repr(now - window), math.ceil(window * 1000) + 1000)

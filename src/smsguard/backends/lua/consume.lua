@@ -61,7 +61,7 @@
 -- One check of a verification code, all in one call. KEYS: the code's hash (but with charge),
 -- the limits on wrong checks, then the keys a right code marks (a verification). ARGV: 'check',
 -- now, token, the guess's keyed hash ('' for a malformed guess), charge (1: the limits alone,
--- their hits taken at once: a Cluster's first step), number of limits, then per limit: its
+-- their hits taken at once: a Cluster's first step; 2: only read the code), number of limits, then per limit: its
 -- limit, the score from which it counts (exclusive), its time to live in ms; then the marks'
 -- member and per mark: its expiry and time to live in ms.
 -- Reply: {status, left, issued at, count..., [frees...]}: status 'ok', 'wrong_code',
@@ -69,6 +69,7 @@
 -- nothing taken; frees then says, per limit, -1 or the score of the hit whose end frees it).
 local function check()
   local now, token, hashed, charge, nlimits = ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
+  local peek = ARGV[5] == '2' -- only read the code (Guard.status)
   local first = charge and 1 or 2 -- KEYS index of the first limit
   local reply, full = {'', -1, '0'}, false
   for i = 0, nlimits - 1 do
@@ -100,6 +101,8 @@ local function check()
       status = 'code_expired'
     elseif left <= 0 then
       status = 'check_attempts'
+    elseif peek then
+      status = 'live'
     elseif hashed ~= '' and hashed == code[1] then
       status = 'ok'
       redis.call('HSET', KEYS[1], 's', token)
@@ -115,7 +118,7 @@ local function check()
     end
     reply[1], reply[2], reply[3] = status, left or -1, code[5] or '0'
   end
-  if status ~= 'ok' then -- a wrong check: one hit of each limit
+  if status ~= 'ok' and not peek then -- a wrong check: one hit of each limit
     for i = 0, nlimits - 1 do
       local key = KEYS[first + i]
       redis.call('ZADD', key, now, token)
