@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 import redis
 from conftest import Clock, unique_prefix
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import RedisServer, top_level_commands
 
 from smsguard import (
+    BackendUnavailable,
     CodeCheck,
     CodeRules,
     DailyCap,
@@ -28,6 +31,7 @@ from smsguard import (
 )
 from smsguard.backends.redis import RedisBackend
 from smsguard.events import CODE_CHECK, LOCKOUT, Event
+from smsguard.plan import UNRECORDED, CodeState, Guess, Issue, Outcome
 
 PHONE = "+8613800138000"
 OTHER = "+8613900139000"
@@ -457,3 +461,192 @@ def test_report_counts_checks_and_conversion(make_guard: Callable[..., Guard]) -
     report = guard.report()
     assert report.conversion == 0.5  # codes entered right per code sent
     assert (report.day.checked, report.day.checks, report.day.lockouts) == (4, {"wrong_code": 2}, 0)
+
+
+def test_rules_from_settings() -> None:
+    from smsguard import ConfigError
+
+    guard = Guard.from_settings(
+        {"SMSGUARD_CODE_LENGTH": "8", "SMSGUARD_CODE_TTL": "120", "SMSGUARD_CODE_ATTEMPTS": 3,
+         "SMSGUARD_CODE_CHECKS_PER_NUMBER": "0", "SMSGUARD_CODE_CHECKS_PER_IP": "5/minute"}
+    )  # fmt: skip
+    assert guard.flows.codes.rules == CodeRules(8, 120.0, 3, None, "5/minute")
+    assert Guard.from_settings({}).flows.codes.rules == CodeRules()
+    with pytest.raises(ConfigError, match="SMSGUARD_CODE_LENGTH"):
+        Guard.from_settings({"SMSGUARD_CODE_LENGTH": 12})
+    with pytest.raises(ConfigError, match="did you mean SMSGUARD_CODE_TTL"):
+        Guard.from_settings({"SMSGUARD_CODE_TTLS": 12})
+
+
+# -- the flows, stepped by hand: no backend -----------------------------------------------------
+
+
+def stepped(clock: Clock, mode: str = "closed", policies: Any = None) -> Guard:
+    return Guard(
+        policies if policies is not None else [DailyCap(2)],
+        fail_mode=mode,  # type: ignore[arg-type]
+        clock=clock,
+        secret="s",
+        statistics=False,
+    )
+
+
+def returned(flow: Any, answer: Any = None, throw: BaseException | None = None) -> Any:
+    with pytest.raises(StopIteration) as done:
+        flow.throw(throw) if throw is not None else flow.send(answer)
+    return done.value.value
+
+
+def test_issue_flow_carries_the_code_on_the_decisions_job(clock: Clock) -> None:
+    guard = stepped(clock)
+    flow = guard.flows.issue_code(PHONE)
+    verb, job = next(flow)
+    assert verb == "run"
+    assert [c.limit for c in job.counters] == [2]
+    assert isinstance(job.code, Issue)
+    assert job.code.expires_at == clock.now + 600
+    state = CodeState("live", "abc", 3, clock.now - 10)
+    issued = returned(flow, Outcome(-1, (0,), code=state))
+    assert issued.decision.allowed
+    assert issued.code == guard.flows.codes.code(guard.identify(PHONE).phone_id, "abc")
+    # Denied: no code, whatever the job carried.
+    flow = guard.flows.issue_code(PHONE)
+    next(flow)
+    denied = returned(flow, Outcome(-1, (2,), (30.0,)))
+    assert (denied.decision.reason, denied.code) == ("daily_cap", None)
+
+
+@pytest.mark.parametrize("mode", ["open", "closed", "local"])
+def test_issue_flow_through_an_outage(clock: Clock, mode: str) -> None:
+    guard = stepped(clock, mode)
+    flow = guard.flows.issue_code(PHONE)
+    next(flow)
+    issued = returned(flow, throw=BackendUnavailable("connection refused"))
+    if mode == "closed":
+        assert (issued.decision.allowed, issued.decision.reason, issued.code) == (
+            False,
+            "backend_unavailable",
+            None,
+        )
+        return
+    # Issued in process, and checked there: never on the backend.
+    assert issued.decision.degraded
+    assert issued.code is not None
+    flow = guard.flows.check_code(PHONE, issued.code, None)
+    with pytest.raises(StopIteration) as done:  # the backend is left alone: no step at all
+        next(flow)
+    assert done.value.value == CodeCheck(True, None, None, 5)
+
+
+def test_check_flow_is_one_step_and_reads_its_outcome(clock: Clock) -> None:
+    guard = stepped(clock)
+    flow = guard.flows.check_code(PHONE, "12a456", "203.0.113.7")
+    verb, job = next(flow)
+    assert verb == "run"
+    assert isinstance(job.code, Guess)
+    assert job.code.hashed == ""  # malformed: matches nothing
+    assert [c.limit for c in job.code.limits] == [10, 20]
+    result = returned(flow, Outcome(-1, (3, 4), code=CodeState("wrong_code", "", 2, clock.now)))
+    assert result == CodeCheck(False, "wrong_code", None, 2)
+    flow = guard.flows.check_code(PHONE, "123456", "203.0.113.7")
+    next(flow)
+    refused = returned(flow, Outcome(-1, (3, 20), (0.0, 1200.0), code=CodeState("")))
+    assert refused == CodeCheck(False, "too_many_checks", 1200.0, None)
+
+
+@pytest.mark.parametrize("mode", ["open", "closed", "local"])
+def test_check_flow_through_an_outage_never_accepts_what_it_cannot_see(clock: Clock, mode: str) -> None:
+    guard = stepped(clock, mode)
+    flow = guard.flows.check_code(PHONE, "123456", None)
+    next(flow)
+    result = returned(flow, throw=BackendUnavailable("connection refused"))
+    assert (result.ok, result.reason) == (False, "backend_unavailable")
+    assert result.retry_after == 5.0
+
+
+def test_a_right_check_whose_marks_were_not_written_owes_them(clock: Clock) -> None:
+    guard = stepped(clock, "local", [UnverifiedCap("country")])
+    flow = guard.flows.check_code(PHONE, "123456", None)
+    next(flow)
+    verb, changes = flow.send(Outcome(-1, (0,), code=CodeState("ok", UNRECORDED, 4, clock.now)))
+    assert verb == "apply"  # sent at once, with what else is owed
+    assert [type(c).__name__ for c in changes] == ["Record"]
+    result = returned(flow, throw=BackendUnavailable("a slot is down", partial=True))
+    assert result.ok  # the check stands; the marks wait for the backend
+    assert [type(c).__name__ for c in guard.outbox.pending] == ["Record"]
+
+
+# -- a property: the guard's checks against a tiny model of the contract ------------------------
+
+
+class Model:
+    """The contract, for one number: a code per issue, live ``ttl`` s, spent by its first right
+    check, dead after ``attempts`` wrong ones; an issue while live gives the same code."""
+
+    def __init__(self, ttl: float, attempts: int) -> None:
+        self.ttl, self.attempts = ttl, attempts
+        self.code: str | None = None
+        self.expires = 0.0
+        self.left = 0
+        self.spent = False
+        self.kept = 0.0
+
+    def issue(self, code: str, now: float) -> str:
+        if self.code is not None and now < self.expires and not self.spent and self.left > 0:
+            return self.code
+        self.code, self.expires, self.left, self.spent, self.kept = (
+            code,
+            now + self.ttl,
+            self.attempts,
+            False,
+            now + 2 * self.ttl,
+        )
+        return code
+
+    def check(self, guess: str, now: float) -> str | None:
+        if self.code is None or self.spent or now >= self.kept:
+            return "no_code"
+        if now >= self.expires:
+            return "code_expired"
+        if self.left <= 0:
+            return "check_attempts"
+        if guess == self.code:
+            self.spent = True
+            return None
+        self.left -= 1
+        return "wrong_code"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["issue", "right", "wrong", "garbage", "wait"]),
+            st.floats(0, 400, allow_nan=False),
+        ),
+        max_size=30,
+    )
+)
+def test_checks_follow_the_model(steps: list[tuple[str, float]]) -> None:
+    clock = Clock()
+    guard = Guard(
+        [],
+        clock=clock,
+        secret="s",
+        code_rules=CodeRules(ttl=300, max_attempts=3, per_number=None, per_ip=None),
+    )
+    model = Model(300, 3)
+    code: str | None = None
+    for action, seconds in steps:
+        if action == "wait":
+            clock.advance(seconds)
+        elif action == "issue":
+            issued = guard.issue_code(PHONE).code
+            assert issued is not None
+            assert model.issue(issued, clock.now) == issued  # the same code while live
+            code = issued
+        else:
+            guess = {"right": code or "000000", "wrong": wrong(code or "000000"), "garbage": "12 3x"}[action]
+            result = guard.check_code(PHONE, guess)
+            expected = model.check(guess, clock.now)
+            assert (result.ok, result.reason) == (expected is None, expected)

@@ -33,6 +33,7 @@ from smsguard.attempt import (
 )
 from smsguard.errors import BackendError, ConfigError
 from smsguard.phone import Digest
+from smsguard.settings import Settings
 from smsguard.plan import CodeState, Counter, Guess, Issue, Job, Outcome, Record, key
 from smsguard.policies import parse_rates
 
@@ -103,6 +104,20 @@ class CodeRules:
 
     def rates(self, which: str | None) -> tuple[tuple[int, float], ...]:
         return tuple((item.amount, float(item.get_expiry())) for item in parse_rates(which)) if which else ()
+
+
+def code_rules(read: Settings) -> CodeRules:
+    """The ``CodeRules`` of flat settings: ``CODE_LENGTH``, ``CODE_TTL``, ``CODE_ATTEMPTS``,
+    ``CODE_CHECKS_PER_NUMBER`` and ``CODE_CHECKS_PER_IP`` (0 for no such limit)."""
+    default = CodeRules()
+    with read.about("CODE_LENGTH", "CODE_TTL", "CODE_ATTEMPTS", "CODE_CHECKS_PER_NUMBER", "CODE_CHECKS_PER_IP"):
+        return CodeRules(
+            read.integer("CODE_LENGTH", default.length),
+            read.number("CODE_TTL", default.ttl),
+            read.integer("CODE_ATTEMPTS", default.max_attempts),
+            read.rates("CODE_CHECKS_PER_NUMBER", default.per_number or "0"),
+            read.rates("CODE_CHECKS_PER_IP", default.per_ip or "0"),
+        )
 
 
 class Codes:

@@ -15,7 +15,7 @@ from typing import Any
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
-from smsguard.codes import CodeCheck, CodeRules, Codes, Issued
+from smsguard.codes import CodeCheck, CodeRules, Codes, Issued, code_rules
 from smsguard.drive import adrive, drive
 from smsguard.errors import Denied
 from smsguard.events import Listener, Reporter
@@ -151,6 +151,7 @@ class Guard:
                 flush_interval=read.number("STATS_INTERVAL", 1.0),
             ),
             dry_run=read.boolean("DRY_RUN", False),
+            code_rules=code_rules(read),
         )
 
     # -- the backend's I/O: the only code that differs between sync and async -------------

@@ -56,6 +56,11 @@ KEYS: Final[Mapping[str, str]] = {
     "IPV4_PREFIX": GUARD,
     "IPV6_PREFIX": GUARD,
     "IP_SKIP_MISSING": GUARD,
+    "CODE_LENGTH": GUARD,
+    "CODE_TTL": GUARD,
+    "CODE_ATTEMPTS": GUARD,
+    "CODE_CHECKS_PER_NUMBER": GUARD,
+    "CODE_CHECKS_PER_IP": GUARD,
     # The request side, every adapter (Gate.settings).
     "PHONE_FIELD": REQUEST,
     "CONTENT_FIELD": REQUEST,
