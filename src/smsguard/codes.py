@@ -33,9 +33,9 @@ from smsguard.attempt import (
 )
 from smsguard.errors import BackendError, ConfigError
 from smsguard.phone import Digest
-from smsguard.settings import Settings
 from smsguard.plan import CodeState, Counter, Guess, Issue, Job, Outcome, Record, key
 from smsguard.policies import parse_rates
+from smsguard.settings import Settings
 
 OK: Final = "ok"
 REASONS: Final = (WRONG_CODE, CODE_EXPIRED, NO_CODE, CHECK_ATTEMPTS, TOO_MANY_CHECKS, BACKEND_UNAVAILABLE)
@@ -110,7 +110,8 @@ def code_rules(read: Settings) -> CodeRules:
     """The ``CodeRules`` of flat settings: ``CODE_LENGTH``, ``CODE_TTL``, ``CODE_ATTEMPTS``,
     ``CODE_CHECKS_PER_NUMBER`` and ``CODE_CHECKS_PER_IP`` (0 for no such limit)."""
     default = CodeRules()
-    with read.about("CODE_LENGTH", "CODE_TTL", "CODE_ATTEMPTS", "CODE_CHECKS_PER_NUMBER", "CODE_CHECKS_PER_IP"):
+    keys = ("CODE_LENGTH", "CODE_TTL", "CODE_ATTEMPTS", "CODE_CHECKS_PER_NUMBER", "CODE_CHECKS_PER_IP")
+    with read.about(*keys):
         return CodeRules(
             read.integer("CODE_LENGTH", default.length),
             read.number("CODE_TTL", default.ttl),
