@@ -650,3 +650,22 @@ def test_checks_follow_the_model(steps: list[tuple[str, float]]) -> None:
             result = guard.check_code(PHONE, guess)
             expected = model.check(guess, clock.now)
             assert (result.ok, result.reason) == (expected is None, expected)
+
+
+def test_readme_checking_the_code_runs_when_pasted() -> None:
+    """The README's "Checking the code" block, run as a script, prints what its comments say."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Checking the code") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```\n", start)]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "True 6",
+        "CodeCheck(ok=False, reason='wrong_code', retry_after=None, attempts_left=4)",
+        "True",
+        "no_code",
+    ]
+    for line in ("# True 6", "# CodeCheck(ok=False, reason='wrong_code', retry_after=None, attempts_left=4)",
+                 "# True", "# no_code"):  # fmt: skip
+        assert line in code, "the comment says what the line prints"
