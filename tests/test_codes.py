@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -669,3 +670,42 @@ def test_readme_checking_the_code_runs_when_pasted() -> None:
     for line in ("# True 6", "# CodeCheck(ok=False, reason='wrong_code', retry_after=None, attempts_left=4)",
                  "# True", "# no_code"):  # fmt: skip
         assert line in code, "the comment says what the line prints"
+
+
+def test_threads_checking_wrong_codes_spend_at_most_the_attempts(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([], code_rules=CodeRules(per_number="1000/day", per_ip=None))
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    results: list[CodeCheck] = []
+    start = threading.Barrier(8)
+
+    def hammer(k: int) -> None:
+        start.wait()
+        for j in range(5):
+            guess = f"{(int(code) + 1 + k * 5 + j) % 10**6:06d}"
+            results.append(guard.check_code(PHONE, guess))
+
+    workers = [threading.Thread(target=hammer, args=(k,)) for k in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    reasons = [r.reason for r in results]
+    assert reasons.count("wrong_code") == 5
+    assert reasons.count("check_attempts") == 35
+    assert sorted(r.attempts_left for r in results if r.reason == "wrong_code") == [0, 1, 2, 3, 4]
+    assert guard.check_code(PHONE, code).reason == "check_attempts"
+
+
+def test_whitelisted_numbers_get_codes_too(make_guard: Callable[..., Guard]) -> None:
+    guard = make_guard([Whitelist([PHONE]), Whitelist(shared=True, name="shared"), DailyCap(1)])
+    for _ in range(3):  # exempt from the cap, in code: the code is the same live one
+        issued = guard.issue_code(PHONE)
+        assert issued.decision.reason == "exempt"
+        assert issued.code is not None
+    guard.add_number("shared", OTHER)
+    first = guard.issue_code(OTHER)
+    assert (first.decision.reason, first.decision.policy) == ("exempt", "shared")
+    assert first.code is not None
+    assert guard.check_code(OTHER, first.code).ok
+    assert guard.check_code(PHONE, issued.code).ok
