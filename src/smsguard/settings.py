@@ -64,6 +64,7 @@ KEYS: Final[Mapping[str, str]] = {
     # The request side, every adapter (Gate.settings).
     "PHONE_FIELD": REQUEST,
     "CONTENT_FIELD": REQUEST,
+    "CODE_FIELD": REQUEST,
     "TRUSTED_PROXIES": REQUEST,
     "PROXY_HEADER": REQUEST,
     "MAX_BODY": REQUEST,
