@@ -446,3 +446,16 @@ def test_bad_actions_fail_at_construction() -> None:
 
 def test_gate_settings_read_the_code_field() -> None:
     assert Gate.settings({"SMSGUARD_CODE_FIELD": "otp"}) == {"code": "otp"}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_client_guessing_across_numbers_is_held_with_retry_after(adapter: str, guard: Guard) -> None:
+    """One address guessing one code on each of many numbers: its wrong checks are limited
+    (20 an hour by default), then a 429 ``too_many_checks`` says when to come back."""
+    app = App(adapter, guard)
+    answers = [app.verify_full("123456", f"139001{n:05d}", ip="198.51.100.7") for n in range(25)]
+    assert [status for status, _, _ in answers] == [400] * 20 + [429] * 5
+    status, answer, headers = answers[-1]
+    assert (answer["error"], answer["reason"]) == ("rate_limited", "too_many_checks")
+    assert int(headers["retry-after"]) == answer["retry_after"] > 0
+    assert app.verify_full("123456", "13900100000", ip="198.51.100.8")[0] == 400, "another address is not held"
