@@ -1,4 +1,4 @@
-"""A Flask app with a guarded send-verification-code endpoint and a fake SMS sender.
+"""A Flask app whose guard issues and checks the verification codes, with a fake SMS sender.
 
     ./dev serve flask                                               # gunicorn, memory backend
     REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
@@ -6,7 +6,13 @@
 
 (``gunicorn --chdir examples flask_app:app``.) Settings come from SMSGUARD_* environment
 variables into app.config (see Guard.from_settings); the extension writes the guard's
-statistics when the worker exits. Try an SMS-bombing run with curl:
+statistics when the worker exits. ``POST /sms/send`` issues the code (the fake sender prints it
+in the server's output, for you to type in) and ``POST /sms/verify`` checks it:
+
+    curl -s -XPOST localhost:8000/sms/send -d phone=13800138000
+    curl -s -XPOST localhost:8000/sms/verify -d phone=13800138000 -d code=<the printed code>
+
+An SMS-bombing run:
 
     for i in $(seq 12); do curl -s -XPOST localhost:8000/sms/send -d phone=13800138000; echo; done
 """
@@ -14,7 +20,6 @@ statistics when the worker exits. Try an SMS-bombing run with curl:
 from __future__ import annotations
 
 import os
-import secrets
 
 from flask import Flask, g, jsonify
 
@@ -26,25 +31,33 @@ app.config.update({k: v for k, v in os.environ.items() if k.startswith("SMSGUARD
 if "REDIS_URL" in os.environ:
     app.config["SMSGUARD_STORAGE_URI"] = os.environ["REDIS_URL"]
 sms_guard = SMSGuard(app)
-outbox: list[tuple[str, str]] = []
+outbox: list[str] = []
 
 
 def send_sms(phone: str, text: str) -> None:
-    """Stands in for the SMS provider."""
+    """Stands in for the SMS provider: prints the message (the number masked) so that a person
+    trying the example can type the code in. An example only: a real app never logs a code."""
     if phone.endswith("99999"):  # a number the provider rejects: shows the refund
         raise ConnectionError("provider rejected the number")
-    outbox.append((phone, text))
+    outbox.append(phone[-4:])
+    print(f"fake SMS to {phone[:-8]}****{phone[-4:]}: {text}", flush=True)
 
 
 @app.post("/sms/send")
-@sms_guard.protect()
+@sms_guard.protect(action="issue")  # the send judged and the code issued: the view only sends it
 def send_code():  # type: ignore[no-untyped-def]
-    phone = g.smsguard.phone  # the number the guard validated, in E.164
+    issued = g.smsguard
     try:
-        send_sms(phone, f"Your code is {secrets.randbelow(10**6):06d}")
+        send_sms(issued.decision.phone, f"Your code is {issued.code}")  # the number in E.164
     except ConnectionError as exc:
         return jsonify(sent=False, error=str(exc)), 502  # a 4xx or 5xx: the guard refunds the quota
     return jsonify(sent=True)
+
+
+@app.post("/sms/verify")
+@sms_guard.protect(action="verify")  # only a right code reaches the view (else 400 invalid_code, 429)
+def verify():  # type: ignore[no-untyped-def]
+    return jsonify(verified=g.smsguard.ok)
 
 
 @app.get("/sms/outbox")

@@ -13,7 +13,13 @@ SMSGUARD = {
     "PHONE_RATE": "",
     "IP_RATE": "",
     "DAILY_CAP": 3,
-    "ROUTES": ["POST /sms/send", "POST /sms/fail", "POST /sms/502"],
+    # Sends judged ("check"), and a check route under the middleware ("verify").
+    "ROUTES": {
+        "POST /sms/send": "check",
+        "POST /sms/fail": "check",
+        "POST /sms/502": "check",
+        "POST /codes/verify": "verify",
+    },
     "MAX_BODY": 1024,
     "TRUSTED_PROXIES": ["203.0.113.0/24"],
 }

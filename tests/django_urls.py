@@ -10,6 +10,7 @@ from django.urls import path
 from smsguard.adapters.django import protect
 
 seen: list[str] = []
+codes: list[tuple[str, str]] = []  # (number, code) the issuing views were handed
 guard: Any = None  # a test's own guard, named by SMSGUARD["GUARD"]
 
 
@@ -36,6 +37,30 @@ async def send_async(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"phone": request.smsguard.phone})
 
 
+def issued(request: HttpRequest) -> JsonResponse:
+    """A send route with ``action="issue"``: what a view handed the code would text."""
+    phone = request.smsguard.decision.phone
+    if phone.endswith("99999"):  # a number the provider rejects
+        return JsonResponse({"sent": False}, status=502)
+    codes.append((phone, request.smsguard.code))
+    return JsonResponse({"sent": True})
+
+
+def verified(request: HttpRequest) -> JsonResponse:
+    """A check route with ``action="verify"``: reached with a right code only."""
+    return JsonResponse({"verified": request.smsguard.ok})
+
+
+@protect(action="issue")
+def issued_sync(request: HttpRequest) -> JsonResponse:
+    return issued(request)
+
+
+@protect(action="verify")
+async def verified_async(request: HttpRequest) -> JsonResponse:
+    return verified(request)
+
+
 urlpatterns = [
     path("sms/send", send),
     path("v1/sms/send.json", send),
@@ -43,4 +68,8 @@ urlpatterns = [
     path("sms/502", bad_gateway),
     path("v2/sync", send_sync),
     path("v2/async", send_async),
+    path("codes/send", issued),  # the middleware's, when a test's ROUTES name it
+    path("codes/verify", verified),
+    path("codes/v2/send", issued_sync),
+    path("codes/v2/verify", verified_async),
 ]

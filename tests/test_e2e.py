@@ -365,3 +365,110 @@ def test_gunicorn_behind_nginx_is_not_held_by_stalled_bodies(tmp_path: Path) -> 
                 assert httpx.get(f"{base}/sms/outbox").json()["sent"] == 1
     finally:
         stop_process(nginx)
+
+
+# -- the code routes: every example app, issue then verify, 4 workers on one Redis ------------
+
+DJANGO_PROJECT = EXAMPLES / "django_project"
+ASGI_APPS = {"starlette": "starlette_app:app", "fastapi": "fastapi_app:app"}
+
+
+def example_server(app: str, server: str, port: int) -> list[str]:
+    """The command that serves example ``app`` under ``server`` with 4 workers on ``port``:
+    uvicorn (Flask through its WSGI interface) or gunicorn (the ASGI apps with uvicorn's worker,
+    Django's WSGI application)."""
+    bind = ["--host", "127.0.0.1", "--port", str(port), "--workers", "4", "--no-proxy-headers"]
+    where = ["--app-dir", str(DJANGO_PROJECT if app == "django" else EXAMPLES)]
+    if server == "uvicorn":
+        target = {"django": "smsdemo.asgi:application", "flask": "flask_app:app"}.get(app) or ASGI_APPS[app]
+        wsgi = ["--interface", "wsgi"] if app == "flask" else []
+        return [sys.executable, "-m", "uvicorn", target, *where, *bind, *wsgi, "--log-level", "warning"]
+    command = [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}"]
+    if app == "django":
+        return [*command, "--chdir", str(DJANGO_PROJECT), "smsdemo.wsgi"]
+    if app == "flask":
+        return [*command, "--chdir", str(EXAMPLES), "flask_app:app"]
+    return [*command, "-k", "uvicorn.workers.UvicornWorker", "--chdir", str(EXAMPLES), ASGI_APPS[app]]
+
+
+def printed_code(out: Path, phone: str, process: subprocess.Popen[Any], after: int = 0) -> str:
+    """The code the example's fake sender printed for ``phone`` (E.164), found past the first
+    ``after`` such lines of the server's output."""
+    masked = f"{phone[:-8]}****{phone[-4:]}"
+    found: list[str] = []
+
+    def printed() -> bool:
+        lines = [line for line in out.read_text().splitlines() if f"fake SMS to {masked}:" in line]
+        found[:] = [line.rsplit(" ", 1)[1] for line in lines[after:]]
+        return bool(found)
+
+    wait_until(printed, f"the code for {masked} in the server's output", 30, process)
+    return found[0]
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+@pytest.mark.parametrize("app", ["starlette", "fastapi", "flask", "django"])
+def test_every_example_app_sends_then_verifies_on_redis_with_four_workers(
+    redis_server: RedisServer, tmp_path: Path, app: str, server: str
+) -> None:
+    """Under uvicorn and gunicorn, 4 workers on one Redis: the code the fake sender printed
+    verifies once, whichever worker checks it; a wrong code, no code and a spent one get the one
+    400; 50 guesses at once from 50 addresses (read from the trusted proxy's X-Forwarded-For)
+    are judged five times, then the code is dead."""
+    from conftest import unique_prefix
+
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "SMSGUARD_SECRET": "e2e-codes",
+        "SMSGUARD_KEY_PREFIX": unique_prefix(),
+        "SMSGUARD_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    out = tmp_path / "server.out"
+    with out.open("w") as stdout:
+        process = subprocess.Popen(
+            example_server(app, server, port),
+            env={**os.environ, **env},
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+        )
+    invalid = {"error": "invalid_code", "policy": None, "reason": "invalid_code", "retry_after": None}
+    try:
+        wait_listening(port, process)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=30) as http:
+
+            def verify(phone: str, code: Any, ip: str = "192.0.2.1") -> tuple[int, Any]:
+                answer = http.post(
+                    "/sms/verify", json={"phone": phone, "code": code}, headers={"x-forwarded-for": ip}
+                )
+                return answer.status_code, answer.json()
+
+            sent = http.post("/sms/send", json={"phone": "+86 138 0013 8001"})
+            assert (sent.status_code, sent.json()) == (200, {"sent": True})
+            code = printed_code(out, "+8613800138001", process)
+            wrong = f"{(int(code) + 1) % 10**6:06d}"
+            assert verify("13800138001", wrong) == (400, invalid)
+            assert verify("13800138002", code) == (400, invalid), "a number with no code looks the same"
+            missing = http.post("/sms/verify", json={"phone": "13800138001"})
+            # FastAPI's model rejects a body without the code before the dependency (its own 422).
+            assert missing.status_code == (422 if app == "fastapi" else 400)
+            assert verify("138 0013 8001", code) == (200, {"verified": True})
+            assert verify("13800138001", code) == (400, invalid), "spent by its first right check"
+
+            assert http.post("/sms/send", json={"phone": "13800138003"}).status_code == 200
+            target = printed_code(out, "+8613800138003", process)
+            guesses = [f"{n:06d}" for n in range(51) if f"{n:06d}" != target][:50]
+            with ThreadPoolExecutor(10) as pool:
+                answers = list(
+                    pool.map(
+                        lambda n: verify("13800138003", guesses[n], f"198.51.100.{n + 1}"),
+                        range(len(guesses)),
+                    )
+                )
+            assert sorted(status for status, _ in answers) == [400] * 5 + [429] * 45, "five guesses judged"
+            assert [body for status, body in answers if status == 400] == [invalid] * 5
+            assert verify("13800138003", target)[0] == 429, "the code is dead: the right one too"
+    finally:
+        stop_process(process)

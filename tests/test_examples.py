@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -71,3 +73,37 @@ def test_readme_names_no_package_index() -> None:
     for line in readme.splitlines():
         if "pip install" in line:
             assert "pip install ." in line or "pip install '." in line, line
+
+
+def test_readme_code_run_is_what_the_fastapi_example_answers(capsys: Any, monkeypatch: Any) -> None:
+    """The README's run of the code routes, replayed against the FastAPI example (the code it
+    printed in place of the README's): each curl gets the answer pasted under it."""
+    import importlib
+    import re
+
+    from starlette.testclient import TestClient
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("### Checking the code") : readme.index("## In front of a web endpoint")]
+    run = section[section.index("```console\n") : section.index("\n```\n", section.index("```console\n"))]
+    lines = run.splitlines()[1:]
+    pasted_code = re.search(r"Your code is (\d+)", run)
+    assert pasted_code is not None
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    for name in [k for k in os.environ if k.startswith("SMSGUARD_") or k == "REDIS_URL"]:
+        monkeypatch.delenv(name)
+    example = importlib.reload(importlib.import_module("fastapi_app"))
+    replayed, code = 0, pasted_code.group(1)
+    with TestClient(example.app, client=("203.0.113.9", 1)) as client:
+        for i, line in enumerate(lines):
+            found = re.match(r"\$ curl -s -XPOST localhost:8000(\S+) .* -d '(.*)'$", line)
+            if not found:
+                continue
+            path, body = found.groups()
+            printed = re.findall(r"Your code is (\d+)", capsys.readouterr().out)
+            code = printed[-1] if printed else code
+            answer = client.post(path, content=body.replace(pasted_code.group(1), code),
+                                 headers={"content-type": "application/json"})  # fmt: skip
+            assert answer.text == lines[i + 1].replace(pasted_code.group(1), code), line
+            replayed += 1
+    assert replayed == 5

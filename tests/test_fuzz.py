@@ -1,4 +1,5 @@
-"""Hypothesis throws random requests at both adapters: never a 500, never an escape."""
+"""Hypothesis throws random requests at every adapter, on the send route and on the route that
+checks the code: never a 500, never an escape."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -42,6 +43,19 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=10,
 )
+# What a client may send as the code: digits of any length, any text (lone surrogates, full-width
+# digits), and what JSON holds besides strings.
+codes = st.one_of(
+    st.text(alphabet="0123456789", max_size=12),
+    st.sampled_from(["", " 123456", "１２３４５６", "12345\x00", "\ud800" * 6, "0" * 10_000]),
+    any_text,
+    st.integers(),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.lists(st.text(max_size=6), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # Mostly POST, the guarded method.
 methods = st.sampled_from(METHODS) | st.just("POST") | st.just("POST")
@@ -64,10 +78,14 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
     kind = draw(st.sampled_from(["json-object", "json-any", "form", "two-faced", "bytes", "empty"]))
     if kind == "json-object":
         payload = draw(
-            st.dictionaries(st.sampled_from(["phone", "template", "user", "x"]), json_values, max_size=4)
+            st.dictionaries(
+                st.sampled_from(["phone", "template", "user", "x", "code"]), json_values, max_size=4
+            )
         )
         if draw(st.booleans()):
             payload["phone"] = draw(phones)
+        if draw(st.booleans()):
+            payload["code"] = draw(codes)
         if draw(st.booleans()):
             payload["user"] = {"tel": draw(phones)} if draw(st.booleans()) else draw(json_values)
         body = json.dumps(payload, allow_nan=True).encode()
@@ -79,6 +97,10 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
         body = draw(st.text(max_size=100)).encode("utf-8", "surrogatepass")
         if draw(st.booleans()):
             body += b"&phone=13800138000&phone=13900139000&template=%ED%A0%80"
+        if draw(st.booleans()):
+            body += b"&phone=13800138000&code=" + draw(
+                st.sampled_from([b"123456", b"%ED%A0%80", b"1&code=2"])
+            )
     elif kind == "two-faced":  # JSON to a view that reads JSON, a form to one that reads forms
         payload = {"phone": draw(phones), "pad": f"&phone={draw(phones)}&"}
         text = draw(st.sampled_from(["", " \n", "\ufeff"])) + json.dumps(payload, allow_nan=True)
@@ -105,6 +127,9 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
                 "phone=" + "9" * 500,
                 "phone=1&phone=2",
                 "template=%ED%A0%80",
+                "code=123456",
+                "code=%FF",
+                "phone=13800138000&code=1&code=2",
             ]
         )
     )
@@ -145,8 +170,16 @@ def json_phone(body: bytes, guard: Guard) -> str | None:
         return "?"
 
 
-def starlette_app(fields: dict[str, Any]) -> Starlette:
+def coded_guard() -> Guard:
+    """``guard()`` with a live code for the number the fuzzing sends most, so that checks meet
+    a wrong code and, five of them later, a dead one, as well as no code."""
     the_guard = guard()
+    assert the_guard.issue_code("13800138000", ip=PEER).code is not None
+    return the_guard
+
+
+def starlette_app(fields: dict[str, Any]) -> Starlette:
+    the_guard = coded_guard()
 
     async def send(request: Request) -> JSONResponse:
         body = await request.body()
@@ -154,14 +187,21 @@ def starlette_app(fields: dict[str, Any]) -> Starlette:
             assert json_phone(body, the_guard) in (None, request.state.smsguard.phone)
         return JSONResponse({"bytes": len(body)})
 
-    # The endpoint takes every method, the middleware guards POST: the others get its 405.
+    async def verify(request: Request) -> JSONResponse:
+        assert request.state.smsguard.ok, "only a right code reaches the view"
+        return JSONResponse({"verified": True})
+
+    # The endpoints take every method, the middleware guards POST: the others get its 405.
     app = Starlette(
-        routes=[Route(path, send, methods=METHODS) for path in ("/sms/send", "/v1/sms/send.json")]
+        routes=[
+            *[Route(path, send, methods=METHODS) for path in ("/sms/send", "/v1/sms/send.json")],
+            Route("/sms/verify", verify, methods=METHODS),
+        ]
     )
     app.add_middleware(
         SMSGuardMiddleware,
         guard=the_guard,
-        routes=["POST /sms/send", "POST /v1/sms/send.json"],
+        routes={"POST /sms/send": {}, "POST /v1/sms/send.json": {}, "POST /sms/verify": "verify"},
         trusted_proxies=["203.0.113.0/24"],
         max_body=1024,
         **fields,
@@ -171,11 +211,19 @@ def starlette_app(fields: dict[str, Any]) -> Starlette:
 
 def flask_app(fields: dict[str, Any]) -> Flask:
     app = Flask(__name__)
+    the_guard = coded_guard()
+    options: dict[str, Any] = {"trusted_proxies": ["203.0.113.0/24"], "max_body": 1024, **fields}
 
     @app.post("/sms/send")
-    @protect(guard(), trusted_proxies=["203.0.113.0/24"], max_body=1024, **fields)
+    @protect(the_guard, **options)
     def send() -> Any:
         return jsonify(ok=True)
+
+    @app.post("/sms/verify")
+    @protect(the_guard, action="verify", **options)
+    def verify() -> Any:
+        assert g.smsguard.ok, "only a right code reaches the view"
+        return jsonify(verified=True)
 
     app.testing = True  # exceptions propagate to the test instead of becoming a 500
     return app
@@ -203,7 +251,7 @@ def check(status: int, body: bytes, method: str = "POST", *, post_only: bool = T
     request=requests(),
     fields=st.sampled_from(range(len(STARLETTE))),
     method=methods,
-    path=st.sampled_from(["/sms/send", "/v1/sms/send.json"]),
+    path=st.sampled_from(["/sms/send", "/v1/sms/send.json", "/sms/verify"]),
 )
 def test_starlette_never_500(
     request: tuple[bytes, dict[str, str], str], fields: int, method: str, path: str
@@ -214,13 +262,17 @@ def test_starlette_never_500(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), fields=st.sampled_from(range(len(FIELDS))))
-def test_flask_never_500(request: tuple[bytes, dict[str, str], str], fields: int) -> None:
+@given(
+    request=requests(),
+    fields=st.sampled_from(range(len(FIELDS))),
+    path=st.sampled_from(["/sms/send", "/sms/verify"]),
+)
+def test_flask_never_500(request: tuple[bytes, dict[str, str], str], fields: int, path: str) -> None:
     body, headers, query = request
     response = (
         FLASK[fields]
         .test_client()
-        .post(f"/sms/send?{query}", data=body, headers=headers, environ_base={"REMOTE_ADDR": PEER})
+        .post(f"{path}?{query}", data=body, headers=headers, environ_base={"REMOTE_ADDR": PEER})
     )
     check(response.status_code, response.data)
 
@@ -254,6 +306,16 @@ class Strict(BaseModel):
     template: str = "login"
 
 
+class LooseCode(BaseModel):
+    phone: Any = None
+    code: Any = None
+
+
+class StrictCode(BaseModel):
+    phone: str
+    code: str
+
+
 def fastapi_app(guarded: bool) -> Any:
     app = FastAPI()
     if not guarded:
@@ -266,11 +328,31 @@ def fastapi_app(guarded: bool) -> Any:
         async def bare_strict(body: Strict) -> Any:
             return {"ok": True}
 
+        @app.post("/sms/verify")
+        async def bare_verify(body: LooseCode) -> Any:
+            return {"ok": True}
+
+        @app.post("/sms/verify/strict")
+        async def bare_verify_strict(body: StrictCode) -> Any:
+            return {"ok": True}
+
         return app
 
-    sms = SMSGuard(app, guard=guard(), trusted_proxies=["203.0.113.0/24"])
+    sms = SMSGuard(app, guard=coded_guard(), trusted_proxies=["203.0.113.0/24"])
     loose = Depends(sms.protect(Loose, content="template"))
     strict = Depends(sms.protect(Strict))
+    loose_code = Depends(sms.protect(LooseCode, action="verify"))
+    strict_code = Depends(sms.protect(StrictCode, action="verify"))
+
+    @app.post("/sms/verify")
+    async def verify(body: LooseCode, result: Any = loose_code) -> Any:
+        assert result.ok, "only a right code reaches the endpoint"
+        return {"ok": True}
+
+    @app.post("/sms/verify/strict")
+    async def verify_strict(body: StrictCode, result: Any = strict_code) -> Any:
+        assert result.ok, "only a right code reaches the endpoint"
+        return {"ok": True}
 
     @app.post("/sms/send")
     async def send(body: Loose, decision: Any = loose) -> Any:
@@ -290,7 +372,10 @@ BARE_FASTAPI = TestClient(fastapi_app(False), client=(PEER, 1), raise_server_exc
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), path=st.sampled_from(["/sms/send", "/sms/strict"]))
+@given(
+    request=requests(),
+    path=st.sampled_from(["/sms/send", "/sms/strict", "/sms/verify", "/sms/verify/strict"]),
+)
 def test_fastapi_never_500(request: tuple[bytes, dict[str, str], str], path: str) -> None:
     body, headers, query = request
     response = FASTAPI.post(f"{path}?{query}", content=body, headers=headers)
@@ -305,7 +390,11 @@ def test_fastapi_never_500(request: tuple[bytes, dict[str, str], str], path: str
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(request=requests(), path=st.sampled_from(["/sms/send", "/v2/sync", "/v2/async"]), method=methods)
+@given(
+    request=requests(),
+    path=st.sampled_from(["/sms/send", "/v2/sync", "/v2/async", "/codes/verify", "/codes/v2/verify"]),
+    method=methods,
+)
 def test_django_never_500(request: tuple[bytes, dict[str, str], str], path: str, method: str) -> None:
     import django_app  # noqa: F401  (configures Django once)
     from django.test import Client
@@ -318,5 +407,6 @@ def test_django_never_500(request: tuple[bytes, dict[str, str], str], path: str,
     response = Client().generic(
         method, f"{path}?{query}", body, content_type=headers["content-type"], REMOTE_ADDR=PEER, **extra
     )
-    # /sms/send is the middleware's, for POST; @protect guards its view whatever the method.
-    check(response.status_code, response.content, method, post_only=path == "/sms/send")
+    # /sms/send and /codes/verify are the middleware's, for POST; @protect guards its view whatever
+    # the method.
+    check(response.status_code, response.content, method, post_only=path in ("/sms/send", "/codes/verify"))

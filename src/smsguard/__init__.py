@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from smsguard.attempt import Attempt, Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
+from smsguard.codes import CodeCheck, CodeRules, Issued
 from smsguard.errors import (
     BackendError,
     BackendUnavailable,
@@ -58,6 +59,8 @@ __all__ = [
     "BackendUnavailable",
     "Blacklist",
     "Change",
+    "CodeCheck",
+    "CodeRules",
     "ConfigError",
     "ContentRules",
     "Counter",
@@ -74,6 +77,7 @@ __all__ = [
     "IPThrottle",
     "InvalidInput",
     "InvalidPhone",
+    "Issued",
     "Job",
     "MemoryBackend",
     "MissingSubject",

@@ -38,6 +38,12 @@ CONTENT_LINK: Final = "content_link"
 CONTENT_CODE: Final = "content_code"
 EXEMPT: Final = "exempt"
 FAIL_OPEN: Final = "fail_open"
+# A code's check (smsguard.codes): CodeCheck.reason, None when the code was right.
+WRONG_CODE: Final = "wrong_code"
+CODE_EXPIRED: Final = "code_expired"
+NO_CODE: Final = "no_code"
+CHECK_ATTEMPTS: Final = "check_attempts"
+TOO_MANY_CHECKS: Final = "too_many_checks"
 
 KIND_OF: Final = {
     SAME_CONTENT: LIMIT,
@@ -117,7 +123,10 @@ class Usage(NamedTuple):
     """Seconds until a slot frees, when the counter is full; None while it has room."""
     unit: str = ""
     """What ``used``, ``limit`` and ``remaining`` count: ``""`` for hits, ``"$"`` for a
-    ``SpendCap``'s dollars."""
+    ``SpendCap``'s dollars, ``"checks"`` for the number's live code (policy ``code``: its wrong
+    checks made, allowed and left; never the code)."""
+    age: float | None = None
+    """For the live code: seconds since it was issued."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision

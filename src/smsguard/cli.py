@@ -190,10 +190,12 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         """One number's counters: used, limit, remaining, when a full one frees."""
         usage = obj.run(lambda: obj.guard.status(phone, content=content, ip=ip))
         phone_hash = obj.run(lambda: obj.guard.identify(phone))[1]
-        rows = [u._asdict() for u in usage]
+        rows = [{k: v for k, v in u._asdict().items() if k != "age" or v is not None} for u in usage]
         lines = [f"{'policy':<16}{'used':>9}{'limit':>10}{'left':>9}  frees in"]
         for u in usage:
             frees = "-" if u.frees_in is None else f"{u.frees_in:,.0f} s"
+            if u.age is not None:  # the live code: its wrong checks, and its age (never the code)
+                frees = f"code issued {u.age:,.0f} s ago"
             used, limit, left = (_amount(n, u) for n in (u.used, u.limit, u.remaining))
             lines.append(f"{u.policy:<16}{used:>9}{limit:>10}{left:>9}  {frees}")
         obj.say({"phone_hash": phone_hash, "counters": rows}, "\n".join(lines))
@@ -298,6 +300,11 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         lines.append(
             f"conversion: {'-' if conversion is None else f'{conversion:.1%}'} (verified per code sent)"
         )
+        if found.day.checked:  # the guard checks the codes: how they were entered
+            lines.append(
+                f"codes checked: {found.day.checked:,}, lockouts {found.day.lockouts:,}; refused: "
+                + (_pairs(found.day.checks) or "-")
+            )
         lines.append("top denial reasons: " + (_pairs(dict(list(found.day.denied.items())[:5])) or "-"))
         lines.append("top countries: " + (_pairs(dict(list(found.day.countries.items())[:5])) or "-"))
         if found.day.shadowed:
@@ -347,7 +354,7 @@ def _settings_check(guard: Guard) -> tuple[str, bool, str]:
 
 def _amount(n: float, usage: Usage) -> str:
     """A counter's number as ``status`` shows it: hits, or the policy's unit (``$12.34``)."""
-    return f"{usage.unit}{n:,.2f}" if usage.unit else f"{n:,}"
+    return f"{usage.unit}{n:,.2f}" if usage.unit == "$" else f"{n:,}"
 
 
 def _totals(day: Day) -> str:

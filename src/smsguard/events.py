@@ -26,7 +26,11 @@ BACKEND_DOWN: Final = "backend_down"
 """The backend stopped answering: the fail mode applies from now on."""
 BACKEND_UP: Final = "backend_up"
 VERIFIED: Final = "verified"
-"""The app said a user entered a correct code (``Guard.verified``)."""
+"""The app said a user entered a correct code (``Guard.verified``), or ``check_code`` found it."""
+CODE_CHECK: Final = "code_check"
+"""A code checked (``Guard.check_code``): ``allowed`` when right, else ``reason``."""
+LOCKOUT: Final = "lockout"
+"""A code killed by its last wrong check (``reason`` ``wrong_code``)."""
 BUDGET_ALARM: Final = "budget_alarm"
 """A SpendCap's day reached its alarm share; ``detail`` says how much."""
 
@@ -37,8 +41,8 @@ class Event(NamedTuple):
     """Something the guard did. Which fields are set depends on ``kind``."""
 
     kind: str
-    """``decision``, ``refund``, ``verified``, ``budget_alarm``, ``backend_down`` or
-    ``backend_up``."""
+    """``decision``, ``refund``, ``verified``, ``code_check``, ``lockout``, ``budget_alarm``,
+    ``backend_down`` or ``backend_up``."""
     at: float
     """The guard's clock."""
     allowed: bool | None = None
@@ -132,6 +136,21 @@ class Reporter:
     def verified(self, country: str | None, phone_hash: str, at: float) -> None:
         if self.listeners:
             self.emit(Event(VERIFIED, at, country=country, phone_hash=phone_hash))
+
+    def code_check(self, result: Any, country: str | None, phone_hash: str, at: float, lockout: bool) -> None:
+        """A code checked (``CodeCheck`` ``result``), and the lockout its last wrong check made."""
+        reason = result.reason
+        if self.listeners:
+            self.emit(
+                Event(CODE_CHECK, at, result.ok, None, reason, None, result.retry_after, country, phone_hash)
+            )
+            if lockout:
+                self.emit(Event(LOCKOUT, at, False, None, reason, None, None, country, phone_hash))
+        if lockout:
+            extra = {"phone_hash": phone_hash, "country": country}
+            log.warning(
+                "smsguard: a code is dead after its last wrong check; number %s", phone_hash, extra=extra
+            )
 
     def alarm(self, policy: str, detail: str, at: float) -> None:
         """A budget alarm: to the listeners, and to the log as a warning."""

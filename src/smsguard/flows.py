@@ -20,19 +20,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import replace
 from datetime import date
 from time import perf_counter
 from typing import Any, Final
 
 from smsguard import stats
-from smsguard.attempt import Decision, Usage
+from smsguard.attempt import BACKEND_UNAVAILABLE, UNAVAILABLE, WRONG_CODE, Attempt, Decision, Usage
 from smsguard.backends.memory import MemoryBackend
+from smsguard.codes import CONTENT, CodeCheck, CodeRules, Codes, Issued
 from smsguard.drive import Flow
-from smsguard.errors import BackendUnavailable, ConfigError
+from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
-from smsguard.plan import Forget, Note, Outcome, Plan, Receipt, SetFlag
+from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
 from smsguard.stats import Day, Report, Statistics
@@ -58,6 +60,7 @@ class Flows:
         reporter: Reporter,
         statistics: Statistics | None,
         fingerprint: str | None = None,
+        codes: Codes | None = None,
     ) -> None:
         """``fingerprint``: what the first decision leaves in a shared backend (None: nothing)."""
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
@@ -72,6 +75,8 @@ class Flows:
         self.outbox = Outbox()
         self.outage.notify = lambda kind, detail: reporter.backend(kind, self.clock(), detail)
         self._alarms = {p.name: p for p in planner.policies if isinstance(p, Alarming)}
+        self.codes = codes or Codes(CodeRules(), planner.digest)
+        """How verification codes are made and checked (``smsguard.codes``)."""
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -84,15 +89,35 @@ class Flows:
         challenge_passed: bool,
     ) -> Flow[Decision]:
         """Judge one attempt: the decision, made once, recorded and reported."""
+        decision, _ = yield from self._decide(phone, content, ip, context, challenge_passed, False)
+        return decision
+
+    def _decide(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        challenge_passed: bool,
+        issue: bool,
+    ) -> Flow[tuple[Decision, CodeState | None]]:
+        """``check``, and with ``issue`` the code the backend issued with an allowed decision in
+        the same step (None where no backend step allowed it)."""
         reporter, statistics, outage = self.reporter, self.statistics, self.outage
         started = perf_counter() if reporter.listeners else None
         now = self.clock()
         plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
+        state = None
         if isinstance(plan, Decision):  # a fixed list verdict: no backend needed
             decision = plan
         elif now < outage.down_until:
             decision = outage.decide(plan)
         else:
+            if issue:  # the code goes with the decision's own step
+                denies = plan.final is not None and not plan.final.allowed  # unless a flag exempts
+                plan = plan._replace(
+                    job=plan.job._replace(code=self.codes.issue(plan.attempt.phone_id, now, denies))
+                )
             unsent = None
             if self.outbox.pending and now >= self._owed_at:
                 try:
@@ -114,6 +139,7 @@ class Flows:
                         self.outbox.owe(Receipt(plan.job.token, plan.job.counters))
                 else:
                     decision = self._answered(plan, outcome, now)
+                    state = outcome.code
         if self._unsigned is not None:  # the first decision: the fingerprint goes with the write after it
             self._note, self._unsigned = Note(KEY, self._unsigned), None
         if statistics is not None:
@@ -125,7 +151,7 @@ class Flows:
                 yield from self._flush(now)
         if reporter.wants(decision):
             reporter.decision(decision, ip, now, started, perf_counter())
-        return decision
+        return decision, state
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job
@@ -147,6 +173,94 @@ class Flows:
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
         self.outage.failed(exc, plan.job.now)
         return self.outage.decide(plan)
+
+    # -- verification codes ------------------------------------------------------------------
+
+    def issue_code(
+        self,
+        phone: str,
+        *,
+        ip: IPLike | None = None,
+        context: Mapping[str, Any] | None = None,
+        challenge_passed: bool = False,
+    ) -> Flow[Issued]:
+        """Judge the send of a code (``check``, content ``codes.CONTENT``) and, if allowed, issue
+        the number's code in the same step: its live one, else a new one."""
+        decision, state = yield from self._decide(phone, CONTENT, ip, context, challenge_passed, True)
+        if not decision.allowed:
+            return Issued(decision, None)
+        phone_id = self.planner.identify(phone).phone_id
+        if state is None:  # decided with no backend step (a fixed verdict), or by the fail mode
+            now = self.clock()
+            job = Job(now, "", (), (), code=self.codes.issue(phone_id, now))
+            if decision.degraded or now < self.outage.down_until:
+                if self.outage.mode == "closed":  # no code is issued during an outage
+                    return Issued(self._refused(decision, now), None)
+                state = self.local.run(job).code  # checked here too, never on the backend
+            else:
+                try:
+                    state = (yield (RUN, job)).code
+                except BackendUnavailable as exc:
+                    self.outage.failed(exc, now)
+                    if self.outage.mode == "closed":
+                        return Issued(self._refused(decision, now), None)
+                    state = self.local.run(job).code
+        if state is None:
+            raise BackendError("the backend issued no code with an allowed decision")
+        return Issued(decision, self.codes.code(phone_id, state.nonce))
+
+    def _refused(self, decision: Decision, now: float) -> Decision:
+        """``decision`` as the closed fail mode's refusal."""
+        return replace(
+            decision, allowed=False, policy=None, reason=BACKEND_UNAVAILABLE, kind=UNAVAILABLE,
+            retry_after=max(self.outage.down_until - now, 1.0), receipt=None, degraded=True,
+        )  # fmt: skip
+
+    def check_code(self, phone: str, code: object, ip: IPLike | None) -> Flow[CodeCheck]:
+        """Check ``code`` for ``phone``: one backend step (the code's counters, the limits on
+        wrong checks and, if right, the number's verification)."""
+        now = self.clock()
+        attempt, record = self.planner.verified(phone, ip, now)
+        job = self.codes.check(attempt, code, record, self.planner.token(), now)
+        outage = self.outage
+        out: Outcome | None = None
+        if now >= outage.down_until:
+            try:
+                out = yield (RUN, job)
+            except BackendUnavailable as exc:
+                outage.failed(exc, now)
+            else:
+                outage.answered(now)
+        local = out is None
+        if out is None:
+            # An outage: only a code issued here during it can be checked here; a code the
+            # backend holds is not known, and never taken as right.
+            out = self.local.run(job) if outage.mode != "closed" else Outcome(code=CodeState(""))
+        result = self.codes.result(out, local, max(outage.down_until - now, 1.0))
+        if result.ok and record.counters:
+            if not local:
+                self.local.apply((record,))  # the fallback knows the number too
+            if local or (out.code is not None and out.code.nonce == UNRECORDED):
+                self.outbox.owe(record)  # the backend learns it once it answers
+        yield from self._checked(attempt, result, out, now)
+        return result
+
+    def _checked(self, attempt: Attempt, result: CodeCheck, out: Outcome, now: float) -> Flow[None]:
+        """A check's statistics and events."""
+        state = out.code
+        lockout = state is not None and state.status == WRONG_CODE and state.attempts_left == 0
+        statistics = self.statistics
+        if statistics is not None:
+            statistics.add(now, stats.CHECKED)
+            statistics.add(now, stats.VERIFIED if result.ok else stats.CHECK + str(result.reason))
+            if lockout:
+                statistics.add(now, stats.LOCKOUTS)
+        self.reporter.code_check(result, attempt.region, attempt.phone_id, now, lockout)
+        if result.ok:
+            self.reporter.verified(attempt.region, attempt.phone_id, now)
+        due = self.outbox.pending or (statistics is not None and statistics.due(now))
+        if due and now >= self.outage.down_until:
+            yield from self._deferred(now, "code check")
 
     # -- writes ----------------------------------------------------------------------------
     # Every write goes through the outbox, so that writes reach the backend in the order they
@@ -237,10 +351,12 @@ class Flows:
 
     def status(self, phone: str, content: str | None, ip: IPLike | None) -> Flow[list[Usage]]:
         """The counters that hold ``phone`` (and ``content``'s, ``ip``'s): nothing consumed."""
-        plan = self.planner.peek(phone, content, ip, self.clock())
+        now = self.clock()
+        plan = self.planner.peek(phone, content, ip, now)
         out = yield (RUN, plan.job)
         waits = out.waits or (0.0,) * len(out.counts)
-        return [
+        code = (yield (RUN, self.codes.peek(plan.attempt.phone_id, now))).code
+        return self.codes.usage(code, now) + [
             usage(self._policies[owner.name], counter, n, wait or None)
             for counter, owner, n, wait in zip(
                 plan.job.counters, plan.counter_owners, out.counts, waits, strict=True

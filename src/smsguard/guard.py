@@ -15,6 +15,7 @@ from typing import Any
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
+from smsguard.codes import CodeCheck, CodeRules, Codes, Issued, code_rules
 from smsguard.drive import adrive, drive
 from smsguard.errors import Denied
 from smsguard.events import Listener, Reporter
@@ -45,6 +46,8 @@ class Guard:
     ``listeners`` are called with an ``Event`` after every decision, refund, and change of the
     backend's state (see ``smsguard.events``); each denial is also logged at INFO.
 
+    ``code_rules`` (a ``CodeRules``) say how ``issue_code`` makes codes and ``check_code`` checks them.
+
     ``statistics`` (a ``Statistics``; True for the default one, False for none) says how the
     per-hour counts that ``stats()`` and ``report()`` read are kept. ``dry_run=True`` runs every
     policy in shadow: counted and reported (``Decision.shadowed``), never denying.
@@ -64,6 +67,7 @@ class Guard:
         listeners: Iterable[Listener] = (),
         statistics: Statistics | bool = True,
         dry_run: bool = False,
+        code_rules: CodeRules | None = None,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         warn_if_split(self.backend)  # a memory backend where several processes serve
@@ -103,6 +107,7 @@ class Guard:
             reporter=self.reporter,
             statistics=self.statistics,
             fingerprint=self.fingerprint if self.backend.shared else None,
+            codes=Codes(code_rules or CodeRules(), self.planner.digest),
         )
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
@@ -146,6 +151,7 @@ class Guard:
                 flush_interval=read.number("STATS_INTERVAL", 1.0),
             ),
             dry_run=read.boolean("DRY_RUN", False),
+            code_rules=code_rules(read),
         )
 
     # -- the backend's I/O: the only code that differs between sync and async -------------
@@ -196,6 +202,27 @@ class Guard:
     async def aenforce(self, phone: str, **attempt: Any) -> Decision:
         """``enforce`` for async code."""
         return _enforced(await self.acheck(phone, **attempt))
+
+    # -- verification codes: issued with the send's decision, checked with bounded guesses ----
+
+    def issue_code(self, phone: str, **attempt: Any) -> Issued:
+        """``check`` the send of a code (``ip``, ``context``, ``challenge_passed`` as there) and, if
+        allowed, issue it in the same backend step: ``Issued(decision, code)``, the code None when
+        denied. While the number's code is live (neither spent, dead nor expired) it is the same."""
+        return drive(self.flows.issue_code(phone, **attempt), self._io)
+
+    async def aissue_code(self, phone: str, **attempt: Any) -> Issued:
+        """``issue_code`` for async code."""
+        return await adrive(self.flows.issue_code(phone, **attempt), self._aio)
+
+    def check_code(self, phone: str, code: object, *, ip: IPLike | None = None) -> CodeCheck:
+        """Check ``code`` for ``phone`` (one backend step); a right one is spent and the number
+        recorded as ``verified``. A malformed code is a wrong guess. Raises InvalidPhone."""
+        return drive(self.flows.check_code(phone, code, ip), self._io)
+
+    async def acheck_code(self, phone: str, code: object, *, ip: IPLike | None = None) -> CodeCheck:
+        """``check_code`` for async code."""
+        return await adrive(self.flows.check_code(phone, code, ip), self._aio)
 
     # -- writes: refunds, verifications, the switch, shared lists ---------------------------
     # A change holds in this guard at once. If the backend cannot be reached it is sent when

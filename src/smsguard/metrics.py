@@ -36,7 +36,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from smsguard.events import BACKEND_DOWN, BACKEND_UP, DECISION, REFUND, Event
+from smsguard.events import BACKEND_DOWN, BACKEND_UP, CODE_CHECK, DECISION, LOCKOUT, REFUND, Event
 
 # A decision takes microseconds in process and a round trip on Redis; a slow one, a timeout.
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5)
@@ -54,6 +54,8 @@ class PrometheusMetrics:
         self._fail_mode: dict[str, int] = {}
         self._shadowed: dict[str, int] = {}
         self._refunds = 0
+        self._checks: dict[str, int] = {}  # code checks by reason ("ok" for a right code)
+        self._lockouts = 0
         self.up = True
         registry.register(self)
 
@@ -74,6 +76,13 @@ class PrometheusMetrics:
         elif kind == REFUND:
             with self._lock:
                 self._refunds += 1
+        elif kind == CODE_CHECK:
+            reason = event.reason or "ok"
+            with self._lock:
+                self._checks[reason] = self._checks.get(reason, 0) + 1
+        elif kind == LOCKOUT:
+            with self._lock:
+                self._lockouts += 1
         elif kind == BACKEND_DOWN:
             self.up = False
         elif kind == BACKEND_UP:
@@ -90,6 +99,7 @@ class PrometheusMetrics:
                 self._seconds,
                 self._refunds,
             )
+            checks, lockouts = dict(self._checks), self._lockouts
         family = CounterMetricFamily(
             f"{ns}_decisions",
             "Decisions, by the policy and reason that decided.",
@@ -126,3 +136,12 @@ class PrometheusMetrics:
             family.add_metric([policy], n)
         yield family
         yield CounterMetricFamily(f"{ns}_refunds", "Refunds: attempts whose SMS was not sent.", value=refunds)
+        family = CounterMetricFamily(
+            f"{ns}_code_checks", "Codes checked, by reason (ok for a right one).", labels=["reason"]
+        )
+        for reason, n in checks.items():
+            family.add_metric([reason], n)
+        yield family
+        yield CounterMetricFamily(
+            f"{ns}_code_lockouts", "Codes killed by their last wrong check.", value=lockouts
+        )

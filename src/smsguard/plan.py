@@ -101,6 +101,57 @@ class Tallied(NamedTuple):
     now: float
 
 
+class Issue(NamedTuple):
+    """Issue a code with an allowed attempt: the number's live code (``key``) if it has one that
+    is neither spent nor dead, else a new one, ``nonce`` with ``hashed`` (the code's keyed hash),
+    live until ``expires_at`` and kept until ``keep_until`` (so that a late check is told
+    ``code_expired``). ``if_exempt``: only if an exempting flag is set (a fixed denial follows)."""
+
+    key: str
+    nonce: str
+    hashed: str
+    expires_at: float
+    keep_until: float
+    attempts: int
+    """Wrong checks the new code takes (``max_attempts``)."""
+    if_exempt: bool = False
+
+
+class Guess(NamedTuple):
+    """Check a code: ``hashed`` is the guess's keyed hash ("" for a malformed guess: it matches
+    nothing). First the ``limits`` on wrong checks: one full, and nothing is compared (``waits``
+    say which). A wrong guess takes a hit of each limit and one of the code's ``max_attempts``;
+    the right one spends the code and writes ``verified`` (a number's verification marks).
+    ``charge``: a Cluster's first step, the limits of another slot alone, each hit taken at once
+    (given back with a Receipt when the guess was right)."""
+
+    key: str
+    hashed: str
+    max_attempts: int
+    limits: tuple[Counter, ...]
+    verified: Record | None = None
+    charge: bool = False
+    peek: bool = False
+    """Only read the code: its state ("live" while it takes checks), nothing compared or taken."""
+
+
+class CodeState(NamedTuple):
+    """A backend's answer about a code. For an issue: ``status`` "new" or "live" and the code's
+    ``nonce``. For a check: ``status`` one of ``smsguard.codes``' reasons, "ok", or "" (a limit
+    refused: nothing compared). ``attempts_left``: wrong checks the code still takes (-1: no
+    code); ``issued_at``: when it was issued."""
+
+    status: str
+    nonce: str = ""
+    attempts_left: int = -1
+    issued_at: float = 0.0
+
+
+UNRECORDED = "unrecorded"
+"""A right check's ``CodeState.nonce`` when its verification marks could not be written with it
+(on a Cluster, another slot down): the guard owes them to the backend."""
+
+
 class Job(NamedTuple):
     """Everything one decision asks of a backend, run as one atomic step."""
 
@@ -111,6 +162,9 @@ class Job(NamedTuple):
     counters: tuple[Counter, ...]
     commit: bool = True
     """False to only read: counts and waits, nothing taken (``Guard.status``)."""
+    code: Issue | Guess | None = None
+    """A verification code's part of the job (``smsguard.codes``): a code issued if the job's
+    attempt is allowed, in the same atomic step; or a check of a code, the whole job then."""
 
 
 class Outcome(NamedTuple):
@@ -129,6 +183,8 @@ class Outcome(NamedTuple):
     counts: tuple[int, ...] = ()
     waits: tuple[float, ...] = ()
     shadowed: tuple[int, ...] = ()
+    code: CodeState | None = None
+    """The answer to the job's ``code`` part (None when it had none, or a denial issued none)."""
 
     @property
     def denied(self) -> int:
@@ -374,7 +430,7 @@ class Plan(NamedTuple):
 
     def flags_only(self) -> Plan:
         """This plan without its counters: what can still be decided with no counting."""
-        return self._replace(job=self.job._replace(counters=()), counter_owners=())
+        return self._replace(job=self.job._replace(counters=(), code=None), counter_owners=())
 
 
 class _Remaining(Mapping[str, int]):

@@ -210,12 +210,17 @@ class Planner:
 
     def verified(self, phone: str, ip: IPLike | None, now: float) -> tuple[Attempt, Record]:
         """The attempt of a verified number, and what its verification records (each policy's
-        ``on_verified``), as one write."""
+        ``on_verified``), as one write. The record is named by the number's hash: a number
+        verified again moves its marks on, so that it earns its scopes room once per window."""
         attempt = self.attempt(phone, None, ip)
         counters: list[Counter] = []
         for policy in self._learners:
             counters += policy.on_verified(attempt, now)
-        return attempt, Record(next(self._tokens), tuple(counters), now)
+        return attempt, Record(attempt.phone_id, tuple(counters), now)
+
+    def token(self) -> str:
+        """A token no other job of this process has."""
+        return next(self._tokens)
 
     def peek(self, phone: str, content: str | None, ip: IPLike | None, now: float) -> Plan:
         """A read-only plan of the counters that hold ``phone`` (and ``content`` and ``ip``

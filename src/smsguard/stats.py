@@ -42,6 +42,12 @@ ATTEMPTS: Final = "attempts"
 ALLOWED: Final = "allowed"
 REFUNDED: Final = "refunded"
 VERIFIED: Final = "verified"
+CHECKED: Final = "checked"
+"""Codes checked (``Guard.check_code``); the right ones count as ``verified`` too."""
+CHECK: Final = "check:"
+"""A check refused, by reason (``check:wrong_code``)."""
+LOCKOUTS: Final = "lockouts"
+"""Codes killed by their last wrong check."""
 DEGRADED: Final = "degraded"
 DENIED: Final = "denied:"
 COUNTRY: Final = "country:"
@@ -305,6 +311,21 @@ class Day:
         return self.totals.get(DEGRADED, 0)
 
     @property
+    def checked(self) -> int:
+        """Codes checked (``Guard.check_code``), right or not."""
+        return self.totals.get(CHECKED, 0)
+
+    @property
+    def checks(self) -> dict[str, int]:
+        """Refused checks per reason (``wrong_code``, ``code_expired``...), most first."""
+        return _by(self.totals, CHECK)
+
+    @property
+    def lockouts(self) -> int:
+        """Codes killed by their last wrong check."""
+        return self.totals.get(LOCKOUTS, 0)
+
+    @property
     def denied(self) -> dict[str, int]:
         """Denials per reason, most first."""
         return _by(self.totals, DENIED)
@@ -333,6 +354,9 @@ class Day:
             "degraded": self.degraded,
             "countries": self.countries,
             "shadowed": self.shadowed,
+            "checked": self.checked,
+            "checks": self.checks,
+            "lockouts": self.lockouts,
             "hours": {f"{h:02d}": dict(counts) for h, counts in sorted(self.hours.items())},
         }
 
@@ -401,6 +425,7 @@ class Report:
             "week_before": _summary(self.week_before),
             "conversion": self.conversion,
             "top_reasons": dict(list(self.day.denied.items())[:5]),
+            "checks": self.day.checks,
             "top_countries": dict(list(self.day.countries.items())[:5]),
             "shadowed": self.day.shadowed,
             "anomalies": self.anomalies,
@@ -415,6 +440,8 @@ def _summary(day: Day) -> dict[str, Any]:
         "denied": sum(day.denied.values()),
         "refunded": day.refunded,
         "verified": day.verified,
+        "checked": day.checked,
+        "lockouts": day.lockouts,
     }
 
 

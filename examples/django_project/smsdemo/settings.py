@@ -1,4 +1,4 @@
-"""A minimal Django project with a guarded send-code endpoint.
+"""A minimal Django project whose guard issues and checks the verification codes.
 
     ./dev serve django                                        # uvicorn, memory backend (from the checkout)
 
@@ -29,7 +29,8 @@ SMSGUARD = {
     "STORAGE_URI": os.environ.get("REDIS_URL", "memory://"),
     "DEFAULT_REGION": "CN",
     "TIMEZONE": "Asia/Shanghai",
-    "ROUTES": ["POST /sms/send"],
+    # Issue the code on /sms/send (the view only sends it), check it on /sms/verify.
+    "ROUTES": {"POST /sms/send": "issue", "POST /sms/verify": "verify"},
     # "GUARD": "smsdemo.sms.guard",  # or a Guard built in code (recommended(...)), by dotted path
     # and each SMSGUARD_* environment variable, the prefix dropped (SMSGUARD_SECRET: "SECRET")
     **{k.removeprefix("SMSGUARD_"): v for k, v in os.environ.items() if k.startswith("SMSGUARD_")},

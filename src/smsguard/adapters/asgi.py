@@ -27,6 +27,7 @@ from smsguard.adapters.http import (
     Gate,
     Incoming,
     Reply,
+    RouteOptions,
     Routes,
     aexchange_io,
     check_options,
@@ -46,14 +47,18 @@ class SMSGuardMiddleware:
     """Guards ``routes`` (``"POST /sms/send"``) of an ASGI app with ``guard``.
 
     ``options`` configure the Gate: ``phone``, ``content``, ``trusted_proxies``,
-    ``proxy_header``, ``max_body``, ``body_timeout``, ``refund_on``, ``render`` (see
-    ``smsguard.adapters.http.Gate``). A route is matched below the app's mount point
-    (``root_path``), so a guarded app mounted under ``/api`` guards ``/api/sms/send``. Another
-    method on a guarded path gets a 405 (see ``smsguard.adapters.http.Routes``).
+    ``proxy_header``, ``max_body``, ``body_timeout``, ``refund_on``, ``render``, ``challenge``,
+    ``action``, ``code`` (see ``smsguard.adapters.http.Gate``). ``routes`` may map each route
+    to its action or options of its own: ``{"POST /sms/send": "issue", "POST /sms/verify":
+    "verify"}`` issues the code on one and checks it on the other. A route is matched below the
+    app's mount point (``root_path``), so a guarded app mounted under ``/api`` guards
+    ``/api/sms/send``. Another method on a guarded path gets a 405 (see
+    ``smsguard.adapters.http.Routes``).
 
-    The endpoint finds the decision in ``request.state.smsguard`` (``scope["state"]``): its
-    ``phone`` is the number already validated and in E.164, so the endpoint need not parse it
-    again.
+    The endpoint finds what its route's action hands it in ``request.state.smsguard``
+    (``scope["state"]``): the Decision, whose ``phone`` is the number already validated and in
+    E.164, so the endpoint need not parse it again; the ``Issued`` code; or the ``CodeCheck``
+    of a right code.
     """
 
     def __init__(
@@ -62,12 +67,13 @@ class SMSGuardMiddleware:
         /,
         *,
         guard: Guard,
-        routes: str | Iterable[str] = ("POST /sms/send",),
+        routes: str | Iterable[str] | Mapping[str, RouteOptions] = ("POST /sms/send",),
         **options: Any,
     ) -> None:
         check_options(options)
-        self.app, self.guard, self.gate = app, guard, Gate(**options)
+        self.app, self.guard = app, guard
         self.routes = Routes(routes)
+        self.gates = self.routes.gates(options)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
         serve(guard)
 
@@ -79,11 +85,13 @@ class SMSGuardMiddleware:
             await self.app(scope, receive, send)
             return
         path, methods = route
-        if scope["method"] not in methods:
-            await _respond(send, self.gate.not_allowed(self.routes.allow(path)))
+        method = scope["method"]
+        if method not in methods:
+            await _respond(send, self.gates.default.not_allowed(self.routes.allow(path)))
             return
+        gate = self.gates.of((method, path), methods[method])
         client = scope.get("client")
-        body, app_receive = await self._read_body(scope, receive)
+        body, app_receive = await self._read_body(gate, scope, receive)
         request = Incoming(
             scope["method"],
             scope["path"],
@@ -93,13 +101,13 @@ class SMSGuardMiddleware:
             client[0] if client else None,
         )
         reply = await adrive(
-            self.gate.exchange(request, body),
-            aexchange_io(self.guard, lambda decision: self._endpoint(scope, app_receive, send, decision)),
+            gate.exchange(request, body),
+            aexchange_io(self.guard, lambda admitted: self._endpoint(scope, app_receive, send, admitted)),
         )
         if reply is not None:
             await _respond(send, reply)
 
-    def _route(self, scope: Scope) -> tuple[str, frozenset[str]] | None:
+    def _route(self, scope: Scope) -> tuple[str, Mapping[str, Mapping[str, Any]]] | None:
         """The guarded path ``scope`` is on and its guarded methods, or None."""
         path: str = scope["path"]
         methods = self.routes.methods(path)
@@ -114,8 +122,8 @@ class SMSGuardMiddleware:
                 return None
         return path, methods
 
-    async def _endpoint(self, scope: Scope, receive: Receive, send: Send, decision: Any) -> int:
-        scope.setdefault("state", {})["smsguard"] = decision
+    async def _endpoint(self, scope: Scope, receive: Receive, send: Send, admitted: Any) -> int:
+        scope.setdefault("state", {})["smsguard"] = admitted
         status = 0
 
         async def watch(message: Message) -> None:
@@ -127,11 +135,10 @@ class SMSGuardMiddleware:
         await self.app(scope, receive, watch)
         return status
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+    async def _read_body(self, gate: Gate, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
         """The whole body (TOO_LARGE past ``max_body``, checked against Content-Length first;
         TOO_SLOW past ``body_timeout``), and the receive to hand the app: one that replays the
         body if it was read."""
-        gate = self.gate
         framed = False  # the request announces a body
         for name, value in scope["headers"]:
             if name == b"content-length":

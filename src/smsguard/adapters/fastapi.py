@@ -20,6 +20,12 @@ the route counts as the content. Without a model, ``protect(param="phone", sourc
 judges a parameter. On a router: ``APIRouter(dependencies=[Depends(sms.protect(SendCode))])``,
 the decision then in ``request.state.smsguard``.
 
+``protect(SendCode, action="issue")`` issues the code as well and yields the ``Issued`` (text
+``.code`` to ``.decision.phone``); ``protect(Verify, action="verify")`` checks the model's
+``code`` field (``code=`` names another, or takes a callable given the model) and yields the
+right code's ``CodeCheck``: a refused code never reaches the endpoint (see
+``smsguard.adapters.http.Gate``).
+
 The responses are the middleware's (a 400 for a bad number, 429/403/503 by kind, with the same
 JSON and headers): ``SMSGuard(app)`` installs the handler that renders them. An exception from
 the endpoint gives the quota back (an ``HTTPException`` if its status is one of ``refund_on``),
@@ -41,8 +47,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from smsguard.adapters.asgi import Headers
-from smsguard.adapters.http import TOO_LARGE, Field, Gate, Incoming, Reply, aexchange_io, check_options
-from smsguard.attempt import Decision
+from smsguard.adapters.http import (
+    CHECK,
+    TOO_LARGE,
+    VERIFY,
+    Field,
+    Gate,
+    Incoming,
+    Reply,
+    aexchange_io,
+    check_options,
+)
 from smsguard.drive import adrive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
@@ -95,12 +110,22 @@ class SMSGuard:
         source: Any = inspect.Parameter.empty,
         phone: Source = "phone",
         content: Source = None,
+        code: Source = "code",
+        action: str = CHECK,
         **overrides: Any,
-    ) -> Callable[..., AsyncIterator[Decision]]:
+    ) -> Callable[..., AsyncIterator[Any]]:
         """A dependency that judges the attempt in ``param`` (``model``, a pydantic model of the
         JSON body, or with no model the value itself, a string: ``source`` says where it is,
-        ``Query()`` by FastAPI's default) and yields the decision."""
+        ``Query()`` by FastAPI's default) and yields what ``action`` hands the endpoint: the
+        Decision (``"check"``), the Issued code (``"issue"``), or the right code's CodeCheck
+        (``"verify"``, which takes the code from the model's ``code`` field)."""
         check_options(overrides)
+        code_field: Field = "code"
+        pick_code: Callable[[Any], Any] | None = None
+        if action == VERIFY:
+            if model is None:
+                raise ConfigError("action 'verify' needs a model with the phone and code fields")
+            code_field, pick_code = _source(model, code, "code")
         if model is None:
             # The parameter itself: its name in the request is the field the Gate watches.
             phone_field: Field = getattr(source, "alias", None) or param
@@ -113,11 +138,12 @@ class SMSGuard:
                 content_field, pick_content = _source(model, content, "content")
             else:
                 content_field, pick_content = None, None
-        gate = Gate(**{**self.options, **overrides, "phone": phone_field, "content": content_field})
+        fields = {"phone": phone_field, "content": content_field, "code": code_field, "action": action}
+        gate = Gate(**{**self.options, **overrides, **fields})
         aio = aexchange_io(self.guard, None)  # the endpoint runs between admit and settle
         validate = None if model is None else _validator(model, source, param)
 
-        async def dependency(request: Request, **values: Any) -> AsyncIterator[Decision]:
+        async def dependency(request: Request, **values: Any) -> AsyncIterator[Any]:
             scope = request.scope
             client = scope.get("client")
             incoming = Incoming(
@@ -138,8 +164,10 @@ class SMSGuard:
             data = {phone_field if isinstance(phone_field, str) else "phone": pick_phone(value)}
             if pick_content is not None:
                 data[content_field if isinstance(content_field, str) else "content"] = pick_content(value)
+            if pick_code is not None:
+                data[code_field if isinstance(code_field, str) else "code"] = pick_code(value)
             admitted = await adrive(gate.admit(incoming._replace(data=data), incoming.body), aio)
-            if not isinstance(admitted, Decision):
+            if isinstance(admitted, Reply):
                 raise Refused(admitted)
             request.state.smsguard = admitted
             try:

@@ -12,6 +12,10 @@ settings from ``app.config["SMSGUARD_..."]``, a decorator on the view to guard::
 ``protect`` also works without the extension: ``@protect(guard)``. The view finds the
 decision in ``flask.g.smsguard``: its ``phone`` is the number already validated, in E.164
 (while ``SMSGUARD_ENABLED`` is false, the number is still validated, and nothing counted).
+``@sms.protect(action="issue")`` issues the code as well (``g.smsguard`` is the ``Issued``:
+text ``.code`` to ``.decision.phone``), and ``@sms.protect(action="verify")`` guards the view
+that checks it (``g.smsguard`` is the right code's ``CodeCheck``; a refused code never reaches
+the view). See ``smsguard.adapters.http.Gate``.
 
 The rules of the request live in the Gate's exchange (``smsguard.adapters.http``); this module
 is its WSGI I/O. The body is read here from ``wsgi.input`` (chunked ones too, up to
@@ -28,8 +32,16 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
-from smsguard.adapters.http import TOO_LARGE, Gate, Gates, Incoming, Marker, check_options, exchange_io
-from smsguard.attempt import Decision
+from smsguard.adapters.http import (
+    TOO_LARGE,
+    Admitted,
+    Gate,
+    Gates,
+    Incoming,
+    Marker,
+    check_options,
+    exchange_io,
+)
 from smsguard.drive import drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
@@ -66,8 +78,8 @@ class SMSGuard:
         return _state().guard
 
     def protect(self, **overrides: Any) -> Callable[[View], View]:
-        """Guard a view; ``overrides`` change Gate options (``phone``, ``content``...) for it.
-        They are checked here, when the view is decorated."""
+        """Guard a view; ``overrides`` change Gate options (``phone``, ``content``, ``action``,
+        ``code``...) for it. They are checked here, when the view is decorated."""
         check_options(overrides)
         Gate(**overrides)  # a bad value fails now, not on the first request
 
@@ -128,9 +140,9 @@ def _guarded_call(
     )
     response: Response | None = None
 
-    def endpoint(decision: Decision) -> int:
+    def endpoint(admitted: Admitted) -> int:
         nonlocal response
-        g.smsguard = decision
+        g.smsguard = admitted
         response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
         return response.status_code
 

@@ -6,7 +6,9 @@ written once as a generator that asks its adapter for what needs I/O and gets th
 back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
 - ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
-- ``("endpoint", decision)``: the endpoint's status (its exception is thrown back in);
+- ``("issue", arguments)``: ``Guard.issue_code``'s ``Issued`` (the Gate's ``action="issue"``);
+- ``("verify", arguments)``: ``Guard.check_code``'s ``CodeCheck`` (``action="verify"``);
+- ``("endpoint", admitted)``: the endpoint's status (its exception is thrown back in);
 - ``("refund", decision)``: nothing.
 
 It returns the Reply to send instead of the endpoint's response, or None. The ASGI middleware
@@ -24,7 +26,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, cast
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
@@ -35,6 +37,7 @@ from smsguard.pumping import ROUTE
 from smsguard.settings import Settings
 
 if TYPE_CHECKING:
+    from smsguard import CodeCheck, Issued
     from smsguard.guard import Guard
 
 log = logging.getLogger("smsguard")
@@ -72,12 +75,15 @@ class Incoming(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A refusal before it is rendered: the status, the JSON body, extra headers."""
+    """A refusal before it is rendered: the status, the JSON body, extra headers, and what the
+    guard answered (the send's Decision, or the CodeCheck of a code refused: its exact reason,
+    which the body does not show)."""
 
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
     decision: Decision | None = None
+    code_check: CodeCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,14 @@ class Marker:
 TOO_LARGE: Final = Marker("TOO_LARGE")
 TOO_SLOW: Final = Marker("TOO_SLOW")
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
+Admitted: TypeAlias = "Decision | Issued | CodeCheck"
+"""What an admitted request hands its endpoint, by the Gate's action: the Decision
+(``check``), the Issued code (``issue``), the CodeCheck of a right code (``verify``)."""
+
+CHECK: Final = "check"
+ISSUE: Final = "issue"
+VERIFY: Final = "verify"
+ACTIONS: Final = (CHECK, ISSUE, VERIFY)
 
 
 # Built once: json.dumps(separators=...) would build a new encoder on every call.
@@ -130,6 +144,8 @@ OPTIONS: Final = (
     "refund_on",
     "render",
     "challenge",
+    "action",
+    "code",
 )
 """The Gate's options: what every adapter takes."""
 
@@ -161,16 +177,21 @@ class Gates:
 
 
 def exchange_io(
-    guard: Guard, endpoint: Callable[[Decision], int], enabled: bool = True
+    guard: Guard, endpoint: Callable[[Admitted], int], enabled: bool = True
 ) -> Callable[[tuple[str, Any]], Any]:
     """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
     (or, while the app's guard is switched off by ``SMSGUARD_ENABLED``, the number validated,
-    InvalidPhone as ever, and nothing counted), the endpoint (its status), and a refund."""
+    InvalidPhone as ever, and nothing counted), a code issued or checked (switched off or not:
+    the codes are the app's, not a limit), the endpoint (its status), and a refund."""
 
     def io(step: tuple[str, Any]) -> Any:
         kind, value = step
-        if kind == "check":
+        if kind == CHECK:
             return guard.check(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == ISSUE:
+            return guard.issue_code(**value)
+        if kind == VERIFY:
+            return guard.check_code(**value)
         if kind == "endpoint":
             return endpoint(value)
         return guard.refund(value)
@@ -179,16 +200,20 @@ def exchange_io(
 
 
 def aexchange_io(
-    guard: Guard, endpoint: Callable[[Decision], Awaitable[int]] | None, enabled: bool = True
+    guard: Guard, endpoint: Callable[[Admitted], Awaitable[int]] | None, enabled: bool = True
 ) -> Callable[[tuple[str, Any]], Awaitable[Any]]:
-    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: ``guard.acheck``
-    and ``guard.arefund``. ``endpoint`` None for an adapter that runs the endpoint itself
-    between ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
+    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: ``guard.acheck``,
+    ``aissue_code``, ``acheck_code`` and ``arefund``. ``endpoint`` None for an adapter that runs
+    the endpoint itself between ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
 
     async def aio(step: tuple[str, Any]) -> Any:
         kind, value = step
-        if kind == "check":
+        if kind == CHECK:
             return await guard.acheck(**value) if enabled else _unguarded(guard, value["phone"])
+        if kind == ISSUE:
+            return await guard.aissue_code(**value)
+        if kind == VERIFY:
+            return await guard.acheck_code(**value)
         if kind == "endpoint" and endpoint is not None:
             return await endpoint(value)
         return await guard.arefund(value)
@@ -227,6 +252,17 @@ class Gate:
       CAPTCHA token the app verified). A policy of kind ``challenge`` (``UnverifiedCap(...,
       challenge=True)``) then passes it over, and the remaining policies judge it; a request
       that did not pass gets a 429 ``challenge_required``.
+    - ``action``: what the route does. ``"check"`` (the default) judges a send and hands the
+      endpoint the Decision; ``"issue"`` judges it the same way and issues the code
+      (``Guard.issue_code``), handing the endpoint the ``Issued`` (``.code`` to text to
+      ``.decision.phone``), so the endpoint only sends the SMS; ``"verify"`` checks the code in
+      the ``code`` field against the number (``Guard.check_code``) and hands the endpoint the
+      ``CodeCheck`` of a right code. A refused code never reaches the endpoint: a wrong code, an
+      expired one and none at all are one 400 ``invalid_code`` (no oracle), a code past its
+      wrong guesses and a check-side limit a 429, an outage a 503 as for sends. Under
+      ``"issue"`` and ``"verify"`` the content is the guard's (the code), not ``content``.
+    - ``code``: where the code is, for ``action="verify"`` (default the ``code`` field; a field
+      name or a callable, as ``phone``). Absent or not a string: a 400 ``invalid_request``.
     """
 
     def __init__(
@@ -241,7 +277,13 @@ class Gate:
         refund_on: Collection[int] | Callable[[int], bool] | None = None,
         render: Callable[[Problem], Reply] = json_reply,
         challenge: Callable[[Incoming], bool] | None = None,
+        action: str = CHECK,
+        code: Field = "code",
     ) -> None:
+        if action not in ACTIONS:
+            raise ConfigError(f"action must be one of {list(ACTIONS)}, not {action!r}")
+        if code is None or not (isinstance(code, str) or callable(code)):
+            raise ConfigError("code must name a field or be a callable")
         if phone is None or not (isinstance(phone, str) or callable(phone)):
             raise ConfigError("phone must name a field or be a callable")
         if content is not None and not (isinstance(content, str) or callable(content)):
@@ -264,9 +306,11 @@ class Gate:
             raise ConfigError("challenge must be a callable given the request")
         self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
         self.challenge = challenge
+        self.action, self.code = action, code
         self.proxy_header = proxy_header.strip().lower()
         self.body_timeout = float(body_timeout)
-        self._watched = tuple(name for name in (phone, content) if isinstance(name, str))
+        fields = (phone, code) if action == VERIFY else (phone,) if action == ISSUE else (phone, content)
+        self._watched = tuple(name for name in fields if isinstance(name, str))
         self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
         if refund_on is None:
             self.refund_on: Callable[[int], bool] = lambda status: status >= 400
@@ -279,14 +323,16 @@ class Gate:
     @staticmethod
     def settings(settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> dict[str, Any]:
         """The Gate options that flat settings set (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
-        ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``, ``REFUND_ON``), each
-        given as a value or a string: ``Gate(**Gate.settings(os.environ))``."""
+        ``CODE_FIELD``, ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``,
+        ``REFUND_ON``), each given as a value or a string: ``Gate(**Gate.settings(os.environ))``."""
         read = Settings(settings, prefix)
         found: dict[str, Any] = {}
         if "PHONE_FIELD" in read:
             found["phone"] = read.string("PHONE_FIELD", "phone")
         if "CONTENT_FIELD" in read:
             found["content"] = read.optional("CONTENT_FIELD")
+        if "CODE_FIELD" in read:
+            found["code"] = read.string("CODE_FIELD", "code")
         if "TRUSTED_PROXIES" in read:
             found["trusted_proxies"] = read.strings("TRUSTED_PROXIES")
         if "PROXY_HEADER" in read:
@@ -304,7 +350,7 @@ class Gate:
     def exchange(self, request: Incoming, body: bytes | Marker) -> Exchange:
         """One guarded request, from its body to the reply (see the module docstring)."""
         admitted = yield from self.admit(request, body)
-        if not isinstance(admitted, Decision):
+        if isinstance(admitted, Reply):
             return admitted
         try:
             status = yield ("endpoint", admitted)
@@ -316,8 +362,9 @@ class Gate:
 
     def admit(
         self, request: Incoming, body: bytes | Marker
-    ) -> Generator[tuple[Any, ...], Any, Decision | Reply]:
-        """The exchange up to the endpoint: the allowed Decision, or the Reply that refuses."""
+    ) -> Generator[tuple[Any, ...], Any, Admitted | Reply]:
+        """The exchange up to the endpoint: what the endpoint is handed (the allowed Decision,
+        the Issued code, the right code's CodeCheck, by ``action``), or the Reply that refuses."""
         if not isinstance(body, bytes):
             return self.too_large() if body is TOO_LARGE else self.too_slow()
         request = request._replace(body=body)
@@ -325,19 +372,24 @@ class Gate:
         if isinstance(arguments, Reply):
             return arguments
         try:
-            decision: Decision = yield ("check", arguments)
+            answer = yield (self.action, arguments)
         except MissingSubject as exc:  # what the adapter gives every request: the server's doing
             return self.misconfigured(exc, request)
         except InvalidInput as exc:
             return self.invalid(exc)
-        refusal = self.refusal(decision)
-        return decision if refusal is None else refusal
+        if self.action == VERIFY:
+            return answer if answer.ok else self.code_refusal(answer)
+        refusal = self.refusal(answer.decision if self.action == ISSUE else answer)
+        return answer if refusal is None else refusal
 
-    def settle(self, decision: Decision, ended: int | Exception) -> Flow[None]:
+    def settle(self, admitted: Admitted, ended: int | Exception) -> Flow[None]:
         """The exchange after the endpoint, which ``ended`` with a status or an exception: the
-        quota given back when the code was not sent."""
+        quota given back when the code was not sent. (A code checked stays spent: giving it
+        back would let it be used twice.)"""
+        if self.action == VERIFY:
+            return
         if isinstance(ended, Exception) or self.refund_on(ended):
-            yield ("refund", decision)
+            yield ("refund", cast("Issued", admitted).decision if self.action == ISSUE else admitted)
 
     def declared(self, length: str | None) -> int | Marker | None:
         """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None
@@ -350,17 +402,30 @@ class Gate:
     # -- request -> guard arguments ------------------------------------------------------
 
     def arguments(self, request: Incoming) -> dict[str, Any] | Reply:
-        """``Guard.check`` keyword arguments for ``request`` (``ip`` as an ``ipaddress``
-        object, see ``client_ip``), or a 400 Reply saying why not."""
+        """The keyword arguments of the guard's call for ``request`` (``Guard.check``, or
+        ``issue_code`` or ``check_code`` by ``action``; ``ip`` as an ``ipaddress`` object, see
+        ``client_ip``), or a 400 Reply saying why not."""
         try:
             data = request.data or self._data(request)
             phone = self._field(self.phone, request, data, "phone")
             if phone is None:
                 raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
-            content = None if self.content is None else self._field(self.content, request, data, "content")
+            if self.action == VERIFY:
+                code = self._field(self.code, request, data, "code")
+                if code is None:
+                    raise InvalidInput(f"missing code: send it as {self._name(self.code)}")
+                return {"phone": phone, "code": code, "ip": self._client(request)}
+            content = None
+            if self.content is not None and self.action == CHECK:
+                content = self._field(self.content, request, data, "content")
         except InvalidInput as exc:
             return self.invalid(exc)
-        found: dict[str, Any] = {"phone": phone, "content": content, "ip": self._client(request)}
+        if self.action == ISSUE:  # the content is the code: the guard's own
+            found: dict[str, Any] = {"phone": phone, "ip": self._client(request)}
+            if self.challenge is not None:
+                found["challenge_passed"] = self._passed(request._replace(data=data))
+            return found
+        found = {"phone": phone, "content": content, "ip": self._client(request)}
         if content is None:  # the route: a label to count by, which ContentRules reads as no text
             found["content"] = route = f"{request.method} {request.path}"
             found["context"] = {ROUTE: route}
@@ -403,7 +468,9 @@ class Gate:
         if not request.body:
             return _form(request.query, watched)
         if watched and request.query and any(n in watched for n, _ in _pairs(request.query)):
-            raise InvalidInput("a phone or content field is in both the query and the body: send it once")
+            raise InvalidInput(
+                "a phone, content or code field is in both the query and the body: send it once"
+            )
         kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if kind == "application/json" or kind.endswith("+json"):
             body = request.body
@@ -483,6 +550,22 @@ class Gate:
             return _json_refusal(decision.policy, decision.reason, kind, wait, decision.limit)
         return self.render(_refusal(decision.policy, decision.reason, kind, wait, decision.limit, decision))
 
+    def code_refusal(self, check: CodeCheck) -> Reply:
+        """The response for a code ``check`` refused, in the JSON of a send's refusal. No oracle:
+        a wrong code, an expired one and none at all are the one 400 ``invalid_code``, the exact
+        reason kept in the CodeCheck (``Problem.code_check``), the log and the events. A code
+        past its wrong guesses (``check_attempts``: a new one is needed) and a check-side limit
+        (``too_many_checks``) are a 429 with their reason, an outage a 503."""
+        reason = check.reason or ""
+        wait = None if check.retry_after is None else max(1, math.ceil(check.retry_after))
+        if reason in UNTOLD:
+            status, error, reason, wait = 400, INVALID_CODE, INVALID_CODE, None
+        else:
+            status, error = _STATUS.get(codes.KIND_OF.get(reason, codes.LIMIT), _STATUS[codes.LIMIT])
+        headers = {} if wait is None else {"retry-after": str(wait)}
+        body = {"error": error, "policy": None, "reason": reason, "retry_after": wait}
+        return self.render(Problem(status, body, headers, code_check=check))
+
     def invalid(self, exc: InvalidInput) -> Reply:
         """A 400 for input the guard cannot judge (a bad number, a missing field)."""
         return self.render(Problem(400, {"error": "invalid_request", "detail": str(exc)}))
@@ -546,34 +629,75 @@ _MISCONFIGURED: Final = Problem(
 )
 
 
+RouteOptions = str | Mapping[str, Any]
+"""What a route of a mapping takes: its ``action`` (``"issue"``), or Gate options of its own
+(``{"action": "verify", "code": "otp"}``)."""
+
+
 class Routes:
-    """What a middleware guards: ``"POST /sms/send"`` items (any case for the method). A path
-    they name is guarded for the methods they name with it, and refused for the others (an
-    endpoint might send whatever the method). A ConfigError for any other shape, since a route
-    that never matches would leave its endpoint silently unguarded."""
+    """What a middleware guards: ``"POST /sms/send"`` items (any case for the method), or a
+    mapping of them to each one's options: an action (``{"POST /sms/send": "issue",
+    "POST /sms/verify": "verify"}``) or Gate options (``{"POST /sms/verify": {"action":
+    "verify", "code": "otp"}}``). A path they name is guarded for the methods they name with it,
+    and refused for the others (an endpoint might send whatever the method). A ConfigError for
+    any other shape, since a route that never matches would leave its endpoint silently
+    unguarded."""
 
     __slots__ = ("_allow", "_methods")
 
-    def __init__(self, routes: str | Iterable[str]) -> None:
-        items = [routes] if isinstance(routes, str) else list(routes)
-        methods: dict[str, set[str]] = {}
-        for route in items:
+    def __init__(self, routes: str | Iterable[str] | Mapping[str, RouteOptions]) -> None:
+        if isinstance(routes, str):
+            items: list[tuple[Any, RouteOptions]] = [(routes, {})]
+        elif isinstance(routes, Mapping):
+            items = list(routes.items())
+        else:
+            items = [(route, {}) for route in routes]
+        methods: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for route, options in items:
             parts = route.split() if isinstance(route, str) else []
             if len(parts) != 2 or parts[0].upper() not in METHODS or not parts[1].startswith("/"):
                 raise ConfigError(f"route {route!r} is not 'METHOD /path', as in 'POST /sms/send'")
-            methods.setdefault(parts[1], set()).add(parts[0].upper())
+            methods.setdefault(parts[1], {})[parts[0].upper()] = _route_options(route, options)
         if not methods:
             raise ConfigError("routes is empty: name the endpoints to guard, as in ['POST /sms/send']")
-        self._methods = {path: frozenset(names) for path, names in methods.items()}
+        self._methods = {path: MappingProxyType(names) for path, names in methods.items()}
         self._allow = {path: ", ".join(sorted(names)) for path, names in methods.items()}
 
-    def methods(self, path: str) -> frozenset[str] | None:
-        """The methods guarded on ``path``, or None when it is not guarded."""
+    def methods(self, path: str) -> Mapping[str, Mapping[str, Any]] | None:
+        """The methods guarded on ``path``, each with its Gate options (beside the app's), or
+        None when it is not guarded."""
         return self._methods.get(path)
+
+    def gates(self, options: Mapping[str, Any]) -> Gates:
+        """The Gates of these routes over the app's ``options``, each built now: a bad option
+        of a route fails when the app starts. ``Gates.of((method, path), overrides)`` finds
+        a route's."""
+        gates = Gates(options)
+        for path, names in self._methods.items():
+            for method, overrides in names.items():
+                gates.of((method, path), overrides)
+        return gates
 
     def allow(self, path: str) -> str:
         """The Allow header of a guarded ``path``."""
         return self._allow[path]
+
+
+INVALID_CODE: Final = "invalid_code"
+"""What a client is shown for a wrong code, an expired one, and no code at all."""
+UNTOLD: Final = frozenset({"wrong_code", "code_expired", "no_code"})
+"""The reasons of a refused code that a client is not told apart (semantics 18)."""
+
+
+def _route_options(route: str, options: RouteOptions) -> Mapping[str, Any]:
+    if isinstance(options, str):
+        options = {"action": options}
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"route {route!r}: give an action ('issue', 'verify') or a dict of options, not {options!r}"
+        )
+    check_options(options)
+    return dict(options)
 
 
 # The status and the body's "error" for each kind of refusal.

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import heapq
+import hmac
 import math
 import threading
 from bisect import bisect_right, insort
 from collections.abc import Sequence
+from typing import Final
 
-from smsguard.plan import Change, Forget, Job, Note, Outcome, Receipt, Record, SetFlag, Tallied, taken
+from smsguard import attempt as codes
+from smsguard.plan import (
+    Change,
+    CodeState,
+    Forget,
+    Guess,
+    Issue,
+    Job,
+    Note,
+    Outcome,
+    Receipt,
+    Record,
+    SetFlag,
+    Tallied,
+    taken,
+)
 
+OK: Final = "ok"
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
 
@@ -40,17 +58,23 @@ class MemoryBackend:
         self._tallies: dict[str, tuple[float, dict[str, int]]] = {}  # statistics: (expiry, fields)
         self._sums: dict[str, tuple[float, int]] = {}  # a sum counter: (expiry, total)
         self._notes: dict[str, str] = {}
+        self._codes: dict[str, _Code] = {}
+        self._marks: dict[str, dict[str, float]] = {}  # a Record's key: member -> its mark's expiry
         self._sweep_batch = sweep_batch
 
     def run(self, job: Job) -> Outcome:
         now = job.now
         with self._lock:
             self._tidy(now)
+            code = job.code
+            if isinstance(code, Guess):
+                return self._check(code, job.token, now)
             shadowed: list[int] = []
             for i, flag in enumerate(job.flags):
                 if flag.key in self._flags:
                     if not flag.shadow:
-                        return Outcome(i, shadowed=tuple(shadowed))
+                        issued = self._issue(code, now) if code is not None and flag.reason is None else None
+                        return Outcome(i, shadowed=tuple(shadowed), code=issued)
                     shadowed.append(i)
             counts = []
             waits: list[float] = []
@@ -94,7 +118,56 @@ class MemoryBackend:
                     self._sums[counter.key] = (total[0], total[1] + counter.amount)
                 else:
                     self._add(counter.key, counter.expires_at, now)
-            return Outcome(-1, tuple(counts), (), tuple(shadowed))
+            issued = self._issue(code, now) if code is not None and not code.if_exempt else None
+            return Outcome(-1, tuple(counts), (), tuple(shadowed), issued)
+
+    def _issue(self, issue: Issue, now: float) -> CodeState:
+        """The number's live code, else a new one (``Issue``)."""
+        entry = self._codes.get(issue.key)
+        if entry is not None and entry.expires_at > now and entry.spent is None and entry.left > 0:
+            return CodeState("live", entry.nonce, entry.left, entry.issued_at)
+        self._codes[issue.key] = _Code(issue, now)
+        self._file(issue.key, issue.keep_until)
+        return CodeState("new", issue.nonce, issue.attempts, now)
+
+    def _check(self, guess: Guess, token: str, now: float) -> Outcome:
+        """One check of a code (``Guess``), as consume.lua does it."""
+        counts, waits = [], [0.0] * len(guess.limits)
+        for i, counter in enumerate(guess.limits):
+            live = self._live(counter.key, now)
+            counts.append(len(live))
+            if len(live) >= counter.limit:
+                waits[i] = live[len(live) - counter.limit] - now
+        if any(waits):
+            return Outcome(-1, tuple(counts), tuple(waits), (), CodeState(""))
+        entry = self._codes.get(guess.key) if not guess.charge else None
+        if guess.charge:
+            state = CodeState("")
+        elif guess.peek:
+            if entry is None or not (entry.expires_at > now and entry.spent is None and entry.left > 0):
+                return Outcome(-1, tuple(counts), (), (), CodeState(codes.NO_CODE))
+            return Outcome(-1, tuple(counts), (), (), CodeState("live", "", entry.left, entry.issued_at))
+        elif entry is None or entry.keep_until <= now:
+            state = CodeState(codes.NO_CODE)
+        elif entry.spent is not None:
+            # Spent: told no code, but to the very check that spent it, sent again (a lost reply).
+            state = CodeState(OK if entry.spent == token else codes.NO_CODE)
+        elif entry.expires_at <= now:
+            state = CodeState(codes.CODE_EXPIRED, "", entry.left, entry.issued_at)
+        elif entry.left <= 0:
+            state = CodeState(codes.CHECK_ATTEMPTS, "", 0, entry.issued_at)
+        elif guess.hashed and hmac.compare_digest(guess.hashed, entry.hashed):
+            entry.spent = token
+            state = CodeState(OK, "", entry.left, entry.issued_at)
+            if guess.verified is not None:
+                self._record(guess.verified)
+        else:
+            entry.left -= 1
+            state = CodeState(codes.WRONG_CODE, "", entry.left, entry.issued_at)
+        if state.status != OK:
+            for counter in guess.limits:
+                self._add(counter.key, counter.expires_at, now)
+        return Outcome(-1, tuple(counts), (), (), state)
 
     def _sum(self, key: str, now: float) -> int:
         total = self._sums.get(key)
@@ -124,14 +197,14 @@ class MemoryBackend:
                     # Verifications may be all a store sees (the fallback store of a guard whose
                     # backend answers): they sweep, as decisions do.
                     self._tidy(change.now)
-                    for counter in change.counters:
-                        self._add(counter.key, counter.expires_at, change.now)
+                    self._record(change)
                 elif isinstance(change, Note):
                     self._notes[change.key] = change.text
                 elif isinstance(change, Forget):
                     tag = "{" + change.subject + "}"
                     for key in [key for key in self._hits if tag in key]:  # an operator's call: a scan
                         del self._hits[key]  # the sweep finds it gone
+                        self._marks.pop(key, None)
                 elif change.counters:
                     self._refund(change)
 
@@ -164,6 +237,8 @@ class MemoryBackend:
             self._tallies.clear()
             self._sums.clear()
             self._notes.clear()
+            self._codes.clear()
+            self._marks.clear()
 
     def sweep(self, now: float) -> int:
         """Drop every key whose hits have all expired by ``now``, to the whole second (a hit
@@ -197,6 +272,34 @@ class MemoryBackend:
         else:
             insort(entries, at)
 
+    def _record(self, record: Record) -> None:
+        """Mark each key of ``record`` for ``record.token`` (a verified number's hash): one mark
+        per token, its expiry moved on when the same token is recorded again (as Redis's ZADD
+        does), so that a number verified again and again counts once."""
+        now = record.now
+        for counter in record.counters:
+            key, at = counter.key, counter.expires_at
+            marks = self._marks.get(key)
+            if marks is None or key not in self._hits:
+                marks = self._marks[key] = {}
+            old = marks.get(record.token)
+            if old is not None and old > now:
+                self._take_back(key, old)
+            marks[record.token] = at
+            self._add(key, at, now)
+            if len(marks) > 16 and len(marks) > 2 * len(self._live(key, now)):
+                self._marks[key] = {t: e for t, e in marks.items() if e > now}  # the expired go
+
+    def _take_back(self, key: str, at: float) -> None:
+        """Remove one hit expiring ``at`` from ``key``, if it holds one."""
+        entries = self._hits.get(key)
+        if isinstance(entries, list):
+            i = bisect_right(entries, at) - 1
+            if i >= 0 and entries[i] == at:
+                del entries[i]
+        elif entries == at:
+            del self._hits[key]  # the sweep finds it gone
+
     def _refund(self, receipt: Receipt) -> None:
         """Give back one hit per counter of ``receipt``, the first time only.
 
@@ -210,14 +313,7 @@ class MemoryBackend:
         for counter in receipt.counters:
             if counter.amount:
                 continue  # a sum is not given back
-            key, at = counter.key, counter.expires_at
-            entries = self._hits.get(key)
-            if isinstance(entries, list):
-                i = bisect_right(entries, at) - 1
-                if i >= 0 and entries[i] == at:
-                    del entries[i]
-            elif entries == at:
-                del self._hits[key]  # the sweep finds it gone
+            self._take_back(counter.key, counter.expires_at)
         last = max(counter.expires_at for counter in receipt.counters)
         self._spent[spent] = last
         self._file(spent, last)
@@ -261,6 +357,13 @@ class MemoryBackend:
                     # or a key refunded, or filed twice.
                     self._spent.pop(key, None)
                     self._tallies.pop(key, None)
+                    self._marks.pop(key, None)
+                    code = self._codes.get(key)
+                    if code is not None:
+                        if code.keep_until > now:
+                            self._file(key, code.keep_until)  # issued again since
+                        else:
+                            del self._codes[key]
                     total = self._sums.get(key)
                     if total is not None and total[0] <= now:
                         del self._sums[key]
@@ -270,10 +373,23 @@ class MemoryBackend:
                     self._file(key, last)  # a later second, since last > now >= this one
                 else:
                     del hits[key]
+                    self._marks.pop(key, None)
                     dropped += 1
             if not keys:
                 del due[heapq.heappop(seconds)]
         return dropped
+
+
+class _Code:
+    """A number's code, as the memory backend keeps it (see ``Issue``)."""
+
+    __slots__ = ("expires_at", "hashed", "issued_at", "keep_until", "left", "nonce", "spent")
+
+    def __init__(self, issue: Issue, now: float) -> None:
+        self.nonce, self.hashed, self.issued_at = issue.nonce, issue.hashed, now
+        self.expires_at, self.keep_until = issue.expires_at, issue.keep_until
+        self.left = issue.attempts  # wrong checks it still takes
+        self.spent: str | None = None  # the token of the check that spent it
 
 
 def _trimmed(entries: list[float], now: float) -> list[float]:

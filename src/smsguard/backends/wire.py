@@ -24,8 +24,24 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from smsguard.errors import BackendError
-from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, Record, Tallied, taken
+from smsguard.errors import BackendError, BackendUnavailable
+from smsguard.plan import (
+    UNRECORDED,
+    Change,
+    CodeState,
+    Counter,
+    Flag,
+    Forget,
+    Guess,
+    Issue,
+    Job,
+    Note,
+    Outcome,
+    Receipt,
+    Record,
+    Tallied,
+    taken,
+)
 from smsguard.plan import key as _key
 
 Request = tuple[Any, ...]
@@ -50,10 +66,12 @@ class Wire:
         self.prefix, self.cluster = prefix, cluster
 
     def run(self, job: Job) -> Steps:
-        if not self.cluster:
+        if isinstance(job.code, Guess):
+            return (yield from self.check(job, job.code))
+        if not self.cluster or (job.code is not None and not job.flags and not job.counters):
             request, order = self.eval(job, job.flags, job.counters, commit=job.commit)
             reply = yield request
-            return _outcome(reply, len(job.flags), job.counters, order, job.now)
+            return _outcome(reply, len(job.flags), job.counters, order, job.now, job.code is not None)
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
         # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
@@ -63,9 +81,14 @@ class Wire:
             for i, hit in enumerate(found):
                 if hit:
                     if not job.flags[i].shadow:
-                        return Outcome(i, shadowed=tuple(shadowed))
+                        state = None
+                        if job.code is not None and job.flags[i].reason is None:  # exempt: a code
+                            request, _ = self.eval(job._replace(flags=(), counters=()), (), (), commit=True)
+                            state = _outcome((yield request), 0, (), [], job.now, True).code
+                        return Outcome(i, shadowed=tuple(shadowed), code=state)
                     shadowed.append(i)
         nflags = len(job.flags)
+        plain = job._replace(code=None)  # the code goes in its own slot, last
         counts = [0] * len(job.counters)
         waits = [0.0] * len(job.counters)
         took: list[Counter] = []
@@ -74,7 +97,7 @@ class Wire:
             group = tuple(job.counters[i] for i in indexes)
             # Once one is full, the other slots are only checked (nothing written), so that
             # the denial names the counter that frees last, as on a single node.
-            request, order = self.eval(job, (), group, commit=job.commit and not full)
+            request, order = self.eval(plain, (), group, commit=job.commit and not full)
             reply = yield request
             out = _outcome(reply, 0, group, order, job.now)
             for k, i in enumerate(indexes):
@@ -88,7 +111,14 @@ class Wire:
                 took.extend(taken(group, 0, out.shadowed, out.counts))
         if full and took:
             yield from self.apply((Receipt(job.token, tuple(took)),))
-        return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)))
+        state = None
+        issue = job.code
+        if issue is not None and not full and not issue.if_exempt:
+            # Allowed: the code, in its own slot (the number's), once every counter took its hit.
+            request, _ = self.eval(job._replace(flags=(), counters=()), (), (), commit=True)
+            reply = yield request
+            state = _outcome(reply, 0, (), [], job.now, True).code
+        return Outcome(-1, tuple(counts), tuple(waits) if full else (), tuple(sorted(shadowed)), state)
 
     def apply(self, changes: Sequence[Change]) -> Steps:
         # A forgotten subject's keys are found first (a scan, every node of a cluster), then
@@ -134,7 +164,11 @@ class Wire:
             if always:  # first, where the script looks
                 groups.insert(0, groups.pop(always))
         args: list[Any] = [repr(now), job.token, len(flags), len(groups), witness, _score(now)]
-        args += (int(f.shadow) for f in flags)
+        issue = job.code if isinstance(job.code, Issue) else None
+        if issue is None:
+            args += (int(f.shadow) for f in flags)
+        else:  # an exempting flag issues the code
+            args += ("1" if f.shadow else "e" if f.reason is None else "0" for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         order: list[int] = []
         for name, tag, members in groups:
@@ -175,7 +209,85 @@ class Wire:
         if witness == 2:
             extras.append(prefix + _tokens(groups[0][0]))
             args += (_score(now - _RESENT_WITHIN), _RESENT_WITHIN_MS)
+        if issue is not None:
+            extras.append(prefix + issue.key)
+            keep = math.ceil((issue.keep_until - now) * 1000)
+            args += (
+                issue.nonce,
+                issue.hashed,
+                repr(issue.expires_at),
+                keep,
+                issue.attempts,
+                int(issue.if_exempt),
+            )
+            args.append("code")
         return ("eval", keys + extras, args), order
+
+    def check(self, job: Job, guess: Guess) -> Steps:
+        """One check of a code: one script call on a single node. On a Cluster, the limits of
+        other slots than the number's (a client's) are taken first, each in its slot, and given
+        back if the check then takes none (a right code, or a full limit of the number): a guess
+        is compared only once every limit holds its hit, so none is ever over-admitted. A right
+        code's verification marks in other slots follow it, as a write."""
+        now, limits = job.now, guess.limits
+        if not self.cluster:
+            reply = yield self._check_eval(job, guess, limits, guess.verified)
+            return _checked(reply, limits, now)
+        slot = key_slot(_tag(guess.key).encode())
+        mine = [i for i, c in enumerate(limits) if key_slot(_tag(c.key).encode()) == slot]
+        others = [i for i in range(len(limits)) if i not in mine]
+        counts, waits = [0] * len(limits), [0.0] * len(limits)
+        charged: list[Counter] = []
+        full = False
+        for group in _slots(limits, others):
+            sub = tuple(limits[i] for i in group)
+            out = _checked((yield self._check_eval(job, guess._replace(charge=True), sub, None)), sub, now)
+            for k, i in enumerate(group):
+                counts[i] = out.counts[k]
+                if out.waits:
+                    waits[i] = out.waits[k]
+            if out.waits:
+                full = True
+                break
+            charged += sub
+        if not full:
+            sub = tuple(limits[i] for i in mine)
+            out = _checked((yield self._check_eval(job, guess, sub, None)), sub, now)
+            for k, i in enumerate(mine):
+                counts[i] = out.counts[k]
+                if out.waits:
+                    waits[i] = out.waits[k]
+            state = out.code
+            full = bool(out.waits)
+        else:
+            state = CodeState("")
+        assert state is not None
+        if charged and (full or state.status == "ok"):
+            yield from self.apply((Receipt(job.token, tuple(charged)),))
+        if state.status == "ok" and guess.verified is not None and guess.verified.counters:
+            try:
+                yield from self.apply((guess.verified,))
+            except BackendUnavailable:
+                state = state._replace(nonce=UNRECORDED)
+        return Outcome(-1, tuple(counts), tuple(waits) if full else (), (), state)
+
+    def _check_eval(
+        self, job: Job, guess: Guess, limits: Sequence[Counter], record: Record | None
+    ) -> Request:
+        prefix, now = self.prefix, job.now
+        keys = [] if guess.charge else [prefix + guess.key]
+        keys += (prefix + c.key for c in limits)
+        mode = 2 if guess.peek else int(guess.charge)
+        args: list[Any] = ["check", repr(now), job.token, guess.hashed, mode, len(limits)]
+        for c in limits:
+            window = c.window if c.window is not None else c.expires_at - now
+            args += (c.limit, repr(now - window), math.ceil(window * 1000) + 1000)
+        if record is not None and record.counters:
+            args.append(record.token)
+            for c in record.counters:
+                keys.append(prefix + c.key)
+                args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000)
+        return ("eval", keys, args)
 
     def pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
@@ -219,16 +331,69 @@ class Wire:
         return pipe
 
 
+def _checked(reply: Sequence[Any], limits: Sequence[Counter], now: float) -> Outcome:
+    """The Outcome of a code's check (see consume.lua's check): the limits' counts and, if one
+    is full, their waits; the code's state."""
+    n = len(limits)
+    try:
+        status, left, issued_at = _text(reply[0]), int(reply[1]), float(reply[2])
+        counts = tuple(int(c) for c in reply[3 : 3 + n])
+        frees = reply[3 + n :]
+        if len(counts) != n or len(frees) not in (0, n):
+            raise ValueError(f"it does not fit {n} limits")
+        waits = (
+            tuple(
+                0.0 if float(at) == -1 else max(float(at) + _limit_window(c, now) - now, _SOON)
+                for c, at in zip(limits, frees, strict=True)
+            )
+            if frees
+            else ()
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
+    return Outcome(-1, counts, waits, (), CodeState(status, "", left, issued_at))
+
+
+def _limit_window(counter: Counter, now: float) -> float:
+    return counter.window if counter.window is not None else counter.expires_at - now
+
+
+def _tag(key: str) -> str:
+    """The hash tag of ``key`` (``name:{subject}:...``), or the key."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if 0 <= start < end - 1 else key
+
+
+def _slots(counters: Sequence[Counter], indexes: Sequence[int]) -> list[list[int]]:
+    """``indexes`` of ``counters`` grouped by cluster slot, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i in indexes:
+        groups.setdefault(key_slot(_tag(counters[i].key).encode()), []).append(i)
+    return list(groups.values())
+
+
 def _outcome(
-    reply: Sequence[Any], nflags: int, counters: Sequence[Counter], order: list[int], now: float
+    reply: Sequence[Any],
+    nflags: int,
+    counters: Sequence[Counter],
+    order: list[int],
+    now: float,
+    coded: bool = False,
 ) -> Outcome:
     """The Outcome in a script's reply for ``nflags`` flags and ``counters``, sent in ``order``
-    (their indexes); a reply of another shape is a bug."""
+    (their indexes), with the code it issued if ``coded``; a reply of another shape is a bug."""
     n = len(order)
     try:
         flag, nshadowed = int(reply[0]), int(reply[1])
         end = len(reply) - nshadowed
         shadowed = tuple(int(i) for i in reply[end:])
+        state = None
+        if coded:
+            status, nonce, left, issued_at = reply[end - 4 : end]
+            end -= 4
+            if status:
+                state = CodeState(_text(status), _text(nonce), int(left), float(issued_at))
         middle = reply[2:end]
         if flag >= 0 and middle:
             raise ValueError("it counts after a flag")
@@ -248,7 +413,7 @@ def _outcome(
         counts = tuple(counts[sent[i]] for i in range(n)) if counts else ()
         waits = tuple(waits[sent[i]] for i in range(n)) if waits else ()
         shadowed = tuple(sorted(i if i < nflags else nflags + order[i - nflags] for i in shadowed))
-    return Outcome(flag, counts, waits, shadowed)
+    return Outcome(flag, counts, waits, shadowed, state)
 
 
 _SOON = 1e-6

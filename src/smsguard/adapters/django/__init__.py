@@ -14,6 +14,12 @@ prefix::
         "TRUSTED_PROXIES": ["10.0.0.0/8"],
     }
 
+``ROUTES`` may map each route to its action: ``{"POST /sms/send": "issue", "POST /sms/verify":
+"verify"}`` issues the code on the first (the view texts ``request.smsguard.code`` to
+``request.smsguard.decision.phone``) and checks it on the second (the view runs for a right
+code only, ``request.smsguard`` its ``CodeCheck``); or to a dict of Gate options
+(``{"action": "verify", "code": "otp"}``). ``@protect(action="issue")`` likewise.
+
 ``"GUARD": "myproject.sms.guard"`` names a ``Guard`` built in code instead (a dotted path to it,
 or to a callable that returns one), for policies settings cannot say (``recommended(...)``);
 the other keys then set the request side. ``PHONE``, ``CHALLENGE`` and ``RENDER`` name the
@@ -42,6 +48,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from smsguard.adapters.asgi import Lifespan
 from smsguard.adapters.http import (
     TOO_LARGE,
+    Admitted,
     Gate,
     Gates,
     Incoming,
@@ -52,7 +59,6 @@ from smsguard.adapters.http import (
     check_options,
     exchange_io,
 )
-from smsguard.attempt import Decision
 from smsguard.cli import imported_guard
 from smsguard.drive import adrive, drive
 from smsguard.errors import ConfigError
@@ -90,10 +96,11 @@ class _Configured:
                     if not isinstance(values, Mapping):
                         raise ConfigError("settings.SMSGUARD must be a dict of smsguard settings")
                     read = Settings(values, "")  # every key known, Django's own too
+                    routes = Routes(values.get("ROUTES", ("POST /sms/send",)))
                     self._built = Built(
                         _guard(read),
-                        Gates({**Gate.settings(values, prefix=""), **_callables(read)}),
-                        Routes(values.get("ROUTES", ("POST /sms/send",))),
+                        routes.gates({**Gate.settings(values, prefix=""), **_callables(read)}),
+                        routes,
                         read.boolean("ENABLED", True),
                     )
                     serve(self._built.guard)  # statistics on a timer, and written at exit
@@ -165,9 +172,10 @@ class SMSGuardMiddleware:
             if self.is_async:
                 return _ready(reply)
             return reply
+        gate = built.gates.of((request.method, path), methods[request.method])
         if self.is_async:
-            return _aguarded(built, built.gates.default, request, self.get_response)
-        return _guarded(built, built.gates.default, request, self.get_response)
+            return _aguarded(built, gate, request, self.get_response)
+        return _guarded(built, gate, request, self.get_response)
 
 
 def protect(**overrides: Any) -> Callable[[View], View]:
@@ -222,9 +230,9 @@ def _guarded(built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[
     incoming, body = _incoming(request, gate)
     guard_, response = built.guard, None
 
-    def run(decision: Decision) -> int:
+    def run(admitted: Admitted) -> int:
         nonlocal response
-        request.smsguard = decision
+        request.smsguard = admitted
         response = endpoint(request)
         return int(response.status_code)
 
@@ -238,9 +246,9 @@ async def _aguarded(
     incoming, body = _incoming(request, gate)
     guard_, response = built.guard, None
 
-    async def run(decision: Decision) -> int:
+    async def run(admitted: Admitted) -> int:
         nonlocal response
-        request.smsguard = decision
+        request.smsguard = admitted
         response = await endpoint(request)
         return int(response.status_code)
 

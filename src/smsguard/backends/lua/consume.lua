@@ -39,6 +39,15 @@
 --        end frees a slot; and the n 0-based indexes, over flags then counters, of the shadow
 --        items that would have denied (a flag set, a counter full).
 --
+-- A job that issues a verification code (smsguard.codes) ends its ARGV with the code's
+-- arguments: nonce, keyed hash of the code, expiry (seconds), time to keep the code's key (ms),
+-- wrong checks it takes, 1 if only an exempting flag issues it, and the word 'code'; its key is
+-- the last of KEYS, and an exempting flag's shadow argument is 'e'. When the attempt is allowed
+-- the number's live code is read, or a new one written; the reply then holds, before the
+-- shadowed indexes, {status ('new', 'live' or ''), nonce, wrong checks left, issued at}.
+--
+-- A check of a code (ARGV[1] is 'check') is another job altogether: see check() below.
+--
 -- A shadow item never denies, and a shadow group (one shadow policy's counters) takes its hits
 -- all or none, as if it enforced (semantics 15). A counter's limit grows by per_earned for each
 -- live mark of its earn key.
@@ -49,16 +58,110 @@
 -- where every admitted run leaves one is a re-run of an admitted decision: it allows, counts
 -- without its own hits and writes nothing. A run that denied wrote nothing, so its re-run simply
 -- decides again.
+-- One check of a verification code, all in one call. KEYS: the code's hash (but with charge),
+-- the limits on wrong checks, then the keys a right code marks (a verification). ARGV: 'check',
+-- now, token, the guess's keyed hash ('' for a malformed guess), charge (1: the limits alone,
+-- their hits taken at once: a Cluster's first step; 2: only read the code), number of limits, then per limit: its
+-- limit, the score from which it counts (exclusive), its time to live in ms; then the marks'
+-- member and per mark: its expiry and time to live in ms.
+-- Reply: {status, left, issued at, count..., [frees...]}: status 'ok', 'wrong_code',
+-- 'code_expired', 'no_code', 'check_attempts', or '' when a limit is full (nothing compared,
+-- nothing taken; frees then says, per limit, -1 or the score of the hit whose end frees it).
+local function check()
+  local now, token, hashed, charge, nlimits = ARGV[2], ARGV[3], ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
+  local peek = ARGV[5] == '2' -- only read the code (Guard.status)
+  local first = charge and 1 or 2 -- KEYS index of the first limit
+  local reply, full = {'', -1, '0'}, false
+  for i = 0, nlimits - 1 do
+    local key, limit, from = KEYS[first + i], tonumber(ARGV[7 + 3 * i]), ARGV[8 + 3 * i]
+    local count = redis.call('ZCOUNT', key, '(' .. from, '+inf')
+    reply[4 + i] = count
+    if count >= limit then
+      full = true
+      reply[4 + nlimits + i] = redis.call('ZRANGEBYSCORE', key, '(' .. from, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)[2]
+    else
+      reply[4 + nlimits + i] = -1
+    end
+  end
+  if full then
+    return reply
+  end
+  for i = 4 + nlimits, 3 + 2 * nlimits do
+    reply[i] = nil
+  end
+  local status = ''
+  if not charge then
+    local code = redis.call('HMGET', KEYS[1], 'h', 'e', 'l', 's', 't')
+    local left = tonumber(code[3])
+    if not code[1] then
+      status = 'no_code'
+    elseif code[4] then -- spent: told no code, but to the very check that spent it, sent again
+      status = code[4] == token and 'ok' or 'no_code'
+    elseif tonumber(code[2]) <= tonumber(now) then
+      status = 'code_expired'
+    elseif left <= 0 then
+      status = 'check_attempts'
+    elseif peek then
+      status = 'live'
+    elseif hashed ~= '' and hashed == code[1] then
+      status = 'ok'
+      redis.call('HSET', KEYS[1], 's', token)
+      local m = 7 + 3 * nlimits -- the marks of a verification, as a Record writes them
+      for k = first + nlimits, #KEYS do
+        redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+        redis.call('ZADD', KEYS[k], ARGV[m + 1 + 2 * (k - first - nlimits)], ARGV[m])
+        redis.call('PEXPIRE', KEYS[k], ARGV[m + 2 + 2 * (k - first - nlimits)])
+      end
+    else
+      status = 'wrong_code'
+      left = redis.call('HINCRBY', KEYS[1], 'l', -1)
+    end
+    reply[1], reply[2], reply[3] = status, left or -1, code[5] or '0'
+  end
+  if status ~= 'ok' and not peek then -- a wrong check: one hit of each limit
+    for i = 0, nlimits - 1 do
+      local key = KEYS[first + i]
+      redis.call('ZADD', key, now, token)
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[8 + 3 * i])
+      redis.call('PEXPIRE', key, ARGV[9 + 3 * i])
+    end
+  end
+  return reply
+end
+
+if ARGV[1] == 'check' then
+  return check()
+end
+
 local nflags = tonumber(ARGV[3])
 local ngroups = tonumber(ARGV[4])
 local token = ARGV[2]
 local shadowed = {}
+local coded = ARGV[#ARGV] == 'code' -- a code to issue with an allowed attempt
+local last = coded and #ARGV - 7 or #ARGV -- the last argument before the code's
+local issued = coded and {'', '', -1, '0'} or {}
 local function reply_with(reply)
   reply[2] = #shadowed
+  for _, item in ipairs(issued) do
+    reply[#reply + 1] = item
+  end
   for _, i in ipairs(shadowed) do
     reply[#reply + 1] = i
   end
   return reply
+end
+
+-- The number's live code (neither spent, dead nor expired), else a new one.
+local function issue()
+  local key, c = KEYS[#KEYS], #ARGV - 6
+  local live = redis.call('HMGET', key, 'n', 'e', 's', 'l', 't')
+  if live[1] and tonumber(live[2]) > tonumber(ARGV[1]) and not live[3] and tonumber(live[4]) > 0 then
+    return {'live', live[1], tonumber(live[4]), live[5]}
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'n', ARGV[c], 'h', ARGV[c + 1], 'e', ARGV[c + 2], 'l', ARGV[c + 4], 't', ARGV[1])
+  redis.call('PEXPIRE', key, ARGV[c + 3])
+  return {'new', ARGV[c], tonumber(ARGV[c + 4]), ARGV[1]}
 end
 
 local counted = {} -- per log: its hits from its least bound (nil: not counted)
@@ -68,7 +171,7 @@ if ARGV[5] == '1' then -- hits from the first log's least bound, this attempt's 
   counted[1] = redis.call('ZCOUNT', KEYS[nflags + 1], ARGV[first + 2], '+inf')
   again = counted[1] > 0 and redis.call('ZSCORE', KEYS[nflags + 1], ARGV[first + 3] .. token) ~= false
 elseif ARGV[5] == '2' then
-  again = redis.call('ZSCORE', KEYS[#KEYS], token) ~= false
+  again = redis.call('ZSCORE', KEYS[coded and #KEYS - 1 or #KEYS], token) ~= false
 end
 
 if nflags > 0 then
@@ -77,6 +180,9 @@ if nflags > 0 then
     if set[i] then
       if ARGV[6 + i] ~= '1' then
         if not again then -- (a re-run passes: its first run found the flag unset)
+          if coded and ARGV[6 + i] == 'e' then -- an exemption: the code goes with it
+            issued = issue()
+          end
           return reply_with({i - 1, 0})
         end
       else
@@ -203,6 +309,9 @@ if frees then
   end
   return reply_with(reply)
 end
+if coded and ARGV[#ARGV - 1] ~= '1' then -- allowed (a fixed denial follows unset flags)
+  issued = issue()
+end
 if ARGV[5] == '0' or again then
   return reply_with(reply)
 end
@@ -242,9 +351,9 @@ for g = 1, ngroups do
   a = a + 4 + 2 * n
 end
 if wrote and ARGV[5] == '2' then
-  local tokens = KEYS[#KEYS]
+  local tokens = KEYS[coded and #KEYS - 1 or #KEYS]
   redis.call('ZADD', tokens, ARGV[6], token)
-  redis.call('ZREMRANGEBYSCORE', tokens, '-inf', '(' .. ARGV[#ARGV - 1])
-  redis.call('PEXPIRE', tokens, ARGV[#ARGV])
+  redis.call('ZREMRANGEBYSCORE', tokens, '-inf', '(' .. ARGV[last - 1])
+  redis.call('PEXPIRE', tokens, ARGV[last])
 end
 return reply_with(reply)
