@@ -60,6 +60,12 @@ def warn_if_split(backend: Backend) -> None:
         _built[backend] = (os.getpid(), reason is not None)
 
 
+def several() -> str | None:
+    """Why this process is likely one of several serving the app (the server's workers,
+    ``WEB_CONCURRENCY``); None where it is known to be the only one, or nothing says."""
+    return _several(os.getpid())
+
+
 def _several(built_in: int) -> str | None:
     """Why this process is likely one of several serving the app; None where it is known to be
     the only one, or nothing says."""
