@@ -173,8 +173,12 @@ def announce(guard: Guard, found: Iterable[Finding]) -> None:
             warnings.warn(f"{finding.message} {finding.hint}", AnyCountry, stacklevel=3)
 
 
-def at_start(guard: Guard, *, production: bool = True, trusted_proxies: bool = True) -> None:
+def at_start(
+    guard: Guard, *, production: bool = True, trusted_proxies: bool = True, backend: bool = True
+) -> None:
     """The findings of ``guard``, logged once per guard: what an adapter calls when its app
-    starts (W001 aside: the guard says it itself when built, and in a forked worker)."""
-    found = findings(guard, production=production, trusted_proxies=trusted_proxies)
+    starts (W001 aside: the guard says it itself when built, and in a forked worker).
+    ``backend=False`` leaves out those that ask the backend (a round trip): for a caller on an
+    event loop, which asks them later, in a thread."""
+    found = findings(guard, production=production, trusted_proxies=trusted_proxies, backend=backend)
     announce(guard, [finding for finding in found if finding.id != "W001"])

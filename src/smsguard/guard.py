@@ -124,11 +124,20 @@ class Guard:
         return self.outage.mode
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> Guard:
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        prefix: str = "SMSGUARD_",
+        *,
+        backend: Backend | None = None,
+        warn: bool = True,
+    ) -> Guard:
         """A guard from flat settings (a Flask ``app.config``, environment variables, a TOML
         table), each given as a value or as a string. See the README's settings table.
 
-        Without ``COUNTRIES`` it texts any country, and says so: a WARNING in the log and an
+        ``backend`` is taken instead of the one ``STORAGE_URI`` names (Django's ``CACHE``).
+        Without ``COUNTRIES`` it texts any country, and says so (unless ``warn=False``: the
+        ``smsguard`` command, which lists it in ``smsguard check``): a WARNING in the log and an
         ``AnyCountry`` warning (``smsguard.checks``, W005), once."""
         from smsguard.backends import backend_from_url
         from smsguard.policies import settings_policies
@@ -136,7 +145,8 @@ class Guard:
         read = Settings(settings, prefix)
         guard = cls(
             settings_policies(read),
-            backend=backend_from_url(
+            backend=backend
+            or backend_from_url(
                 read.string("STORAGE_URI", "memory://"), prefix=read.string("KEY_PREFIX", "smsguard:")
             ),
             default_region=read.optional("DEFAULT_REGION"),
@@ -152,7 +162,7 @@ class Guard:
             dry_run=read.boolean("DRY_RUN", False),
         )
         anywhere = checks.no_countries(guard)
-        if anywhere is not None:  # said loudly, once: it texts any country
+        if warn and anywhere is not None:  # said loudly, once: it texts any country
             checks.announce(guard, [anywhere])
         return guard
 

@@ -473,8 +473,8 @@ def settings_policies(read: Settings) -> list[Policy]:
     everything): the SMS providers' rules by default, the lists, the pumping defences that
     ``COUNTRIES``, ``DAILY_BUDGET`` and ``RECOMMENDED`` ask for (``pumping.settings_defences``:
     with ``RECOMMENDED`` and no other key, the very set of ``recommended(...)``); those named in
-    ``SHADOW`` in shadow; a 0 or an empty limit turns its policy off. A policy that refuses its settings raises a
-    ConfigError naming their keys. See the README's settings table."""
+    ``SHADOW`` in shadow; a 0 or an empty limit turns its policy off. A policy that refuses its
+    settings raises a ConfigError naming their keys. See the README's settings table."""
     region = read.optional("DEFAULT_REGION")
     with read.about("DEFAULT_REGION"):
         check_region(region)

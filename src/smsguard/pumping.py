@@ -373,7 +373,7 @@ class Defences(NamedTuple):
 
     countries: Countries | None
     content: ContentRules | None
-    unverified: list[Policy]
+    unverified: list[UnverifiedCap]
     spend: SpendCap | None
 
 
@@ -416,9 +416,10 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
             learn_until=read.optional("LEARN_UNTIL"),
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
+    content.shadow = content.name in shadows
     unverified = [p for p in rest if isinstance(p, UnverifiedCap)]
-    for policy in (content, *unverified):
-        policy.shadow = policy.name in shadows
+    for cap in unverified:
+        cap.shadow = cap.name in shadows
     return Defences(countries, content, unverified, spend)
 
 

@@ -182,7 +182,9 @@ class Settings:
     def number_table(self, name: str) -> dict[str, float] | None:
         """Numbers by name: ``{"US": 0.0083}``, or ``"US=0.0083,CA=0.0083"`` from an environment
         variable; None when absent."""
-        return self._read(name, None, "a table of numbers ({'US': 0.01} or 'US=0.01,CA=0.01')", _table(_number))
+        return self._read(
+            name, None, "a table of numbers ({'US': 0.01} or 'US=0.01,CA=0.01')", _table(_number)
+        )
 
     def integer_table(self, name: str) -> dict[str, int] | None:
         """Integers by name: ``{"NG": 100}``, or ``"NG=100,ID=50"``; None when absent."""

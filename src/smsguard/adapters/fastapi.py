@@ -40,6 +40,7 @@ from fastapi import Body, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from smsguard import checks
 from smsguard.adapters.asgi import Headers
 from smsguard.adapters.http import TOO_LARGE, Field, Gate, Incoming, Reply, aexchange_io, check_options
 from smsguard.attempt import Decision
@@ -76,8 +77,9 @@ class SMSGuard:
         if guard is None:
             guard = Guard.from_settings(os.environ)
         self.guard, self.options = guard, {**Gate.settings(os.environ), **options}
-        Gate(**self.options)  # a bad value fails now
+        gate = Gate(**self.options)  # a bad value fails now
         serve(guard)
+        checks.at_start(guard, trusted_proxies=bool(gate.trusted or gate.trust_unix))  # in the log
         if app is not None:
             self.init_app(app)
 

@@ -265,6 +265,7 @@ class Gate:
         self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
         self.challenge = challenge
         self.proxy_header = proxy_header.strip().lower()
+        self._proxy_said = False
         self.body_timeout = float(body_timeout)
         self._watched = tuple(name for name in (phone, content) if isinstance(name, str))
         self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
@@ -455,7 +456,11 @@ class Gate:
         if peer is None:
             if not (self.trust_unix and request.peer is None):
                 return None
-        elif not self.trusted or not self._trusted(peer):
+        elif not self.trusted:
+            if not self._proxy_said and not self.trust_unix and request.headers.get(self.proxy_header):
+                self._untrusted_proxy(peer)
+            return peer
+        elif not self._trusted(peer):
             return peer
         client = peer
         for hop in reversed(_hops(request.headers, self.proxy_header)):
@@ -466,6 +471,19 @@ class Gate:
             if not self._trusted(address):
                 break
         return client
+
+    def _untrusted_proxy(self, peer: Address) -> None:
+        """Say once that a forwarding header arrives while no proxy is trusted (W004 of
+        ``smsguard.checks``): behind a proxy, every client would count as the proxy."""
+        self._proxy_said = True
+        log.warning(
+            "smsguard: a request from %s carries a %s header, but no proxy is trusted: if the app "
+            "is behind a proxy, every client has the proxy's address and IPThrottle limits them all "
+            "as one. Set SMSGUARD_TRUSTED_PROXIES (trusted_proxies=) to the proxy's addresses; a "
+            "header from anyone else is ignored, as it is now.",
+            peer,
+            self.proxy_header,
+        )
 
     def _trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted)
