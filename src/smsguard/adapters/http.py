@@ -160,17 +160,34 @@ class Gates:
         return gate
 
 
+class Switch:
+    """Guarding on or off in every adapter of this process, over each app's ``ENABLED``: what
+    the pytest plugin's ``smsguard_disabled`` turns off for a test. Off, an adapter does as with
+    ``SMSGUARD_ENABLED=false``: the number validated, nothing counted."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def turn(self, on: bool) -> None:
+        self.on = on
+
+
+switch = Switch()
+"""The process's switch (``smsguard.testing``)."""
+
+
 def exchange_io(
     guard: Guard, endpoint: Callable[[Decision], int], enabled: bool = True
 ) -> Callable[[tuple[str, Any]], Any]:
     """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
-    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED``, the number validated,
-    InvalidPhone as ever, and nothing counted), the endpoint (its status), and a refund."""
+    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED`` or the process's
+    ``switch``, the number validated, InvalidPhone as ever, and nothing counted), the endpoint
+    (its status), and a refund."""
 
     def io(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == "check":
-            return guard.check(**value) if enabled else _unguarded(guard, value["phone"])
+            return guard.check(**value) if enabled and switch.on else _unguarded(guard, value["phone"])
         if kind == "endpoint":
             return endpoint(value)
         return guard.refund(value)
@@ -188,7 +205,9 @@ def aexchange_io(
     async def aio(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == "check":
-            return await guard.acheck(**value) if enabled else _unguarded(guard, value["phone"])
+            if enabled and switch.on:
+                return await guard.acheck(**value)
+            return _unguarded(guard, value["phone"])
         if kind == "endpoint" and endpoint is not None:
             return await endpoint(value)
         return await guard.arefund(value)
