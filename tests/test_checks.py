@@ -4,6 +4,7 @@ warnings at start, the run-time word on a forwarding header nobody trusts, and s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -282,6 +283,15 @@ def test_smsguard_check_prints_the_warnings(tmp_path: Path) -> None:
     assert "warn fail mode (W003)" in done.stdout
     assert "warn countries (W005)" in done.stdout
     assert done.stderr == "", "the command lists it: no warning on stderr"
+    done = subprocess.run(
+        [sys.executable, "-m", "smsguard", "--json", "check"],
+        env={**env, "SMSGUARD_FAIL_MODE": "open"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [row["check"] for row in json.loads(done.stdout)] == ["backend"], "the JSON: the checks alone"
+    assert "warn fail mode (W003)" in done.stderr
     done = subprocess.run(
         [sys.executable, "-m", "smsguard", "check"],
         env={**env, "SMSGUARD_SECRET": "s", "SMSGUARD_COUNTRIES": "GB"},

@@ -316,8 +316,9 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         """Is the backend safe to run on: it answers, the script is loaded, Redis does not
         evict, the app's clock agrees with Redis's, and these settings are the app's (a BAD
         line: exit code 1). Then the warnings of smsguard.checks on these settings (a warn
-        line: a memory backend among several workers, no secret, fail mode open, no country
-        list), which Django's manage.py check and the apps' start-up say too."""
+        line, on stderr with --json: a memory backend among several workers, no secret, fail
+        mode open, no country list), which Django's manage.py check and the apps' start-up say
+        too."""
         guard = obj.run(lambda: obj.built)
         diagnose = getattr(guard.backend, "diagnose", None)
         if diagnose is None:
@@ -325,18 +326,17 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         else:
             found = diagnose(time.time())
             found.append(_settings_check(guard))
-        warned = checks.findings(guard, backend=False)  # the backend's own lines are above
-        rows = [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in found]
-        rows += [
-            {"check": f.name, "ok": False, "detail": f"{f.message} {f.hint}", "warning": f.id} for f in warned
+        warned = [
+            f"warn {f.name} ({f.id}): {f.message.removeprefix('smsguard: ')} {f.hint}"
+            for f in checks.findings(guard, backend=False)  # the backend's own lines are above
         ]
         obj.say(
-            rows,
-            "\n".join(
-                [f"{'ok ' if ok else 'BAD'} {name}: {detail}" for name, ok, detail in found]
-                + [f"warn {f.name} ({f.id}): {f.message.removeprefix('smsguard: ')} {f.hint}" for f in warned]
-            ),
+            [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in found],
+            "\n".join([f"{'ok ' if ok else 'BAD'} {name}: {detail}" for name, ok, detail in found] + warned),
         )
+        if obj.as_json:  # the JSON is the checks' alone, as ever: the warnings go to stderr
+            for line in warned:
+                click.echo(line, err=True)
         if not all(ok for _, ok, _ in found):
             raise click.exceptions.Exit(1)
 

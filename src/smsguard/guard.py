@@ -136,9 +136,9 @@ class Guard:
         table), each given as a value or as a string. See the README's settings table.
 
         ``backend`` is taken instead of the one ``STORAGE_URI`` names (Django's ``CACHE``).
-        Without ``COUNTRIES`` it texts any country, and says so (unless ``warn=False``: the
-        ``smsguard`` command, which lists it in ``smsguard check``): a WARNING in the log and an
-        ``AnyCountry`` warning (``smsguard.checks``, W005), once."""
+        Without ``COUNTRIES`` it texts any country, and says so: a WARNING in the log and an
+        ``AnyCountry`` warning (``smsguard.checks``, W005), once; unless ``warn=False``, for
+        those that say it their own way (``smsguard check``, Django's system checks)."""
         from smsguard.backends import backend_from_url
         from smsguard.policies import settings_policies
 

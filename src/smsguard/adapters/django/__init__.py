@@ -14,6 +14,10 @@ prefix::
         "TRUSTED_PROXIES": ["10.0.0.0/8"],
     }
 
+``"CACHE": "default"`` counts in the Redis of that ``CACHES`` alias, on its connection pool
+(``cache_backend``). With the app in ``INSTALLED_APPS``, ``manage.py check`` runs smsguard's
+system checks (``smsguard.adapters.django.checks``).
+
 ``"GUARD": "myproject.sms.guard"`` names a ``Guard`` built in code instead (a dotted path to it,
 or to a callable that returns one), for policies settings cannot say (``recommended(...)``);
 the other keys then set the request side. ``PHONE``, ``CHALLENGE`` and ``RENDER`` name the
@@ -108,14 +112,14 @@ class _Configured:
 
 def _guard(read: Settings) -> Guard:
     if "GUARD" not in read:
-        if "CACHE" not in read:
-            return Guard.from_settings(read.values, prefix="")
+        if "CACHE" not in read:  # no country list: the system check says it (smsguard.W005)
+            return Guard.from_settings(read.values, prefix="", warn=False)
         if "STORAGE_URI" in read:
             raise ConfigError("SMSGUARD has CACHE and STORAGE_URI: keep one (a CACHES alias, or a URL)")
         backend = cache_backend(
             read.string("CACHE", "default"), prefix=read.string("KEY_PREFIX", "smsguard:")
         )
-        return Guard.from_settings(read.values, prefix="", backend=backend)
+        return Guard.from_settings(read.values, prefix="", backend=backend, warn=False)
     if "CACHE" in read:
         raise ConfigError("SMSGUARD has GUARD and CACHE: a guard built in code brings its own backend")
     return imported_guard(read.values["GUARD"], read.key("GUARD"))
