@@ -17,6 +17,7 @@ from typing import Any
 import django_app
 import pytest
 import redis
+import redis.asyncio
 from conftest import unique_prefix
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -93,6 +94,10 @@ def test_an_evicting_redis_is_found(evicting: str) -> None:
 def test_a_silent_backend_is_said() -> None:
     guard = Guard(backend=RedisBackend.from_url(f"redis://127.0.0.1:{free_port()}/0"), secret="s")
     assert "W007" in ids(findings(guard))
+    unasked = RedisBackend(
+        make_aclient=lambda: redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    )
+    assert "W007" not in ids(findings(Guard(backend=unasked, secret="s"))), "async alone: not asked"
 
 
 # -- Django: the check framework --------------------------------------------------------------
@@ -260,7 +265,7 @@ def test_asgi_logs_at_start_and_asks_redis_at_the_lifespan(
     messages = said(caplog)
     assert any("any country" in m for m in messages)
     assert any('fail_mode="open"' in m for m in messages)
-    assert sum("maxmemory-policy allkeys-lru" in m for m in messages) >= 1
+    assert len([m for m in messages if "maxmemory-policy is allkeys-lru" in m]) == 1, "said once, at start"
     caplog.clear()
     with caplog.at_level(logging.WARNING, "smsguard"), TestClient(app):
         pass

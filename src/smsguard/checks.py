@@ -131,7 +131,7 @@ def findings(
     if countries is not None:
         found.append(countries)
     diagnose = getattr(guard.backend, "diagnose", None)
-    if backend and diagnose is not None:
+    if backend and diagnose is not None and getattr(guard.backend, "sync", True):
         results = {name: (ok, detail) for name, ok, detail in diagnose(time.time())}
         answers, detail = results.get("backend answers", (True, ""))
         if not answers:
@@ -177,8 +177,9 @@ def at_start(
     guard: Guard, *, production: bool = True, trusted_proxies: bool = True, backend: bool = True
 ) -> None:
     """The findings of ``guard``, logged once per guard: what an adapter calls when its app
-    starts (W001 aside: the guard says it itself when built, and in a forked worker).
+    starts (W001 and W006 aside: the guard says the first itself when built, and in a forked
+    worker, and a Redis backend the second when it first connects, which asking it does).
     ``backend=False`` leaves out those that ask the backend (a round trip): for a caller on an
     event loop, which asks them later, in a thread."""
     found = findings(guard, production=production, trusted_proxies=trusted_proxies, backend=backend)
-    announce(guard, [finding for finding in found if finding.id != "W001"])
+    announce(guard, [finding for finding in found if finding.id not in ("W001", "W006")])
