@@ -15,6 +15,8 @@ from smsguard import BackendUnavailable, Change, Decision, Guard, Job, MemoryBac
 from smsguard.backends.base import Backend
 from smsguard.backends.redis import RedisBackend
 
+pytest_plugins = ["pytester"]  # test_testing.py runs sample projects that use smsguard's plugin
+
 # Mon 2026-03-02 12:00:00 in Asia/Shanghai (04:00 UTC): far from any midnight.
 T0 = 1772424000.0
 

@@ -179,7 +179,9 @@ def test_no_false_alarm(
     with serving(SERVERS[server](port, workers), tmp_path, env, port) as served:
         served.pids(workers)  # every worker has built its guard
         served.stop()
-    assert not [line for line in served.log().splitlines() if "smsguard:" in line], served.log()
+    true = ("no country list", "no secret")  # the examples' own set-up, said at start (smsguard.checks)
+    said = [line for line in served.log().splitlines() if "smsguard:" in line]
+    assert not [line for line in said if not any(finding in line for finding in true)], served.log()
 
 
 def test_a_forked_copy_of_a_memory_guard_warns(tmp_path: Path) -> None:

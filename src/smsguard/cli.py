@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
-from smsguard import fingerprint
+from smsguard import checks, fingerprint
 from smsguard import stats as stats_
 from smsguard.attempt import Usage
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
@@ -321,7 +321,11 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
     @click.pass_obj
     def check(obj: Context) -> None:
         """Is the backend safe to run on: it answers, the script is loaded, Redis does not
-        evict, the app's clock agrees with Redis's, and these settings are the app's."""
+        evict, the app's clock agrees with Redis's, and these settings are the app's (a BAD
+        line: exit code 1). Then the warnings of smsguard.checks on these settings (a warn
+        line, on stderr with --json: a memory backend among several workers, no secret, fail
+        mode open, no country list), which Django's manage.py check and the apps' start-up say
+        too."""
         guard = obj.run(lambda: obj.built)
         diagnose = getattr(guard.backend, "diagnose", None)
         if diagnose is None:
@@ -329,10 +333,17 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
         else:
             found = diagnose(time.time())
             found.append(_settings_check(guard))
+        warned = [
+            f"warn {f.name} ({f.id}): {f.message.removeprefix('smsguard: ')} {f.hint}"
+            for f in checks.findings(guard, backend=False)  # the backend's own lines are above
+        ]
         obj.say(
             [{"check": name, "ok": ok, "detail": detail} for name, ok, detail in found],
-            "\n".join(f"{'ok ' if ok else 'BAD'} {name}: {detail}" for name, ok, detail in found),
+            "\n".join([f"{'ok ' if ok else 'BAD'} {name}: {detail}" for name, ok, detail in found] + warned),
         )
+        if obj.as_json:  # the JSON is the checks' alone, as ever: the warnings go to stderr
+            for line in warned:
+                click.echo(line, err=True)
         if not all(ok for _, ok, _ in found):
             raise click.exceptions.Exit(1)
 
@@ -370,7 +381,7 @@ def _pairs(counts: Mapping[str, int]) -> str:
 
 def _from_environment(config: Path | None) -> Guard:
     try:
-        return Guard.from_settings(load_settings(config, os.environ))
+        return Guard.from_settings(load_settings(config, os.environ), warn=False)  # check lists it
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
 

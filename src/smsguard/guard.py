@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import date
 from typing import Any
 
+from smsguard import checks
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
@@ -128,16 +129,29 @@ class Guard:
         return self.outage.mode
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> Guard:
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        prefix: str = "SMSGUARD_",
+        *,
+        backend: Backend | None = None,
+        warn: bool = True,
+    ) -> Guard:
         """A guard from flat settings (a Flask ``app.config``, environment variables, a TOML
-        table), each given as a value or as a string. See the README's settings table."""
+        table), each given as a value or as a string. See the README's settings table.
+
+        ``backend`` is taken instead of the one ``STORAGE_URI`` names (Django's ``CACHE``).
+        Without ``COUNTRIES`` it texts any country, and says so: a WARNING in the log and an
+        ``AnyCountry`` warning (``smsguard.checks``, W005), once; unless ``warn=False``, for
+        those that say it their own way (``smsguard check``, Django's system checks)."""
         from smsguard.backends import backend_from_url
         from smsguard.policies import settings_policies
 
         read = Settings(settings, prefix)
-        return cls(
+        guard = cls(
             settings_policies(read),
-            backend=backend_from_url(
+            backend=backend
+            or backend_from_url(
                 read.string("STORAGE_URI", "memory://"), prefix=read.string("KEY_PREFIX", "smsguard:")
             ),
             default_region=read.optional("DEFAULT_REGION"),
@@ -153,6 +167,10 @@ class Guard:
             dry_run=read.boolean("DRY_RUN", False),
             code_rules=code_rules(read),
         )
+        anywhere = checks.no_countries(guard)
+        if warn and anywhere is not None:  # said loudly, once: it texts any country
+            checks.announce(guard, [anywhere])
+        return guard
 
     # -- the backend's I/O: the only code that differs between sync and async -------------
 

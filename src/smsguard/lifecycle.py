@@ -60,6 +60,18 @@ def warn_if_split(backend: Backend) -> None:
         _built[backend] = (os.getpid(), reason is not None)
 
 
+def local_backends() -> list[Backend]:
+    """Every process-local backend a guard of this process was built on, while it lives (the
+    pytest plugin empties them between tests)."""
+    return list(_built)
+
+
+def several() -> str | None:
+    """Why this process is likely one of several serving the app (the server's workers,
+    ``WEB_CONCURRENCY``); None where it is known to be the only one, or nothing says."""
+    return _several(os.getpid())
+
+
 def _several(built_in: int) -> str | None:
     """Why this process is likely one of several serving the app; None where it is known to be
     the only one, or nothing says."""

@@ -165,13 +165,15 @@ class Digest:
     possible values that a plain hash of it could be reversed by trying them all.
     """
 
-    __slots__ = ("_cached", "_keyed")
+    __slots__ = ("_cached", "_keyed", "generated")
 
     def __init__(self, secret: str | bytes) -> None:
         raw = secret.encode() if isinstance(secret, str) else secret
         if not raw:
             raise ConfigError("the hashing secret must not be empty")
         key = hashlib.blake2b(raw, digest_size=32, person=b"smsguard").digest()
+        self.generated = False
+        """True for a random secret made at start (``from_settings`` given none)."""
         self._keyed = hashlib.blake2b(key=key, digest_size=12)  # copied per hash: a third cheaper than keying
         # Contents and client networks repeat far more often than not: cache their hashes.
         self._cached = functools.lru_cache(maxsize=4096)(self.hash)
@@ -198,4 +200,6 @@ class Digest:
                 "a shared backend needs the same secret in every worker: "
                 "pass Guard(secret=...) or set SMSGUARD_SECRET"
             )
-        return cls(secrets.token_bytes(32))
+        made = cls(secrets.token_bytes(32))
+        made.generated = True
+        return made

@@ -470,9 +470,11 @@ class Shadow:
 
 def settings_policies(read: Settings) -> list[Policy]:
     """The policies ``Guard.from_settings`` builds, in order (the switch first, so that it stops
-    everything): the SMS providers' rules by default; those named in ``SHADOW`` in shadow; a 0
-    or an empty limit turns its policy off. A policy that refuses its settings raises a
-    ConfigError naming their keys. See the README's settings table."""
+    everything): the SMS providers' rules by default, the lists, the pumping defences that
+    ``COUNTRIES``, ``DAILY_BUDGET`` and ``RECOMMENDED`` ask for (``pumping.settings_defences``:
+    with ``RECOMMENDED`` and no other key, the very set of ``recommended(...)``); those named in
+    ``SHADOW`` in shadow; a 0 or an empty limit turns its policy off. A policy that refuses its
+    settings raises a ConfigError naming their keys. See the README's settings table."""
     region = read.optional("DEFAULT_REGION")
     with read.about("DEFAULT_REGION"):
         check_region(region)
@@ -480,6 +482,9 @@ def settings_policies(read: Settings) -> list[Policy]:
     with read.about("TIMEZONE"):
         zone(tz)
     shadows = set(read.strings("SHADOW"))
+    from smsguard.pumping import settings_defences  # pumping builds on this module's policies
+
+    defences = settings_defences(read, tz, shadows)
     policies: list[Policy] = []
     if read.boolean("SUSPENDABLE", True):
         policies.append(Suspend(shadow="suspend" in shadows))
@@ -502,6 +507,10 @@ def settings_policies(read: Settings) -> list[Policy]:
                     shadow="blacklist" in shadows,
                 )
             )
+    if defences.countries is not None:
+        policies.append(defences.countries)
+    if defences.content is not None:
+        policies.append(defences.content)
     if window := read.number("SAME_CONTENT_WINDOW", 30):
         skip = read.boolean("SAME_CONTENT_SKIP_MISSING", False)
         with read.about("SAME_CONTENT_WINDOW"):
@@ -523,6 +532,9 @@ def settings_policies(read: Settings) -> list[Policy]:
                     shadow="ip_throttle" in shadows,
                 )
             )
+    policies += defences.unverified
+    if defences.spend is not None:
+        policies.append(defences.spend)
     unknown = shadows - {p.name for p in policies}
     if unknown:
         raise ConfigError(

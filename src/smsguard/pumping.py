@@ -13,9 +13,9 @@ Every policy here is decided in the decision's single backend step, all or none,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
-from typing import Final
+from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from smsguard import attempt as codes
@@ -36,6 +36,7 @@ from smsguard.policies import (
     parse_rates,
     positive,
 )
+from smsguard.settings import Settings
 
 DENIED_TYPES: Final = frozenset(
     {"premium_rate", "shared_cost", "toll_free", "voip", "pager", "uan", "voicemail", "personal_number"}
@@ -363,6 +364,63 @@ def recommended(
     if daily_budget is not None:
         policies.append(SpendCap(daily_budget, prices=prices, tz=tz))
     return policies
+
+
+class Defences(NamedTuple):
+    """The pumping defences that flat settings build (``settings_defences``), each in its place
+    among the provider rules: ``countries`` after the lists, ``content`` before the rules,
+    ``unverified`` after them, ``spend`` last."""
+
+    countries: Countries | None
+    content: ContentRules | None
+    unverified: list[UnverifiedCap]
+    spend: SpendCap | None
+
+
+def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defences:
+    """The pumping defences of flat settings: ``Countries`` from ``COUNTRIES`` (and
+    ``COUNTRY_CAPS``), ``SpendCap`` from ``DAILY_BUDGET`` or ``DAILY_MESSAGES`` (``PRICES``,
+    ``DEFAULT_PRICE``, ``BUDGET_ALARM``), and with ``RECOMMENDED`` the rest of
+    ``recommended(...)`` (its ``ContentRules`` and ``UnverifiedCap``s, taken from it, so that
+    settings build what code would; ``Countries`` then allows every region if ``COUNTRIES`` is
+    absent, refusing the number types as ever)."""
+    whole = read.boolean("RECOMMENDED", False)
+    serve = read.strings("COUNTRIES") or None
+    caps = read.integer_table("COUNTRY_CAPS")
+    countries = None
+    if serve is not None or caps or whole:
+        with read.about("COUNTRIES", "COUNTRY_CAPS"):
+            countries = Countries(serve, caps=caps, tz=tz, shadow="countries" in shadows)
+    budget = read.number("DAILY_BUDGET", 0) or None
+    messages = read.integer("DAILY_MESSAGES", 0) or None
+    prices = read.number_table("PRICES")
+    spend = None
+    if budget is not None or messages is not None:
+        with read.about("DAILY_BUDGET", "DAILY_MESSAGES", "PRICES", "DEFAULT_PRICE", "BUDGET_ALARM"):
+            spend = SpendCap(
+                budget,
+                daily_messages=messages,
+                prices=prices,
+                default_price=read.number("DEFAULT_PRICE", 0.05),
+                alarm=read.number("BUDGET_ALARM", 0.8),
+                tz=tz,
+                shadow="spend" in shadows,
+            )
+    if not whole:
+        return Defences(countries, None, [], spend)
+    with read.about("LEARN_UNTIL", "UNVERIFIED_CHALLENGE"):
+        rest = recommended(
+            serve or (),
+            challenge=read.boolean("UNVERIFIED_CHALLENGE", True),
+            tz=tz,
+            learn_until=read.optional("LEARN_UNTIL"),
+        )
+    content = next(p for p in rest if isinstance(p, ContentRules))
+    content.shadow = content.name in shadows
+    unverified = [p for p in rest if isinstance(p, UnverifiedCap)]
+    for cap in unverified:
+        cap.shadow = cap.name in shadows
+    return Defences(countries, content, unverified, spend)
 
 
 def _epoch(when: float | date | str | None) -> float | None:

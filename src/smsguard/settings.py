@@ -61,6 +61,17 @@ KEYS: Final[Mapping[str, str]] = {
     "CODE_ATTEMPTS": GUARD,
     "CODE_CHECKS_PER_NUMBER": GUARD,
     "CODE_CHECKS_PER_IP": GUARD,
+    # The pumping defences (smsguard.pumping): where codes go, what they cost, the recommended set.
+    "COUNTRIES": GUARD,
+    "COUNTRY_CAPS": GUARD,
+    "DAILY_BUDGET": GUARD,
+    "DAILY_MESSAGES": GUARD,
+    "PRICES": GUARD,
+    "DEFAULT_PRICE": GUARD,
+    "BUDGET_ALARM": GUARD,
+    "RECOMMENDED": GUARD,
+    "UNVERIFIED_CHALLENGE": GUARD,
+    "LEARN_UNTIL": GUARD,
     # The request side, every adapter (Gate.settings).
     "PHONE_FIELD": REQUEST,
     "CONTENT_FIELD": REQUEST,
@@ -78,6 +89,7 @@ KEYS: Final[Mapping[str, str]] = {
     "PHONE": DJANGO,
     "CHALLENGE": DJANGO,
     "RENDER": DJANGO,
+    "CACHE": DJANGO,
 }
 """Every setting, and who reads it: the one list of keys."""
 
@@ -173,6 +185,17 @@ class Settings:
         """A list of integers: ``[502, 503]`` or ``"502,503"``."""
         return self._read(name, list(default), "a list of integers (or '502,503')", _integers)
 
+    def number_table(self, name: str) -> dict[str, float] | None:
+        """Numbers by name: ``{"US": 0.0083}``, or ``"US=0.0083,CA=0.0083"`` from an environment
+        variable; None when absent."""
+        return self._read(
+            name, None, "a table of numbers ({'US': 0.01} or 'US=0.01,CA=0.01')", _table(_number)
+        )
+
+    def integer_table(self, name: str) -> dict[str, int] | None:
+        """Integers by name: ``{"NG": 100}``, or ``"NG=100,ID=50"``; None when absent."""
+        return self._read(name, None, "a table of integers ({'NG': 100} or 'NG=100,ID=50')", _table(_integer))
+
     def rates(self, name: str, default: str) -> str | None:
         """A rate string (``"5/minute;20/hour"``), or None for off: ``0``, ``""``, ``false``."""
         what = "a rate string such as '5/minute;20/hour' (0 for off)"
@@ -219,6 +242,20 @@ def _strings(value: Any) -> list[str]:
     if not all(isinstance(item, str) for item in items):
         raise TypeError(value)
     return [item.strip() for item in items if item.strip()]
+
+
+def _table(convert: Callable[[Any], T]) -> Callable[[Any], dict[str, T]]:
+    def read(value: Any) -> dict[str, T]:
+        if isinstance(value, str):
+            pairs = [item.partition("=") for item in _strings(value)]
+            if not all(sign for _, sign, _ in pairs):
+                raise ValueError(value)
+            value = {name: number for name, _, number in pairs}
+        if not isinstance(value, Mapping):
+            raise TypeError(value)
+        return {_string(name): convert(number) for name, number in value.items()}
+
+    return read
 
 
 def _rates(value: Any) -> str | None:

@@ -21,6 +21,7 @@ from collections.abc import (
 )
 from typing import Any
 
+from smsguard import checks
 from smsguard.adapters.http import (
     TOO_LARGE,
     TOO_SLOW,
@@ -76,12 +77,16 @@ class SMSGuardMiddleware:
         self.gates = self.routes.gates(options)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
         serve(guard)
+        # What is unsafe in this set-up, in the log (smsguard.checks); what asks the backend, at
+        # the lifespan's startup, off the loop (Starlette builds its middleware on the loop).
+        self._trusts = bool(self.gates.default.trusted or self.gates.default.trust_unix)
+        checks.at_start(guard, trusted_proxies=self._trusts, backend=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope) if scope["type"] == "http" else None
         if route is None:
             if scope["type"] == "lifespan":
-                send = _lifespan(send, self.guard)
+                send = _lifespan(send, self.guard, self._trusts)
             await self.app(scope, receive, send)
             return
         path, methods = route
@@ -184,9 +189,10 @@ class SMSGuardMiddleware:
         return body, _replay(body, receive)
 
 
-def _lifespan(send: Send, guard: Guard) -> Send:
-    """``send`` for the app's lifespan: the guard served once it has started, its statistics
-    written before the server hears that the app has shut down."""
+def _lifespan(send: Send, guard: Guard, trusts: bool) -> Send:
+    """``send`` for the app's lifespan: the guard served once it has started (and its backend
+    checked, off the loop), its statistics written before the server hears that the app has
+    shut down."""
 
     async def lifespan_send(message: Message) -> None:
         kind = message["type"]
@@ -194,6 +200,7 @@ def _lifespan(send: Send, guard: Guard) -> Send:
             await astop(guard)
         elif kind == "lifespan.startup.complete":
             serve(guard)  # again, after a shutdown (a test client's second run)
+            await asyncio.to_thread(functools.partial(checks.at_start, guard, trusted_proxies=trusts))
         await send(message)
 
     return lifespan_send

@@ -46,6 +46,7 @@ from fastapi import Body, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from smsguard import checks
 from smsguard.adapters.asgi import Headers
 from smsguard.adapters.http import (
     CHECK,
@@ -91,8 +92,9 @@ class SMSGuard:
         if guard is None:
             guard = Guard.from_settings(os.environ)
         self.guard, self.options = guard, {**Gate.settings(os.environ), **options}
-        Gate(**self.options)  # a bad value fails now
+        gate = Gate(**self.options)  # a bad value fails now
         serve(guard)
+        checks.at_start(guard, trusted_proxies=bool(gate.trusted or gate.trust_unix))  # in the log
         if app is not None:
             self.init_app(app)
 

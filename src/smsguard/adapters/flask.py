@@ -32,6 +32,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
 
+from smsguard import checks
 from smsguard.adapters.http import (
     TOO_LARGE,
     Admitted,
@@ -68,6 +69,10 @@ class SMSGuard:
         enabled = Settings(config).boolean("ENABLED", True)
         app.extensions["smsguard"] = _State(guard, options, enabled)
         serve(guard)  # statistics on a timer, and written at the worker's exit
+        gate = Gate(**options)  # what is unsafe in this set-up, in the log (smsguard.checks)
+        checks.at_start(
+            guard, production=not app.debug, trusted_proxies=bool(gate.trusted or gate.trust_unix)
+        )
         from smsguard.cli import commands
 
         app.cli.add_command(commands(lambda _: guard, config=False))  # flask smsguard status ...

@@ -176,18 +176,35 @@ class Gates:
         return gate
 
 
+class Switch:
+    """Guarding on or off in every adapter of this process, over each app's ``ENABLED``: what
+    the pytest plugin's ``smsguard_disabled`` turns off for a test. Off, an adapter does as with
+    ``SMSGUARD_ENABLED=false``: the number validated, nothing counted."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def turn(self, on: bool) -> None:
+        self.on = on
+
+
+switch = Switch()
+"""The process's switch (``smsguard.testing``)."""
+
+
 def exchange_io(
     guard: Guard, endpoint: Callable[[Admitted], int], enabled: bool = True
 ) -> Callable[[tuple[str, Any]], Any]:
     """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
-    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED``, the number validated,
-    InvalidPhone as ever, and nothing counted), a code issued or checked (switched off or not:
-    the codes are the app's, not a limit), the endpoint (its status), and a refund."""
+    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED`` or the process's
+    ``switch``, the number validated, InvalidPhone as ever, and nothing counted), a code issued
+    or checked (switched off or not: the codes are the app's, not a limit), the endpoint (its
+    status), and a refund."""
 
     def io(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == CHECK:
-            return guard.check(**value) if enabled else _unguarded(guard, value["phone"])
+            return guard.check(**value) if enabled and switch.on else _unguarded(guard, value["phone"])
         if kind == ISSUE:
             return guard.issue_code(**value)
         if kind == VERIFY:
@@ -209,7 +226,9 @@ def aexchange_io(
     async def aio(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == CHECK:
-            return await guard.acheck(**value) if enabled else _unguarded(guard, value["phone"])
+            if enabled and switch.on:
+                return await guard.acheck(**value)
+            return _unguarded(guard, value["phone"])
         if kind == ISSUE:
             return await guard.aissue_code(**value)
         if kind == VERIFY:
@@ -308,6 +327,7 @@ class Gate:
         self.challenge = challenge
         self.action, self.code = action, code
         self.proxy_header = proxy_header.strip().lower()
+        self._proxy_said = False
         self.body_timeout = float(body_timeout)
         fields = (phone, code) if action == VERIFY else (phone,) if action == ISSUE else (phone, content)
         self._watched = tuple(name for name in fields if isinstance(name, str))
@@ -522,7 +542,11 @@ class Gate:
         if peer is None:
             if not (self.trust_unix and request.peer is None):
                 return None
-        elif not self.trusted or not self._trusted(peer):
+        elif not self.trusted:
+            if not self._proxy_said and not self.trust_unix and request.headers.get(self.proxy_header):
+                self._untrusted_proxy(peer)
+            return peer
+        elif not self._trusted(peer):
             return peer
         client = peer
         for hop in reversed(_hops(request.headers, self.proxy_header)):
@@ -533,6 +557,19 @@ class Gate:
             if not self._trusted(address):
                 break
         return client
+
+    def _untrusted_proxy(self, peer: Address) -> None:
+        """Say once that a forwarding header arrives while no proxy is trusted (W004 of
+        ``smsguard.checks``): behind a proxy, every client would count as the proxy."""
+        self._proxy_said = True
+        log.warning(
+            "smsguard: a request from %s carries a %s header, but no proxy is trusted: if the app "
+            "is behind a proxy, every client has the proxy's address and IPThrottle limits them all "
+            "as one. Set SMSGUARD_TRUSTED_PROXIES (trusted_proxies=) to the proxy's addresses; a "
+            "header from anyone else is ignored, as it is now.",
+            peer,
+            self.proxy_header,
+        )
 
     def _trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted)

@@ -294,6 +294,11 @@ class RedisBackend:
         """The text a ``Note`` left under ``key``, or None."""
         return self._drive(self.wire.note(key))
 
+    @property
+    def sync(self) -> bool:
+        """True when it has a sync client, or can make one (``check``, ``diagnose``)."""
+        return self._client is not None or self._make_client is not None
+
     def diagnose(self, now: float) -> list[tuple[str, bool, str]]:
         """What ``smsguard check`` reports: (check, passed, detail) for the connection, the
         script, the eviction policy, and the app's clock (``now``) against Redis's ``TIME``."""

@@ -20,6 +20,10 @@ prefix::
 code only, ``request.smsguard`` its ``CodeCheck``); or to a dict of Gate options
 (``{"action": "verify", "code": "otp"}``). ``@protect(action="issue")`` likewise.
 
+``"CACHE": "default"`` counts in the Redis of that ``CACHES`` alias, on its connection pool
+(``cache_backend``). With the app in ``INSTALLED_APPS``, ``manage.py check`` runs smsguard's
+system checks (``smsguard.adapters.django.checks``).
+
 ``"GUARD": "myproject.sms.guard"`` names a ``Guard`` built in code instead (a dotted path to it,
 or to a callable that returns one), for policies settings cannot say (``recommended(...)``);
 the other keys then set the request side. ``PHONE``, ``CHALLENGE`` and ``RENDER`` name the
@@ -59,6 +63,7 @@ from smsguard.adapters.http import (
     check_options,
     exchange_io,
 )
+from smsguard.backends.base import Backend
 from smsguard.cli import imported_guard
 from smsguard.drive import adrive, drive
 from smsguard.errors import ConfigError
@@ -114,8 +119,63 @@ class _Configured:
 
 def _guard(read: Settings) -> Guard:
     if "GUARD" not in read:
-        return Guard.from_settings(read.values, prefix="")
+        if "CACHE" not in read:  # no country list: the system check says it (smsguard.W005)
+            return Guard.from_settings(read.values, prefix="", warn=False)
+        if "STORAGE_URI" in read:
+            raise ConfigError("SMSGUARD has CACHE and STORAGE_URI: keep one (a CACHES alias, or a URL)")
+        backend = cache_backend(
+            read.string("CACHE", "default"), prefix=read.string("KEY_PREFIX", "smsguard:")
+        )
+        return Guard.from_settings(read.values, prefix="", backend=backend, warn=False)
+    if "CACHE" in read:
+        raise ConfigError("SMSGUARD has GUARD and CACHE: a guard built in code brings its own backend")
     return imported_guard(read.values["GUARD"], read.key("GUARD"))
+
+
+def cache_backend(alias: str, *, prefix: str = "smsguard:") -> Backend:
+    """A RedisBackend on the Redis of ``CACHES[alias]``: Django's own ``RedisCache`` or
+    django-redis's ``RedisCache``, whose connection pool it shares (and so its timeouts: give
+    the cache short ones, ``"OPTIONS": {"socket_timeout": 0.5}``, for the fail mode to act
+    quickly). ``Guard.acheck`` gets an asyncio client with the same connection settings."""
+    import redis
+    from django.core.cache import InvalidCacheBackendError, caches
+
+    from smsguard.backends.redis import RedisBackend
+
+    try:
+        cache = caches[alias]
+    except InvalidCacheBackendError as exc:
+        raise ConfigError(f"SMSGUARD['CACHE'] = {alias!r}: {exc}") from None
+    if hasattr(cache, "client") and hasattr(cache.client, "get_client"):  # django-redis
+        client = cache.client.get_client(write=True)
+    elif hasattr(cache, "_cache") and hasattr(cache._cache, "get_client"):  # django.core.cache...RedisCache
+        client = cache._cache.get_client(write=True)
+    else:
+        raise ConfigError(
+            f"SMSGUARD['CACHE'] = {alias!r} is a {type(cache).__module__}.{type(cache).__name__}, not a "
+            "Redis cache: use django.core.cache.backends.redis.RedisCache or django-redis, or STORAGE_URI"
+        )
+    if not isinstance(client, redis.Redis):
+        raise ConfigError(f"SMSGUARD['CACHE'] = {alias!r} gives a {type(client).__name__}, not a redis.Redis")
+    return RedisBackend(client, prefix=prefix, make_aclient=functools.partial(_async_twin, client))
+
+
+def _async_twin(client: Any) -> Any:
+    """An asyncio client to the server ``client`` (a ``redis.Redis``) talks to, with its
+    connection settings."""
+    import redis
+    import redis.asyncio
+
+    pool = client.connection_pool
+    options = {k: v for k, v in pool.connection_kwargs.items() if k not in ("parser_class", "retry")}
+    kind = pool.connection_class
+    if issubclass(kind, redis.UnixDomainSocketConnection):
+        twin: type[Any] = redis.asyncio.UnixDomainSocketConnection
+    elif issubclass(kind, redis.SSLConnection):
+        twin = redis.asyncio.SSLConnection
+    else:
+        twin = redis.asyncio.Connection
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=twin, **options))
 
 
 def _callables(read: Settings) -> dict[str, Any]:
