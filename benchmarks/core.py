@@ -302,13 +302,60 @@ def flood(n: int) -> None:
         print(f"    {left:,} left, {blocks:,} heap blocks; RSS {rss:,.0f} MiB, peak {peak:,.0f} MiB")
 
 
+def instruction_cases() -> dict[str, tuple[str, str]]:
+    """The unseen-number workload for ``instructions.compare``: each peer, and smsguard with
+    phonenumbers alone (the default install) and with the fast extra."""
+    slow = "import os; os.environ['SMSGUARD_PARSER'] = 'phonenumbers'\n"  # as if rphonenumbers were absent
+    data = "import core; xs = core.unseen(N)\n"
+    run = "check(*xs[i])"
+    cases = {
+        "phonenumbers parse+validate+E.164": (slow + data, "core.e164(xs[i][0])"),
+        "limits moving window": (slow + data + "check = core.limits_unseen()", run),
+        "throttled-py token bucket": (slow + data + "check = core.throttled_unseen()", run),
+        "PyrateLimiter sliding log": (slow + data + "check = core.pyrate_unseen()", run),
+        "smsguard": (slow + data + "check = core.smsguard_unseen()", run),
+        "smsguard + listener": (slow + data + "check = core.smsguard_unseen(listener=True)", run),
+        "smsguard recommended set": (slow + data + "check = core.smsguard_unseen(recommended=True)", run),
+    }
+    try:
+        import rphonenumbers  # noqa: F401
+    except ImportError:
+        return cases
+    cases |= {
+        "smsguard, fast": (data + "check = core.smsguard_unseen()", run),
+        "smsguard + listener, fast": (data + "check = core.smsguard_unseen(listener=True)", run),
+        "smsguard recommended, fast": (data + "check = core.smsguard_unseen(recommended=True)", run),
+    }
+    return cases
+
+
+def instructions_table(runs: int) -> None:
+    """Cost per decision, unseen numbers, every peer and smsguard side by side."""
+    from instructions import available, compare, table
+
+    costs = compare(instruction_cases(), n1=200, n2=1200, runs=runs)
+    how = "callgrind, (I(1200) - I(200)) / 1000" if available() else "TIMED (no valgrind)"
+    print(f"4 checks, unseen numbers in four formats, memory, statistics on; {how}; {runs} runs")
+    print(table(costs, against="throttled-py token bucket", title=""))
+    peers = [
+        c.median for n, c in costs.items() if n.split()[0] in ("limits", "throttled-py", "PyrateLimiter")
+    ]
+    for name in ("smsguard", "smsguard, fast"):
+        if name in costs:
+            print(f"{name}: {costs[name].median / min(peers):.2f}× the cheapest peer")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instructions", type=int, default=3, help="runs of the callgrind table (0: none)")
     parser.add_argument("--attempts", type=int, default=100_000)
     parser.add_argument("--flood", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
+    if args.instructions:
+        instructions_table(args.instructions)
+        print()
     attempts = workload(args.attempts)
     makers: dict[str, Callable[[], Callable[[str, str, str], bool]]] = {
         "smsguard, statistics off": lambda: smsguard_check(statistics=False),
