@@ -114,6 +114,128 @@ def limits_check(
     return check
 
 
+# The issue-23 workload, for instructions per decision: every attempt a number not seen before
+# (typed in one of four formats), same content 1/30 s, 10/day and 5/hour per number, 20/hour per
+# IP. Each peer parses the number with phonenumbers (parse, validate, E.164), as smsguard does,
+# and stops at its first refusal (no all-or-nothing: its cheapest pattern).
+UNSEEN_FORMATS = ("{}", "+86 {}", "+86{}", "0086{}")
+
+
+def unseen(n: int, ips: int = 1000) -> list[Attempt]:
+    """``n`` attempts, each for a number not seen before (spread over the mobile ranges), from
+    ``ips`` addresses in turn, with two contents."""
+    return [
+        (
+            UNSEEN_FORMATS[i % 4].format(f"13{5 + i % 5}{(i * 7919) % 10**8:08d}"),
+            f"Your code is {i % 2}",
+            f"10.{i % ips >> 8}.{i % ips & 255}.7",
+        )
+        for i in range(n)
+    ]
+
+
+def issue_policies() -> list[object]:
+    return [SameContent(30), DailyCap(10, tz="Asia/Shanghai"), PhoneRate("5/hour"), IPThrottle("20/hour")]
+
+
+def smsguard_unseen(*, recommended: bool = False, listener: bool = False) -> Callable[[str, str, str], bool]:
+    """smsguard on memory, statistics on (its default); with ``listener``, an event listener
+    (a Prometheus collector); with ``recommended``, the recommended set for an app serving CN."""
+    from smsguard import recommended as recommended_set
+
+    listeners = []
+    if listener:
+        from prometheus_client import CollectorRegistry
+
+        from smsguard.metrics import PrometheusMetrics
+
+        listeners.append(PrometheusMetrics(CollectorRegistry()))
+    policies = recommended_set(["CN"], tz="Asia/Shanghai") if recommended else issue_policies()
+    guard = Guard(policies, default_region="CN", secret="bench", listeners=listeners)  # type: ignore[arg-type]
+    return lambda phone, content, ip: guard.check(phone, content=content, ip=ip).allowed
+
+
+def limits_unseen() -> Callable[[str, str, str], bool]:
+    """`limits`' moving window on its memory storage."""
+    limiter = MovingWindowRateLimiter(MemoryStorage())
+    same, daily, hourly, per_ip = parse("1/30 seconds"), parse("10/day"), parse("5/hour"), parse("20/hour")
+
+    def check(phone: str, content: str, ip: str) -> bool:
+        key = e164(phone)
+        return key is not None and (
+            limiter.hit(same, "same", key, content)
+            and limiter.hit(daily, "daily", key)
+            and limiter.hit(hourly, "rate", key)
+            and limiter.hit(per_ip, "ip", ip)
+        )
+
+    return check
+
+
+def throttled_unseen() -> Callable[[str, str, str], bool]:
+    """throttled-py's token bucket on its memory store."""
+    from datetime import timedelta
+
+    from throttled import MemoryStore, Throttled, per_day, per_duration, per_hour
+
+    store = MemoryStore()
+    same, daily, hourly, per_ip = (
+        Throttled(using="token_bucket", quota=quota, store=store)
+        for quota in (per_duration(timedelta(seconds=30), 1), per_day(10), per_hour(5), per_hour(20))
+    )
+
+    def check(phone: str, content: str, ip: str) -> bool:
+        key = e164(phone)
+        return key is not None and not (
+            same.limit(f"same:{key}:{content}").limited
+            or daily.limit(f"daily:{key}").limited
+            or hourly.limit(f"rate:{key}").limited
+            or per_ip.limit(f"ip:{ip}").limited
+        )
+
+    return check
+
+
+def pyrate_unseen() -> Callable[[str, str, str], bool]:
+    """PyrateLimiter's sliding log, a memory bucket per key (its per-key routing: a bucket
+    factory), never blocking."""
+    from pyrate_limiter import BucketFactory, Duration, InMemoryBucket, Limiter, Rate, RateItem, WallClock
+
+    class PerKey(BucketFactory):
+        def __init__(self, rates: list[Rate]) -> None:
+            self.rates, self.buckets, self.clock = rates, {}, WallClock()
+
+        def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+            return RateItem(name, self.clock.now(), weight=weight)
+
+        def get(self, item: RateItem) -> InMemoryBucket:
+            bucket = self.buckets.get(item.name)
+            if bucket is None:
+                bucket = self.buckets[item.name] = self.create(InMemoryBucket, self.rates)
+            return bucket
+
+    same, daily, hourly, per_ip = (
+        Limiter(PerKey([rate]))
+        for rate in (
+            Rate(1, Duration.SECOND * 30),
+            Rate(10, Duration.DAY),
+            Rate(5, Duration.HOUR),
+            Rate(20, Duration.HOUR),
+        )
+    )
+
+    def check(phone: str, content: str, ip: str) -> bool:
+        key = e164(phone)
+        return key is not None and bool(
+            same.try_acquire(f"same:{key}:{content}", blocking=False)
+            and daily.try_acquire(f"daily:{key}", blocking=False)
+            and hourly.try_acquire(f"rate:{key}", blocking=False)
+            and per_ip.try_acquire(f"ip:{ip}", blocking=False)
+        )
+
+    return check
+
+
 def measure(check: Callable[[str, str, str], bool], attempts: Sequence[Attempt]) -> dict[str, float]:
     latencies = []
     allowed = 0
@@ -180,13 +302,60 @@ def flood(n: int) -> None:
         print(f"    {left:,} left, {blocks:,} heap blocks; RSS {rss:,.0f} MiB, peak {peak:,.0f} MiB")
 
 
+def instruction_cases() -> dict[str, tuple[str, str]]:
+    """The unseen-number workload for ``instructions.compare``: each peer, and smsguard with
+    phonenumbers alone (the default install) and with the fast extra."""
+    slow = "import os; os.environ['SMSGUARD_PARSER'] = 'phonenumbers'\n"  # as if rphonenumbers were absent
+    data = "import core; xs = core.unseen(N)\n"
+    run = "check(*xs[i])"
+    cases = {
+        "phonenumbers parse+validate+E.164": (slow + data, "core.e164(xs[i][0])"),
+        "limits moving window": (slow + data + "check = core.limits_unseen()", run),
+        "throttled-py token bucket": (slow + data + "check = core.throttled_unseen()", run),
+        "PyrateLimiter sliding log": (slow + data + "check = core.pyrate_unseen()", run),
+        "smsguard": (slow + data + "check = core.smsguard_unseen()", run),
+        "smsguard + listener": (slow + data + "check = core.smsguard_unseen(listener=True)", run),
+        "smsguard recommended set": (slow + data + "check = core.smsguard_unseen(recommended=True)", run),
+    }
+    try:
+        import rphonenumbers  # noqa: F401
+    except ImportError:
+        return cases
+    cases |= {
+        "smsguard, fast": (data + "check = core.smsguard_unseen()", run),
+        "smsguard + listener, fast": (data + "check = core.smsguard_unseen(listener=True)", run),
+        "smsguard recommended, fast": (data + "check = core.smsguard_unseen(recommended=True)", run),
+    }
+    return cases
+
+
+def instructions_table(runs: int) -> None:
+    """Cost per decision, unseen numbers, every peer and smsguard side by side."""
+    from instructions import available, compare, table
+
+    costs = compare(instruction_cases(), n1=200, n2=1200, runs=runs)
+    how = "callgrind, (I(1200) - I(200)) / 1000" if available() else "TIMED (no valgrind)"
+    print(f"4 checks, unseen numbers in four formats, memory, statistics on; {how}; {runs} runs")
+    print(table(costs, against="throttled-py token bucket", title=""))
+    peers = [
+        c.median for n, c in costs.items() if n.split()[0] in ("limits", "throttled-py", "PyrateLimiter")
+    ]
+    for name in ("smsguard", "smsguard, fast"):
+        if name in costs:
+            print(f"{name}: {costs[name].median / min(peers):.2f}× the cheapest peer")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instructions", type=int, default=3, help="runs of the callgrind table (0: none)")
     parser.add_argument("--attempts", type=int, default=100_000)
     parser.add_argument("--flood", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
+    if args.instructions:
+        instructions_table(args.instructions)
+        print()
     attempts = workload(args.attempts)
     makers: dict[str, Callable[[], Callable[[str, str, str], bool]]] = {
         "smsguard, statistics off": lambda: smsguard_check(statistics=False),

@@ -7,7 +7,8 @@ import hashlib
 import os
 import secrets
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from types import ModuleType
+from typing import Any, Final, NamedTuple
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult, carrier
@@ -113,7 +114,7 @@ def normalize(raw: str, region: str | None = None) -> str:
     Spaces, dashes, brackets, the ``00`` (or other national) international prefix and
     full-width digits are all accepted; ``region`` reads numbers typed without a country code.
     """
-    return _parse(raw, region)[0]
+    return PARSER.parse(raw, region)[0]
 
 
 def identify(
@@ -124,37 +125,89 @@ def identify(
     details: bool = False,
 ) -> Number:
     """The ``Number`` of ``raw`` (InvalidPhone as ``normalize``): hashed with ``digest`` where
-    given, with its type and network if ``details`` (about 20 µs more a number)."""
-    e164, found, number = _parse(raw, region)
-    phone_id = digest(e164) if digest is not None else ""
-    if not details:
-        return Number(e164, phone_id, found)
-    kind = NUMBER_TYPES.get(phonenumbers.number_type(number), "unknown")
-    network = carrier.name_for_valid_number(number, "en")
-    if not network:
-        national = phonenumbers.national_significant_number(number)
-        area = phonenumbers.length_of_geographical_area_code(number)
-        network = f"+{number.country_code} {national[:area]}" if area else f"+{number.country_code}"
-    return Number(e164, phone_id, found, kind, network)
+    given, with its type and network if ``details``."""
+    return PARSER.identify(raw, region, digest=digest, details=details)
 
 
-def _parse(raw: str, region: str | None) -> tuple[str, str, phonenumbers.PhoneNumber]:
-    where = f" for region {region}" if region else ""
-    if not isinstance(raw, str):
-        raise InvalidPhone(f"a phone number must be a string, not {type(raw).__name__}")
-    if len(raw) > MAX_INPUT:
-        raise InvalidPhone(f"{raw[:20]!r}... is not a valid number: longer than {MAX_INPUT} chars")
+class Parser:
+    """The way from a number as typed to a ``Number``, through one library: ``phonenumbers``,
+    or ``rphonenumbers`` (the ``fast`` extra: the same libphonenumber rules and API, in Rust,
+    about a tenth of the cost). Both give the same answers (tests/test_phone.py compares them
+    over every region and number type); the carrier data is phonenumbers' in both.
+    """
+
+    def __init__(self, lib: ModuleType) -> None:
+        self.lib = lib
+        self.name: str = lib.__name__
+        self._error = lib.NumberParseException
+        self._parse = lib.parse
+        self._is_valid = lib.is_valid_number
+        self._format = lib.format_number
+        self._region_of = lib.region_code_for_number
+        self._type_of = lib.number_type
+        self._e164 = lib.PhoneNumberFormat.E164
+        # A country code of one region names it (86 is CN): no call needed for most numbers.
+        self._only_region = {
+            code: regions[0] for code, regions in lib.COUNTRY_CODE_TO_REGION_CODE.items() if len(regions) == 1
+        }
+
+    def parse(self, raw: str, region: str | None) -> tuple[str, str, Any]:
+        """(E.164, region, the library's number object); raises InvalidPhone saying why."""
+        if not isinstance(raw, str):
+            raise InvalidPhone(f"a phone number must be a string, not {type(raw).__name__}")
+        if len(raw) > MAX_INPUT:
+            raise InvalidPhone(f"{raw[:20]!r}... is not a valid number: longer than {MAX_INPUT} chars")
+        try:
+            number = self._parse(raw, region)
+        except self._error as exc:
+            why = _WHY_UNPARSABLE.get(exc.error_type, "unparsable")
+            where = f" for region {region}" if region else ""
+            raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}") from None
+        if not self._is_valid(number):
+            possible = self.lib.is_possible_number_with_reason(number)
+            why = _WHY_IMPOSSIBLE.get(possible, "no such number range")
+            where = f" for region {region}" if region else ""
+            raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}")
+        found = self._only_region.get(number.country_code) or self._region_of(number) or NO_COUNTRY
+        return self._format(number, self._e164), found, number
+
+    def identify(
+        self,
+        raw: str,
+        region: str | None = None,
+        *,
+        digest: Callable[[str], str] | None = None,
+        details: bool = False,
+    ) -> Number:
+        """``identify`` through this library."""
+        e164, found, number = self.parse(raw, region)
+        phone_id = digest(e164) if digest is not None else ""
+        if not details:
+            return Number(e164, phone_id, found)
+        kind = NUMBER_TYPES.get(self._type_of(number), "unknown")
+        network = carrier.name_for_valid_number(number, "en")
+        if not network:
+            lib = self.lib
+            national = lib.national_significant_number(number)
+            area = lib.length_of_geographical_area_code(number)
+            network = f"+{number.country_code} {national[:area]}" if area else f"+{number.country_code}"
+        return Number(e164, phone_id, found, kind, network)
+
+
+def _library() -> ModuleType:
+    """rphonenumbers where installed (the ``fast`` extra), unless ``$SMSGUARD_PARSER`` says
+    ``phonenumbers``; else phonenumbers."""
+    if os.environ.get("SMSGUARD_PARSER", "").strip().lower() == "phonenumbers":
+        return phonenumbers
     try:
-        number = phonenumbers.parse(raw, region)
-    except NumberParseException as exc:
-        why = _WHY_UNPARSABLE.get(exc.error_type, "unparsable")
-        raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}") from None
-    if not phonenumbers.is_valid_number(number):
-        possible = phonenumbers.is_possible_number_with_reason(number)
-        why = _WHY_IMPOSSIBLE.get(possible, "no such number range")
-        raise InvalidPhone(f"{raw!r} is not a valid number{where}: {why}")
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164, phonenumbers.region_code_for_number(number) or NO_COUNTRY, number
+        import rphonenumbers
+    except ImportError:
+        return phonenumbers
+    return rphonenumbers  # type: ignore[no-any-return]
+
+
+PARSER: Final = Parser(_library())
+"""The parser every guard uses, chosen once at import: ``PARSER.name`` says which."""
 
 
 class Digest:
