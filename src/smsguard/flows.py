@@ -27,6 +27,7 @@ from typing import Any, Final
 from smsguard import stats
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.memory import MemoryBackend
+from smsguard.denials import DenyCache
 from smsguard.drive import Flow
 from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.events import Reporter
@@ -58,8 +59,11 @@ class Flows:
         reporter: Reporter,
         statistics: Statistics | None,
         fingerprint: str | None = None,
+        denials: DenyCache | None = None,
     ) -> None:
-        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing)."""
+        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing);
+        ``denials``: the local deny cache (None: every job goes to the backend)."""
+        self.denials = denials
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
         self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
         self._note: Note | None = None  # the fingerprint, owed from the first decision on
@@ -102,8 +106,11 @@ class Flows:
                         self._owed_at = now + outage.retry_interval
                     else:
                         unsent = exc  # the whole backend is down: the job is not sent
+            known = self.denials.answer(plan.job) if self.denials is not None else None
             if unsent is not None:
                 decision = self._unanswered(plan, unsent)
+            elif known is not None:  # a full counter known here: denied with no round trip
+                decision = plan.decide(known)
             else:
                 try:
                     outcome = yield (RUN, plan.job)
@@ -130,6 +137,8 @@ class Flows:
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job
         self.outage.answered(job.now)
+        if self.denials is not None:
+            self.denials.learn(job, outcome)
         if job.flags:
             self.mirror.read(job.flags, outcome.flag)
         decision = plan.decide(outcome)
@@ -145,6 +154,8 @@ class Flows:
         return decision
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
+        if self.denials is not None:
+            self.denials.clear()
         self.outage.failed(exc, plan.job.now)
         return self.outage.decide(plan)
 
@@ -166,6 +177,8 @@ class Flows:
             else:
                 self.outbox.owe(receipt)
                 owed = True
+                if self.denials is not None:
+                    self.denials.changed((receipt,))
         if owed or (statistics is not None and statistics.due(now) and now >= self.outage.down_until):
             yield from self._deferred(now, "refund")
 
@@ -204,6 +217,8 @@ class Flows:
         yet (it is sent when the backend answers again)."""
         if isinstance(change, SetFlag):
             self.mirror.written(change)
+        if self.denials is not None:
+            self.denials.changed((change,))
         self.outbox.owe(change)
         yield from self._flush(self.clock())
 

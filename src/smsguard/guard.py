@@ -7,6 +7,7 @@ with the backend's sync calls, or by ``adrive`` with its async ones for the ``a`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import date
@@ -15,8 +16,9 @@ from typing import Any
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
+from smsguard.denials import DenyCache
 from smsguard.drive import adrive, drive
-from smsguard.errors import Denied
+from smsguard.errors import ConfigError, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.failover import FailMode
 from smsguard.fingerprint import fingerprint
@@ -48,6 +50,11 @@ class Guard:
     ``statistics`` (a ``Statistics``; True for the default one, False for none) says how the
     per-hour counts that ``stats()`` and ``report()`` read are kept. ``dry_run=True`` runs every
     policy in shadow: counted and reported (``Decision.shadowed``), never denying.
+
+    ``deny_cache`` (seconds; True for 1.0, False or 0 for none) keeps the counters the backend
+    found full, so that a flood's denials need no round trip (``smsguard.denials``); a reset,
+    refund or list change made through another worker reaches this one within that many
+    seconds. On by default (1 s) on a shared backend (Redis), off on the memory backend.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class Guard:
         listeners: Iterable[Listener] = (),
         statistics: Statistics | bool = True,
         dry_run: bool = False,
+        deny_cache: float | bool | None = None,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         warn_if_split(self.backend)  # a memory backend where several processes serve
@@ -103,6 +111,7 @@ class Guard:
             reporter=self.reporter,
             statistics=self.statistics,
             fingerprint=self.fingerprint if self.backend.shared else None,
+            denials=_deny_cache(deny_cache, self.backend.shared),
         )
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
@@ -146,6 +155,7 @@ class Guard:
                 flush_interval=read.number("STATS_INTERVAL", 1.0),
             ),
             dry_run=read.boolean("DRY_RUN", False),
+            deny_cache=_unless_nan(read.number("DENY_CACHE", math.nan)),  # absent: by backend
         )
 
     # -- the backend's I/O: the only code that differs between sync and async -------------
@@ -316,6 +326,23 @@ class Guard:
     async def areport(self, day: date | str | None = None) -> Report:
         """``report`` for async code."""
         return await adrive(self.flows.report(day), self._aio)
+
+
+def _unless_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _deny_cache(horizon: float | bool | None, shared: bool) -> DenyCache | None:
+    """The deny cache ``Guard(deny_cache=horizon)`` asks for; None for none."""
+    if horizon is None:
+        horizon = shared
+    if horizon is True:
+        horizon = 1.0
+    if not horizon:
+        return None
+    if not horizon > 0:
+        raise ConfigError(f"deny_cache must be a positive number of seconds (or False), got {horizon!r}")
+    return DenyCache(float(horizon))
 
 
 def _enforced(decision: Decision) -> Decision:
