@@ -102,7 +102,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--no-cluster", action="store_true", help="Skip the Redis Cluster rows.")
     parser.add_argument("--numbers", type=int, default=100_000, help="Numbers for the memory figure.")
+    parser.add_argument("--flood-only", action="store_true", help="Only the bombing flood rows.")
     args = parser.parse_args(argv)
+    if args.flood_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = RedisServer(Path(tmp)).start()
+            try:
+                print_flood(flood_rows(server))
+            finally:
+                server.stop()
+        return
 
     attempts = workload(args.attempts, numbers=args.attempts // 2, ips=max(args.attempts // 20, 1))
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
             server_time = server_rows(server, attempts, ours, theirs, sync_check(defended))
             memory = memory_rows(server, args.numbers)
+            flood = flood_rows(server)
         finally:
             server.stop()
         cluster = None if args.no_cluster else cluster_rows(Path(tmp), attempts)
@@ -180,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{name:26}{usec:>12.1f}{usec / trivial[0]:>11.1f}{usec / peer[0]:>10.2f}"
             f"{rate:>13,.0f}{rate / trivial[1]:>8.2f}"
         )
+    print_flood(flood)
     ours_bytes, limits_bytes = memory
     print(f"\nRedis memory per protected number ({args.numbers:,} numbers, one admitted attempt each):")
     share = ours_bytes / limits_bytes
@@ -231,6 +242,63 @@ def server_rows(
             found[name] = (min(found[name][0], spent / len(attempts)), max(found[name][1], rate))
     client.flushall()
     return found
+
+
+def bombing(n: int = 10_000, addresses: int = 1_000) -> list[Attempt]:
+    """One victim, ``n`` attempts from ``addresses`` addresses (each a fresh code), the
+    issue's bombing flood."""
+    ips = [f"10.1.{a >> 8}.{a & 255}" for a in range(addresses)]
+    return [("138 0013 8000", f"Your code is {i % 10_000:04d}", ips[i % addresses]) for i in range(n)]
+
+
+def flood_rows(server: RedisServer, rounds: int = 3) -> dict[str, list[tuple[float, float, int]]]:
+    """Per check, per round: (Redis commands per 100 denied attempts, µs per attempt, denied)
+    in the bombing flood, each round on an empty Redis. Commands as MONITOR sees them (the
+    statistics' writes included)."""
+    found: dict[str, list[tuple[float, float, int]]] = {}
+    attempts = bombing()
+    for _ in range(rounds):
+        for name, make in (
+            ("smsguard (deny cache)", lambda: sync_check(_flood_guard(server, True))),
+            ("smsguard (no cache)", lambda: sync_check(_flood_guard(server, False))),
+            ("limits", lambda: limits_sync(server.url)),
+        ):
+            redis.Redis(port=server.port).flushall()
+            check = make()
+            allowed: list[bool] = []
+            elapsed = [0.0]
+
+            def work(
+                check: Callable[[str, str, str], bool] = check,
+                allowed: list[bool] = allowed,
+                elapsed: list[float] = elapsed,
+            ) -> None:
+                started = time.perf_counter()
+                allowed.extend(check(*a) for a in attempts)
+                elapsed[0] = time.perf_counter() - started
+
+            sent = top_level_commands(server.port, work)
+            denied = allowed.count(False)
+            found.setdefault(name, []).append(
+                (100 * len(sent) / max(denied, 1), 1e6 * elapsed[0] / len(attempts), denied)
+            )
+    return found
+
+
+def _flood_guard(server: RedisServer, cache: bool) -> Guard:
+    backend = RedisBackend.from_url(server.url, prefix="flood:")
+    return Guard(four_policies(), backend=backend, default_region="CN", secret="bench", deny_cache=cache)  # type: ignore[arg-type]
+
+
+def print_flood(found: dict[str, list[tuple[float, float, int]]]) -> None:
+    print("\nbombing flood on Redis: one victim, 10,000 attempts from 1,000 addresses, sync,")
+    print("three rounds (median [min-max]), MONITOR counting the commands sent (statistics on):")
+    print(f"{'':24}{'cmds/100 denied':>24}{'µs/attempt':>24}{'denied':>8}")
+    for name, runs in found.items():
+        cmds = sorted(r[0] for r in runs)
+        usec = sorted(r[1] for r in runs)
+        print(f"{name:24}{f'{cmds[1]:.2f} [{cmds[0]:.2f}-{cmds[-1]:.2f}]':>24}"
+              f"{f'{usec[1]:.1f} [{usec[0]:.1f}-{usec[-1]:.1f}]':>24}{runs[0][2]:>8,}")  # fmt: skip
 
 
 def memory_rows(server: RedisServer, numbers: int) -> tuple[float, float]:

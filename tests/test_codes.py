@@ -299,7 +299,7 @@ CHECKER = textwrap.dedent(
         start.wait()
         for _ in range(3):
             results.append(guard.check_code(phone, guess).reason or "ok")
-    threads = [threading.Thread(target=hammer, args=(code if i % 2 else code[::-1],)) for i in range(4)]
+    threads = [threading.Thread(target=hammer, args=(code if i % 2 else code[:-1] + str((int(code[-1]) + 1) % 10),)) for i in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     print(" ".join(results))
@@ -317,7 +317,6 @@ def test_processes_checking_at_once_verify_once_and_spend_at_most_the_attempts(
     guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=clock)
     code = guard.issue_code(PHONE).code
     assert code is not None
-    assert code[::-1] != code or pytest.skip("a palindrome code: no wrong guess in this run")
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", CHECKER, url, prefix, PHONE, code, repr(clock.now)],

@@ -75,8 +75,11 @@ def test_guard_matches_reference_model(
     start: float,
 ) -> None:
     backend.clear()  # the fixture outlives one example
+    # The local deny cache on, on every backend (on Redis it is by default): its denials must be
+    # the backend's, reason and retry_after alike.
     guard = make_guard(
-        [SameContent(), DailyCap(3, tz="Asia/Shanghai"), PhoneRate("2/minute;4/hour"), IPThrottle("3/hour")]
+        [SameContent(), DailyCap(3, tz="Asia/Shanghai"), PhoneRate("2/minute;4/hour"), IPThrottle("3/hour")],
+        deny_cache=True,
     )
     clock.now = 1772409600.0 + start
     model = Model()

@@ -66,7 +66,8 @@ def guard_on(backend: RedisBackend, clock: Clock, policies: Any = FOUR, **settin
 
 def test_one_command_per_decision(redis_server: RedisServer, clock: Clock) -> None:
     backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
-    guard = guard_on(backend, clock, [Whitelist(shared=True), *FOUR])
+    # Every decision sent (no local deny cache: tests/test_denials.py has its own count).
+    guard = guard_on(backend, clock, [Whitelist(shared=True), *FOUR], deny_cache=False)
     guard.check(VICTIM, content="warm-up", ip="203.0.113.1")  # loads the script once
 
     def work() -> None:
@@ -82,7 +83,7 @@ def test_one_command_per_decision_with_the_recommended_set(redis_server: RedisSe
     from smsguard import recommended
 
     backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
-    guard = guard_on(backend, clock, recommended(["CN"], daily_budget=100.0))
+    guard = guard_on(backend, clock, recommended(["CN"], daily_budget=100.0), deny_cache=False)
     guard.check(VICTIM, content="warm-up", ip="203.0.113.1")
     decisions: list[bool] = []
 

@@ -29,6 +29,7 @@ from smsguard import stats
 from smsguard.attempt import BACKEND_UNAVAILABLE, UNAVAILABLE, WRONG_CODE, Attempt, Decision, Usage
 from smsguard.backends.memory import MemoryBackend
 from smsguard.codes import CONTENT, CodeCheck, CodeRules, Codes, Issued
+from smsguard.denials import DenyCache
 from smsguard.drive import Flow
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.events import Reporter
@@ -61,8 +62,11 @@ class Flows:
         statistics: Statistics | None,
         fingerprint: str | None = None,
         codes: Codes | None = None,
+        denials: DenyCache | None = None,
     ) -> None:
-        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing)."""
+        """``fingerprint``: what the first decision leaves in a shared backend (None: nothing);
+        ``denials``: the local deny cache (None: every job goes to the backend)."""
+        self.denials = denials
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
         self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
         self._note: Note | None = None  # the fingerprint, owed from the first decision on
@@ -127,8 +131,11 @@ class Flows:
                         self._owed_at = now + outage.retry_interval
                     else:
                         unsent = exc  # the whole backend is down: the job is not sent
+            known = self.denials.answer(plan.job) if self.denials is not None else None
             if unsent is not None:
                 decision = self._unanswered(plan, unsent)
+            elif known is not None:  # a full counter known here: denied with no round trip
+                decision = plan.decide(known)
             else:
                 try:
                     outcome = yield (RUN, plan.job)
@@ -156,6 +163,8 @@ class Flows:
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job
         self.outage.answered(job.now)
+        if self.denials is not None:
+            self.denials.learn(job, outcome)
         if job.flags:
             self.mirror.read(job.flags, outcome.flag)
         decision = plan.decide(outcome)
@@ -171,6 +180,8 @@ class Flows:
         return decision
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
+        if self.denials is not None:
+            self.denials.clear()
         self.outage.failed(exc, plan.job.now)
         return self.outage.decide(plan)
 
@@ -280,6 +291,8 @@ class Flows:
             else:
                 self.outbox.owe(receipt)
                 owed = True
+                if self.denials is not None:
+                    self.denials.changed((receipt,))
         if owed or (statistics is not None and statistics.due(now) and now >= self.outage.down_until):
             yield from self._deferred(now, "refund")
 
@@ -318,6 +331,8 @@ class Flows:
         yet (it is sent when the backend answers again)."""
         if isinstance(change, SetFlag):
             self.mirror.written(change)
+        if self.denials is not None:
+            self.denials.changed((change,))
         self.outbox.owe(change)
         yield from self._flush(self.clock())
 

@@ -7,6 +7,7 @@ with the backend's sync calls, or by ``adrive`` with its async ones for the ``a`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import date
@@ -17,8 +18,9 @@ from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.codes import CodeCheck, CodeRules, Codes, Issued, code_rules
+from smsguard.denials import DenyCache
 from smsguard.drive import adrive, drive
-from smsguard.errors import Denied
+from smsguard.errors import ConfigError, Denied
 from smsguard.events import Listener, Reporter
 from smsguard.failover import FailMode
 from smsguard.fingerprint import fingerprint
@@ -52,6 +54,11 @@ class Guard:
     ``statistics`` (a ``Statistics``; True for the default one, False for none) says how the
     per-hour counts that ``stats()`` and ``report()`` read are kept. ``dry_run=True`` runs every
     policy in shadow: counted and reported (``Decision.shadowed``), never denying.
+
+    ``deny_cache`` (seconds; True for 1.0, False or 0 for none) keeps the counters the backend
+    found full, so that a flood's denials need no round trip (``smsguard.denials``); a reset,
+    refund or list change made through another worker reaches this one within that many
+    seconds. On by default (1 s) on a shared backend (Redis), off on the memory backend.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class Guard:
         statistics: Statistics | bool = True,
         dry_run: bool = False,
         code_rules: CodeRules | None = None,
+        deny_cache: float | bool | None = None,
     ) -> None:
         self.backend: Backend = backend if backend is not None else MemoryBackend()
         warn_if_split(self.backend)  # a memory backend where several processes serve
@@ -109,6 +117,7 @@ class Guard:
             statistics=self.statistics,
             fingerprint=self.fingerprint if self.backend.shared else None,
             codes=Codes(code_rules or CodeRules(), self.planner.digest),
+            denials=_deny_cache(deny_cache, self.backend.shared),
         )
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
@@ -166,6 +175,7 @@ class Guard:
             ),
             dry_run=read.boolean("DRY_RUN", False),
             code_rules=code_rules(read),
+            deny_cache=_unless_nan(read.number("DENY_CACHE", math.nan)),  # absent: by backend
         )
         anywhere = checks.no_countries(guard)
         if warn and anywhere is not None:  # said loudly, once: it texts any country
@@ -361,6 +371,23 @@ class Guard:
     async def areport(self, day: date | str | None = None) -> Report:
         """``report`` for async code."""
         return await adrive(self.flows.report(day), self._aio)
+
+
+def _unless_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _deny_cache(horizon: float | bool | None, shared: bool) -> DenyCache | None:
+    """The deny cache ``Guard(deny_cache=horizon)`` asks for; None for none."""
+    if horizon is None:
+        horizon = shared
+    if horizon is True:
+        horizon = 1.0
+    if not horizon:
+        return None
+    if not horizon > 0:
+        raise ConfigError(f"deny_cache must be a positive number of seconds (or False), got {horizon!r}")
+    return DenyCache(float(horizon))
 
 
 def _enforced(decision: Decision) -> Decision:

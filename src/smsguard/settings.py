@@ -40,6 +40,7 @@ KEYS: Final[Mapping[str, str]] = {
     "STATS_DAYS": GUARD,
     "STATS_INTERVAL": GUARD,
     "DRY_RUN": GUARD,
+    "DENY_CACHE": GUARD,
     "SHADOW": GUARD,
     "SUSPENDABLE": GUARD,
     "WHITELIST": GUARD,

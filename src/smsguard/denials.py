@@ -1,0 +1,150 @@
+"""The local deny cache: a flood's denials decided in process, with no round trip.
+
+A counter the backend found full stays full until it frees (its exact time is in the reply:
+``now + wait``), unless hits are taken away: a refund, a reset. Other workers cannot make it
+less full (they are denied too), so an attempt that needs it is denied here, with the exact
+``retry_after``, and nothing is consumed (all or nothing, as before). It never admits: an
+attempt the cache cannot deny goes to the backend as always.
+
+Bound: what this guard knows expires after ``horizon`` seconds of the guard's clock (1 s by
+default), so a reset, a refund or a list change (a whitelist entry, the emergency switch) made
+through another worker reaches this one within ``horizon``. Changes made through this guard
+reach its cache at once. A short horizon rather than pub/sub or a version key: it needs no
+connection of its own, no listener thread, nothing to fail over on a Cluster, and a version key
+would only be read on a round trip, which a cached denial does not make; a flood still costs
+one round trip per victim per ``horizon``, whatever its size.
+
+Policy order (semantics 11): a job is decided here only if every flag it reads (the switch,
+shared list entries) was read off within ``horizon``; jobs with shadow items (whose report
+needs the backend) and read-only jobs always go to the backend.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from smsguard.plan import Change, Counter, Forget, Job, Outcome, Receipt, SetFlag
+
+_PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
+_MAX_ENTRIES = 100_000  # past this after a sweep, everything goes (only costs round trips)
+
+
+class _Full(NamedTuple):
+    frees: float  # when it frees a slot (the guard's clock)
+    until: float  # when this knowledge expires: min(frees, learnt + horizon)
+    limit: int
+    hits: int
+
+
+class DenyCache:
+    """Full counters and unset flags, as the backend last answered them (see the module)."""
+
+    def __init__(self, horizon: float = 1.0) -> None:
+        if not horizon > 0:
+            raise ValueError(f"the deny cache's horizon must be positive, got {horizon!r}")
+        self.horizon = horizon
+        self.full: dict[str, _Full] = {}
+        self.unset: dict[str, float] = {}  # flag key -> until when it is known unset
+        # Counters this guard filled itself (an admission that took the last slot) -> until when
+        # they may be full: a job that has one goes to the backend, so that a denial here never
+        # names a counter that frees sooner than one this guard knows to be full too.
+        self.filled: dict[str, float] = {}
+        self.denied = 0
+        """Denials decided here (for benchmarks and tests)."""
+        self._learnt = 0
+
+    def answer(self, job: Job) -> Outcome | None:
+        """The backend's answer to ``job``, if known here: a denial; else None (ask it)."""
+        if not job.commit or not job.counters:
+            return None
+        now, full, filled = job.now, self.full, self.filled
+        known = None
+        for c in job.counters:
+            if c.shadow:
+                return None
+            f = full.get(c.key)
+            if f is not None and f.until > now and f.limit == c.limit:
+                known = True
+            elif filled and filled.get(c.key, 0.0) > now:
+                return None
+        if known is None:
+            return None
+        unset = self.unset
+        for flag in job.flags:
+            if flag.shadow or unset.get(flag.key, 0.0) <= now:
+                return None
+        counts, waits = [], []
+        for c in job.counters:
+            f = full.get(c.key)
+            if f is not None and f.until > now and f.limit == c.limit:
+                counts.append(f.hits)
+                waits.append(f.frees - now)  # exact: frees is now + wait of the reply
+            else:
+                counts.append(-1)  # not known here: left out of ``remaining``
+                waits.append(0.0)
+        self.denied += 1
+        return Outcome(-1, tuple(counts), tuple(waits))
+
+    def learn(self, job: Job, out: Outcome) -> None:
+        """What the backend answered to ``job``."""
+        if not job.commit:
+            return
+        now, until = job.now, job.now + self.horizon
+        if job.flags and not any(f.shadow for f in job.flags):
+            seen = job.flags if out.flag < 0 else job.flags[: out.flag]
+            for flag in seen:
+                self.unset[flag.key] = until
+        if out.flag >= 0:
+            return
+        full, filled = self.full, self.filled
+        if out.waits:
+            for c, n, wait in zip(job.counters, out.counts, out.waits, strict=True):
+                if wait > 0 and _cacheable(c):
+                    full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
+                    filled.pop(c.key, None)
+                elif wait == 0:  # not full now
+                    full.pop(c.key, None)
+                    filled.pop(c.key, None)
+        else:  # admitted: the counters it took the last slot of are full, until unknown
+            for c, n in zip(job.counters, out.counts, strict=True):
+                if n >= 0 and n + (c.amount or 1) >= c.limit:
+                    filled[c.key] = c.expires_at
+        self._learnt += 1
+        if self._learnt >= _PRUNE_EVERY:
+            self._prune(now)
+
+    def changed(self, changes: tuple[Change, ...] | list[Change]) -> None:
+        """Writes made through this guard: what they touch is no longer known here."""
+        for change in changes:
+            if isinstance(change, Receipt):
+                for c in change.counters:
+                    self.full.pop(c.key, None)
+            elif isinstance(change, SetFlag):
+                self.unset.pop(change.key, None)
+            elif isinstance(change, Forget):
+                tag = "{" + change.subject + "}"
+                for table in (self.full, self.filled):
+                    for key in [k for k in table if tag in k]:
+                        del table[key]
+
+    def clear(self) -> None:
+        """Forget everything (the backend failed: what it holds is no longer known)."""
+        self.full.clear()
+        self.unset.clear()
+        # ``filled`` stays: it only sends jobs to the backend
+
+    def _prune(self, now: float) -> None:
+        self._learnt = 0
+        self.full = {k: f for k, f in self.full.items() if f.until > now}
+        self.unset = {k: t for k, t in self.unset.items() if t > now}
+        self.filled = {k: t for k, t in self.filled.items() if t > now}
+        if len(self.full) + len(self.unset) > _MAX_ENTRIES:
+            self.full, self.unset = {}, {}
+        if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial
+            self.full, self.filled = {}, {}
+
+
+def _cacheable(counter: Counter) -> bool:
+    """Whether ``counter``, found full, stays full until it frees whatever other workers do: not
+    a sum (another amount may fit), nor one whose limit moves with other keys (unless, earn)."""
+    return not counter.amount and counter.unless is None and counter.earn is None and not counter.shadow
