@@ -35,7 +35,15 @@ from smsguard.policies import (
     Suspend,
     Whitelist,
 )
-from smsguard.pumping import ContentRules, Countries, SpendCap, UnverifiedCap, recommended
+from smsguard.pumping import (
+    ChallengeCap,
+    ContentRules,
+    Countries,
+    LearnedCap,
+    SpendCap,
+    UnverifiedCap,
+    recommended,
+)
 from smsguard.stats import Day, Report, Statistics
 
 if TYPE_CHECKING:
@@ -96,6 +104,8 @@ __all__ = [
     "Suspend",
     "Tallied",
     "UnverifiedCap",
+    "LearnedCap",
+    "ChallengeCap",
     "Usage",
     "Whitelist",
     "normalize",

@@ -33,6 +33,8 @@ COUNTRY_NOT_ALLOWED: Final = "country_not_allowed"
 NUMBER_TYPE: Final = "number_type"
 COUNTRY_CAP: Final = "country_cap"
 UNVERIFIED_CAP: Final = "unverified_cap"
+SCOPE_CAP: Final = "scope_cap"
+CHALLENGE_CAP: Final = "challenge_cap"
 BUDGET: Final = "budget"
 CONTENT_LINK: Final = "content_link"
 CONTENT_CODE: Final = "content_code"
@@ -57,6 +59,8 @@ KIND_OF: Final = {
     NUMBER_TYPE: FORBIDDEN,
     COUNTRY_CAP: LIMIT,
     UNVERIFIED_CAP: LIMIT,
+    SCOPE_CAP: LIMIT,
+    CHALLENGE_CAP: LIMIT,
     BUDGET: UNAVAILABLE,
     CONTENT_LINK: FORBIDDEN,
     CONTENT_CODE: FORBIDDEN,

@@ -76,6 +76,11 @@ class Counter(NamedTuple):
     match: str | None = None
     """With ``log``: count only the hits tagged ``match`` (a content's hash; no ``:`` in it).
     The attempt's hit in the log carries the tag, so every counter of that log still counts it."""
+    member: str | None = None
+    """For a mark a ``Record`` writes: its name within ``key`` (a number's hash, say). A mark
+    written again under the same member replaces the first (it lives on to the new expiry), so
+    a key counts each member once: a verification earns once per number. None: the Record's
+    token, a new mark each time."""
 
 
 class Flag(NamedTuple):

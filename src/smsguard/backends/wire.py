@@ -286,7 +286,7 @@ class Wire:
             args.append(record.token)
             for c in record.counters:
                 keys.append(prefix + c.key)
-                args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000)
+                args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000, c.member or "")
         return ("eval", keys, args)
 
     def pipeline(self, pipe: Any, request: Request) -> Any:
@@ -309,7 +309,7 @@ class Wire:
                 for counter in change.counters:
                     key = self.prefix + counter.key
                     pipe.zremrangebyscore(key, "-inf", repr(change.now))
-                    pipe.zadd(key, {change.token: counter.expires_at})
+                    pipe.zadd(key, {counter.member or change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
             elif isinstance(change, Tallied):  # added once, if sent again (see tally.lua)
                 key = self.prefix + change.key

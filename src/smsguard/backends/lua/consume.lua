@@ -63,7 +63,7 @@
 -- now, token, the guess's keyed hash ('' for a malformed guess), charge (1: the limits alone,
 -- their hits taken at once: a Cluster's first step; 2: only read the code), number of limits, then per limit: its
 -- limit, the score from which it counts (exclusive), its time to live in ms; then the marks'
--- member and per mark: its expiry and time to live in ms.
+-- member and per mark: its expiry, time to live in ms and its own member ('' for the marks').
 -- Reply: {status, left, issued at, count..., [frees...]}: status 'ok', 'wrong_code',
 -- 'code_expired', 'no_code', 'check_attempts', or '' when a limit is full (nothing compared,
 -- nothing taken; frees then says, per limit, -1 or the score of the hit whose end frees it).
@@ -109,8 +109,9 @@ local function check()
       local m = 7 + 3 * nlimits -- the marks of a verification, as a Record writes them
       for k = first + nlimits, #KEYS do
         redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-        redis.call('ZADD', KEYS[k], ARGV[m + 1 + 2 * (k - first - nlimits)], ARGV[m])
-        redis.call('PEXPIRE', KEYS[k], ARGV[m + 2 + 2 * (k - first - nlimits)])
+        local i = m + 3 * (k - first - nlimits)
+        redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 3] ~= '' and ARGV[i + 3] or ARGV[m])
+        redis.call('PEXPIRE', KEYS[k], ARGV[i + 2])
       end
     else
       status = 'wrong_code'
