@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 import phonenumbers
 
 from smsguard import DailyCap, Decision, Guard, InvalidPhone, IPThrottle, PhoneRate, Policy, SameContent
-from smsguard.pumping import Countries, recommended
+from smsguard.backends.base import Backend
 from smsguard.phone import identify
+from smsguard.pumping import Countries, recommended
 
 START = 1772409600.0  # Mon 2026-03-02 00:00 UTC
 DAY = 86400.0
@@ -65,6 +66,8 @@ class Phones:
     def _head(self, country: str) -> tuple[str, int]:
         if country not in self._heads:
             example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
+            if example is None:
+                raise ValueError(f"phonenumbers has no example mobile number for {country}")
             national = str(example.national_number)
             self._heads[country] = (f"+{example.country_code}{national[:1]}", len(national) - 1)
         return self._heads[country]
@@ -176,15 +179,15 @@ def spread(rng: random.Random, start: float, days: float, per_day: float) -> Ite
 class Ranges(Attacker):
     """Walks number ranges (a range: a number without its last 4 digits), a few hits a day each."""
 
-    def __init__(self, phones: Phones, countries: list[str], ranges: int, per_range: float, start: float, days: float):
-        rng = phones.rng
+    def __init__(
+        self, phones: Phones, countries: list[str], ranges: int, per_range: float, start: float, days: float
+    ):
         self.phones, self.start, self.days = phones, start, days
         self.ranges = []
         for i in range(ranges):
             country = countries[i % len(countries)]
             self.ranges.append((phones.mobile(country)[:-4], country))
         self.per_day = ranges * per_range
-        self._rng = rng
 
     def times(self, rng: random.Random) -> Iterator[float]:
         return spread(rng, self.start, self.days, self.per_day)
@@ -200,9 +203,21 @@ class Adaptive(Attacker):
     Retry-After when that is short. ``solves``: it buys a CAPTCHA solve for each challenge."""
 
     def __init__(
-        self, phones: Phones, countries: list[str], per_day: float, start: float, days: float, solves: bool = False
+        self,
+        phones: Phones,
+        countries: list[str],
+        per_day: float,
+        start: float,
+        days: float,
+        solves: bool = False,
     ):
-        self.phones, self.countries, self.per_day, self.start, self.days = phones, countries, per_day, start, days
+        self.phones, self.countries, self.per_day, self.start, self.days = (
+            phones,
+            countries,
+            per_day,
+            start,
+            days,
+        )
         self.solves = solves
         self.country = 0
         self.prefix = ""
@@ -237,7 +252,16 @@ class Adaptive(Attacker):
 class Operator(Attacker):
     """A complicit operator's numbers texted at random; it enters ``enters`` of the codes."""
 
-    def __init__(self, phones: Phones, country: str, numbers: int, per_day: float, start: float, days: float, enters: float):
+    def __init__(
+        self,
+        phones: Phones,
+        country: str,
+        numbers: int,
+        per_day: float,
+        start: float,
+        days: float,
+        enters: float,
+    ):
         network = phones.network(phones.mobile(country))
         pool: list[str] = []
         while len(pool) < numbers:
@@ -258,7 +282,16 @@ class Bomber(Attacker):
 
     bombing = True
 
-    def __init__(self, phones: Phones, country: str, victims: int, per_day: float, start: float, days: float, solves: bool):
+    def __init__(
+        self,
+        phones: Phones,
+        country: str,
+        victims: int,
+        per_day: float,
+        start: float,
+        days: float,
+        solves: bool,
+    ):
         self.victims = [phones.mobile(country) for _ in range(victims)]
         self.per_day, self.start, self.days, self.solves = per_day, start, days, solves
         self.solving = False
@@ -299,15 +332,28 @@ def scenarios() -> list[Scenario]:
         Scenario("complicit operator 20%", attack=operator(0.20), enters_some=True),
         Scenario("complicit operator 50%", attack=operator(0.50), enters_some=True),
         Scenario("five real SIMs", attack=lambda p, c, t, d, u: _sims(p, c[0], u, t, d), enters_some=True),
-        Scenario("attack while learning", history=0, days=7, attack=lambda p, c, t, d, u: Adaptive(p, c, 1.1 * u, t, d)),
+        Scenario(
+            "attack while learning",
+            history=0,
+            days=7,
+            attack=lambda p, c, t, d, u: Adaptive(p, c, 1.1 * u, t, d),
+        ),
         Scenario("campus", surge="campus"),
         Scenario("doubled day", surge="doubled"),
         Scenario("new country", surge="new country"),
         Scenario("TV ad hour", surge="tv"),
         Scenario("carrier outage", surge="outage"),
         Scenario("bombing", attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, False), bombing=True),
-        Scenario("bombing with solves", attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, True), bombing=True),
-        Scenario("bombing 50 victims", attack=lambda p, c, t, d, u: Bomber(p, c[0], 50, 3000, t, d, True), bombing=True),
+        Scenario(
+            "bombing with solves",
+            attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, True),
+            bombing=True,
+        ),
+        Scenario(
+            "bombing 50 victims",
+            attack=lambda p, c, t, d, u: Bomber(p, c[0], 50, 3000, t, d, True),
+            bombing=True,
+        ),
     ]
 
 
@@ -342,7 +388,7 @@ def play(
     countries: list[str],
     users_per_day: int,
     seed: int,
-    backend: object = None,
+    backend: Backend | None = None,
 ) -> Result:
     """Play ``scenario`` through a guard of ``policies(countries, attack_start)``."""
     rng = random.Random(seed)
@@ -351,7 +397,7 @@ def play(
     attack_start = START + scenario.history * DAY
     end = attack_start + scenario.days * DAY
     clock = Clock()
-    guard = Guard(policies(countries, attack_start), clock=clock, secret="demo", backend=backend)  # type: ignore[arg-type]
+    guard = Guard(policies(countries, attack_start), clock=clock, secret="demo", backend=backend)
 
     users: list[User] = []
     known: list[int] = []  # users whose number was verified: they log in again
@@ -374,8 +420,12 @@ def play(
     if scenario.surge == "doubled":
         arrivals(users_per_day, attack_start + DAY, attack_start + 2 * DAY, everyday)
     if scenario.surge == "tv":
-        arrivals(9 * users_per_day / 24 / 0.8, attack_start + DAY + 20 * HOUR, attack_start + DAY + 21 * HOUR, everyday)
-    campus: set[int] = set()
+        arrivals(
+            9 * users_per_day / 24 / 0.8,
+            attack_start + DAY + 20 * HOUR,
+            attack_start + DAY + 21 * HOUR,
+            everyday,
+        )
     if scenario.surge == "campus":
         for at in spread(rng, attack_start + DAY + 9 * HOUR, 2 * HOUR / DAY, 400 * DAY / (2 * HOUR)):
             events.append(Event(at, next(seq), "user", -3))
@@ -383,12 +433,17 @@ def play(
     if scenario.surge == "outage":
         outage_network = phones.network(phones.mobile(countries[0]))
 
-    attacker = scenario.attack(phones, countries, attack_start, scenario.days, users_per_day) if scenario.attack else None
+    attacker = (
+        scenario.attack(phones, countries, attack_start, scenario.days, users_per_day)
+        if scenario.attack
+        else None
+    )
     if attacker is not None:
         for at in attacker.times(rng):
             events.append(Event(at, next(seq), "attack"))
     heapq.heapify(events)
 
+    entered: dict[int, tuple[str, str]] = {}  # an attacker's verification: its number and address
     result = Result()
     started = time.perf_counter()
     while events:
@@ -400,7 +455,8 @@ def play(
                 guard.verified(user.phone, ip=user.ip)
                 known.append(ev.user)
             else:
-                guard.verified(victims[ev.seq][0], ip=victims[ev.seq][1])
+                phone, ip = entered.pop(ev.seq)
+                guard.verified(phone, ip=ip)
             continue
         if ev.kind == "attack":
             assert attacker is not None
@@ -418,7 +474,7 @@ def play(
                     if rng.random() < attacker.enters:
                         at = ev.at + rng.uniform(20, 120)
                         e = Event(at, next(seq), "verify", -1)
-                        victims[e.seq] = (phone, ip)
+                        entered[e.seq] = (phone, ip)
                         heapq.heappush(events, e)
             elif d.kind == "challenge" and getattr(attacker, "solves", False):
                 heapq.heappush(events, Event(ev.at + rng.uniform(5, 30), next(seq), "attack"))
@@ -456,20 +512,21 @@ def play(
             if not lost and rng.random() < 0.9:
                 heapq.heappush(events, Event(ev.at + rng.uniform(20, 120), next(seq), "verify", ev.user))
             elif ev.tries < 2:
-                heapq.heappush(events, Event(ev.at + rng.uniform(90, 600), next(seq), "user", ev.user, ev.tries + 1))
+                heapq.heappush(
+                    events, Event(ev.at + rng.uniform(90, 600), next(seq), "user", ev.user, ev.tries + 1)
+                )
         elif ev.tries < 5:
             if d.kind == "challenge":
                 if user.measured:
                     result.challenged.add(ev.user)
-                heapq.heappush(events, Event(ev.at + rng.uniform(5, 30), next(seq), "user", ev.user, ev.tries + 1, True))
+                heapq.heappush(
+                    events, Event(ev.at + rng.uniform(5, 30), next(seq), "user", ev.user, ev.tries + 1, True)
+                )
             elif (d.retry_after or 60.0) <= HOUR:
                 wait = (d.retry_after or 60.0) + rng.uniform(1, 30)
                 heapq.heappush(events, Event(ev.at + wait, next(seq), "user", ev.user, ev.tries + 1))
     result.seconds = time.perf_counter() - started
     return result
-
-
-victims: dict[int, tuple[str, str]] = {}
 
 
 def _home(rng: random.Random) -> str:

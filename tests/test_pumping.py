@@ -11,8 +11,8 @@ import pytest
 from conftest import Clock
 
 from smsguard import (
-    ConfigError,
     ChallengeCap,
+    ConfigError,
     ContentRules,
     Countries,
     DailyCap,
@@ -263,7 +263,9 @@ def test_learned_range_counts_a_number_once_a_day_and_remembers_a_week(
     assert guard.check(f"{GB_RANGE}0007").allowed, "a week on, the range starts again"
 
 
-def test_learned_ceiling_follows_the_week_of_verifications(make_guard: Callable[..., Guard], clock: Clock) -> None:
+def test_learned_ceiling_follows_the_week_of_verifications(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
     """Converted or not, a scope runs at most its bare ceiling plus ``history`` times its
     average day of verified numbers over the last week."""
     cap = LearnedCap("country", floor=100, per_verified=10.0, ceiling=3, history=7.0)
@@ -277,7 +279,9 @@ def test_learned_ceiling_follows_the_week_of_verifications(make_guard: Callable[
     assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(20, 27)] == [True] * 6 + [False]
 
 
-def test_never_proven_ranges_share_one_budget_per_country(make_guard: Callable[..., Guard], clock: Clock) -> None:
+def test_never_proven_ranges_share_one_budget_per_country(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
     """Ranges with no verification share the country's ``fresh`` budget instead of each having
     a floor; a range where a code was entered is proven and passes it."""
     cap = LearnedCap("country", floor=100, ceiling=100, fresh=3, per_verified=0.0)
@@ -298,12 +302,18 @@ def test_a_passed_challenge_counts_and_past_its_ceiling_is_refused(
     assert guard.check(f"{GB_RANGE}0002").kind == "challenge"
     solved = [guard.check(f"{GB_RANGE}{i:04d}", challenge_passed=True) for i in (2, 3, 4)]
     assert [d.allowed for d in solved] == [True, True, False]
-    assert (solved[2].policy, solved[2].reason, solved[2].kind) == ("challenges_range", "challenge_cap", "limit")
+    assert (solved[2].policy, solved[2].reason, solved[2].kind) == (
+        "challenges_range",
+        "challenge_cap",
+        "limit",
+    )
     clock.advance(86401)
     assert guard.check(f"{GB_RANGE}0005", challenge_passed=True).allowed, "a day's ceiling"
 
 
-def test_an_address_earns_room_for_codes_entered_from_it(make_guard: Callable[..., Guard], clock: Clock) -> None:
+def test_an_address_earns_room_for_codes_entered_from_it(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
     """A campus behind one address: past its rate the address is challenged, not refused, and
     each number verified from it earns one more code there, once per number."""
     campus = "198.51.100.7"

@@ -365,7 +365,9 @@ class IPThrottle(_Rates):
             return ()
         subject = self._subject(attempt.ip, attempt.digest)
         return tuple(
-            Counter(key(self.name, subject, "earned", f"{window:g}"), 1, now + window, member=attempt.phone_id)
+            Counter(
+                key(self.name, subject, "earned", f"{window:g}"), 1, now + window, member=attempt.phone_id
+            )
             for _, _, _, window in self._items
         )
 

@@ -258,10 +258,18 @@ class LearnedCap:
         if fresh is not None:
             positive("fresh", fresh)
             if by != "country":
-                raise ConfigError("LearnedCap fresh= is the shared budget of a country: use it with by='country'")
+                raise ConfigError(
+                    "LearnedCap fresh= is the shared budget of a country: use it with by='country'"
+                )
         positive("trust", trust)
         self.by, self.digits, self.per_verified, self.history = by, digits, per_verified, history
-        self.floor, self.ceiling, self.per_number, self.fresh, self.trust = floor, ceiling, per_number, fresh, trust
+        self.floor, self.ceiling, self.per_number, self.fresh, self.trust = (
+            floor,
+            ceiling,
+            per_number,
+            fresh,
+            trust,
+        )
         self.window = window if window is not None else (WEEK if by == "range" else DAY)
         positive("window", self.window)
         self.name = name or f"learned_{by}"
