@@ -358,7 +358,7 @@ def scenarios() -> list[Scenario]:
 
 
 def _sims(phones: Phones, country: str, users: int, start: float, days: float) -> Attacker:
-    attacker = Operator(phones, country, 5, 0.5 * users, start, days, 1.0)
+    attacker = Operator(phones, country, 5, 800, start, days, 1.0)  # 160 a SIM a day
     attacker.pool = [phones.mobile(country) for _ in range(5)]  # any networks: real SIMs
     return attacker
 

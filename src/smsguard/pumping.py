@@ -236,7 +236,7 @@ class LearnedCap:
         floor: int = 1,
         per_verified: float = 1.5,
         ceiling: int = 10,
-        history: float = 3.0,
+        history: float = 7.0,
         window: float | None = None,
         digits: int = 4,
         per_number: int = 3,
