@@ -67,6 +67,14 @@ KIND_OF: Final = {
 }
 """The kind of each built-in reason (for a Decision built by hand without one)."""
 
+OPAQUE: Final = frozenset({UNVERIFIED_CAP, SCOPE_CAP, CHALLENGE_CAP, COUNTRY_CAP})
+"""The anti-fraud reasons a client is not told (DESIGN.md semantics 18): it sees ``REFUSED`` and
+a coarse wait, so it cannot learn which scope caught it or exactly when to come back."""
+REFUSED: Final = "refused"
+"""The one reason a client is shown for an ``OPAQUE`` refusal."""
+COARSE: Final = 900
+"""An opaque refusal's Retry-After is rounded up to a whole multiple of this many seconds."""
+
 
 def kind_of(decision: Decision) -> str:
     """The kind of a denial: its own, else its reason's, else ``limit`` if waiting helps."""
