@@ -566,7 +566,7 @@ def test_a_challenge_through_both_adapters(adapter: str) -> None:
     assert client.post(json={"phone": block[0]})[0] == 200
     status, body = client.post(json={"phone": block[1]})
     assert status == 429
-    assert (body["error"], body["reason"]) == ("challenge_required", "refused"), "no oracle: the scope stays unnamed"
+    assert (body["error"], body["reason"]) == ("challenge_required", "refused"), "no oracle"
     assert client.seen == [block[0]], "the challenged request never reached the endpoint"
     status, _ = client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})
     assert status == 200, "passed: judged by the remaining policies"
