@@ -324,3 +324,27 @@ def test_an_address_earns_room_for_codes_entered_from_it(
     guard.verified(f"{GB_RANGE}0000", ip=campus)  # the same number: earns once
     guard.verified(f"{GB_RANGE}0001", ip="203.0.113.1")  # entered elsewhere: not this address's
     assert [guard.check(f"{GB_RANGE}{i:04d}", ip=campus).allowed for i in (3, 4)] == [True, False]
+
+
+def test_a_scope_tells_its_surge_and_conversion_drop_within_the_hour(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """The first refusal by a scope's room is a ``conversion_drop``, by its ceiling a ``surge``,
+    each told once an hour, naming the scope (hashed where it is a range) and never a number."""
+    seen: list[Event] = []
+    caps = [LearnedCap("range", floor=1, ceiling=50), LearnedCap("country", floor=50, ceiling=2)]
+    guard = make_guard(caps, default_region="GB", listeners=[seen.append])
+    guard.check(f"{GB_RANGE}0001")
+    guard.check(f"{GB_RANGE}0002")  # the range's room
+    guard.check(f"{GB_RANGE}0003")  # again: told already this hour
+    guard.check("+447400130001")
+    guard.check("+447400140001")  # the country's ceiling
+    told = [(e.kind, e.policy, e.country) for e in seen if e.kind in ("surge", "conversion_drop")]
+    assert told == [("conversion_drop", "learned_range", "GB"), ("surge", "learned_country", "GB")]
+    details = [e.detail or "" for e in seen if e.kind in ("surge", "conversion_drop")]
+    assert details[1] == "learned_country: country GB over its history"
+    assert details[0].startswith("learned_range: range ")
+    assert "7400" not in details[0], "a range is named by its hash"
+    clock.advance(3601)
+    guard.check(f"{GB_RANGE}0004")
+    assert [e.kind for e in seen if e.kind != "decision"][-1] == "conversion_drop", "an hour on, told again"

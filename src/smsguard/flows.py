@@ -38,6 +38,7 @@ from smsguard.fingerprint import KEY
 from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
+from smsguard.pumping import LearnedCap
 from smsguard.stats import Day, Report, Statistics
 
 log = logging.getLogger("smsguard")
@@ -81,6 +82,8 @@ class Flows:
         self._alarms = {p.name: p for p in planner.policies if isinstance(p, Alarming)}
         self.codes = codes or Codes(CodeRules(), planner.digest)
         """How verification codes are made and checked (``smsguard.codes``)."""
+        self._scopes = {p.name: p for p in planner.policies if isinstance(p, LearnedCap)}
+        self._told: dict[str, float] = {}  # a scope event -> when it may be told again
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class Flows:
         if job.flags:
             self.mirror.read(job.flags, outcome.flag)
         decision = plan.decide(outcome)
+        if self._scopes and not decision.allowed and decision.policy in self._scopes:
+            self._scope_event(plan, outcome, now)
         if self._alarms and decision.allowed:
             # Each budget this allowed decision brought to its alarm share (the decision that
             # crosses it is one, however many workers count).
@@ -178,6 +183,18 @@ class Flows:
                     if detail is not None:
                         self.reporter.alarm(owner.name, detail, now)
         return decision
+
+    def _scope_event(self, plan: Plan, outcome: Outcome, now: float) -> None:
+        """A LearnedCap refused: its scope's surge or conversion drop, told once an hour per
+        scope and process."""
+        denied = outcome.denied
+        told = self._scopes[plan.counter_owners[denied].name].told(plan.job.counters[denied])
+        if told is None or self._told.get(told[1], 0.0) > now:
+            return
+        if len(self._told) > 10_000:  # bounded: drop the ones whose hour is over
+            self._told = {k: t for k, t in self._told.items() if t > now}
+        self._told[told[1]] = now + 3600
+        self.reporter.scope(told[0], plan.counter_owners[denied].name, told[1], plan.attempt.region, now)
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
         if self.denials is not None:

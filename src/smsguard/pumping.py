@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from smsguard import attempt as codes
+from smsguard import events
 from smsguard.attempt import Attempt
 from smsguard.days import LocalDays
 from smsguard.errors import ConfigError
@@ -333,6 +334,20 @@ class LearnedCap:
                 )
             )
         return found
+
+    def told(self, counter: Counter) -> tuple[str, str] | None:
+        """The event a refusal by ``counter`` (one of this policy's) calls for: (``"surge"`` or
+        ``"conversion_drop"``, the scope it names: ``"network 1f2e..."``), or None (a number's
+        own codes)."""
+        head, _, tail = counter.key.rpartition(":")
+        scope = head[head.index("{") + 1 : head.rindex("}")]
+        if tail == "ceiling":
+            return events.SURGE, f"{self.name}: {self.by} {scope} over its history"
+        if tail == "room":
+            return events.CONVERSION_DROP, f"{self.name}: {self.by} {scope} codes unentered"
+        if tail == "fresh":
+            return events.CONVERSION_DROP, f"{self.name}: {self.by} {scope} never-proven ranges spent"
+        return None
 
     def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
         """What a verification of ``attempt``'s number records in its scope: room earned for the
