@@ -35,6 +35,7 @@ from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
+from smsguard.phone import NO_COUNTRY
 from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
@@ -154,6 +155,8 @@ class Flows:
             self._note, self._unsigned = Note(KEY, self._unsigned), None
         if statistics is not None:
             statistics.record(decision, now)
+            if decision.allowed and not isinstance(plan, Decision) and plan.attempt.network is not None:
+                statistics.add(now, f"{stats.SENT_TO}{decision.country or NO_COUNTRY} {plan.attempt.network}")
         if (
             self._note is not None or (statistics is not None and statistics.due(now))
         ) and now >= outage.down_until:
@@ -280,7 +283,10 @@ class Flows:
         statistics = self.statistics
         if statistics is not None:
             statistics.add(now, stats.CHECKED)
-            statistics.add(now, stats.VERIFIED if result.ok else stats.CHECK + str(result.reason))
+            if result.ok:
+                self._count_verified(statistics, attempt, now)
+            else:
+                statistics.add(now, stats.CHECK + str(result.reason))
             if lockout:
                 statistics.add(now, stats.LOCKOUTS)
         self.reporter.code_check(result, attempt.region, attempt.phone_id, now, lockout)
@@ -321,10 +327,19 @@ class Flows:
             self.local.apply((record,))  # the fallback knows the number too
             self.outbox.owe(record)
         if self.statistics is not None:
-            self.statistics.add(now, stats.VERIFIED)
+            self._count_verified(self.statistics, attempt, now)
         self.reporter.verified(attempt.region, attempt.phone_id, now)
         if record.counters or self.statistics is not None:
             yield from self._deferred(now, "verification")
+
+    @staticmethod
+    def _count_verified(statistics: Statistics, attempt: Attempt, now: float) -> None:
+        """A verification in the statistics: in all, per country, and per network if known."""
+        statistics.add(now, stats.VERIFIED)
+        region = attempt.region or NO_COUNTRY
+        statistics.add(now, stats.VERIFIED_IN + region)
+        if attempt.network is not None:
+            statistics.add(now, f"{stats.VERIFIED_IN}{region} {attempt.network}")
 
     def switch(self, on: bool) -> Flow[None]:
         """Turn the emergency switch on or off."""
