@@ -163,9 +163,18 @@ class Reporter:
         log.warning("smsguard: budget alarm: %s", detail, extra={"policy": policy})
         self.emit(Event(BUDGET_ALARM, at, policy=policy, detail=detail))
 
-    def scope(self, kind: str, policy: str, detail: str, country: str | None, at: float) -> None:
-        """A scope's surge or conversion drop: to the listeners, and to the log as a warning."""
-        log.warning("smsguard: %s: %s", kind, detail, extra={"policy": policy})
+    def scope(
+        self, kind: str, policy: str, detail: str, country: str | None, at: float, *, loud: bool
+    ) -> None:
+        """A scope's surge or conversion drop: to the listeners, and to the log, as a warning if
+        ``loud`` (a country or network; a spread attack shuts ranges by the thousand: info)."""
+        log.log(
+            logging.WARNING if loud else logging.INFO,
+            "smsguard: %s: %s",
+            kind,
+            detail,
+            extra={"policy": policy},
+        )
         self.emit(Event(kind, at, policy=policy, country=country, detail=detail))
 
     def backend(self, kind: str, at: float, detail: str | None = None) -> None:

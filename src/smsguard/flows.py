@@ -197,7 +197,10 @@ class Flows:
         if len(self._told) > 10_000:  # bounded: drop the ones whose hour is over
             self._told = {k: t for k, t in self._told.items() if t > now}
         self._told[told[1]] = now + 3600
-        self.reporter.scope(told[0], plan.counter_owners[denied].name, told[1], plan.attempt.region, now)
+        policy = self._scopes[plan.counter_owners[denied].name]
+        self.reporter.scope(
+            told[0], policy.name, told[1], plan.attempt.region, now, loud=policy.by != "range"
+        )
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
         if self.denials is not None:
