@@ -576,9 +576,12 @@ def recommended(
     learn_until: float | date | str | None = None,
 ) -> list[Policy]:
     """The whole defence for an app that serves the regions ``serve``, in order: the switch,
-    where and what may be texted, the providers' content and per-number rules, the per-IP rate,
-    caps on unverified numbers per range, network and country (challenging, where the app can
-    ask for a CAPTCHA), and the daily budget if given. See the README's pumping section."""
+    where and what may be texted, the providers' content and per-number rules, the per-IP rate
+    (an address earns room as codes are entered from it), room per range, network and country
+    that follows each one's own codes sent and entered (``LearnedCap``, challenging where the
+    app can ask for a CAPTCHA), the tier above the challenge (``ChallengeCap``), and the daily
+    budget if given. ``learn_until`` is accepted for the earlier sets and changes nothing: the
+    floors enforce from the first code on. See the README's pumping section."""
     policies: list[Policy] = [
         Suspend(),
         Countries(allow=serve, tz=tz),
@@ -587,8 +590,8 @@ def recommended(
         DailyCap(10, tz=tz),
         PhoneRate("1/minute;5/hour"),
         IPThrottle("20/hour", per_verified=1.0, challenge=challenge),
-        LearnedCap("range", floor=1, per_verified=1.5, ceiling=10, challenge=challenge),
-        LearnedCap("network", floor=10, per_verified=1.25, ceiling=100, challenge=challenge),
+        LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
+        LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
         ChallengeCap("range", 3),
         ChallengeCap("network", 30, per_verified=0.1),
