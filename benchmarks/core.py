@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import multiprocessing
 import random
 import statistics
@@ -381,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--flood", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    logging.getLogger("smsguard").setLevel(logging.ERROR)  # the pumping sets' scope warnings
 
     if args.instructions:
         instructions_table(args.instructions)

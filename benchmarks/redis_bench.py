@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--numbers", type=int, default=100_000, help="Numbers for the memory figure.")
     parser.add_argument("--flood-only", action="store_true", help="Only the bombing flood rows.")
     args = parser.parse_args(argv)
+    logging.getLogger("smsguard").setLevel(logging.ERROR)  # the pumping sets' scope warnings
     if args.flood_only:
         with tempfile.TemporaryDirectory() as tmp:
             server = RedisServer(Path(tmp)).start()
