@@ -348,3 +348,22 @@ def test_a_scope_tells_its_surge_and_conversion_drop_within_the_hour(
     clock.advance(3601)
     guard.check(f"{GB_RANGE}0004")
     assert [e.kind for e in seen if e.kind != "decision"][-1] == "conversion_drop", "an hour on, told again"
+
+
+def test_a_checked_code_earns_as_verified_does(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    """A right code (``check_code``) is the verification: its scope earns room, once per number
+    a day (the week's history is named per number and day, in the check's own script too)."""
+    cap = LearnedCap("range", floor=1, per_verified=2.0, per_number=5, ceiling=1, history=7.0)
+    guard = make_guard([cap], default_region="GB")
+    first = f"{GB_RANGE}0001"
+    issued = guard.issue_code(first)
+    assert issued.code is not None
+    assert not guard.check(f"{GB_RANGE}0002").allowed, "the bare ceiling: one a day"
+    assert guard.check_code(first, issued.code).ok
+    assert guard.check(f"{GB_RANGE}0002").allowed, "the week's one verified number: one more a day"
+    assert not guard.check(f"{GB_RANGE}0003").allowed
+    clock.advance(86401)  # another day: the same number verified again counts again in the week
+    issued = guard.issue_code(first)
+    assert issued.code is not None
+    assert guard.check_code(first, issued.code).ok
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (4, 5, 6)] == [True, True, False]

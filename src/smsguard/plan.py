@@ -53,9 +53,9 @@ class Counter(NamedTuple):
     (none if one of them is full)."""
     unless: str | None = None
     """A key of live hits (a ``Record``, such as a verified number's mark; or another counter's
-    own key, of one window, in the same job: then a hit within that window, as read before this
-    attempt's): while it has one, this counter is passed over (neither checked nor taken; its
-    count reads -1)."""
+    own key, of one window, earlier in the same job: then a hit within that window, as that
+    counter counts it): while it has one, this counter is passed over (neither checked nor
+    taken; its count reads -1)."""
     earn: str | None = None
     """A key of live hits that raise the limit: ``limit + int(per_earned * live hits)``."""
     per_earned: float = 0.0

@@ -29,8 +29,9 @@
 --       free when it ends), and a half more for a counter that counts only the hits with the
 --       group's tag; or, for a counter with other options, "limit group match unless earn
 --       per_earned amount": shadow group (0: enforcing), match (1: it counts by the tag), the
---       KEYS indexes of unless and earn (0: none), and amount (0: a log; else a sum, alone in
---       its group, each attempt adding amount).
+--       KEYS indexes of unless and earn (0: none; an unless below 0: minus the place, from 1,
+--       of an earlier counter alone in its group, passed over while that one counts a hit), and
+--       amount (0: a log; else a sum, alone in its group, each attempt adding amount).
 -- Reply: {flag, n, count..., [frees...], shadowed...}: flag is the 0-based index of the first
 --        enforcing flag set, or -1 (then no count follows); a count per counter (its live hits
 --        before this attempt; -1 for one passed over: its unless key holds a live mark); when
@@ -225,7 +226,8 @@ for g = 1, ngroups do
       else
         sums[g] = amount
       end
-      if unless ~= '0' and redis.call('ZCOUNT', KEYS[tonumber(unless)], '(' .. ARGV[1], '+inf') > 0 then
+      local u = tonumber(unless) -- below 0: the place of an earlier counter, whose count is read
+      if u < 0 and reply[2 - u] > 0 or u > 0 and redis.call('ZCOUNT', KEYS[u], '(' .. ARGV[1], '+inf') > 0 then
         limit = nil -- passed over: a verified number, say
       elseif earn ~= '0' then
         local earned = redis.call('ZCOUNT', KEYS[tonumber(earn)], '(' .. ARGV[1], '+inf')
