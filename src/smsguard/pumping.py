@@ -582,6 +582,7 @@ def recommended(
     app can ask for a CAPTCHA), the tier above the challenge (``ChallengeCap``), and the daily
     budget if given. ``learn_until`` is accepted for the earlier sets and changes nothing: the
     floors enforce from the first code on. See the README's pumping section."""
+    _epoch(learn_until)  # a bad day is a ConfigError all the same
     policies: list[Policy] = [
         Suspend(),
         Countries(allow=serve, tz=tz),
@@ -609,7 +610,7 @@ class Defences(NamedTuple):
 
     countries: Countries | None
     content: ContentRules | None
-    unverified: list[UnverifiedCap]
+    unverified: list[Policy]
     spend: SpendCap | None
 
 
@@ -617,7 +618,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
     """The pumping defences of flat settings: ``Countries`` from ``COUNTRIES`` (and
     ``COUNTRY_CAPS``), ``SpendCap`` from ``DAILY_BUDGET`` or ``DAILY_MESSAGES`` (``PRICES``,
     ``DEFAULT_PRICE``, ``BUDGET_ALARM``), and with ``RECOMMENDED`` the rest of
-    ``recommended(...)`` (its ``ContentRules`` and ``UnverifiedCap``s, taken from it, so that
+    ``recommended(...)`` (its ``ContentRules``, ``LearnedCap``s and ``ChallengeCap``s, taken from it, so that
     settings build what code would; ``Countries`` then allows every region if ``COUNTRIES`` is
     absent, refusing the number types as ever)."""
     whole = read.boolean("RECOMMENDED", False)
@@ -653,7 +654,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
     content.shadow = content.name in shadows
-    unverified = [p for p in rest if isinstance(p, UnverifiedCap)]
+    unverified: list[Policy] = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
     for cap in unverified:
         cap.shadow = cap.name in shadows
     return Defences(countries, content, unverified, spend)
