@@ -654,9 +654,10 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
     content.shadow = content.name in shadows
-    unverified: list[Policy] = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
-    for cap in unverified:
+    scopes = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
+    for cap in scopes:
         cap.shadow = cap.name in shadows
+    unverified: list[Policy] = list(scopes)
     return Defences(countries, content, unverified, spend)
 
 
