@@ -23,7 +23,7 @@ from smsguard.adapters.django import guard as django_guard
 from smsguard.adapters.flask import SMSGuard
 from smsguard.checks import AnyCountry
 from smsguard.errors import ConfigError
-from smsguard.pumping import ContentRules, Countries, SpendCap, UnverifiedCap
+from smsguard.pumping import ChallengeCap, ContentRules, Countries, LearnedCap, SpendCap
 
 SECRET = "same-secret"
 SERVED = ["GB", "FR"]
@@ -96,18 +96,19 @@ def test_recommended_is_the_set_code_builds() -> None:
     in_code = Guard(recommended(SERVED, daily_budget=50.0), secret=SECRET)
     assert shape(guard) == shape(in_code)
     assert [type(p) for p in guard.policies][1:3] == [Countries, ContentRules]
-    assert sum(isinstance(p, UnverifiedCap) for p in guard.policies) == 3
+    assert sum(isinstance(p, LearnedCap) for p in guard.policies) == 3
+    assert sum(isinstance(p, ChallengeCap) for p in guard.policies) == 3
 
 
 def test_recommended_keeps_the_lists_and_the_tuned_rules() -> None:
     guard = built(
-        RECOMMENDED="yes", COUNTRIES="GB", WHITELIST="+447400999999", DAILY_CAP=4, SHADOW="unverified_range"
+        RECOMMENDED="yes", COUNTRIES="GB", WHITELIST="+447400999999", DAILY_CAP=4, SHADOW="learned_range"
     )
     names = [p.name for p in guard.policies]
     assert names[:3] == ["suspend", "whitelist", "countries"], "lists before the country rule, as ever"
     cap = next(p for p in guard.policies if p.name == "daily_cap")
     assert cap.limit == 4  # type: ignore[attr-defined]
-    assert guard.planner.shadows == {"unverified_range"}
+    assert guard.planner.shadows == {"learned_range"}
 
 
 def test_recommended_without_countries_serves_all_but_refuses_number_types() -> None:
@@ -130,7 +131,7 @@ def test_recommended_without_countries_serves_all_but_refuses_number_types() -> 
         ({"COUNTRIES": "GB", "COUNTRY_CAPS": "GB=1.5"}, "SMSGUARD_COUNTRY_CAPS"),
         ({"COUNTRIES": "GB", "RECOMMENDED": "maybe"}, "SMSGUARD_RECOMMENDED"),
         ({"COUNTRIES": "GB", "RECOMMENDED": True, "LEARN_UNTIL": "soon"}, "SMSGUARD_LEARN_UNTIL"),
-        ({"COUNTRIES": "GB", "SHADOW": "unverified_range"}, "SMSGUARD_SHADOW"),
+        ({"COUNTRIES": "GB", "SHADOW": "learned_range"}, "SMSGUARD_SHADOW"),
     ],
 )
 def test_bad_values_name_their_key(settings: dict[str, Any], named: str) -> None:
@@ -272,5 +273,5 @@ def test_flask_and_django_from_settings_decide_as_recommended_in_code(seed: int)
     # The traffic reaches the defences: each of these refused at least once, and some allowed.
     reasons = {reason for status, reason in expected if reason}
     assert {"country_not_allowed", "number_type", "budget"} <= reasons, reasons
-    assert reasons & {"challenge_required", "unverified_cap"} or seed != 1, reasons
+    assert reasons & {"challenge_required", "refused"} or seed != 1, reasons
     assert sum(status == 200 for status, _ in expected) >= 5

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -107,3 +110,48 @@ def test_readme_code_run_is_what_the_fastapi_example_answers(capsys: Any, monkey
             assert answer.text == lines[i + 1].replace(pasted_code.group(1), code), line
             replayed += 1
     assert replayed == 5
+
+
+def _scenarios() -> Any:
+    spec = importlib.util.spec_from_file_location("pumping_scenarios", EXAMPLES / "pumping_scenarios.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pumping_scenarios"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "seed", "countries"),
+    [
+        ("TV ad hour", 3, ["ES", "IT", "PL", "NL"]),
+        ("new country", 4, ["GB", "FR", "DE", "SE"]),
+        ("carrier outage", 5, ["FR", "DE", "LV", "GB"]),
+        ("bombing", 6, ["IT", "ES", "GB", "FR"]),
+    ],
+)
+def test_scenarios_that_must_pass_meet_the_bars(name: str, seed: int, countries: list[str]) -> None:
+    """A reduced run (150 users a day) of the scenarios ``recommended`` meets issue 22's bars
+    in: legitimate surges served, no bombing victim over the daily cap; on seeds and countries
+    the defence was not tuned on."""
+    module = _scenarios()
+    (scenario,) = [s for s in module.scenarios() if s.name == name]
+    row = module.play(scenario, module.GUARDS["recommended"], countries, 150, seed).row()
+    assert module.bars(scenario, row), row
+    assert row["never"] <= 0.1, row
+    assert row["challenged"] <= 1.0, row
+
+
+def test_scenarios_against_attackers_deliver_a_fraction_of_the_provider_rules() -> None:
+    """The attacks: what the provider's rules deliver, ``recommended`` cuts to a fraction, and
+    real users stay served (the bars it does not yet meet are in the README's table)."""
+    module = _scenarios()
+    (scenario,) = [s for s in module.scenarios() if s.name == "complicit operator 5%"]
+    rows = {
+        guard: module.play(scenario, policies, ["DE", "GB", "FR", "LV"], 150, 11).row()
+        for guard, policies in module.GUARDS.items()
+    }
+    assert rows["provider rules"]["pumped"] > 90
+    assert rows["recommended"]["pumped"] < rows["provider rules"]["pumped"] / 4
+    assert rows["recommended"]["never"] <= 0.1

@@ -30,6 +30,7 @@ from smsguard import (
     Deny,
     Guard,
     InvalidPhone,
+    LearnedCap,
     SameContent,
     Suspend,
 )
@@ -205,6 +206,34 @@ def test_rate_limited_reply() -> None:
     assert headers["retry-after"] == "41234"
     assert headers["ratelimit-policy"] == '"daily_cap";q=10'
     assert headers["ratelimit"] == '"daily_cap";r=0;t=41234'
+
+
+def test_anti_fraud_refusals_are_opaque_to_the_client() -> None:
+    """Semantics 18: the client is not told which scope refused it, nor exactly when to come
+    back; the Decision keeps both, and ``opaque=()`` shows them."""
+    guard = Guard([LearnedCap("range", floor=1, ceiling=10)], default_region="GB")
+    assert guard.check("+447400120001").allowed
+    decision = guard.check("+447400120002")
+    assert (decision.policy, decision.reason) == ("learned_range", "scope_cap")
+    reply = Gate().refusal(decision)
+    assert reply is not None
+    assert reply.status == 429
+    assert reply_json(reply) == {
+        "error": "rate_limited",
+        "policy": None,
+        "reason": "refused",
+        "retry_after": 604800,
+    }
+    headers = dict(reply.headers)
+    assert headers["retry-after"] == "604800"  # a week: already a multiple of 15 minutes
+    assert "ratelimit-policy" not in headers
+    short = Decision(False, "+447400120002", "learned_country", "scope_cap", 61.5, {}, 30)
+    same_kind = Decision(False, "+447400120002", "phone_rate", "phone_rate", 61.5, {}, 5)
+    replies = [Gate().refusal(d) for d in (short, same_kind)]
+    assert [dict(r.headers)["retry-after"] for r in replies if r is not None] == ["900", "62"]
+    shown = Gate(opaque=()).refusal(decision)
+    assert shown is not None
+    assert reply_json(shown)["reason"] == "scope_cap"
 
 
 def test_blacklisted_reply_has_no_retry() -> None:
@@ -537,7 +566,7 @@ def test_a_challenge_through_both_adapters(adapter: str) -> None:
     assert client.post(json={"phone": block[0]})[0] == 200
     status, body = client.post(json={"phone": block[1]})
     assert status == 429
-    assert (body["error"], body["reason"]) == ("challenge_required", "unverified_cap")
+    assert (body["error"], body["reason"]) == ("challenge_required", "refused"), "no oracle"
     assert client.seen == [block[0]], "the challenged request never reached the endpoint"
     status, _ = client.post(json={"phone": block[1]}, headers={"x-captcha": "solved"})
     assert status == 200, "passed: judged by the remaining policies"

@@ -11,12 +11,15 @@ import pytest
 from conftest import Clock
 
 from smsguard import (
+    ChallengeCap,
     ConfigError,
     ContentRules,
     Countries,
     DailyCap,
     Event,
     Guard,
+    IPThrottle,
+    LearnedCap,
     SpendCap,
     UnverifiedCap,
     recommended,
@@ -212,3 +215,155 @@ def test_the_recommended_set_in_one_step(make_guard: Callable[..., Guard], clock
 
     asyncio.run(verify())
     assert guard.stats().verified == 1
+
+
+# -- what the scopes learn (issue 22) -------------------------------------------------------------
+
+GB_RANGE = "+44740012"  # + 4 digits: one range of GB mobile numbers
+
+
+def test_learned_room_shrinks_while_unentered_and_grows_once_per_number(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A network's room: the floor while its codes go unentered; each number verified in it
+    earns room once, however often it is verified; the room is a sliding day."""
+    cap = LearnedCap("country", floor=2, per_verified=1.0, ceiling=100, challenge=True)
+    guard = make_guard([cap], default_region="GB")
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(3)] == [True, True, False]
+    refused = guard.check(f"{GB_RANGE}0003")
+    assert (refused.policy, refused.reason, refused.kind) == ("learned_country", "scope_cap", "challenge")
+    for _ in range(3):
+        guard.verified(f"{GB_RANGE}0000")  # one number: it earns once
+    assert guard.check(f"{GB_RANGE}0004").allowed
+    assert not guard.check(f"{GB_RANGE}0005").allowed, "three verifications of one number earn one code"
+    guard.verified(f"{GB_RANGE}0001")
+    guard.verified(f"{GB_RANGE}0004")
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(6, 9)] == [True, True, False]
+    clock.advance(86401)  # a day on: the sends and the earnings of yesterday are gone alike
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(10, 13)] == [True, True, False]
+
+
+def test_learned_range_counts_a_number_once_a_day_and_remembers_a_week(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A range: a person asking again passes (up to per_number a day); another number in a range
+    whose code went unentered is refused for a week, and served once a code there is entered."""
+    cap = LearnedCap("range", floor=1, per_verified=2.0, per_number=3, ceiling=50)
+    guard = make_guard([cap], default_region="GB")
+    first = f"{GB_RANGE}0001"
+    assert [guard.check(first).allowed for _ in range(4)] == [True, True, True, False]
+    assert guard.check(first).reason == "scope_cap"
+    assert not guard.check(f"{GB_RANGE}0002").allowed, "the range's one unentered code holds it"
+    assert guard.check("+447400130001").allowed, "another range: its own first code"
+    clock.advance(6 * 86400)
+    assert not guard.check(f"{GB_RANGE}0003").allowed, "still within the week"
+    guard.verified(first)
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (4, 5, 6)] == [True, True, False]
+    clock.advance(7 * 86400 + 1)
+    assert guard.check(f"{GB_RANGE}0007").allowed, "a week on, the range starts again"
+
+
+def test_learned_ceiling_follows_the_week_of_verifications(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """Converted or not, a scope runs at most its bare ceiling plus ``history`` times its
+    average day of verified numbers over the last week."""
+    cap = LearnedCap("country", floor=100, per_verified=10.0, ceiling=3, history=7.0)
+    guard = make_guard([cap], default_region="GB")
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(4)] == [True, True, True, False]
+    assert guard.check(f"{GB_RANGE}0009").reason == "scope_cap"
+    for i in range(3):
+        guard.verified(f"{GB_RANGE}{i:04d}")  # 3 numbers this week: 7/7 * 3 = 3 more a day
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(10, 14)] == [True, True, True, False]
+    clock.advance(86401)  # the next day: the week's history still lifts the ceiling
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in range(20, 27)] == [True] * 6 + [False]
+
+
+def test_never_proven_ranges_share_one_budget_per_country(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """Ranges with no verification share the country's ``fresh`` budget instead of each having
+    a floor; a range where a code was entered is proven and passes it."""
+    cap = LearnedCap("country", floor=100, ceiling=100, fresh=3, per_verified=0.0)
+    guard = make_guard([cap], default_region="GB")
+    ranges = [f"+447400{r}0000" for r in range(10, 15)]
+    assert [guard.check(n).allowed for n in ranges] == [True, True, True, False, False]
+    guard.verified(ranges[0])
+    assert guard.check(ranges[0][:-4] + "0099").allowed, "its range is proven"
+    assert not guard.check("+447400199999").allowed, "the others still share the spent budget"
+
+
+def test_a_passed_challenge_counts_and_past_its_ceiling_is_refused(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    cap = LearnedCap("range", floor=1, ceiling=50, challenge=True)
+    guard = make_guard([cap, ChallengeCap("range", 2)], default_region="GB")
+    assert guard.check(f"{GB_RANGE}0001").allowed
+    assert guard.check(f"{GB_RANGE}0002").kind == "challenge"
+    solved = [guard.check(f"{GB_RANGE}{i:04d}", challenge_passed=True) for i in (2, 3, 4)]
+    assert [d.allowed for d in solved] == [True, True, False]
+    assert (solved[2].policy, solved[2].reason, solved[2].kind) == (
+        "challenges_range",
+        "challenge_cap",
+        "limit",
+    )
+    clock.advance(86401)
+    assert guard.check(f"{GB_RANGE}0005", challenge_passed=True).allowed, "a day's ceiling"
+
+
+def test_an_address_earns_room_for_codes_entered_from_it(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A campus behind one address: past its rate the address is challenged, not refused, and
+    each number verified from it earns one more code there, once per number."""
+    campus = "198.51.100.7"
+    guard = make_guard([IPThrottle("2/hour", per_verified=1.0, challenge=True)], default_region="GB")
+    assert [guard.check(f"{GB_RANGE}{i:04d}", ip=campus).allowed for i in range(3)] == [True, True, False]
+    assert guard.check(f"{GB_RANGE}0009", ip=campus).kind == "challenge"
+    guard.verified(f"{GB_RANGE}0000", ip=campus)
+    guard.verified(f"{GB_RANGE}0000", ip=campus)  # the same number: earns once
+    guard.verified(f"{GB_RANGE}0001", ip="203.0.113.1")  # entered elsewhere: not this address's
+    assert [guard.check(f"{GB_RANGE}{i:04d}", ip=campus).allowed for i in (3, 4)] == [True, False]
+
+
+def test_a_scope_tells_its_surge_and_conversion_drop_within_the_hour(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """The first refusal by a scope's room is a ``conversion_drop``, by its ceiling a ``surge``,
+    each told once an hour, naming the scope (hashed where it is a range) and never a number."""
+    seen: list[Event] = []
+    caps = [LearnedCap("range", floor=1, ceiling=50), LearnedCap("country", floor=50, ceiling=2)]
+    guard = make_guard(caps, default_region="GB", listeners=[seen.append])
+    guard.check(f"{GB_RANGE}0001")
+    guard.check(f"{GB_RANGE}0002")  # the range's room
+    guard.check(f"{GB_RANGE}0003")  # again: told already this hour
+    guard.check("+447400130001")
+    guard.check("+447400140001")  # the country's ceiling
+    told = [(e.kind, e.policy, e.country) for e in seen if e.kind in ("surge", "conversion_drop")]
+    assert told == [("conversion_drop", "learned_range", "GB"), ("surge", "learned_country", "GB")]
+    details = [e.detail or "" for e in seen if e.kind in ("surge", "conversion_drop")]
+    assert details[1] == "learned_country: country GB over its history"
+    assert details[0].startswith("learned_range: range ")
+    assert "7400" not in details[0], "a range is named by its hash"
+    clock.advance(3601)
+    guard.check(f"{GB_RANGE}0004")
+    assert [e.kind for e in seen if e.kind != "decision"][-1] == "conversion_drop", "an hour on, told again"
+
+
+def test_a_checked_code_earns_as_verified_does(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    """A right code (``check_code``) is the verification: its scope earns room, once per number
+    a day (the week's history is named per number and day, in the check's own script too)."""
+    cap = LearnedCap("range", floor=1, per_verified=2.0, per_number=5, ceiling=1, history=7.0)
+    guard = make_guard([cap], default_region="GB")
+    first = f"{GB_RANGE}0001"
+    issued = guard.issue_code(first)
+    assert issued.code is not None
+    assert not guard.check(f"{GB_RANGE}0002").allowed, "the bare ceiling: one a day"
+    assert guard.check_code(first, issued.code).ok
+    assert guard.check(f"{GB_RANGE}0002").allowed, "the week's one verified number: one more a day"
+    assert not guard.check(f"{GB_RANGE}0003").allowed
+    clock.advance(86401)  # another day: the same number verified again counts again in the week
+    issued = guard.issue_code(first)
+    assert issued.code is not None
+    assert guard.check_code(first, issued.code).ok
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (4, 5, 6)] == [True, True, False]

@@ -72,6 +72,8 @@ def test_counts_per_reason_country_and_hour_exactly(make_guard: Callable[..., Gu
         "country:CN": 5,
         "country:001": 1,
         "country:US": 1,
+        "sent:CN": 3,
+        "sent:US": 1,
     }
     assert dict(day.hours[13]) == {
         "attempts": 3,
@@ -79,6 +81,8 @@ def test_counts_per_reason_country_and_hour_exactly(make_guard: Callable[..., Gu
         "denied:suspended": 1,
         "country:CN": 1,
         "country:FR": 2,
+        "sent:CN": 1,
+        "sent:FR": 1,
     }
     assert sorted(day.hours) == [12, 13]
     assert (day.attempts, day.allowed, day.refunded, day.verified) == (10, 6, 1, 0)
@@ -181,3 +185,28 @@ def test_without_verifications_a_surge_is_flagged_alone() -> None:
     )
     assert not any(line.startswith("09:00") for line in report.anomalies), "15 attempts: too few to say"
     assert report.conversion is None, "no verifications counted: no conversion"
+
+
+def test_report_shows_conversion_per_country_and_network(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """Codes entered per code sent, per country and, where the guard knows networks, per
+    network: what the daily review shows beside the day's totals."""
+    from smsguard import LearnedCap
+
+    guard = make_guard([LearnedCap("network", floor=100, ceiling=100)], default_region="GB")
+    sent = ["+447400123456", "+447400123457", "+447400123458", "+33612345678"]
+    for phone in sent:
+        assert guard.check(phone).allowed
+    guard.verified(sent[0])
+    guard.verified(sent[3])
+    conversions = guard.report().as_dict()["conversions"]
+    assert conversions["GB"] == pytest.approx(1 / 3)
+    assert conversions["FR"] == 1.0
+    networks = [
+        f"{(phone[:3] == '+44' and 'GB') or 'FR'} {guard.planner.identify(phone).network}" for phone in sent
+    ]
+    expected = {
+        n: networks[::3].count(n) / networks.count(n) for n in networks
+    }  # sent[0] and sent[3] entered
+    assert {scope: rate for scope, rate in conversions.items() if " " in scope} == pytest.approx(expected)

@@ -35,7 +35,15 @@ from smsguard.policies import (
     Suspend,
     Whitelist,
 )
-from smsguard.pumping import ContentRules, Countries, SpendCap, UnverifiedCap, recommended
+from smsguard.pumping import (
+    ChallengeCap,
+    ContentRules,
+    Countries,
+    LearnedCap,
+    SpendCap,
+    UnverifiedCap,
+    recommended,
+)
 from smsguard.stats import Day, Report, Statistics
 
 if TYPE_CHECKING:
@@ -58,6 +66,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Blacklist",
+    "ChallengeCap",
     "Change",
     "CodeCheck",
     "CodeRules",
@@ -79,6 +88,7 @@ __all__ = [
     "InvalidPhone",
     "Issued",
     "Job",
+    "LearnedCap",
     "MemoryBackend",
     "MissingSubject",
     "Outcome",

@@ -33,6 +33,8 @@ COUNTRY_NOT_ALLOWED: Final = "country_not_allowed"
 NUMBER_TYPE: Final = "number_type"
 COUNTRY_CAP: Final = "country_cap"
 UNVERIFIED_CAP: Final = "unverified_cap"
+SCOPE_CAP: Final = "scope_cap"
+CHALLENGE_CAP: Final = "challenge_cap"
 BUDGET: Final = "budget"
 CONTENT_LINK: Final = "content_link"
 CONTENT_CODE: Final = "content_code"
@@ -57,11 +59,21 @@ KIND_OF: Final = {
     NUMBER_TYPE: FORBIDDEN,
     COUNTRY_CAP: LIMIT,
     UNVERIFIED_CAP: LIMIT,
+    SCOPE_CAP: LIMIT,
+    CHALLENGE_CAP: LIMIT,
     BUDGET: UNAVAILABLE,
     CONTENT_LINK: FORBIDDEN,
     CONTENT_CODE: FORBIDDEN,
 }
 """The kind of each built-in reason (for a Decision built by hand without one)."""
+
+OPAQUE: Final = frozenset({UNVERIFIED_CAP, SCOPE_CAP, CHALLENGE_CAP, COUNTRY_CAP})
+"""The anti-fraud reasons a client is not told (DESIGN.md semantics 18): it sees ``REFUSED`` and
+a coarse wait, so it cannot learn which scope caught it or exactly when to come back."""
+REFUSED: Final = "refused"
+"""The one reason a client is shown for an ``OPAQUE`` refusal."""
+COARSE: Final = 900
+"""An opaque refusal's Retry-After is rounded up to a whole multiple of this many seconds."""
 
 
 def kind_of(decision: Decision) -> str:

@@ -307,6 +307,10 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
             )
         lines.append("top denial reasons: " + (_pairs(dict(list(found.day.denied.items())[:5])) or "-"))
         lines.append("top countries: " + (_pairs(dict(list(found.day.countries.items())[:5])) or "-"))
+        conversions = ", ".join(
+            f"{scope} {rate:.0%}" for scope, rate in list(found.day.conversions.items())[:10]
+        )
+        lines.append("conversion by country and network: " + (conversions or "-"))
         if found.day.shadowed:
             lines.append("shadow policies would have denied: " + _pairs(found.day.shadowed))
         anomalies = found.anomalies

@@ -33,6 +33,12 @@ LOCKOUT: Final = "lockout"
 """A code killed by its last wrong check (``reason`` ``wrong_code``)."""
 BUDGET_ALARM: Final = "budget_alarm"
 """A SpendCap's day reached its alarm share; ``detail`` says how much."""
+SURGE: Final = "surge"
+"""A scope (country, network, hashed range) sent what its own history allows in a day: a
+``LearnedCap``'s ceiling refused a code. ``detail`` names the scope."""
+CONVERSION_DROP: Final = "conversion_drop"
+"""A scope's codes went unentered until its room was spent: a ``LearnedCap``'s room (or a
+country's budget for never-proven ranges) refused a code. ``detail`` names the scope."""
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,7 +48,7 @@ class Event(NamedTuple):
 
     kind: str
     """``decision``, ``refund``, ``verified``, ``code_check``, ``lockout``, ``budget_alarm``,
-    ``backend_down`` or ``backend_up``."""
+    ``surge``, ``conversion_drop``, ``backend_down`` or ``backend_up``."""
     at: float
     """The guard's clock."""
     allowed: bool | None = None
@@ -156,6 +162,20 @@ class Reporter:
         """A budget alarm: to the listeners, and to the log as a warning."""
         log.warning("smsguard: budget alarm: %s", detail, extra={"policy": policy})
         self.emit(Event(BUDGET_ALARM, at, policy=policy, detail=detail))
+
+    def scope(
+        self, kind: str, policy: str, detail: str, country: str | None, at: float, *, loud: bool
+    ) -> None:
+        """A scope's surge or conversion drop: to the listeners, and to the log, as a warning if
+        ``loud`` (a country or network; a spread attack shuts ranges by the thousand: info)."""
+        log.log(
+            logging.WARNING if loud else logging.INFO,
+            "smsguard: %s: %s",
+            kind,
+            detail,
+            extra={"policy": policy},
+        )
+        self.emit(Event(kind, at, policy=policy, country=country, detail=detail))
 
     def backend(self, kind: str, at: float, detail: str | None = None) -> None:
         if self.listeners:

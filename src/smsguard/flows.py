@@ -35,9 +35,11 @@ from smsguard.errors import BackendError, BackendUnavailable, ConfigError
 from smsguard.events import Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
+from smsguard.phone import NO_COUNTRY
 from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
+from smsguard.pumping import LearnedCap
 from smsguard.stats import Day, Report, Statistics
 
 log = logging.getLogger("smsguard")
@@ -81,6 +83,8 @@ class Flows:
         self._alarms = {p.name: p for p in planner.policies if isinstance(p, Alarming)}
         self.codes = codes or Codes(CodeRules(), planner.digest)
         """How verification codes are made and checked (``smsguard.codes``)."""
+        self._scopes = {p.name: p for p in planner.policies if isinstance(p, LearnedCap)}
+        self._told: dict[str, float] = {}  # a scope event -> when it may be told again
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -151,6 +155,8 @@ class Flows:
             self._note, self._unsigned = Note(KEY, self._unsigned), None
         if statistics is not None:
             statistics.record(decision, now)
+            if decision.allowed and not isinstance(plan, Decision) and plan.attempt.network is not None:
+                statistics.add(now, f"{stats.SENT_TO}{decision.country or NO_COUNTRY} {plan.attempt.network}")
         if (
             self._note is not None or (statistics is not None and statistics.due(now))
         ) and now >= outage.down_until:
@@ -168,6 +174,8 @@ class Flows:
         if job.flags:
             self.mirror.read(job.flags, outcome.flag)
         decision = plan.decide(outcome)
+        if self._scopes and not decision.allowed and decision.policy in self._scopes:
+            self._scope_event(plan, outcome, now)
         if self._alarms and decision.allowed:
             # Each budget this allowed decision brought to its alarm share (the decision that
             # crosses it is one, however many workers count).
@@ -178,6 +186,21 @@ class Flows:
                     if detail is not None:
                         self.reporter.alarm(owner.name, detail, now)
         return decision
+
+    def _scope_event(self, plan: Plan, outcome: Outcome, now: float) -> None:
+        """A LearnedCap refused: its scope's surge or conversion drop, told once an hour per
+        scope and process."""
+        denied = outcome.denied
+        told = self._scopes[plan.counter_owners[denied].name].told(plan.job.counters[denied])
+        if told is None or self._told.get(told[1], 0.0) > now:
+            return
+        if len(self._told) > 10_000:  # bounded: drop the ones whose hour is over
+            self._told = {k: t for k, t in self._told.items() if t > now}
+        self._told[told[1]] = now + 3600
+        policy = self._scopes[plan.counter_owners[denied].name]
+        self.reporter.scope(
+            told[0], policy.name, told[1], plan.attempt.region, now, loud=policy.by != "range"
+        )
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
         if self.denials is not None:
@@ -263,7 +286,10 @@ class Flows:
         statistics = self.statistics
         if statistics is not None:
             statistics.add(now, stats.CHECKED)
-            statistics.add(now, stats.VERIFIED if result.ok else stats.CHECK + str(result.reason))
+            if result.ok:
+                self._count_verified(statistics, attempt, now)
+            else:
+                statistics.add(now, stats.CHECK + str(result.reason))
             if lockout:
                 statistics.add(now, stats.LOCKOUTS)
         self.reporter.code_check(result, attempt.region, attempt.phone_id, now, lockout)
@@ -304,10 +330,19 @@ class Flows:
             self.local.apply((record,))  # the fallback knows the number too
             self.outbox.owe(record)
         if self.statistics is not None:
-            self.statistics.add(now, stats.VERIFIED)
+            self._count_verified(self.statistics, attempt, now)
         self.reporter.verified(attempt.region, attempt.phone_id, now)
         if record.counters or self.statistics is not None:
             yield from self._deferred(now, "verification")
+
+    @staticmethod
+    def _count_verified(statistics: Statistics, attempt: Attempt, now: float) -> None:
+        """A verification in the statistics: in all, per country, and per network if known."""
+        statistics.add(now, stats.VERIFIED)
+        region = attempt.region or NO_COUNTRY
+        statistics.add(now, stats.VERIFIED_IN + region)
+        if attempt.network is not None:
+            statistics.add(now, f"{stats.VERIFIED_IN}{region} {attempt.network}")
 
     def switch(self, on: bool) -> Flow[None]:
         """Turn the emergency switch on or off."""

@@ -52,8 +52,10 @@ class Counter(NamedTuple):
     never denies, and a shadow policy's counters take their hits all or none, as if it enforced
     (none if one of them is full)."""
     unless: str | None = None
-    """A key of live hits (a ``Record``, such as a verified number's mark): while it has one, this
-    counter is passed over (neither checked nor taken; its count reads -1)."""
+    """A key of live hits (a ``Record``, such as a verified number's mark; or another counter's
+    own key, of one window, earlier in the same job: then a hit within that window, as that
+    counter counts it): while it has one, this counter is passed over (neither checked nor
+    taken; its count reads -1)."""
     earn: str | None = None
     """A key of live hits that raise the limit: ``limit + int(per_earned * live hits)``."""
     per_earned: float = 0.0
@@ -76,6 +78,11 @@ class Counter(NamedTuple):
     match: str | None = None
     """With ``log``: count only the hits tagged ``match`` (a content's hash; no ``:`` in it).
     The attempt's hit in the log carries the tag, so every counter of that log still counts it."""
+    member: str | None = None
+    """For a mark a ``Record`` writes: its name within ``key`` (a number's hash, say). A mark
+    written again under the same member replaces the first (it lives on to the new expiry), so
+    a key counts each member once: a verification earns once per number. None: the Record's
+    token, a new mark each time."""
 
 
 class Flag(NamedTuple):

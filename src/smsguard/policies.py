@@ -300,6 +300,11 @@ class IPThrottle(_Rates):
     IPv4 addresses count one by one (``ipv4_prefix=32``); IPv6 ones by /64, since anyone
     holding one IPv6 address holds its whole /64. IPv4-mapped IPv6 addresses count as IPv4.
     An attempt without an IP raises MissingSubject unless ``skip_missing=True``.
+
+    An address earns room for the codes entered from it (a campus, an office, a carrier NAT):
+    each number verified from it (``Guard.verified(phone, ip=...)``) adds ``per_verified`` to
+    each of its rates for that rate's window, once per number. With ``challenge=True`` its
+    refusal is of kind ``challenge`` (a CAPTCHA lifts it) instead of ``limit``.
     """
 
     reason = codes.IP_THROTTLE
@@ -312,11 +317,17 @@ class IPThrottle(_Rates):
         ipv6_prefix: int = 64,
         name: str = "ip_throttle",
         skip_missing: bool = False,
+        per_verified: float = 0.0,
+        challenge: bool = False,
         shadow: bool = False,
     ) -> None:
         if not (0 <= ipv4_prefix <= 32 and 0 <= ipv6_prefix <= 128):
             raise ConfigError("ipv4_prefix must be within 0..32 and ipv6_prefix within 0..128")
+        if per_verified < 0:
+            raise ConfigError(f"IPThrottle per_verified must not be negative, not {per_verified!r}")
         super().__init__(rates, name, shadow)
+        self.per_verified = per_verified
+        self.kind = codes.CHALLENGE if challenge else codes.LIMIT
         self.ipv4_prefix, self.ipv6_prefix, self.skip_missing = ipv4_prefix, ipv6_prefix, skip_missing
         self._log = key_parts(name)  # one log of hit times per network, for all its rates
         self._subject = functools.lru_cache(maxsize=4096)(self._hashed_network)  # clients repeat
@@ -340,7 +351,25 @@ class IPThrottle(_Rates):
             return _missing(self.name, "ip=", self.skip_missing)
         subject = self._subject(attempt.ip, attempt.digest)
         head, tail = self._log
-        return self.counters(subject, now, head + subject + tail)
+        found = self.counters(subject, now, head + subject + tail)
+        if not self.per_verified:
+            return found
+        return tuple(
+            c._replace(earn=key(self.name, subject, "earned", f"{c.window:g}"), per_earned=self.per_verified)
+            for c in found
+        )
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """A number verified from an address earns it room in each window, once per number."""
+        if not self.per_verified or attempt.ip is None:
+            return ()
+        subject = self._subject(attempt.ip, attempt.digest)
+        return tuple(
+            Counter(
+                key(self.name, subject, "earned", f"{window:g}"), 1, now + window, member=attempt.phone_id
+            )
+            for _, _, _, window in self._items
+        )
 
 
 class NumberList:

@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from smsguard import attempt as codes
+from smsguard import events
 from smsguard.attempt import Attempt
 from smsguard.days import LocalDays
 from smsguard.errors import ConfigError
@@ -191,6 +192,235 @@ class UnverifiedCap:
         return found
 
 
+DAY: Final = 86400.0
+WEEK: Final = 7 * DAY
+
+
+def _day(now: float) -> str:
+    """The UTC day index of ``now``: a verification earns once per number per day."""
+    return str(int(now // DAY))
+
+
+class LearnedCap:
+    """Room for codes in one scope (``by="range"``, ``"network"`` or ``"country"``) that follows
+    the scope's own history of codes sent and codes entered (verifications, ``Guard.verified``).
+
+    Every code sent in the scope counts, known numbers' too, and every verification in it earns
+    room, once per number per day (a number verified ten times earns once). Over a sliding
+    ``window`` (a day; a week for a range) the scope may send ``floor + per_verified *
+    (numbers verified)`` codes: room shrinks to ``floor`` while codes go unentered and grows as
+    they are entered. A ceiling bounds it whatever the conversion, relative to the scope's own
+    history: at most ``ceiling + history * (numbers verified a day, over the last week)`` codes a
+    day, so no scope runs far above its normal. Nothing is learned ahead of enforcing: the floor
+    and the bare ceiling hold from the first code on (DESIGN.md semantics 19); what is learned
+    only widens them, by conversions that were made.
+
+    ``by="range"`` (the number without its last ``digits`` digits) counts each number once a
+    day (its own further codes, up to ``per_number`` a day, pass: a person asking again is one
+    person) and holds a week's memory: a range whose codes go unentered stays shut for a week.
+    ``by="country"`` with ``fresh`` adds one budget shared by the ranges with no verification in
+    the last ``trust`` seconds: at most ``fresh + per_verified * (numbers verified in the
+    country that day)`` codes a day go to never-proven ranges, instead of each range having a
+    floor of its own.
+
+    With ``challenge=True`` a refusal is of kind ``challenge`` (a CAPTCHA lifts it; see
+    ``ChallengeCap`` for the tier above it). Reason ``scope_cap``.
+    """
+
+    reason = codes.SCOPE_CAP
+    BY: Final = ("range", "network", "country")
+
+    def __init__(
+        self,
+        by: str = "range",
+        *,
+        floor: int = 1,
+        per_verified: float = 1.5,
+        ceiling: int = 10,
+        history: float = 7.0,
+        window: float | None = None,
+        digits: int = 4,
+        per_number: int = 3,
+        fresh: int | None = None,
+        trust: float = 30 * DAY,
+        challenge: bool = False,
+        name: str | None = None,
+        shadow: bool = False,
+    ) -> None:
+        if by not in self.BY:
+            raise ConfigError(f"LearnedCap by={by!r}: use one of {self.BY}")
+        if not 1 <= digits <= 8:
+            raise ConfigError(f"LearnedCap digits must be within 1..8, not {digits!r}")
+        for what, value in (("per_verified", per_verified), ("history", history)):
+            if value < 0:
+                raise ConfigError(f"LearnedCap {what} must not be negative, not {value!r}")
+        for what, number in (("floor", floor), ("ceiling", ceiling), ("per_number", per_number)):
+            positive(what, number)
+        if fresh is not None:
+            positive("fresh", fresh)
+            if by != "country":
+                raise ConfigError(
+                    "LearnedCap fresh= is the shared budget of a country: use it with by='country'"
+                )
+        positive("trust", trust)
+        self.by, self.digits, self.per_verified, self.history = by, digits, per_verified, history
+        self.floor, self.ceiling, self.per_number, self.fresh, self.trust = (
+            floor,
+            ceiling,
+            per_number,
+            fresh,
+            trust,
+        )
+        self.window = window if window is not None else (WEEK if by == "range" else DAY)
+        positive("window", self.window)
+        self.name = name or f"learned_{by}"
+        self.kind = codes.CHALLENGE if challenge else codes.LIMIT
+        self.shadow = shadow
+        self.needs_details = by == "network"
+
+    def scope(self, attempt: Attempt) -> str:
+        """The subject this attempt counts under (hashed where it says anything of the number)."""
+        if self.by == "range":
+            return attempt.digest(attempt.phone[: -self.digits])
+        if self.by == "network":
+            return attempt.digest(attempt.network or attempt.phone[:4])
+        return attempt.region or NO_COUNTRY
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        scope, name, window = self.scope(attempt), self.name, self.window
+        log = key(name, scope)
+        earned = key(name, scope, "earned", f"{window:g}")
+        weeks = key(name, scope, "earned", f"{WEEK:g}")
+        unless = None
+        found: list[Counter] = []
+        if self.by == "range":
+            # The number's own codes today: its first counts in the range, the rest pass.
+            unless = key(name, scope, "number", attempt.phone_id)
+            found.append(Counter(unless, self.per_number, now + DAY, window=DAY))
+        found.append(
+            Counter(
+                key(name, scope, "room"),
+                self.floor,
+                now + window,
+                unless=unless,
+                earn=earned,
+                per_earned=self.per_verified,
+                window=window,
+                log=log,
+            )
+        )
+        found.append(
+            Counter(
+                key(name, scope, "ceiling"),
+                self.ceiling,
+                now + DAY,
+                unless=unless,
+                earn=weeks,
+                per_earned=self.history / 7,
+                window=DAY,
+                log=log,
+            )
+        )
+        if self.fresh is not None:
+            found.append(
+                Counter(
+                    key(name, scope, "fresh"),
+                    self.fresh,
+                    now + DAY,
+                    unless=key(name, scope, "proven", attempt.digest(attempt.phone[: -self.digits])),
+                    earn=key(name, scope, "earned", f"{DAY:g}"),
+                    per_earned=self.per_verified,
+                    window=DAY,
+                )
+            )
+        return found
+
+    def told(self, counter: Counter) -> tuple[str, str] | None:
+        """The event a refusal by ``counter`` (one of this policy's) calls for: (``"surge"`` or
+        ``"conversion_drop"``, the scope it names: ``"network 1f2e..."``), or None (a number's
+        own codes)."""
+        head, _, tail = counter.key.rpartition(":")
+        scope = head[head.index("{") + 1 : head.rindex("}")]
+        if tail == "ceiling":
+            return events.SURGE, f"{self.name}: {self.by} {scope} over its history"
+        if tail == "room":
+            return events.CONVERSION_DROP, f"{self.name}: {self.by} {scope} codes unentered"
+        if tail == "fresh":
+            return events.CONVERSION_DROP, f"{self.name}: {self.by} {scope} never-proven ranges spent"
+        return None
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """What a verification of ``attempt``'s number records in its scope: room earned for the
+        window (once per number), the week's history (once per number per day), and for a
+        country the number's range proven for ``trust`` seconds."""
+        scope, name, window = self.scope(attempt), self.name, self.window
+        number, today = attempt.phone_id, f"{attempt.phone_id}:{_day(now)}"
+        found = [Counter(key(name, scope, "earned", f"{WEEK:g}"), 1, now + WEEK, member=today)]
+        if window != WEEK:
+            found.append(Counter(key(name, scope, "earned", f"{window:g}"), 1, now + window, member=number))
+        if self.fresh is not None:
+            if window != DAY:
+                found.append(Counter(key(name, scope, "earned", f"{DAY:g}"), 1, now + DAY, member=number))
+            proven = key(name, scope, "proven", attempt.digest(attempt.phone[: -self.digits]))
+            found.append(Counter(proven, 1, now + self.trust, member="proven"))
+        return found
+
+
+class ChallengeCap:
+    """The tier above the challenge: codes sent because the client passed a challenge (a
+    CAPTCHA) are counted per scope, and past a ceiling even a solved challenge is refused.
+
+    Per ``by`` scope (``"range"``, ``"network"``, ``"country"``) and day: at most ``limit +
+    per_verified * (numbers verified in the scope that day)`` solved sends (a CAPTCHA farm sells
+    solves by the thousand; real users solve few, and a scope whose users enter their codes earns
+    more). Attempts without a passed challenge are not its business. Reason ``challenge_cap``
+    (kind ``limit``: a refusal no CAPTCHA lifts).
+    """
+
+    reason = codes.CHALLENGE_CAP
+
+    def __init__(
+        self,
+        by: str = "country",
+        limit: int = 20,
+        *,
+        per_verified: float = 0.05,
+        digits: int = 4,
+        name: str | None = None,
+        shadow: bool = False,
+    ) -> None:
+        if by not in LearnedCap.BY:
+            raise ConfigError(f"ChallengeCap by={by!r}: use one of {LearnedCap.BY}")
+        positive("limit", limit)
+        if per_verified < 0:
+            raise ConfigError(f"ChallengeCap per_verified must not be negative, not {per_verified!r}")
+        self.by, self.limit, self.per_verified, self.digits = by, limit, per_verified, digits
+        self.name = name or f"challenges_{by}"
+        self.shadow = shadow
+        self.needs_details = by == "network"
+        self._scope = LearnedCap(by, digits=digits)
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        if not attempt.challenge_passed:
+            return ()
+        scope = self._scope.scope(attempt)
+        return (
+            Counter(
+                key(self.name, scope),
+                self.limit,
+                now + DAY,
+                earn=key(self.name, scope, "earned"),
+                per_earned=self.per_verified,
+                window=DAY,
+            ),
+        )
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """A verification earns the scope more solved sends, once per number a day."""
+        scope = self._scope.scope(attempt)
+        return (Counter(key(self.name, scope, "earned"), 1, now + DAY, member=attempt.phone_id),)
+
+
 DEFAULT_PRICES: Final[Mapping[str, float]] = {
     "US": 0.0083,
     "CA": 0.0083,
@@ -346,9 +576,13 @@ def recommended(
     learn_until: float | date | str | None = None,
 ) -> list[Policy]:
     """The whole defence for an app that serves the regions ``serve``, in order: the switch,
-    where and what may be texted, the providers' content and per-number rules, the per-IP rate,
-    caps on unverified numbers per range, network and country (challenging, where the app can
-    ask for a CAPTCHA), and the daily budget if given. See the README's pumping section."""
+    where and what may be texted, the providers' content and per-number rules, the per-IP rate
+    (an address earns room as codes are entered from it), room per range, network and country
+    that follows each one's own codes sent and entered (``LearnedCap``, challenging where the
+    app can ask for a CAPTCHA), the tier above the challenge (``ChallengeCap``), and the daily
+    budget if given. ``learn_until`` is accepted for the earlier sets and changes nothing: the
+    floors enforce from the first code on. See the README's pumping section."""
+    _epoch(learn_until)  # a bad day is a ConfigError all the same
     policies: list[Policy] = [
         Suspend(),
         Countries(allow=serve, tz=tz),
@@ -356,10 +590,13 @@ def recommended(
         SameContent(),
         DailyCap(10, tz=tz),
         PhoneRate("1/minute;5/hour"),
-        IPThrottle("20/hour"),
-        UnverifiedCap("range", "3/hour;6/day", challenge=challenge, learn_until=learn_until),
-        UnverifiedCap("network", "10/hour;30/day", challenge=challenge, learn_until=learn_until),
-        UnverifiedCap("country", "60/hour;200/day", challenge=challenge, learn_until=learn_until),
+        IPThrottle("20/hour", per_verified=1.0, challenge=challenge),
+        LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
+        LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
+        LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
+        ChallengeCap("range", 3),
+        ChallengeCap("network", 30, per_verified=0.1),
+        ChallengeCap("country", 100, per_verified=0.1),
     ]
     if daily_budget is not None:
         policies.append(SpendCap(daily_budget, prices=prices, tz=tz))
@@ -373,7 +610,7 @@ class Defences(NamedTuple):
 
     countries: Countries | None
     content: ContentRules | None
-    unverified: list[UnverifiedCap]
+    unverified: list[Policy]
     spend: SpendCap | None
 
 
@@ -381,7 +618,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
     """The pumping defences of flat settings: ``Countries`` from ``COUNTRIES`` (and
     ``COUNTRY_CAPS``), ``SpendCap`` from ``DAILY_BUDGET`` or ``DAILY_MESSAGES`` (``PRICES``,
     ``DEFAULT_PRICE``, ``BUDGET_ALARM``), and with ``RECOMMENDED`` the rest of
-    ``recommended(...)`` (its ``ContentRules`` and ``UnverifiedCap``s, taken from it, so that
+    ``recommended(...)`` (its ``ContentRules``, ``LearnedCap``s and ``ChallengeCap``s, taken from it, so that
     settings build what code would; ``Countries`` then allows every region if ``COUNTRIES`` is
     absent, refusing the number types as ever)."""
     whole = read.boolean("RECOMMENDED", False)
@@ -417,9 +654,10 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
     content.shadow = content.name in shadows
-    unverified = [p for p in rest if isinstance(p, UnverifiedCap)]
-    for cap in unverified:
+    scopes = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
+    for cap in scopes:
         cap.shadow = cap.name in shadows
+    unverified: list[Policy] = list(scopes)
     return Defences(countries, content, unverified, spend)
 
 

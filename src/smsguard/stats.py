@@ -52,6 +52,10 @@ DEGRADED: Final = "degraded"
 DENIED: Final = "denied:"
 COUNTRY: Final = "country:"
 SHADOW: Final = "shadow:"
+SENT_TO: Final = "sent:"
+"""Codes let through per country (``sent:GB``) and per network (``sent:GB Vodafone``)."""
+VERIFIED_IN: Final = "verified:"
+"""Verifications per country and per network, named as ``SENT_TO``."""
 
 log = logging.getLogger("smsguard")
 
@@ -265,6 +269,8 @@ def fields(
         COUNTRY + (country or NO_COUNTRY),
         ALLOWED if allowed else DENIED + (reason or "unknown"),
     ]
+    if allowed:
+        found.append(SENT_TO + (country or NO_COUNTRY))
     found += (SHADOW + name for name in shadowed)
     if degraded:
         found.append(DEGRADED)
@@ -336,6 +342,13 @@ class Day:
         return _by(self.totals, COUNTRY)
 
     @property
+    def conversions(self) -> dict[str, float]:
+        """Codes entered per code sent, per country (``"GB"``) and per network (``"GB
+        Vodafone"``, where the guard knows networks), most codes sent first."""
+        sent, entered = _by(self.totals, SENT_TO), _by(self.totals, VERIFIED_IN)
+        return {scope: entered.get(scope, 0) / n for scope, n in sent.items() if n > 0}
+
+    @property
     def shadowed(self) -> dict[str, int]:
         """Per shadow policy, the attempts it would have denied, most first."""
         return _by(self.totals, SHADOW)
@@ -353,6 +366,7 @@ class Day:
             "verified": self.verified,
             "degraded": self.degraded,
             "countries": self.countries,
+            "conversions": self.conversions,
             "shadowed": self.shadowed,
             "checked": self.checked,
             "checks": self.checks,
@@ -427,6 +441,7 @@ class Report:
             "top_reasons": dict(list(self.day.denied.items())[:5]),
             "checks": self.day.checks,
             "top_countries": dict(list(self.day.countries.items())[:5]),
+            "conversions": self.day.conversions,
             "shadowed": self.day.shadowed,
             "anomalies": self.anomalies,
         }

@@ -282,6 +282,9 @@ class Gate:
       ``"issue"`` and ``"verify"`` the content is the guard's (the code), not ``content``.
     - ``code``: where the code is, for ``action="verify"`` (default the ``code`` field; a field
       name or a callable, as ``phone``). Absent or not a string: a 400 ``invalid_request``.
+    - ``opaque``: the reasons answered opaquely (default ``OPAQUE``: the anti-fraud scopes'),
+      with reason ``refused``, no policy and a Retry-After rounded up to 15 minutes; the
+      Decision, logs, events and statistics keep the exact ones. ``()`` shows every reason.
     """
 
     def __init__(
@@ -298,6 +301,7 @@ class Gate:
         challenge: Callable[[Incoming], bool] | None = None,
         action: str = CHECK,
         code: Field = "code",
+        opaque: Collection[str] = codes.OPAQUE,
     ) -> None:
         if action not in ACTIONS:
             raise ConfigError(f"action must be one of {list(ACTIONS)}, not {action!r}")
@@ -326,6 +330,7 @@ class Gate:
         self.phone, self.content, self.max_body, self.render = phone, content, max_body, render
         self.challenge = challenge
         self.action, self.code = action, code
+        self.opaque = frozenset(opaque)
         self.proxy_header = proxy_header.strip().lower()
         self._proxy_said = False
         self.body_timeout = float(body_timeout)
@@ -583,9 +588,13 @@ class Gate:
             return None
         wait = None if decision.retry_after is None else max(1, math.ceil(decision.retry_after))
         kind = codes.kind_of(decision)
+        policy, reason, limit = decision.policy, decision.reason, decision.limit
+        if reason in self.opaque:  # no oracle: which scope, and exactly when, stay with the operator
+            policy, reason, limit = None, codes.REFUSED, None
+            wait = None if wait is None else -(-wait // codes.COARSE) * codes.COARSE
         if self.render is json_reply:  # it reads nothing but the problem: render each kind once
-            return _json_refusal(decision.policy, decision.reason, kind, wait, decision.limit)
-        return self.render(_refusal(decision.policy, decision.reason, kind, wait, decision.limit, decision))
+            return _json_refusal(policy, reason, kind, wait, limit)
+        return self.render(_refusal(policy, reason, kind, wait, limit, decision))
 
     def code_refusal(self, check: CodeCheck) -> Reply:
         """The response for a code ``check`` refused, in the JSON of a send's refusal. No oracle:

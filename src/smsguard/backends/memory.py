@@ -273,19 +273,21 @@ class MemoryBackend:
             insort(entries, at)
 
     def _record(self, record: Record) -> None:
-        """Mark each key of ``record`` for ``record.token`` (a verified number's hash): one mark
-        per token, its expiry moved on when the same token is recorded again (as Redis's ZADD
-        does), so that a number verified again and again counts once."""
+        """Mark each key of ``record`` for its ``Counter.member``, else ``record.token`` (a
+        verified number's hash): one mark per member, its expiry moved on when the same member
+        is recorded again (as Redis's ZADD does), so that a number verified again and again
+        counts once."""
         now = record.now
         for counter in record.counters:
             key, at = counter.key, counter.expires_at
             marks = self._marks.get(key)
             if marks is None or key not in self._hits:
                 marks = self._marks[key] = {}
-            old = marks.get(record.token)
+            member = counter.member or record.token
+            old = marks.get(member)
             if old is not None and old > now:
                 self._take_back(key, old)
-            marks[record.token] = at
+            marks[member] = at
             self._add(key, at, now)
             if len(marks) > 16 and len(marks) > 2 * len(self._live(key, now)):
                 self._marks[key] = {t: e for t, e in marks.items() if e > now}  # the expired go

@@ -171,12 +171,13 @@ class Wire:
             args += ("1" if f.shadow else "e" if f.reason is None else "0" for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         order: list[int] = []
+        alone: dict[str, int] = {}  # the key of a counter alone in its group -> its place (from 1)
         for name, tag, members in groups:
             keys.append(prefix + name)
             head = len(args)
             args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
             least, last = (math.inf, ""), now  # the least bound, and its score
-            for i in members:
+            for place, i in enumerate(members, len(order) + 1):
                 c = counters[i]
                 window = _window(c, now)
                 if window is None:  # a fixed period: negative
@@ -191,6 +192,8 @@ class Wire:
                     for mark in (c.unless, c.earn):
                         if mark is None:
                             marks.append(0)
+                        elif mark is c.unless and mark in alone:  # a counter's own key, counted before
+                            marks.append(-alone[mark])  # read as that count, by its window
                         else:
                             extras.append(prefix + mark)
                             marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
@@ -203,6 +206,8 @@ class Wire:
                 else:
                     spec = limit
                 args += (spec, score)
+                if len(members) == 1 and name == c.key and not c.amount:
+                    alone[name] = place
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
             args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
             order += members
@@ -286,7 +291,7 @@ class Wire:
             args.append(record.token)
             for c in record.counters:
                 keys.append(prefix + c.key)
-                args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000)
+                args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000, c.member or "")
         return ("eval", keys, args)
 
     def pipeline(self, pipe: Any, request: Request) -> Any:
@@ -309,7 +314,7 @@ class Wire:
                 for counter in change.counters:
                     key = self.prefix + counter.key
                     pipe.zremrangebyscore(key, "-inf", repr(change.now))
-                    pipe.zadd(key, {change.token: counter.expires_at})
+                    pipe.zadd(key, {counter.member or change.token: counter.expires_at})
                     pipe.pexpire(key, math.ceil((counter.expires_at - change.now) * 1000) + 1000)
             elif isinstance(change, Tallied):  # added once, if sent again (see tally.lua)
                 key = self.prefix + change.key

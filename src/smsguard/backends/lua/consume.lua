@@ -29,8 +29,9 @@
 --       free when it ends), and a half more for a counter that counts only the hits with the
 --       group's tag; or, for a counter with other options, "limit group match unless earn
 --       per_earned amount": shadow group (0: enforcing), match (1: it counts by the tag), the
---       KEYS indexes of unless and earn (0: none), and amount (0: a log; else a sum, alone in
---       its group, each attempt adding amount).
+--       KEYS indexes of unless and earn (0: none; an unless below 0: minus the place, from 1,
+--       of an earlier counter alone in its group, passed over while that one counts a hit), and
+--       amount (0: a log; else a sum, alone in its group, each attempt adding amount).
 -- Reply: {flag, n, count..., [frees...], shadowed...}: flag is the 0-based index of the first
 --        enforcing flag set, or -1 (then no count follows); a count per counter (its live hits
 --        before this attempt; -1 for one passed over: its unless key holds a live mark); when
@@ -63,7 +64,7 @@
 -- now, token, the guess's keyed hash ('' for a malformed guess), charge (1: the limits alone,
 -- their hits taken at once: a Cluster's first step; 2: only read the code), number of limits, then per limit: its
 -- limit, the score from which it counts (exclusive), its time to live in ms; then the marks'
--- member and per mark: its expiry and time to live in ms.
+-- member and per mark: its expiry, time to live in ms and its own member ('' for the marks').
 -- Reply: {status, left, issued at, count..., [frees...]}: status 'ok', 'wrong_code',
 -- 'code_expired', 'no_code', 'check_attempts', or '' when a limit is full (nothing compared,
 -- nothing taken; frees then says, per limit, -1 or the score of the hit whose end frees it).
@@ -109,8 +110,9 @@ local function check()
       local m = 7 + 3 * nlimits -- the marks of a verification, as a Record writes them
       for k = first + nlimits, #KEYS do
         redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-        redis.call('ZADD', KEYS[k], ARGV[m + 1 + 2 * (k - first - nlimits)], ARGV[m])
-        redis.call('PEXPIRE', KEYS[k], ARGV[m + 2 + 2 * (k - first - nlimits)])
+        local i = m + 3 * (k - first - nlimits)
+        redis.call('ZADD', KEYS[k], ARGV[i + 1], ARGV[i + 3] ~= '' and ARGV[i + 3] or ARGV[m])
+        redis.call('PEXPIRE', KEYS[k], ARGV[i + 2])
       end
     else
       status = 'wrong_code'
@@ -224,7 +226,8 @@ for g = 1, ngroups do
       else
         sums[g] = amount
       end
-      if unless ~= '0' and redis.call('ZCOUNT', KEYS[tonumber(unless)], '(' .. ARGV[1], '+inf') > 0 then
+      local u = tonumber(unless) -- below 0: the place of an earlier counter, whose count is read
+      if u < 0 and reply[2 - u] > 0 or u > 0 and redis.call('ZCOUNT', KEYS[u], '(' .. ARGV[1], '+inf') > 0 then
         limit = nil -- passed over: a verified number, say
       elseif earn ~= '0' then
         local earned = redis.call('ZCOUNT', KEYS[tonumber(earn)], '(' .. ARGV[1], '+inf')
