@@ -299,7 +299,8 @@ CHECKER = textwrap.dedent(
         start.wait()
         for _ in range(3):
             results.append(guard.check_code(phone, guess).reason or "ok")
-    threads = [threading.Thread(target=hammer, args=(code if i % 2 else code[:-1] + str((int(code[-1]) + 1) % 10),)) for i in range(4)]
+    wrong = code[:-1] + str((int(code[-1]) + 1) % 10)
+    threads = [threading.Thread(target=hammer, args=(code if i % 2 else wrong,)) for i in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     print(" ".join(results))
