@@ -3,6 +3,7 @@ backend (``make_guard`` runs each test on memory, fakeredis, a real Redis and a 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -288,39 +289,34 @@ def test_length_is_a_setting(make_guard: Callable[..., Guard]) -> None:
 
 CHECKER = textwrap.dedent(
     """
-    import sys, threading
+    import json, sys, threading
     from smsguard import Guard
     from smsguard.backends.redis import RedisBackend
-    url, prefix, phone, code, now = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    url, prefix, phone, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    plans = json.loads(sys.argv[5])  # one list of guesses a thread
     guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=lambda: now)
     results = []
-    start = threading.Barrier(4)
-    def hammer(guess):
+    start = threading.Barrier(len(plans))
+    def hammer(guesses):
         start.wait()
-        for _ in range(3):
+        for guess in guesses:
             results.append(guard.check_code(phone, guess).reason or "ok")
-    wrong = code[:-1] + str((int(code[-1]) + 1) % 10)
-    threads = [threading.Thread(target=hammer, args=(code if i % 2 else wrong,)) for i in range(4)]
+    threads = [threading.Thread(target=hammer, args=(plan,)) for plan in plans]
     [t.start() for t in threads]
     [t.join() for t in threads]
     print(" ".join(results))
     """
 )
 
+CHECK_REASONS = {"ok", "wrong_code", "no_code", "check_attempts", "too_many_checks"}
 
-@pytest.mark.parametrize("target", [pytest.param("redis_server", marks=pytest.mark.redis_server),
-                                    pytest.param("redis_cluster", marks=pytest.mark.cluster)])  # fmt: skip
-def test_processes_checking_at_once_verify_once_and_spend_at_most_the_attempts(
-    request: pytest.FixtureRequest, target: str, clock: Clock
-) -> None:
-    url = request.getfixturevalue(target).url
-    prefix = unique_prefix()
-    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=clock)
-    code = guard.issue_code(PHONE).code
-    assert code is not None
+
+def checked_at_once(url: str, prefix: str, now: float, plans: list[list[str]]) -> list[str]:
+    """Four processes, each running one thread per plan at once against the same number: every
+    reason they were given."""
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", CHECKER, url, prefix, PHONE, code, repr(clock.now)],
+            [sys.executable, "-c", CHECKER, url, prefix, PHONE, repr(now), json.dumps(plans)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -328,11 +324,47 @@ def test_processes_checking_at_once_verify_once_and_spend_at_most_the_attempts(
     ]
     reasons = [r for w in workers for r in w.communicate(timeout=120)[0].split()]
     assert all(w.returncode == 0 for w in workers)
-    assert len(reasons) == 48
+    assert len(reasons) == 4 * sum(map(len, plans))
+    assert set(reasons) <= CHECK_REASONS
+    return reasons
+
+
+TARGETS = [pytest.param("redis_server", marks=pytest.mark.redis_server),
+           pytest.param("redis_cluster", marks=pytest.mark.cluster)]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_processes_checking_the_right_code_at_once_verify_it_once(
+    request: pytest.FixtureRequest, target: str, clock: Clock
+) -> None:
+    """Sixteen threads in four processes check the right code at once, among four wrong guesses
+    (fewer than the code's five attempts, so whatever the order the code stays alive until it is
+    spent): exactly one check is ok."""
+    url = request.getfixturevalue(target).url
+    prefix = unique_prefix()
+    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=clock)
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    reasons = checked_at_once(url, prefix, clock.now, [[code] * 3, [code] * 3, [code] * 3, [wrong(code)]])
     assert reasons.count("ok") == 1, reasons
-    # Wrong guesses evaluated against the live code: at most the code's 5 attempts.
-    assert reasons.count("wrong_code") <= 5
-    assert set(reasons) <= {"ok", "wrong_code", "no_code", "check_attempts", "too_many_checks"}
+    assert reasons.count("wrong_code") <= 4
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_processes_guessing_at_once_spend_exactly_the_attempts(
+    request: pytest.FixtureRequest, target: str, clock: Clock
+) -> None:
+    """Forty-eight wrong guesses at once from sixteen threads in four processes: exactly the code's
+    five attempts are evaluated, the rest refused; then the right code is refused too."""
+    url = request.getfixturevalue(target).url
+    prefix = unique_prefix()
+    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=clock)
+    code = guard.issue_code(PHONE).code
+    assert code is not None
+    reasons = checked_at_once(url, prefix, clock.now, [[wrong(code)] * 3] * 4)
+    assert reasons.count("wrong_code") == 5, reasons
+    assert "ok" not in reasons
+    assert guard.check_code(PHONE, code).reason in {"check_attempts", "too_many_checks"}
 
 
 @pytest.mark.redis_server
