@@ -3,7 +3,9 @@ ConfigError that names the key when it cannot be."""
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import django_app
@@ -14,7 +16,7 @@ from servers import RedisServer
 from smsguard import Blacklist, ConfigError, DailyCap, Guard, IPThrottle, SameContent, Whitelist
 from smsguard.adapters.flask import SMSGuard
 from smsguard.adapters.http import Gate, Problem, Reply
-from smsguard.settings import Settings
+from smsguard.settings import KEYS, Settings
 
 VICTIM = "+8613800138000"
 
@@ -323,3 +325,12 @@ def test_a_database_redis_does_not_have_names_the_fix(redis_server: RedisServer)
     guard = Guard.from_settings({"SMSGUARD_STORAGE_URI": url, "SMSGUARD_SECRET": "s"})
     with pytest.raises(ConfigError, match=r"has no such database.*databases"):
         guard.check(VICTIM, content="x", ip="203.0.113.7")
+
+
+def test_the_readme_settings_table_names_every_setting() -> None:
+    """README's "Every setting" table is the one list users read: each key of ``KEYS`` is in it,
+    and it names no key that is not one."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("### Every setting", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"`SMSGUARD_([A-Z0-9_]+)`", table))
+    assert named - {"PARSER"} == set(KEYS)
