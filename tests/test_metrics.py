@@ -83,3 +83,30 @@ def test_shadow_denials(clock: Clock) -> None:
     samples = scrape(registry)
     assert samples[("smsguard_shadow_denials_total", (("policy", "daily_cap"),))] == 2
     assert samples[("smsguard_decisions_total", (("allowed", "true"), ("policy", ""), ("reason", "")))] == 3
+
+
+def test_code_checks_by_reason_and_lockouts(clock: Clock) -> None:
+    """Every check of a code is counted by its exact reason (the client sees one reason for three
+    of them, the operator all), and a code killed by its last wrong guess is a lockout."""
+    registry = CollectorRegistry()
+    guard = Guard([], clock=clock, secret="s", listeners=[PrometheusMetrics(registry)])
+    guard.check_code(VICTIM, "123456")  # no_code
+    code = guard.issue_code(VICTIM).code
+    assert code is not None
+    assert guard.check_code(VICTIM, code).ok
+    other = "+8613800138001"
+    code = guard.issue_code(other).code
+    assert code is not None
+    bad = str((int(code) + 1) % 10**6).zfill(6)
+    for _ in range(5):
+        guard.check_code(other, bad)  # the fifth kills the code
+    assert guard.check_code(other, code).reason == "check_attempts"
+    samples = scrape(registry)
+    checks = {
+        dict(labels)["reason"]: n
+        for (name, labels), n in samples.items()
+        if name == "smsguard_code_checks_total"
+    }
+    assert checks == {"no_code": 1, "ok": 1, "wrong_code": 5, "check_attempts": 1}
+    assert samples[("smsguard_code_lockouts_total", ())] == 1
+    assert "138001380" not in generate_latest(registry).decode()
