@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio.cluster
 import trustme
 from conftest import Clock, admitted_by_threads, unique_prefix
 from redis.backoff import NoBackoff
@@ -222,7 +223,7 @@ def test_async_connections_pack_with_hiredis_to_the_same_bytes(redis_server: Red
     backend = RedisBackend.from_url(redis_server.url)
 
     async def main() -> None:
-        pool = (await backend._async_client()).connection_pool
+        pool = backend._loop_client().connection_pool
         ours, theirs = pool.connection_class(**pool.connection_kwargs), redis.asyncio.Connection()
         assert type(ours).pack_command is not redis.asyncio.Connection.pack_command
         for command in [
@@ -304,7 +305,37 @@ def test_cluster_concurrent_acheck(redis_cluster: RedisCluster, clock: Clock) ->
     async def flood() -> list[Decision]:
         return await asyncio.gather(*(guard.acheck(VICTIM) for _ in range(300)))
 
-    assert sum(d.allowed for d in asyncio.run(flood())) == 10
+    decisions = asyncio.run(flood())
+    assert not any(d.degraded for d in decisions), "Redis decided every one"
+    assert sum(d.allowed for d in decisions) == 10
+
+
+@pytest.mark.parametrize("built", ["from_url", "client"])
+def test_cluster_burst_past_the_pool_queues_and_stays_exact(
+    redis_cluster: RedisCluster, clock: Clock, built: str
+) -> None:
+    """redis.asyncio's Cluster nodes raise MaxConnectionsError past ``max_connections`` rather
+    than wait for a connection. A burst of more decisions than that queues for one: it never
+    meets the fail mode, which under ``local`` (the default) would count the surplus in process
+    from nothing and admit over the cap."""
+
+    async def flood() -> list[Decision]:
+        if built == "from_url":
+            backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), max_connections=4)
+            aclient = backend._loop_client()
+        else:
+            nodes = [redis.asyncio.cluster.ClusterNode("127.0.0.1", n.port) for n in redis_cluster.nodes]
+            aclient = redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, max_connections=4)
+            backend = RedisBackend(aclient=aclient, prefix=unique_prefix())
+        guard = guard_on(backend, clock, [DailyCap(10)])
+        try:
+            return await asyncio.gather(*(guard.acheck(VICTIM) for _ in range(100)))
+        finally:
+            await aclient.aclose()
+
+    decisions = asyncio.run(flood())
+    assert [d.reason for d in decisions if d.degraded] == [], "Redis decided every one"
+    assert sum(d.allowed for d in decisions) == 10
 
 
 def test_concurrent_acheck_share_round_trips_and_stay_exact(redis_server: RedisServer, clock: Clock) -> None:

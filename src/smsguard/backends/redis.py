@@ -16,6 +16,7 @@ expires a live hit early.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import weakref
@@ -146,6 +147,10 @@ class RedisBackend:
     At first use it reads ``maxmemory-policy`` and logs a warning for anything but
     ``noeviction``: an evicting Redis may drop a victim's count (``allkeys-*``, ``volatile-*``)
     and the emergency switch (``allkeys-*``).
+
+    An async Cluster client's nodes hand out at most ``max_connections`` connections each and
+    never wait for one: its calls queue here for up to ``pool_timeout`` seconds instead, one
+    fewer at a time than that bound (see ``_Gate``).
     """
 
     shared = True
@@ -159,6 +164,7 @@ class RedisBackend:
         cluster: bool | None = None,
         make_client: Callable[[], Any] | None = None,
         make_aclient: Callable[[], Any] | None = None,
+        pool_timeout: float = 10.0,
     ) -> None:
         if client is None and aclient is None and make_client is None and make_aclient is None:
             raise ConfigError("RedisBackend needs a client, an aclient, or RedisBackend.from_url(url)")
@@ -174,6 +180,10 @@ class RedisBackend:
         self._packed = False  # EVALSHA packed once by hiredis, sent on a pooled connection
         self._policy_checked = False
         self._batches: weakref.WeakKeyDictionary[Any, _Batches] = weakref.WeakKeyDictionary()
+        self._pool_timeout = pool_timeout
+        self._gates: weakref.WeakKeyDictionary[Any, _Gate | contextlib.nullcontext[None]] = (
+            weakref.WeakKeyDictionary()
+        )
         if cluster is None:
             cluster = isinstance(client, redis.cluster.RedisCluster) or isinstance(
                 aclient, redis.asyncio.cluster.RedisCluster
@@ -208,7 +218,8 @@ class RedisBackend:
         trips and, in a burst, waits on a busy event loop: longer, and a Redis that is down
         refuses at once anyway. A single node gets a blocking pool of ``max_connections``, and a
         burst queues for a connection up to ``pool_timeout``: that is this process being busy,
-        not Redis being down.
+        not Redis being down. A Cluster's async client opens up to ``max_connections`` to each
+        node, and a burst of its calls queues alike.
         """
         scheme, url = urls.scheme(url)
         settings: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
@@ -254,8 +265,11 @@ class RedisBackend:
                     startup_nodes=[_ClusterNode(h, p) for h, p in hosts], **settings
                 ),
                 make_aclient=lambda: redis.asyncio.cluster.RedisCluster(
-                    startup_nodes=[_AsyncClusterNode(h, p) for h, p in hosts], **settings
+                    startup_nodes=[_AsyncClusterNode(h, p) for h, p in hosts],
+                    max_connections=max_connections,
+                    **settings,
                 ),
+                pool_timeout=pool_timeout,
             )
         service = path.strip("/")  # redis+sentinel, as _scheme let nothing else through
         if not service:
@@ -352,8 +366,10 @@ class RedisBackend:
         return drive(steps, functools.partial(self._sent, client))
 
     async def _adrive(self, steps: Generator[Request, Any, T]) -> T:
-        client = await self._async_client()
-        return await adrive(steps, functools.partial(self._asent, client))
+        client = self._loop_client()
+        async with self._gate(client):
+            await self._apolicy(client)
+            return await adrive(steps, functools.partial(self._asent, client))
 
     def _sent(self, client: Any, request: Request) -> Any:
         """Redis's answer to ``request``; what its failure means (an outage, or a bug) raised."""
@@ -468,7 +484,7 @@ class RedisBackend:
             _warn_if_evicting(self._read_policy(lambda: self._client.config_get("maxmemory-policy")))
         return self._client
 
-    async def _async_client(self) -> Any:
+    def _loop_client(self) -> Any:
         """The async client of the running event loop (redis.asyncio clients are loop-bound)."""
         client = self._aclient
         if client is None:
@@ -481,6 +497,10 @@ class RedisBackend:
                     client = self._aclients[loop] = self._make_aclient()
                 except Exception as exc:
                     raise _failure(exc, False) from exc
+        return client
+
+    async def _apolicy(self, client: Any) -> None:
+        """Warn once, at first use, if Redis may evict smsguard's keys."""
         if not self._policy_checked:
             self._policy_checked = True  # before the await: concurrent first calls ask once
             try:
@@ -488,7 +508,18 @@ class RedisBackend:
             except Exception as exc:
                 answer = self._unread_policy(exc)
             _warn_if_evicting(answer)
-        return client
+
+    def _gate(self, client: Any) -> _Gate | contextlib.nullcontext[None]:
+        """What a call of ``client`` passes through first: a Cluster client's ``_Gate``."""
+        gate = self._gates.get(client)
+        if gate is None:
+            limit = getattr(client, "connection_kwargs", {}).get("max_connections")
+            if not self.cluster or not isinstance(limit, int):
+                gate = contextlib.nullcontext()
+            else:
+                gate = _Gate(max(limit - 1, 1), self._pool_timeout)
+            self._gates[client] = gate
+        return gate
 
     def _read_policy(self, read: Callable[[], Any]) -> Any:
         try:
@@ -504,6 +535,35 @@ class RedisBackend:
             return {}
         self._policy_checked = False
         raise _failure(exc, self.cluster) from exc
+
+
+class _Gate:
+    """The calls of one async Cluster client under way at once: at most one fewer than the
+    connections its nodes may each open (``max_connections``). A node of redis.asyncio's
+    Cluster client never waits for a free connection: past that bound it raises
+    MaxConnectionsError, a ConnectionError, which would meet the fail mode while Redis answers
+    (under ``local``, a burst's surplus counted in process from nothing: admitted over the
+    cap). So the surplus queues here, as it does for a single node's blocking pool, up to
+    ``timeout`` seconds. A call takes at most one connection of a node at a time (its requests
+    go one after another; a pipeline, one connection per node), and the client's own topology
+    refresh, one at a time under its lock, takes the one left over."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self._free = asyncio.Semaphore(size)
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        try:
+            await asyncio.wait_for(self._free.acquire(), self._timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            # Redis answers the calls ahead of this one: this call alone meets the fail mode.
+            raise BackendUnavailable(
+                f"no Redis Cluster connection free within pool_timeout ({self._timeout} s)",
+                partial=True,
+            ) from None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._free.release()
 
 
 _Waiting = tuple[list[Any], list[Any], "asyncio.Future[Any]"]
