@@ -307,6 +307,13 @@ class RedisCluster:
                 return False
         return True
 
+    def replicated(self, node: RedisServer, timeout: float = 30) -> int:
+        """How many replicas of master ``node`` acknowledged every write it took so far, once
+        one has or ``timeout`` passed (WAIT). Replication is asynchronous: a master killed
+        before its replica got a write loses it in the failover, as a real one would."""
+        with redis.Redis(port=node.port, socket_timeout=timeout + 5) as client:  # WAIT blocks
+            return int(client.wait(1, int(timeout * 1000)))
+
     def kill(self, node: RedisServer) -> None:
         """SIGKILL ``node``; return once every other node has marked it failing (and, under full
         coverage, says the cluster is down)."""

@@ -809,6 +809,7 @@ def test_one_dead_master(tmp_path: Path, clock: Clock, full_coverage: bool, mode
             for number in numbers:
                 assert guard.check(number).allowed
                 assert loop.run_until_complete(guard.acheck(number)).allowed
+        assert cluster.replicated(dead) == 1, "the counts reached the replica before the kill"
         cluster.kill(dead)
 
         def seen() -> dict[tuple[str, str], list[tuple[bool, str | None]]]:
