@@ -270,6 +270,12 @@ def test_a_zero_rate_turns_its_policy_off(off: Any) -> None:
         ({"SMSGUARD_BLACKLIST_PREFIXES": "8819"}, "SMSGUARD_BLACKLIST_PREFIXES='8819': .*must be '\\+'"),
         ({"SMSGUARD_WHITELIST": "12"}, "SMSGUARD_WHITELIST='12': .*not a valid number"),
         ({"SMSGUARD_DEFAULT_REGION": "XX"}, "SMSGUARD_DEFAULT_REGION='XX'"),
+        # Positive but endless: each passed, then failed every check (OverflowError, a Redis error).
+        ({"SMSGUARD_SAME_CONTENT_WINDOW": "inf"}, "SMSGUARD_SAME_CONTENT_WINDOW='inf': window must be"),
+        ({"SMSGUARD_SAME_CONTENT_WINDOW": "1e300"}, "SMSGUARD_SAME_CONTENT_WINDOW='1e300': .*a century"),
+        ({"SMSGUARD_CODE_TTL": "inf"}, "SMSGUARD_CODE_TTL='inf': code ttl must be"),
+        ({"SMSGUARD_PHONE_RATE": "1/1000000000 years"}, "SMSGUARD_PHONE_RATE=.*: .*century"),
+        ({"SMSGUARD_DAILY_BUDGET": "inf"}, "SMSGUARD_DAILY_BUDGET='inf': daily_budget must be"),
     ],
 )
 def test_a_policy_error_names_the_settings_key(env: dict[str, str], message: str) -> None:
