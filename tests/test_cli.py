@@ -243,6 +243,11 @@ def test_flask_smsguard_refuses_an_in_process_backend() -> None:
     assert "in-process backend" in result.output
     assert "set the app's SMSGUARD_STORAGE_URI" in result.output
     assert "--guard" not in result.output, "flask smsguard takes no --guard: not the advice to give"
+    shown: Any = app.test_cli_runner().invoke(args=["smsguard", "--help"])
+    assert shown.exit_code == 0
+    assert "Exit codes" in shown.output
+    assert "--config" not in shown.output, "its help tells of no option it lacks"
+    assert "--guard" not in shown.output
 
 
 def test_a_guard_named_by_guard_on_memory_is_refused_with_what_to_change(tmp_path: Path) -> None:

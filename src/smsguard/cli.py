@@ -55,6 +55,12 @@ USE_REDIS = {
     "app": "The app's guard counts in process: set the app's SMSGUARD_STORAGE_URI (Django: "
     "SMSGUARD['STORAGE_URI'] or SMSGUARD['CACHE']) to its Redis for this command to reach it",
 }
+APP_HELP = "\n\n".join(
+    [(__doc__ or "").split("\n\n")[0], "It works on the app's own guard.", (__doc__ or "").split("\n\n")[2]]
+)
+"""The help of ``flask smsguard`` and ``manage.py smsguard``: no --config, no --guard there."""
+
+
 NO_FINGERPRINT = (
     "no fingerprint of the app's settings in this backend (the app's guard leaves one with its "
     "first decision): these settings cannot be checked against the app's"
@@ -166,8 +172,9 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
     """The command group, around ``build`` (how a guard is made, given ``--config`` if any).
     ``config``: the standalone command, with ``--config`` and ``--guard``."""
     named_by = "settings" if config else "app"  # the app's own command (flask, manage.py) else
+    about = __doc__ if config else APP_HELP
 
-    @click.group(name="smsguard", help=__doc__)
+    @click.group(name="smsguard", help=about)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
     @click.pass_context
     def group(ctx: click.Context, as_json: bool, config: str | None = None, guard: str | None = None) -> None:
