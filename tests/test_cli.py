@@ -134,8 +134,10 @@ def test_an_unreachable_backend_is_exit_code_1() -> None:
     code, _, err = smsguard("suspend", env=env)
     assert code == 1
     assert "the backend cannot be reached" in err
-    code, out, _ = smsguard("check", env=env)
+    code, out, err = smsguard("check", env=env)
     assert (code, out.split(":")[0]) == (1, "BAD backend answers")
+    assert out.startswith("BAD backend answers: ConnectionError: "), "said once, as what it is"
+    assert "Traceback" not in err, "a refused connection is an outage, not the client failing"
 
 
 @pytest.mark.redis_server
