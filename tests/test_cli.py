@@ -134,8 +134,10 @@ def test_an_unreachable_backend_is_exit_code_1() -> None:
     code, _, err = smsguard("suspend", env=env)
     assert code == 1
     assert "the backend cannot be reached" in err
-    code, out, _ = smsguard("check", env=env)
+    code, out, err = smsguard("check", env=env)
     assert (code, out.split(":")[0]) == (1, "BAD backend answers")
+    assert out.startswith("BAD backend answers: ConnectionError: "), "said once, as what it is"
+    assert "Traceback" not in err, "a refused connection is an outage, not the client failing"
 
 
 @pytest.mark.redis_server
@@ -241,6 +243,24 @@ def test_flask_smsguard_refuses_an_in_process_backend() -> None:
     result: Any = app.test_cli_runner().invoke(args=["smsguard", "suspend"])
     assert result.exit_code == 2
     assert "in-process backend" in result.output
+    assert "set the app's SMSGUARD_STORAGE_URI" in result.output
+    assert "--guard" not in result.output, "flask smsguard takes no --guard: not the advice to give"
+    shown: Any = app.test_cli_runner().invoke(args=["smsguard", "--help"])
+    assert shown.exit_code == 0
+    assert "Exit codes" in shown.output
+    assert "--config" not in shown.output, "its help tells of no option it lacks"
+    assert "--guard" not in shown.output
+
+
+def test_a_guard_named_by_guard_on_memory_is_refused_with_what_to_change(tmp_path: Path) -> None:
+    """The user named the app's guard with --guard, as the refusal of a memory:// guard built from
+    settings advises: the refusal must not advise it again."""
+    (tmp_path / "memapp.py").write_text("from smsguard import Guard\nguard = Guard(default_region='CN')\n")
+    code, out, err = smsguard("--guard", "memapp:guard", "status", VICTIM, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert "in-process backend" in err
+    assert "build the app's guard on its Redis" in err
+    assert "name the app's guard with --guard" not in err
 
 
 # -- no false "done" (issue 19, item 11) -------------------------------------------------------

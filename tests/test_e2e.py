@@ -318,6 +318,18 @@ def test_gunicorn_chunked_bodies_keep_max_body() -> None:
         )
 
 
+def test_gunicorn_malformed_chunks_are_a_400_not_a_500() -> None:
+    """gunicorn raises its own exception for a malformed chunk from the guard's read of the
+    body: the client gets a JSON 400, as under uvicorn (which answers 400 itself)."""
+    port = free_port()
+    for base in serve(gunicorn_on(str(port)), port, {}):
+        head = chunked_head("application/json")
+        status, body = send_raw(port, head + b'zz\r\n{"phone": "13800138000"}\r\n', [], chunked=False)
+        assert status == 400
+        assert json.loads(body)["error"] == "invalid_request"
+        assert httpx.get(f"{base}/sms/outbox").json()["sent"] == 0
+
+
 def test_uvicorn_stalled_bodies_are_let_go() -> None:
     """Clients that send headers and then stall their body get a 408 after body_timeout,
     rather than holding their connection forever."""

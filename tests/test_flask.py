@@ -77,6 +77,25 @@ def test_chunked_body_without_length_is_read(guard: Guard) -> None:
     assert response.get_json()["phone"] == "+8613800138000"
 
 
+class BrokenChunks(io.BytesIO):
+    """A chunked body the server fails to read: gunicorn raises its own exception (not an
+    OSError) for a malformed chunk, from the first read."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise ValueError("Invalid chunk size: 'zz'")
+
+
+def test_a_body_the_server_cannot_read_is_a_400(guard: Guard) -> None:
+    headers = {"Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    server = {"wsgi.input_terminated": True}
+    response = post(make_app(guard), input_stream=BrokenChunks(), headers=headers, environ_overrides=server)
+    assert response.status_code == 400, "the client's broken framing, not a 500"
+    assert response.get_json() == {
+        "error": "invalid_request",
+        "detail": "the body could not be read: send it whole, in valid chunks",
+    }
+
+
 def test_form_query_and_per_view_field(guard: Guard) -> None:
     app = make_app(guard)
     assert post(app, data={"phone": "13800138000"}).status_code == 200

@@ -146,7 +146,7 @@ def test_bad_input_raises_invalid_input(make_guard: Callable[..., Guard]) -> Non
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"fail_mode": "sometimes"}, "fail_mode must be one of"),
+        ({"fail_mode": "sometimes"}, r"fail_mode \(SMSGUARD_FAIL_MODE\) must be one of"),
         ({"default_region": "ZZ"}, "unknown region 'ZZ'"),
         ({"policies": [DailyCap(), DailyCap(5)]}, "two policies are named 'daily_cap'"),
         ({"policies": [object()]}, "is not a policy"),

@@ -108,8 +108,13 @@ def test_guard_from_environment_strings() -> None:
     [
         ({"SMSGUARD_DAILY_CAP": "ten"}, "SMSGUARD_DAILY_CAP='ten' is not an integer"),
         ({"SMSGUARD_SUSPENDABLE": "perhaps"}, "SMSGUARD_SUSPENDABLE='perhaps' is not a boolean"),
-        ({"SMSGUARD_FAIL_MODE": "sometimes"}, "fail_mode must be one of"),
-        ({"SMSGUARD_RETRY_INTERVAL": "0"}, "retry_interval must be positive"),
+        ({"SMSGUARD_FAIL_MODE": "sometimes"}, r"SMSGUARD_FAIL_MODE\) must be one of .*'sometimes'$"),
+        ({"SMSGUARD_FAIL_MODE": "clsoed"}, r"SMSGUARD_FAIL_MODE\) .*not 'clsoed': did you mean 'closed'\?"),
+        ({"SMSGUARD_FAIL_MODE": "OPEN"}, "did you mean 'open'"),
+        ({"SMSGUARD_RETRY_INTERVAL": "0"}, r"SMSGUARD_RETRY_INTERVAL\) must be positive"),
+        ({"SMSGUARD_STATS_DAYS": "0"}, r"\(SMSGUARD_STATS_DAYS\), not 0"),
+        ({"SMSGUARD_DENY_CACHE": "-1"}, r"SMSGUARD_DENY_CACHE\) must be a positive number"),
+        ({"SMSGUARD_IPV6_PREFIX": "abc"}, "^SMSGUARD_IPV6_PREFIX='abc' is not an integer$"),  # named once
         ({"SMSGUARD_STORAGE_URI": "localhost:6379"}, "is not a storage URL"),
     ],
 )
@@ -270,6 +275,12 @@ def test_a_zero_rate_turns_its_policy_off(off: Any) -> None:
         ({"SMSGUARD_BLACKLIST_PREFIXES": "8819"}, "SMSGUARD_BLACKLIST_PREFIXES='8819': .*must be '\\+'"),
         ({"SMSGUARD_WHITELIST": "12"}, "SMSGUARD_WHITELIST='12': .*not a valid number"),
         ({"SMSGUARD_DEFAULT_REGION": "XX"}, "SMSGUARD_DEFAULT_REGION='XX'"),
+        # Positive but endless: each passed, then failed every check (OverflowError, a Redis error).
+        ({"SMSGUARD_SAME_CONTENT_WINDOW": "inf"}, "SMSGUARD_SAME_CONTENT_WINDOW='inf': window must be"),
+        ({"SMSGUARD_SAME_CONTENT_WINDOW": "1e300"}, "SMSGUARD_SAME_CONTENT_WINDOW='1e300': .*a century"),
+        ({"SMSGUARD_CODE_TTL": "inf"}, "SMSGUARD_CODE_TTL='inf': code ttl must be"),
+        ({"SMSGUARD_PHONE_RATE": "1/1000000000 years"}, "SMSGUARD_PHONE_RATE=.*: .*century"),
+        ({"SMSGUARD_DAILY_BUDGET": "inf"}, "SMSGUARD_DAILY_BUDGET='inf': daily_budget must be"),
     ],
 )
 def test_a_policy_error_names_the_settings_key(env: dict[str, str], message: str) -> None:

@@ -44,9 +44,23 @@ ANOMALIES = 3
 """The exit code of a ``report`` that flags anomalies."""
 NOT_SHARED = (
     "an in-process backend (memory://) holds nothing of the app's: what this command read or "
-    "changed would stay in its own process. Set SMSGUARD_STORAGE_URI to the app's Redis URL, or "
-    "name the app's guard with --guard module:attribute"
+    "changed would stay in its own process. "
 )
+"""Why a guard on memory:// is refused; each way of naming the guard then says what to change."""
+USE_REDIS = {
+    "settings": "Set SMSGUARD_STORAGE_URI to the app's Redis URL, or name the app's guard with "
+    "--guard module:attribute",
+    "guard": "The guard --guard names counts in process: build the app's guard on its Redis "
+    "(SMSGUARD_STORAGE_URI, RedisBackend) for this command to reach it",
+    "app": "The app's guard counts in process: set the app's SMSGUARD_STORAGE_URI (Django: "
+    "SMSGUARD['STORAGE_URI'] or SMSGUARD['CACHE']) to its Redis for this command to reach it",
+}
+APP_HELP = "\n\n".join(
+    [(__doc__ or "").split("\n\n")[0], "It works on the app's own guard.", (__doc__ or "").split("\n\n")[2]]
+)
+"""The help of ``flask smsguard`` and ``manage.py smsguard``: no --config, no --guard there."""
+
+
 NO_FINGERPRINT = (
     "no fingerprint of the app's settings in this backend (the app's guard leaves one with its "
     "first decision): these settings cannot be checked against the app's"
@@ -82,8 +96,8 @@ def imported_guard(path: str, where: str) -> Guard:
 class Context:
     """What every command needs: the guard (built once, on first use) and the output form."""
 
-    def __init__(self, build: Callable[[], Guard], as_json: bool) -> None:
-        self._build, self.as_json = build, as_json
+    def __init__(self, build: Callable[[], Guard], as_json: bool, named_by: str = "settings") -> None:
+        self._build, self.as_json, self.named_by = build, as_json, named_by
         self._built: Guard | None = None
         self._checked = False
 
@@ -101,7 +115,7 @@ class Context:
         guard = self.built
         if not self._checked:
             if not guard.backend.shared:
-                raise ConfigError(NOT_SHARED)
+                raise ConfigError(NOT_SHARED + USE_REDIS[self.named_by])
             differ = agreement(guard)
             if differ is None:
                 click.echo(f"smsguard: {NO_FINGERPRINT}", err=True)
@@ -157,17 +171,19 @@ json_option = click.option(
 def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> click.Group:
     """The command group, around ``build`` (how a guard is made, given ``--config`` if any).
     ``config``: the standalone command, with ``--config`` and ``--guard``."""
+    named_by = "settings" if config else "app"  # the app's own command (flask, manage.py) else
+    about = __doc__ if config else APP_HELP
 
-    @click.group(name="smsguard", help=__doc__)
+    @click.group(name="smsguard", help=about)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
     @click.pass_context
     def group(ctx: click.Context, as_json: bool, config: str | None = None, guard: str | None = None) -> None:
         if guard is not None and config is not None:
             raise BadInput("--guard names a guard built in code: it takes no --config")
         if guard is not None:
-            ctx.obj = Context(lambda: _in_code(guard), as_json)
+            ctx.obj = Context(lambda: _in_code(guard), as_json, "guard")
         else:
-            ctx.obj = Context(lambda: build(Path(config) if config else None), as_json)
+            ctx.obj = Context(lambda: build(Path(config) if config else None), as_json, named_by)
 
     if config:
         group = click.option("--config", type=click.Path(dir_okay=False), help="A TOML file of settings.")(

@@ -34,7 +34,7 @@ from smsguard.attempt import (
 from smsguard.errors import BackendError, ConfigError
 from smsguard.phone import Digest
 from smsguard.plan import CodeState, Counter, Guess, Issue, Job, Outcome, Record, key
-from smsguard.policies import parse_rates
+from smsguard.policies import parse_rates, seconds
 from smsguard.settings import Settings
 
 OK: Final = "ok"
@@ -94,8 +94,7 @@ class CodeRules:
     def __post_init__(self) -> None:
         if not isinstance(self.length, int) or not 4 <= self.length <= 10:
             raise ConfigError(f"code length must be 4 to 10 digits, not {self.length!r}")
-        if not self.ttl > 0:
-            raise ConfigError(f"code ttl must be positive seconds, not {self.ttl!r}")
+        seconds("code ttl", self.ttl)
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise ConfigError(f"code max_attempts must be at least 1, not {self.max_attempts!r}")
         for rate in (self.per_number, self.per_ip):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
@@ -42,9 +43,15 @@ class Outage:
 
     def __init__(self, mode: str, retry_interval: float, local: MemoryBackend) -> None:
         if mode not in FAIL_MODES:
-            raise ConfigError(f"fail_mode must be one of {FAIL_MODES}, not {mode!r}")
+            near = difflib.get_close_matches(str(mode).lower(), FAIL_MODES, n=1)
+            hint = f": did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"fail_mode (SMSGUARD_FAIL_MODE) must be one of {FAIL_MODES}, not {mode!r}{hint}"
+            )
         if not retry_interval > 0:
-            raise ConfigError(f"retry_interval must be positive, got {retry_interval!r}")
+            raise ConfigError(
+                f"retry_interval (SMSGUARD_RETRY_INTERVAL) must be positive, got {retry_interval!r}"
+            )
         self.mode = mode
         self.retry_interval = retry_interval
         self.local = local

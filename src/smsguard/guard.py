@@ -386,7 +386,10 @@ def _deny_cache(horizon: float | bool | None, shared: bool) -> DenyCache | None:
     if not horizon:
         return None
     if not horizon > 0:
-        raise ConfigError(f"deny_cache must be a positive number of seconds (or False), got {horizon!r}")
+        raise ConfigError(
+            "deny_cache (SMSGUARD_DENY_CACHE) must be a positive number of seconds (or False), "
+            f"got {horizon!r}"
+        )
     return DenyCache(float(horizon))
 
 

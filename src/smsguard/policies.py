@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, Union, runtime_checkable
@@ -145,10 +146,22 @@ class Alarming(Protocol):
         ...
 
 
+MAX_SECONDS: Final = 100 * 365 * 86400
+"""The longest window, ttl or trust period: a century. Longer ones (``inf``, ``1e300``, a rate
+per a billion years) would pass as positive and fail every check on the backend."""
+
+
 def positive(what: str, value: float) -> None:
-    """A ConfigError unless ``value`` is above 0."""
-    if not value > 0:
-        raise ConfigError(f"{what} must be positive, got {value!r}")
+    """A ConfigError unless ``value`` is above 0 and finite."""
+    if not value > 0 or value == math.inf:
+        raise ConfigError(f"{what} must be positive and finite, got {value!r}")
+
+
+def seconds(what: str, value: float) -> None:
+    """A ConfigError unless ``value`` is a duration above 0 and within ``MAX_SECONDS``."""
+    positive(what, value)
+    if value > MAX_SECONDS:
+        raise ConfigError(f"{what} must be at most a century ({MAX_SECONDS} s), got {value!r}")
 
 
 def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
@@ -162,6 +175,8 @@ def parse_rates(rates: str) -> tuple[RateLimitItem, ...]:
     for item in items:
         if item.amount < 1:
             raise ConfigError(f"{rates!r}: a rate allows at least 1 per window, not {item.amount}")
+        if item.get_expiry() > MAX_SECONDS:
+            raise ConfigError(f"{rates!r}: a rate's window is at most a century")
     return items
 
 
@@ -212,7 +227,7 @@ class SameContent:
         skip_missing: bool = False,
         shadow: bool = False,
     ) -> None:
-        positive("window", window)
+        seconds("window", window)
         positive("limit", limit)
         self.name, self.window, self.limit, self.skip_missing = name, window, limit, skip_missing
         self.shadow = shadow

@@ -36,6 +36,7 @@ from smsguard.policies import (
     Suspend,
     parse_rates,
     positive,
+    seconds,
 )
 from smsguard.settings import Settings
 
@@ -144,7 +145,7 @@ class UnverifiedCap:
             raise ConfigError(f"UnverifiedCap digits must be within 1..8, not {digits!r}")
         if per_verified < 0:
             raise ConfigError(f"UnverifiedCap per_verified must not be negative, not {per_verified!r}")
-        positive("trust", trust)
+        seconds("trust", trust)
         self.by, self.digits, self.per_verified, self.trust = by, digits, per_verified, trust
         self.name = name or f"unverified_{by}"
         self.kind = codes.CHALLENGE if challenge else codes.LIMIT
@@ -262,7 +263,7 @@ class LearnedCap:
                 raise ConfigError(
                     "LearnedCap fresh= is the shared budget of a country: use it with by='country'"
                 )
-        positive("trust", trust)
+        seconds("trust", trust)
         self.by, self.digits, self.per_verified, self.history = by, digits, per_verified, history
         self.floor, self.ceiling, self.per_number, self.fresh, self.trust = (
             floor,
@@ -272,7 +273,7 @@ class LearnedCap:
             trust,
         )
         self.window = window if window is not None else (WEEK if by == "range" else DAY)
-        positive("window", self.window)
+        seconds("window", self.window)
         self.name = name or f"learned_{by}"
         self.kind = codes.CHALLENGE if challenge else codes.LIMIT
         self.shadow = shadow

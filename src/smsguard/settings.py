@@ -149,7 +149,7 @@ class Settings:
             yield
         except ConfigError as exc:
             given = [f"{self.key(n)}={self._value(n)!r}" for n in names if n in self]
-            if not given:
+            if not given or str(exc).startswith(tuple(given)):  # named already (a value not read)
                 raise
             raise ConfigError(f"{', '.join(given)}: {exc}") from None
 

@@ -67,7 +67,7 @@ class Statistics:
 
     def __init__(self, tz: str | None = None, *, days: int = 35, flush_interval: float = 1.0) -> None:
         if not days >= 1:
-            raise ConfigError(f"statistics are kept at least 1 day, not {days!r}")
+            raise ConfigError(f"statistics are kept at least 1 day (SMSGUARD_STATS_DAYS), not {days!r}")
         if not flush_interval >= 0:
             raise ConfigError(
                 f"flush_interval (SMSGUARD_STATS_INTERVAL) is 0 or more seconds, not {flush_interval!r}"

@@ -35,6 +35,7 @@ from werkzeug.datastructures import Headers
 from smsguard import checks
 from smsguard.adapters.http import (
     TOO_LARGE,
+    UNREADABLE,
     Admitted,
     Gate,
     Gates,
@@ -158,8 +159,9 @@ def _guarded_call(
 
 
 def _read_body(req: Request, gate: Gate) -> bytes | Marker:
-    """The body, read from ``wsgi.input`` up to ``max_body`` (TOO_LARGE past it), and put back
-    as a plain body of known length so that the view reads it as usual.
+    """The body, read from ``wsgi.input`` up to ``max_body`` (TOO_LARGE past it, UNREADABLE if
+    the server fails reading it), and put back as a plain body of known length so that the view
+    reads it as usual.
 
     werkzeug stops at ``max_content_length`` without an error for a chunked body, so the limit
     is kept here: a chunked body is read to its end or to one byte past the limit.
@@ -176,14 +178,14 @@ def _read_body(req: Request, gate: Gate) -> bytes | Marker:
     if declared is None and not chunked:
         return b""  # no length and no chunks: HTTP says there is no body (RFC 9112, 6.3)
     stream = environ["wsgi.input"]
-    if chunked:
-        if not environ.get("wsgi.input_terminated"):
-            return b""  # the server cannot tell where a chunked body ends: neither can the view
-        body = _read_upto(stream, gate.max_body + 1)
-        if len(body) > gate.max_body:
-            return TOO_LARGE
-    else:
-        body = _read_upto(stream, cast(int, declared))
+    if chunked and not environ.get("wsgi.input_terminated"):
+        return b""  # the server cannot tell where a chunked body ends: neither can the view
+    try:  # a malformed chunk is the server's exception (gunicorn's InvalidChunkSize), not a 500
+        body = _read_upto(stream, gate.max_body + 1 if chunked else cast(int, declared))
+    except Exception:
+        return UNREADABLE
+    if len(body) > gate.max_body:
+        return TOO_LARGE
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ.pop("HTTP_TRANSFER_ENCODING", None)

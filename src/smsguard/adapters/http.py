@@ -1,7 +1,8 @@
 """What every web adapter shares, free of any framework: the rules of one guarded request.
 
 A ``Gate`` holds the options; ``Gate.exchange`` is the whole trip of one request once its body
-is read (bytes, or ``TOO_LARGE`` past ``max_body``, or ``TOO_SLOW`` past ``body_timeout``),
+is read (bytes, or ``TOO_LARGE`` past ``max_body``, ``TOO_SLOW`` past ``body_timeout``, or
+``UNREADABLE`` when the server could not read it),
 written once as a generator that asks its adapter for what needs I/O and gets the answers sent
 back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
@@ -96,7 +97,7 @@ class Reply:
 
 
 class Marker:
-    """A body that could not be read: TOO_LARGE or TOO_SLOW."""
+    """A body that could not be read: TOO_LARGE, TOO_SLOW or UNREADABLE."""
 
     __slots__ = ("name",)
 
@@ -109,6 +110,8 @@ class Marker:
 
 TOO_LARGE: Final = Marker("TOO_LARGE")
 TOO_SLOW: Final = Marker("TOO_SLOW")
+UNREADABLE: Final = Marker("UNREADABLE")
+"""The server failed reading the body (a malformed chunk under a WSGI server): a 400."""
 Exchange = Generator[tuple[Any, ...], Any, "Reply | None"]
 Admitted: TypeAlias = "Decision | Issued | CodeCheck"
 """What an admitted request hands its endpoint, by the Gate's action: the Decision
@@ -390,6 +393,8 @@ class Gate:
     ) -> Generator[tuple[Any, ...], Any, Admitted | Reply]:
         """The exchange up to the endpoint: what the endpoint is handed (the allowed Decision,
         the Issued code, the right code's CodeCheck, by ``action``), or the Reply that refuses."""
+        if body is UNREADABLE:
+            return self.invalid(InvalidInput("the body could not be read: send it whole, in valid chunks"))
         if not isinstance(body, bytes):
             return self.too_large() if body is TOO_LARGE else self.too_slow()
         request = request._replace(body=body)

@@ -108,6 +108,8 @@ SAFE_POLICY = "noeviction"
 def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendError | ConfigError:
     """What an exception from the client means: an outage, a bug to raise, or a storage URL
     that names a database Redis does not have (which only its first command can tell)."""
+    if isinstance(exc, BackendUnavailable | BackendError | ConfigError):
+        return exc  # told already (_sync_client's): not the client failing
     if isinstance(exc, rx.ResponseError) and "DB index is out of range" in str(exc):
         return ConfigError(
             f"Redis has no such database ({exc}): the storage URL's database must be below its "
