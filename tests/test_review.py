@@ -110,7 +110,7 @@ class Page(HTMLParser):
 def chromium(*args: str, tmp: Path) -> str:
     """Headless Chromium's output for ``args`` (its own profile, no sandbox: the tests may run
     as root)."""
-    assert CHROMIUM is not None
+    assert CHROMIUM is not None, "chromium is not installed (apt-get install chromium)"
     found = subprocess.run(
         [
             CHROMIUM,
