@@ -60,18 +60,29 @@ class Budget:
         """The budget of ``guard``'s SpendCap, or no cap at the indicative prices."""
         cap = next((p for p in guard.policies if isinstance(p, SpendCap)), None)
         if cap is None:
-            return cls(None, None, DEFAULT_PRICES, 0.05)
+            return INDICATIVE
         prices = {region: units / UNITS for region, units in cap.prices.items()}
         return cls(cap.daily_budget, cap.daily_messages, prices, cap.default_price / UNITS, cap.name)
 
+    def price(self, region: str) -> float:
+        return self.prices.get(region, self.default_price)
+
     def spend(self, counts: Mapping[str, int]) -> float:
         """Dollars spent on the codes ``counts`` (an hour's or a day's fields) let through."""
-        total = 0.0
-        for name, n in counts.items():
-            if name.startswith(stats.SENT_TO) and " " not in name:  # a country, not a network
-                region = name[len(stats.SENT_TO) :]
-                total += n * self.prices.get(region, self.default_price)
-        return total
+        return sum(n * self.price(region) for region, n in sent_to(counts).items())
+
+
+INDICATIVE: Final = Budget(None, None, DEFAULT_PRICES, 0.05)
+"""No budget, at smsguard's indicative list prices (and SpendCap's default price)."""
+
+
+def sent_to(counts: Mapping[str, int]) -> dict[str, int]:
+    """Codes let through per country (not per network) in ``counts``."""
+    return {
+        name[len(stats.SENT_TO) :]: n
+        for name, n in counts.items()
+        if name.startswith(stats.SENT_TO) and " " not in name  # "sent:GB Vodafone": a network
+    }
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ def render_html(
     """The page of ``report``. ``budget``: prices and caps for the spend (default: no cap, at the
     indicative prices); ``zone``: the statistics' time zone, as the page names it; ``read_at``:
     when the statistics were read (said on the page, as today's are a day under way)."""
-    budget = budget or Budget(None, None, DEFAULT_PRICES, 0.05)
+    budget = budget or INDICATIVE
     day, previous = report.day, report.previous
     title = f"smsguard daily review: {day.day.isoformat()}"
     when = f"; read at {read_at:%Y-%m-%d %H:%M}" if read_at is not None else ""
@@ -386,20 +397,12 @@ def _spend(day: Day, previous: Day, budget: Budget) -> str:
             "<code>SMSGUARD_DAILY_BUDGET</code> (or a <code>SpendCap</code>) with your provider's "
             "prices.</p>"
         )
-    by_country = [
-        (name[len(stats.SENT_TO) :], n)
-        for name, n in day.totals.items()
-        if name.startswith(stats.SENT_TO) and " " not in name
-    ]
-    by_country.sort(key=lambda item: (-item[1] * budget.prices.get(item[0], budget.default_price), item[0]))
+    by_country = sorted(
+        sent_to(day.totals).items(), key=lambda item: (-item[1] * budget.price(item[0]), item[0])
+    )
     if by_country:
         rows = [
-            [
-                _e(region),
-                _n(n),
-                f"${budget.prices.get(region, budget.default_price):,.4f}",
-                f"${n * budget.prices.get(region, budget.default_price):,.2f}",
-            ]
+            [_e(region), _n(n), f"${budget.price(region):,.4f}", f"${n * budget.price(region):,.2f}"]
             for region, n in by_country[:TOP]
         ]
         parts.append("<h3>By country</h3>")
