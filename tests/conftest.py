@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,11 @@ from smsguard.backends.base import Backend
 from smsguard.backends.redis import RedisBackend
 
 pytest_plugins = ["pytester"]  # test_testing.py runs sample projects that use smsguard's plugin
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Headless Chromium, which renders the review page (tests marked ``chromium``)."""
+PROMTOOL = shutil.which("promtool")
+"""Prometheus's promtool, which checks contrib/'s alert rules (tests marked ``promtool``)."""
 
 # Mon 2026-03-02 12:00:00 in Asia/Shanghai (04:00 UTC): far from any midnight.
 T0 = 1772424000.0
@@ -47,15 +53,22 @@ def at(clock: Clock) -> dict[str, str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without redis-server (or nginx), the tests that need it skip on a user's machine, with
-    the reason; under CI=true they run and fail, so that CI never passes without them."""
+    """Without redis-server (or nginx, chromium, promtool), the tests that need it skip on a
+    user's machine, with the reason; under CI=true they run and fail, so that CI never passes
+    without them."""
     if os.environ.get("CI") == "true":
         return
-    missing = {"redis_server": REDIS_SERVER, "cluster": REDIS_SERVER, "nginx": NGINX}
+    missing = {
+        "redis_server": REDIS_SERVER,
+        "cluster": REDIS_SERVER,
+        "nginx": NGINX,
+        "chromium": CHROMIUM,
+        "promtool": PROMTOOL,
+    }
     for item in items:
         for marker, binary in missing.items():
             if binary is None and item.get_closest_marker(marker):
-                name = "nginx" if marker == "nginx" else "redis-server"
+                name = "redis-server" if marker in ("redis_server", "cluster") else marker
                 item.add_marker(
                     pytest.mark.skip(reason=f"{name} is not installed: install it to run this test")
                 )

@@ -110,3 +110,34 @@ def test_code_checks_by_reason_and_lockouts(clock: Clock) -> None:
     assert checks == {"no_code": 1, "ok": 1, "wrong_code": 5, "check_attempts": 1}
     assert samples[("smsguard_code_lockouts_total", ())] == 1
     assert "138001380" not in generate_latest(registry).decode()
+
+
+def test_verifications_surges_conversion_drops_and_budget_alarms(clock: Clock) -> None:
+    """What the alert rules in contrib/prometheus read: codes entered, and the events a
+    LearnedCap and a SpendCap tell, by policy."""
+    from smsguard import LearnedCap, SpendCap
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    room = Guard(
+        [LearnedCap("country", floor=2, ceiling=100), SpendCap(daily_messages=10, alarm=0.2)],
+        clock=clock,
+        secret="s",
+        listeners=[metrics],
+    )
+    ceiling = Guard(
+        [LearnedCap("country", floor=100, ceiling=2, name="country_ceiling")],
+        clock=clock,
+        secret="s",
+        listeners=[metrics],
+    )
+    for guard in (room, ceiling):  # 2 sent each, then refused (three times; told once)
+        for n in range(5):
+            guard.check(f"+3361234560{n}")
+    room.verified("+33612345600")
+    found = scrape(registry)
+    assert found[("smsguard_verifications_total", ())] == 1
+    assert found[("smsguard_conversion_drops_total", (("policy", "learned_country"),))] == 1
+    assert found[("smsguard_surges_total", (("policy", "country_ceiling"),))] == 1
+    assert found[("smsguard_budget_alarms_total", (("policy", "spend"),))] == 1
+    assert ("smsguard_surges_total", (("policy", "learned_country"),)) not in found

@@ -210,3 +210,26 @@ def test_report_shows_conversion_per_country_and_network(
         n: networks[::3].count(n) / networks.count(n) for n in networks
     }  # sent[0] and sent[3] entered
     assert {scope: rate for scope, rate in conversions.items() if " " in scope} == pytest.approx(expected)
+
+
+def test_the_guards_own_surges_and_alarms_are_counted(make_guard: Callable[..., Guard], clock: Clock) -> None:
+    """A LearnedCap's refusals (told once an hour per scope) and a SpendCap's alarm are counted
+    by policy and country, and the daily review lists them among its anomalies."""
+    from smsguard import LearnedCap, SpendCap
+
+    guard = make_guard(
+        [LearnedCap("country", floor=2, ceiling=100), SpendCap(daily_messages=10, alarm=0.5)],
+        default_region="FR",
+    )
+    for n in range(5):  # 2 sent, then the country's room refuses: a conversion drop, told once
+        guard.check(f"+3361234560{n}")
+    for n in range(6):  # codes entered earn GB room: 6 sent, the 5th reaching the alarm
+        phone = f"+4474001234{n:02d}"
+        assert guard.check(phone).allowed
+        guard.verified(phone)
+    day = guard.stats()
+    assert day.events == {"budget_alarm:spend": 1, "conversion_drop:learned_country FR": 1}
+    assert guard.report().anomalies[-2:] == [
+        "budget alarm of spend (1 time)",
+        "conversion drop refused by learned_country FR (1 time)",
+    ]

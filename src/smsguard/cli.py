@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import click
 
-from smsguard import checks, fingerprint
+from smsguard import checks, fingerprint, review
 from smsguard import stats as stats_
 from smsguard.attempt import Usage
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
@@ -297,12 +297,27 @@ def commands(build: Callable[[Path | None], Guard], *, config: bool = True) -> c
 
     @group.command()
     @day_option
+    @click.option(
+        "--html",
+        "page",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Also write the review as one self-contained HTML page to this file.",
+    )
     @json_option
     @click.pass_obj
-    def report(obj: Context, day: str | None) -> None:
+    def report(obj: Context, day: str | None, page: str | None) -> None:
         """The daily review: the day against the day before and a week before, the top reasons
-        and countries, and anomalies (then the exit code is 3, for a cron job to alert on)."""
+        and countries, and anomalies (then the exit code is 3, for a cron job to alert on).
+        With --html FILE, also the page of it: per hour against the day before, conversion per
+        country and network, the anomalies and the spend against the budget."""
         found = obj.run(lambda: obj.guard.report(day))
+        if page is not None:
+            html = review.render_page(obj.guard, found)
+            try:
+                Path(page).write_text(html, encoding="utf-8")
+            except OSError as exc:
+                raise BadInput(f"--html {page}: {exc}") from None
+            click.echo(f"smsguard: the review page is in {page}", err=True)
         days = (found.day, found.previous, found.week_before)
         lines = [
             f"Daily review of {found.day.day}",

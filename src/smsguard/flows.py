@@ -32,7 +32,7 @@ from smsguard.codes import CONTENT, CodeCheck, CodeRules, Codes, Issued
 from smsguard.denials import DenyCache
 from smsguard.drive import Flow
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
-from smsguard.events import Reporter
+from smsguard.events import BUDGET_ALARM, Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
 from smsguard.phone import NO_COUNTRY
@@ -185,6 +185,8 @@ class Flows:
                     detail = policy.crossed(counter, before)
                     if detail is not None:
                         self.reporter.alarm(owner.name, detail, now)
+                        if self.statistics is not None:
+                            self.statistics.add(now, stats.event(BUDGET_ALARM, owner.name, None))
         return decision
 
     def _scope_event(self, plan: Plan, outcome: Outcome, now: float) -> None:
@@ -201,6 +203,8 @@ class Flows:
         self.reporter.scope(
             told[0], policy.name, told[1], plan.attempt.region, now, loud=policy.by != "range"
         )
+        if self.statistics is not None:  # for the daily review
+            self.statistics.add(now, stats.event(told[0], policy.name, plan.attempt.region))
 
     def _unanswered(self, plan: Plan, exc: BackendUnavailable) -> Decision:
         if self.denials is not None:

@@ -11,7 +11,16 @@ exports
 - ``smsguard_backend_up``: 1 while the backend answers, 0 while the fail mode applies;
 - ``smsguard_fail_mode_decisions_total{mode}``: decisions the fail mode made;
 - ``smsguard_shadow_denials_total{policy}``: attempts a shadow policy would have denied;
-- ``smsguard_refunds_total``.
+- ``smsguard_refunds_total``;
+- ``smsguard_code_checks_total{reason}`` (``ok`` for a right code) and
+  ``smsguard_code_lockouts_total``;
+- ``smsguard_verifications_total``: codes entered (``Guard.verified``, or a right ``check_code``),
+  against ``smsguard_decisions_total{allowed="true"}`` the conversion;
+- ``smsguard_surges_total{policy}`` and ``smsguard_conversion_drops_total{policy}``: a
+  ``LearnedCap``'s refusals (told once an hour per scope and process), and
+  ``smsguard_budget_alarms_total{policy}``: a ``SpendCap``'s alarm.
+
+``contrib/prometheus`` has alert rules on them, ``contrib/grafana`` a dashboard.
 
 Labels are policy names and reason codes, which come from the configuration: never a number,
 an address or anything else a client chooses, so the series stay few.
@@ -36,7 +45,19 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from smsguard.events import BACKEND_DOWN, BACKEND_UP, CODE_CHECK, DECISION, LOCKOUT, REFUND, Event
+from smsguard.events import (
+    BACKEND_DOWN,
+    BACKEND_UP,
+    BUDGET_ALARM,
+    CODE_CHECK,
+    CONVERSION_DROP,
+    DECISION,
+    LOCKOUT,
+    REFUND,
+    SURGE,
+    VERIFIED,
+    Event,
+)
 
 # A decision takes microseconds in process and a round trip on Redis; a slow one, a timeout.
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5)
@@ -56,6 +77,8 @@ class PrometheusMetrics:
         self._refunds = 0
         self._checks: dict[str, int] = {}  # code checks by reason ("ok" for a right code)
         self._lockouts = 0
+        self._verified = 0
+        self._told: dict[tuple[str, str], int] = {}  # (surge, conversion_drop, budget_alarm; policy)
         self.up = True
         registry.register(self)
 
@@ -83,6 +106,13 @@ class PrometheusMetrics:
         elif kind == LOCKOUT:
             with self._lock:
                 self._lockouts += 1
+        elif kind == VERIFIED:
+            with self._lock:
+                self._verified += 1
+        elif kind in TOLD:
+            told = (kind, event.policy or "")
+            with self._lock:
+                self._told[told] = self._told.get(told, 0) + 1
         elif kind == BACKEND_DOWN:
             self.up = False
         elif kind == BACKEND_UP:
@@ -100,6 +130,7 @@ class PrometheusMetrics:
                 self._refunds,
             )
             checks, lockouts = dict(self._checks), self._lockouts
+            verified, told = self._verified, dict(self._told)
         family = CounterMetricFamily(
             f"{ns}_decisions",
             "Decisions, by the policy and reason that decided.",
@@ -145,3 +176,25 @@ class PrometheusMetrics:
         yield CounterMetricFamily(
             f"{ns}_code_lockouts", "Codes killed by their last wrong check.", value=lockouts
         )
+        yield CounterMetricFamily(
+            f"{ns}_verifications",
+            "Codes entered: verifications (Guard.verified, or a right check_code).",
+            value=verified,
+        )
+        for kind, (name, help_text) in TOLD.items():
+            family = CounterMetricFamily(f"{ns}_{name}", help_text, labels=["policy"])
+            for (told_kind, policy), n in told.items():
+                if told_kind == kind:
+                    family.add_metric([policy], n)
+            yield family
+
+
+TOLD = {
+    SURGE: ("surges", "A LearnedCap's ceiling refused a scope over its history (once an hour per scope)."),
+    CONVERSION_DROP: (
+        "conversion_drops",
+        "A LearnedCap refused a scope whose codes go unentered (once an hour per scope).",
+    ),
+    BUDGET_ALARM: ("budget_alarms", "A SpendCap's day reached its alarm share of the budget."),
+}
+"""The events counted by policy: kind -> (metric name without the namespace, help)."""

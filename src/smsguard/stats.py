@@ -5,7 +5,9 @@ One hash per local hour (``stats:{2026-11-26T14}``) holds counts by field:
 - ``attempts``, and ``country:CN`` per number's country (``001`` where it has none: ``phone.NO_COUNTRY``);
 - ``allowed``, or ``denied:<reason>`` (one of the two per attempt);
 - ``shadow:<policy>`` for a shadow policy that would have denied;
-- ``degraded`` for a decision the fail mode made, ``refunded``, ``verified``.
+- ``degraded`` for a decision the fail mode made, ``refunded``, ``verified``;
+- ``event:<kind>:<policy>[ <country>]`` for a surge, conversion drop or budget alarm the guard
+  told its listeners of.
 
 Nothing in them names a number or a client (semantics 16). A day is the sum of its hours, so
 one write per decision serves both; hashes expire ``days`` after their hour ends.
@@ -56,6 +58,9 @@ SENT_TO: Final = "sent:"
 """Codes let through per country (``sent:GB``) and per network (``sent:GB Vodafone``)."""
 VERIFIED_IN: Final = "verified:"
 """Verifications per country and per network, named as ``SENT_TO``."""
+EVENT: Final = "event:"
+"""What the guard told its listeners of: ``event:surge:learned_country CN`` (a kind, the policy,
+and the country of the attempt it refused, if any); see ``event``."""
 
 log = logging.getLogger("smsguard")
 
@@ -260,6 +265,13 @@ class Flusher:
             statistics._timed = False  # decisions write them again
 
 
+def event(kind: str, policy: str, country: str | None) -> str:
+    """The field that counts a ``surge``, ``conversion_drop`` or ``budget_alarm`` event: by
+    policy and country, never by the scope a LearnedCap names (a hashed range: thousands of
+    them in a spread attack)."""
+    return f"{EVENT}{kind}:{policy}" + (f" {country}" if country else "")
+
+
 def fields(
     reason: str | None, allowed: bool, country: str | None, shadowed: tuple[str, ...], degraded: bool
 ) -> list[str]:
@@ -349,6 +361,20 @@ class Day:
         return {scope: entered.get(scope, 0) / n for scope, n in sent.items() if n > 0}
 
     @property
+    def conversion(self) -> float | None:
+        """Verified codes per code sent (allowed, less refunded); None before any verification."""
+        sent = self.allowed - self.refunded
+        if not self.verified or sent <= 0:
+            return None
+        return self.verified / sent
+
+    @property
+    def events(self) -> dict[str, int]:
+        """Surges, conversion drops and budget alarms the guard told of, most first:
+        ``{"surge:learned_country CN": 2}`` (see ``event``)."""
+        return _by(self.totals, EVENT)
+
+    @property
     def shadowed(self) -> dict[str, int]:
         """Per shadow policy, the attempts it would have denied, most first."""
         return _by(self.totals, SHADOW)
@@ -368,6 +394,7 @@ class Day:
             "countries": self.countries,
             "conversions": self.conversions,
             "shadowed": self.shadowed,
+            "events": self.events,
             "checked": self.checked,
             "checks": self.checks,
             "lockouts": self.lockouts,
@@ -384,6 +411,13 @@ SURGE: Final = 3.0
 """An hour (or a country) is flagged at this many times the day before's volume..."""
 MIN_VOLUME: Final = 20
 """...and at least this many attempts, so that a quiet night's 1 -> 3 is no alarm."""
+TOLD: Final = {
+    "surge": "surge refused by {}",
+    "conversion_drop": "conversion drop refused by {}",
+    "budget_alarm": "budget alarm of {}",
+}
+"""How ``Report.anomalies`` says each kind of event the guard told of (``{}``: the policy, and
+the country if any)."""
 
 
 @dataclass(frozen=True)
@@ -397,14 +431,16 @@ class Report:
     @property
     def conversion(self) -> float | None:
         """Verified codes per code sent (allowed, less refunded); None before any verification."""
-        return _conversion(self.day)
+        return self.day.conversion
 
     @property
     def anomalies(self) -> list[str]:
         """What the providers' abuse monitors would flag: an hour several times the same hour
         the day before while its success rate (codes verified per code sent) falls, or at all
         where no verification is counted; a country surging; the day against the same weekday
-        a week before. Each needs at least ``MIN_VOLUME`` attempts."""
+        a week before (each needs at least ``MIN_VOLUME`` attempts). Then what the guard itself
+        told of (``Day.events``): a surge or conversion drop a LearnedCap refused, by policy and
+        country, and a SpendCap's budget alarm, each with how many times it was told."""
         found = []
         today, before = self.day, self.previous
         verifying = bool(today.verified or before.verified)
@@ -429,6 +465,9 @@ class Report:
         n, m = today.attempts, self.week_before.attempts
         if n >= MIN_VOLUME and n >= SURGE * m:
             found.append(f"the day: {n:,} attempts, {_times(n, m)} the same weekday a week before")
+        for name, n in today.events.items():
+            kind, _, what = name.partition(":")
+            found.append(TOLD.get(kind, kind + " of {}").format(what) + f" ({n:,} {_times_told(n)})")
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -460,17 +499,14 @@ def _summary(day: Day) -> dict[str, Any]:
     }
 
 
-def _conversion(counts: Day) -> float | None:
-    sent = counts.allowed - counts.refunded
-    if not counts.verified or sent <= 0:
-        return None
-    return counts.verified / sent
-
-
 def _success(counts: Mapping[str, int]) -> float | None:
     """Codes verified per code sent (allowed, less refunded); None when none was sent."""
     sent = counts.get(ALLOWED, 0) - counts.get(REFUNDED, 0)
     return counts.get(VERIFIED, 0) / sent if sent > 0 else None
+
+
+def _times_told(n: int) -> str:
+    return "time" if n == 1 else "times"
 
 
 def _times(n: int, m: int) -> str:

@@ -48,6 +48,8 @@ from smsguard.drive import drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import serve
+from smsguard.review import HEADERS as REVIEW_HEADERS
+from smsguard.review import serve as serve_review
 from smsguard.settings import Settings
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -221,3 +223,16 @@ class _Headers(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._headers)
+
+
+def review_view(guard: Guard | None = None) -> Callable[[], Response]:
+    """A view that serves the daily review page (``smsguard.review``) of ``guard`` (default:
+    the extension's): ``?day=YYYY-MM-DD`` for a day other than today. It has no access control
+    of its own: mount it behind the app's, as in
+    ``app.add_url_rule("/ops/sms-review", view_func=login_required(review_view()))``."""
+
+    def sms_review() -> Response:
+        served = serve_review(guard or _state().guard, request.args)
+        return Response(served.body, served.status, REVIEW_HEADERS, content_type=served.content_type)
+
+    return sms_review

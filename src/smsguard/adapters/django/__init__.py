@@ -69,6 +69,8 @@ from smsguard.drive import adrive, drive
 from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import serve
+from smsguard.review import HEADERS as REVIEW_HEADERS
+from smsguard.review import serve as serve_review
 from smsguard.settings import Settings
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -204,6 +206,18 @@ def lifespan(application: Any) -> Lifespan:
     ``application = lifespan(get_asgi_application())``. (uvicorn ends a process that has no
     lifespan by the SIGTERM it stopped for, which runs no exit hook.)"""
     return Lifespan(application, guard=guard)
+
+
+def review_view(request: HttpRequest) -> HttpResponse:
+    """A view that serves the daily review page (``smsguard.review``) of the guard of
+    ``settings.SMSGUARD``: ``?day=YYYY-MM-DD`` for a day other than today. It has no access
+    control of its own: mount it behind the app's, as in ``path("ops/sms-review/",
+    staff_member_required(review_view))``."""
+    served = serve_review(guard(), request.GET)
+    response = HttpResponse(served.body, status=served.status, content_type=served.content_type)
+    for name, value in REVIEW_HEADERS:
+        response[name] = value
+    return response
 
 
 class SMSGuardMiddleware:
