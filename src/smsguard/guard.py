@@ -14,11 +14,11 @@ from typing import Any
 
 from smsguard import checks, denials
 from smsguard.attempt import Decision, Usage
-from smsguard.backends.base import Backend, aio, io
+from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.code_flows import CodeFlows
 from smsguard.codes import CodeCheck, CodeRules, Codes, Issued
-from smsguard.drive import adrive, drive
+from smsguard.drive import adrive, aio, drive, io
 from smsguard.errors import Denied
 from smsguard.events import Listener, Reporter
 from smsguard.failover import FailMode

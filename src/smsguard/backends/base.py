@@ -6,13 +6,13 @@ into a Decision. Every write (refunds, flag changes, statistics) is a ``Change``
 batch. Statistics are hashes of counts, one per hour, read back with ``read``.
 
 A flow (``smsguard.flows``) asks the backend through steps: ``(RUN, job)``, ``(APPLY, changes)``,
-``(READ, keys, now)``; ``io(backend)`` and ``aio(backend)`` do them, for ``smsguard.drive``.
+``(READ, keys, now)``; ``smsguard.drive``'s ``io(backend)`` and ``aio(backend)`` do them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Final, Protocol, runtime_checkable
 
 from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, SetFlag, Tallied
 
@@ -28,14 +28,13 @@ __all__ = [
     "Receipt",
     "SetFlag",
     "Tallied",
-    "aio",
-    "io",
 ]
 
 RUN: Final = "run"
 APPLY: Final = "apply"
 READ: Final = "read"
-_ASYNC: Final = {APPLY: "aapply", READ: "aread"}
+ASYNC: Final = {APPLY: "aapply", READ: "aread"}
+"""The async twin of each step's method."""
 
 
 @runtime_checkable
@@ -74,27 +73,3 @@ class Backend(Protocol):
     def clear(self) -> None:
         """Forget every counter and flag this backend holds."""
         ...
-
-
-def io(backend: Backend) -> Callable[[tuple[Any, ...]], Any]:
-    """What does a flow's steps on ``backend``: ``drive(flow, io(backend))``."""
-    run = backend.run
-
-    def step(step: tuple[Any, ...]) -> Any:
-        if step[0] == RUN:  # a decision's one step, first
-            return run(step[1])
-        return getattr(backend, step[0])(*step[1:])
-
-    return step
-
-
-def aio(backend: Backend) -> Callable[[tuple[Any, ...]], Awaitable[Any]]:
-    """``io`` for async code: ``adrive(flow, aio(backend))``."""
-    arun = backend.arun
-
-    def step(step: tuple[Any, ...]) -> Awaitable[Any]:
-        if step[0] == RUN:
-            return arun(step[1])
-        return getattr(backend, _ASYNC[step[0]])(*step[1:])  # type: ignore[no-any-return]
-
-    return step
