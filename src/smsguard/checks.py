@@ -28,13 +28,13 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from smsguard import lifecycle
+from smsguard.backends.base import Backend
+from smsguard.planner import Planner
+from smsguard.policies import Policy
 from smsguard.pumping import Countries
-
-if TYPE_CHECKING:
-    from smsguard.guard import Guard
 
 log = logging.getLogger("smsguard")
 
@@ -51,11 +51,24 @@ class Finding(NamedTuple):
         return f"{self.id} {self.message} {self.hint}"
 
 
+class GuardLike(Protocol):
+    """What the checks read of a guard (a ``smsguard.Guard``)."""
+
+    @property
+    def backend(self) -> Backend: ...
+    @property
+    def planner(self) -> Planner: ...
+    @property
+    def policies(self) -> tuple[Policy, ...]: ...
+    @property
+    def fail_mode(self) -> str: ...
+
+
 class AnyCountry(UserWarning):
     """A guard built from settings without ``SMSGUARD_COUNTRIES``: it texts any country."""
 
 
-def no_countries(guard: Guard) -> Finding | None:
+def no_countries(guard: GuardLike) -> Finding | None:
     """W005, if no enforcing ``Countries`` policy of ``guard`` names the regions served."""
     if any(
         isinstance(p, Countries) and p.allow is not None and p.name not in guard.planner.shadows
@@ -73,7 +86,7 @@ def no_countries(guard: Guard) -> Finding | None:
 
 
 def findings(
-    guard: Guard,
+    guard: GuardLike,
     *,
     production: bool = True,
     trusted_proxies: bool = True,
@@ -157,10 +170,10 @@ def findings(
     return found
 
 
-_said: weakref.WeakKeyDictionary[Guard, set[str]] = weakref.WeakKeyDictionary()
+_said: weakref.WeakKeyDictionary[GuardLike, set[str]] = weakref.WeakKeyDictionary()
 
 
-def announce(guard: Guard, found: Iterable[Finding]) -> None:
+def announce(guard: GuardLike, found: Iterable[Finding]) -> None:
     """Log each finding as a WARNING, once per guard: what Flask and ASGI apps say at start-up.
     W005 is also a ``warnings.warn`` (``AnyCountry``), loud wherever warnings show."""
     said = _said.setdefault(guard, set())
@@ -174,7 +187,7 @@ def announce(guard: Guard, found: Iterable[Finding]) -> None:
 
 
 def at_start(
-    guard: Guard, *, production: bool = True, trusted_proxies: bool = True, backend: bool = True
+    guard: GuardLike, *, production: bool = True, trusted_proxies: bool = True, backend: bool = True
 ) -> None:
     """The findings of ``guard``, logged once per guard: what an adapter calls when its app
     starts (W001 and W006 aside: the guard says the first itself when built, and in a forked

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from smsguard.errors import ConfigError
 from smsguard.plan import Change, Counter, Forget, Job, Outcome, Receipt, SetFlag
 
 _PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
@@ -148,3 +149,20 @@ def _cacheable(counter: Counter) -> bool:
     """Whether ``counter``, found full, stays full until it frees whatever other workers do: not
     a sum (another amount may fit), nor one whose limit moves with other keys (unless, earn)."""
     return not counter.amount and counter.unless is None and counter.earn is None and not counter.shadow
+
+
+def deny_cache(horizon: float | bool | None, shared: bool) -> DenyCache | None:
+    """The deny cache ``Guard(deny_cache=horizon)`` asks for (None: on for a ``shared``
+    backend, off otherwise; True: 1 s); None for none."""
+    if horizon is None:
+        horizon = shared
+    if horizon is True:
+        horizon = 1.0
+    if not horizon:
+        return None
+    if not horizon > 0:
+        raise ConfigError(
+            "deny_cache (SMSGUARD_DENY_CACHE) must be a positive number of seconds (or False), "
+            f"got {horizon!r}"
+        )
+    return DenyCache(float(horizon))

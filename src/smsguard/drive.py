@@ -5,13 +5,16 @@ needs done: a script to run, changes to apply, the guard's check of a request) a
 the answer back, or has the step's exception thrown in at the very step that failed, and it
 returns its result. ``io`` does the step. The Guard's operations, the Redis backend's steps
 and the web exchange are all flows, and these two functions are the only loops that run
-them: sync and async differ in one ``await``.
+them: sync and async differ in one ``await``. ``io(backend)`` and ``aio(backend)`` do the
+steps a flow of the guard asks of its backend (``smsguard.backends.base``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
+
+from smsguard.backends.base import ASYNC, RUN, Backend
 
 T = TypeVar("T")
 Flow = Generator[Any, Any, T]
@@ -47,3 +50,27 @@ async def adrive(flow: Flow[T], aio: Callable[[Any], Awaitable[Any]]) -> T:
                 step = flow.send(answer)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def io(backend: Backend) -> Callable[[tuple[Any, ...]], Any]:
+    """What does a flow's steps on ``backend``: ``drive(flow, io(backend))``."""
+    run = backend.run
+
+    def step(step: tuple[Any, ...]) -> Any:
+        if step[0] == RUN:  # a decision's one step, first
+            return run(step[1])
+        return getattr(backend, step[0])(*step[1:])
+
+    return step
+
+
+def aio(backend: Backend) -> Callable[[tuple[Any, ...]], Awaitable[Any]]:
+    """``io`` for async code: ``adrive(flow, aio(backend))``."""
+    arun = backend.arun
+
+    def step(step: tuple[Any, ...]) -> Awaitable[Any]:
+        if step[0] == RUN:
+            return arun(step[1])
+        return getattr(backend, ASYNC[step[0]])(*step[1:])  # type: ignore[no-any-return]
+
+    return step

@@ -8,8 +8,9 @@ A flow yields what it needs of the backend, one step at a time, and returns its 
 
 A backend that cannot answer has its ``BackendUnavailable`` thrown into the flow at the very
 step it met, so a flow knows which step failed without keeping notes. ``smsguard.drive`` runs
-them: ``Guard.check`` is ``drive(flows.check(...), io)`` and ``Guard.acheck`` the same flow with
-``adrive``, so every rule serves both.
+them: ``Guard.check`` is ``drive(flows.check(...), io(backend))`` and ``Guard.acheck`` the same
+flow with ``adrive`` and ``aio(backend)`` (``smsguard.backends.base``), so every rule serves both.
+The flows of verification codes are ``smsguard.code_flows``.
 
 Tested as h11 tests its state machine: feed a flow an outcome, or throw an outage into it,
 with no backend at all (tests/test_flows.py).
@@ -20,33 +21,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import replace
 from datetime import date
 from time import perf_counter
-from typing import Any, Final
+from typing import Any
 
 from smsguard import stats
-from smsguard.attempt import BACKEND_UNAVAILABLE, UNAVAILABLE, WRONG_CODE, Attempt, Decision, Usage
+from smsguard.attempt import Attempt, Decision, Usage
+from smsguard.backends.base import APPLY, READ, RUN
 from smsguard.backends.memory import MemoryBackend
-from smsguard.codes import CONTENT, CodeCheck, CodeRules, Codes, Issued
+from smsguard.codes import CodeRules, Codes
 from smsguard.denials import DenyCache
 from smsguard.drive import Flow
-from smsguard.errors import BackendError, BackendUnavailable, ConfigError
+from smsguard.errors import BackendUnavailable, ConfigError
 from smsguard.events import BUDGET_ALARM, Reporter
 from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
 from smsguard.phone import NO_COUNTRY
-from smsguard.plan import UNRECORDED, CodeState, Forget, Job, Note, Outcome, Plan, Receipt, SetFlag
+from smsguard.plan import CodeState, Forget, Note, Outcome, Plan, Receipt, SetFlag
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import Alarming, usage
 from smsguard.pumping import LearnedCap
 from smsguard.stats import Day, Report, Statistics
 
 log = logging.getLogger("smsguard")
-
-RUN: Final = "run"
-APPLY: Final = "apply"
-READ: Final = "read"
 
 
 class Flows:
@@ -211,97 +208,6 @@ class Flows:
             self.denials.clear()
         self.outage.failed(exc, plan.job.now)
         return self.outage.decide(plan)
-
-    # -- verification codes ------------------------------------------------------------------
-
-    def issue_code(
-        self,
-        phone: str,
-        *,
-        ip: IPLike | None = None,
-        context: Mapping[str, Any] | None = None,
-        challenge_passed: bool = False,
-    ) -> Flow[Issued]:
-        """Judge the send of a code (``check``, content ``codes.CONTENT``) and, if allowed, issue
-        the number's code in the same step: its live one, else a new one."""
-        decision, state = yield from self._decide(phone, CONTENT, ip, context, challenge_passed, True)
-        if not decision.allowed:
-            return Issued(decision, None)
-        phone_id = self.planner.identify(phone).phone_id
-        if state is None:  # decided with no backend step (a fixed verdict), or by the fail mode
-            now = self.clock()
-            job = Job(now, "", (), (), code=self.codes.issue(phone_id, now))
-            if decision.degraded or now < self.outage.down_until:
-                if self.outage.mode == "closed":  # no code is issued during an outage
-                    return Issued(self._refused(decision, now), None)
-                state = self.local.run(job).code  # checked here too, never on the backend
-            else:
-                try:
-                    state = (yield (RUN, job)).code
-                except BackendUnavailable as exc:
-                    self.outage.failed(exc, now)
-                    if self.outage.mode == "closed":
-                        return Issued(self._refused(decision, now), None)
-                    state = self.local.run(job).code
-        if state is None:
-            raise BackendError("the backend issued no code with an allowed decision")
-        return Issued(decision, self.codes.code(phone_id, state.nonce))
-
-    def _refused(self, decision: Decision, now: float) -> Decision:
-        """``decision`` as the closed fail mode's refusal."""
-        return replace(
-            decision, allowed=False, policy=None, reason=BACKEND_UNAVAILABLE, kind=UNAVAILABLE,
-            retry_after=max(self.outage.down_until - now, 1.0), receipt=None, degraded=True,
-        )  # fmt: skip
-
-    def check_code(self, phone: str, code: object, ip: IPLike | None) -> Flow[CodeCheck]:
-        """Check ``code`` for ``phone``: one backend step (the code's counters, the limits on
-        wrong checks and, if right, the number's verification)."""
-        now = self.clock()
-        attempt, record = self.planner.verified(phone, ip, now)
-        job = self.codes.check(attempt, code, record, self.planner.token(), now)
-        outage = self.outage
-        out: Outcome | None = None
-        if now >= outage.down_until:
-            try:
-                out = yield (RUN, job)
-            except BackendUnavailable as exc:
-                outage.failed(exc, now)
-            else:
-                outage.answered(now)
-        local = out is None
-        if out is None:
-            # An outage: only a code issued here during it can be checked here; a code the
-            # backend holds is not known, and never taken as right.
-            out = self.local.run(job) if outage.mode != "closed" else Outcome(code=CodeState(""))
-        result = self.codes.result(out, local, max(outage.down_until - now, 1.0))
-        if result.ok and record.counters:
-            if not local:
-                self.local.apply((record,))  # the fallback knows the number too
-            if local or (out.code is not None and out.code.nonce == UNRECORDED):
-                self.outbox.owe(record)  # the backend learns it once it answers
-        yield from self._checked(attempt, result, out, now)
-        return result
-
-    def _checked(self, attempt: Attempt, result: CodeCheck, out: Outcome, now: float) -> Flow[None]:
-        """A check's statistics and events."""
-        state = out.code
-        lockout = state is not None and state.status == WRONG_CODE and state.attempts_left == 0
-        statistics = self.statistics
-        if statistics is not None:
-            statistics.add(now, stats.CHECKED)
-            if result.ok:
-                self._count_verified(statistics, attempt, now)
-            else:
-                statistics.add(now, stats.CHECK + str(result.reason))
-            if lockout:
-                statistics.add(now, stats.LOCKOUTS)
-        self.reporter.code_check(result, attempt.region, attempt.phone_id, now, lockout)
-        if result.ok:
-            self.reporter.verified(attempt.region, attempt.phone_id, now)
-        due = self.outbox.pending or (statistics is not None and statistics.due(now))
-        if due and now >= self.outage.down_until:
-            yield from self._deferred(now, "code check")
 
     # -- writes ----------------------------------------------------------------------------
     # Every write goes through the outbox, so that writes reach the backend in the order they

@@ -7,34 +7,30 @@ with the backend's sync calls, or by ``adrive`` with its async ones for the ``a`
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from smsguard import checks
+from smsguard import checks, denials
 from smsguard.attempt import Decision, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
-from smsguard.codes import CodeCheck, CodeRules, Codes, Issued, code_rules
-from smsguard.denials import DenyCache
-from smsguard.drive import adrive, drive
-from smsguard.errors import ConfigError, Denied
+from smsguard.code_flows import CodeFlows
+from smsguard.codes import CodeCheck, CodeRules, Codes, Issued
+from smsguard.drive import adrive, aio, drive, io
+from smsguard.errors import Denied
 from smsguard.events import Listener, Reporter
 from smsguard.failover import FailMode
 from smsguard.fingerprint import fingerprint
-from smsguard.flows import Flows
+from smsguard.from_settings import guard_options
 from smsguard.lifecycle import warn_if_split
 from smsguard.phone import Digest, Number, check_region
 from smsguard.planner import IPLike, Planner
 from smsguard.policies import DailyCap, IPThrottle, Policy, SameContent
-from smsguard.settings import Settings
 from smsguard.stats import Day, Report, Statistics
 
 __all__ = ["FailMode", "Guard"]
-
-_ASYNC = {"apply": "aapply", "read": "aread"}
 
 
 class Guard:
@@ -108,7 +104,7 @@ class Guard:
         """What makes this guard's keys and verdicts (``smsguard.fingerprint``). On a shared
         backend its first decision leaves it there, for the ``smsguard`` command to check its
         own settings against."""
-        self.flows = Flows(
+        self.flows = CodeFlows(
             self.planner,
             fail_mode=fail_mode,
             retry_interval=retry_interval,
@@ -117,8 +113,9 @@ class Guard:
             statistics=self.statistics,
             fingerprint=self.fingerprint if self.backend.shared else None,
             codes=Codes(code_rules or CodeRules(), self.planner.digest),
-            denials=_deny_cache(deny_cache, self.backend.shared),
+            denials=denials.deny_cache(deny_cache, self.backend.shared),
         )
+        self._io, self._aio = io(self.backend), aio(self.backend)
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
         writes owed to the backend (``outbox.pending``)."""
@@ -153,46 +150,11 @@ class Guard:
         Without ``COUNTRIES`` it texts any country, and says so: a WARNING in the log and an
         ``AnyCountry`` warning (``smsguard.checks``, W005), once; unless ``warn=False``, for
         those that say it their own way (``smsguard check``, Django's system checks)."""
-        from smsguard.backends import backend_from_url
-        from smsguard.policies import settings_policies
-
-        read = Settings(settings, prefix)
-        guard = cls(
-            settings_policies(read),
-            backend=backend
-            or backend_from_url(
-                read.string("STORAGE_URI", "memory://"), prefix=read.string("KEY_PREFIX", "smsguard:")
-            ),
-            default_region=read.optional("DEFAULT_REGION"),
-            fail_mode=read.string("FAIL_MODE", "local"),  # type: ignore[arg-type]  # Outage checks it
-            secret=read.optional("SECRET"),
-            retry_interval=read.number("RETRY_INTERVAL", 5.0),
-            statistics=read.boolean("STATS", True)
-            and Statistics(
-                read.optional("TIMEZONE"),
-                days=read.integer("STATS_DAYS", 35),
-                flush_interval=read.number("STATS_INTERVAL", 1.0),
-            ),
-            dry_run=read.boolean("DRY_RUN", False),
-            code_rules=code_rules(read),
-            deny_cache=_unless_nan(read.number("DENY_CACHE", math.nan)),  # absent: by backend
-        )
+        guard = cls(**guard_options(settings, prefix, backend))
         anywhere = checks.no_countries(guard)
         if warn and anywhere is not None:  # said loudly, once: it texts any country
             checks.announce(guard, [anywhere])
         return guard
-
-    # -- the backend's I/O: the only code that differs between sync and async -------------
-
-    def _io(self, step: tuple[Any, ...]) -> Any:
-        if step[0] == "run":  # a decision's one step, first
-            return self.backend.run(step[1])
-        return getattr(self.backend, step[0])(*step[1:])
-
-    def _aio(self, step: tuple[Any, ...]) -> Awaitable[Any]:
-        if step[0] == "run":
-            return self.backend.arun(step[1])
-        return getattr(self.backend, _ASYNC[step[0]])(*step[1:])  # type: ignore[no-any-return]
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -371,26 +333,6 @@ class Guard:
     async def areport(self, day: date | str | None = None) -> Report:
         """``report`` for async code."""
         return await adrive(self.flows.report(day), self._aio)
-
-
-def _unless_nan(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
-def _deny_cache(horizon: float | bool | None, shared: bool) -> DenyCache | None:
-    """The deny cache ``Guard(deny_cache=horizon)`` asks for; None for none."""
-    if horizon is None:
-        horizon = shared
-    if horizon is True:
-        horizon = 1.0
-    if not horizon:
-        return None
-    if not horizon > 0:
-        raise ConfigError(
-            "deny_cache (SMSGUARD_DENY_CACHE) must be a positive number of seconds (or False), "
-            f"got {horizon!r}"
-        )
-    return DenyCache(float(horizon))
 
 
 def _enforced(decision: Decision) -> Decision:

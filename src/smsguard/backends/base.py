@@ -4,12 +4,15 @@ Backends know counters and flags, not phones or policies: the guard turns an att
 Job (see ``smsguard.plan``), the backend runs it atomically, and the guard turns the Outcome
 into a Decision. Every write (refunds, flag changes, statistics) is a ``Change`` applied in one
 batch. Statistics are hashes of counts, one per hour, read back with ``read``.
+
+A flow (``smsguard.flows``) asks the backend through steps: ``(RUN, job)``, ``(APPLY, changes)``,
+``(READ, keys, now)``; ``smsguard.drive``'s ``io(backend)`` and ``aio(backend)`` do them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from smsguard.plan import Change, Counter, Flag, Forget, Job, Note, Outcome, Receipt, SetFlag, Tallied
 
@@ -26,6 +29,12 @@ __all__ = [
     "SetFlag",
     "Tallied",
 ]
+
+RUN: Final = "run"
+APPLY: Final = "apply"
+READ: Final = "read"
+ASYNC: Final = {APPLY: "aapply", READ: "aread"}
+"""The async twin of each step's method."""
 
 
 @runtime_checkable
