@@ -12,6 +12,7 @@ from smsguard.adapters.django import protect
 seen: list[str] = []
 codes: list[tuple[str, str]] = []  # (number, code) the issuing views were handed
 guard: Any = None  # a test's own guard, named by SMSGUARD["GUARD"]
+strict: Any = None  # a route's own guard, named by a view's protect(guard=...) or a route's "guard"
 
 
 def send(request: HttpRequest) -> JsonResponse:
@@ -61,6 +62,11 @@ async def verified_async(request: HttpRequest) -> JsonResponse:
     return verified(request)
 
 
+@protect(guard="django_urls.strict", rate_headers="x-ratelimit")
+def send_strict(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"phone": request.smsguard.phone, "policy": request.smsguard.policy})
+
+
 urlpatterns = [
     path("sms/send", send),
     path("v1/sms/send.json", send),
@@ -68,6 +74,7 @@ urlpatterns = [
     path("sms/502", bad_gateway),
     path("v2/sync", send_sync),
     path("v2/async", send_async),
+    path("v2/strict", send_strict),
     path("codes/send", issued),  # the middleware's, when a test's ROUTES name it
     path("codes/verify", verified),
     path("codes/v2/send", issued_sync),

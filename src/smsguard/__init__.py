@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from smsguard.attempt import Attempt, Decision, Usage
+from smsguard.attempt import Attempt, Decision, Quota, Usage
 from smsguard.backends.base import Backend
 from smsguard.backends.memory import MemoryBackend
 from smsguard.codes import CodeCheck, CodeRules, Issued
@@ -94,6 +94,7 @@ __all__ = [
     "Outcome",
     "PhoneRate",
     "Policy",
+    "Quota",
     "Receipt",
     "RedisBackend",
     "Report",

@@ -141,6 +141,24 @@ class Usage(NamedTuple):
     """For the live code: seconds since it was issued."""
 
 
+class Quota(NamedTuple):
+    """One enforcing policy's quota as an allowed attempt left it (``Decision.quotas``): what
+    rate headers announce. The tightest of the policy's counters of hits (a sum, such as a
+    ``SpendCap``'s cents, is no quota of attempts)."""
+
+    policy: str
+    reason: str
+    """The reason it would deny with (an anti-fraud scope's is not shown to clients)."""
+    limit: int
+    remaining: int
+    """Attempts left, this one counted."""
+    reset: float
+    """Seconds until every hit it counts now has expired: the window's length, or until the
+    calendar day ends."""
+    window: float | None
+    """A sliding window's length; None for a calendar day."""
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs four times as much to build, on every decision
 class Decision:
     """The guard's answer for one attempt. ``bool(decision)`` is ``decision.allowed``.
@@ -177,3 +195,10 @@ class Decision:
 
     def __bool__(self) -> bool:
         return self.allowed
+
+    @property
+    def quotas(self) -> tuple[Quota, ...]:
+        """The quota each enforcing policy has left (see ``Quota``), where the decision counted
+        (empty for a denial decided without counting, an exemption, or the fail mode)."""
+        read = getattr(self.remaining, "quotas", None)
+        return () if read is None else tuple(read())

@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from smsguard import stats
-from smsguard.attempt import BACKEND_UNAVAILABLE, UNAVAILABLE, WRONG_CODE, Attempt, Decision
+from smsguard.attempt import BACKEND_UNAVAILABLE, EXEMPT, UNAVAILABLE, WRONG_CODE, Attempt, Decision
 from smsguard.backends.base import RUN
 from smsguard.codes import CONTENT, CodeCheck, Issued
 from smsguard.drive import Flow
@@ -33,10 +33,20 @@ class CodeFlows(Flows):
         ip: IPLike | None = None,
         context: Mapping[str, Any] | None = None,
         challenge_passed: bool = False,
+        exempt: str | None = None,
     ) -> Flow[Issued]:
         """Judge the send of a code (``check``, content ``codes.CONTENT``) and, if allowed, issue
-        the number's code in the same step: its live one, else a new one."""
-        decision, state = yield from self._decide(phone, CONTENT, ip, context, challenge_passed, True)
+        the number's code in the same step: its live one, else a new one. ``exempt``: the name
+        of what exempted the request (an adapter's ``exempt_networks``): not judged, nor counted
+        or reported; the decision allowed, with that policy and reason ``exempt``."""
+        if exempt is not None:
+            number = self.planner.identify(phone)
+            decision = Decision(
+                True, number.e164, exempt, EXEMPT, country=number.region, phone_hash=number.phone_id
+            )
+            state = None
+        else:
+            decision, state = yield from self._decide(phone, CONTENT, ip, context, challenge_passed, True)
         if not decision.allowed:
             return Issued(decision, None)
         phone_id = self.planner.identify(phone).phone_id

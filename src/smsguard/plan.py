@@ -463,6 +463,23 @@ class _Remaining(Mapping[str, int]):
             self._values = values
         return self._values
 
+    def quotas(self) -> list[codes.Quota]:
+        """``Decision.quotas``: per enforcing policy, its tightest counter of hits (the fewest
+        left, then the longest to reset)."""
+        plan, out = self._plan, self._out
+        allowed, now = out.denied < 0, plan.job.now
+        tightest: dict[str, codes.Quota] = {}
+        for counter, owner, n in zip(plan.job.counters, plan.counter_owners, out.counts, strict=True):
+            if counter.shadow or n < 0 or counter.amount:
+                continue
+            left, reset = max(counter.limit - n - allowed, 0), max(counter.expires_at - now, 0.0)
+            window = None if counter.since is not None else counter.window or reset
+            quota = codes.Quota(owner.name, owner.reason, counter.limit, left, reset, window)
+            known = tightest.get(owner.name)
+            if known is None or (left, -quota.reset) < (known.remaining, -known.reset):
+                tightest[owner.name] = quota
+        return list(tightest.values())
+
     def __getitem__(self, name: str) -> int:
         return self._dict()[name]
 

@@ -82,6 +82,8 @@ KEYS: Final[Mapping[str, str]] = {
     "MAX_BODY": REQUEST,
     "BODY_TIMEOUT": REQUEST,
     "REFUND_ON": REQUEST,
+    "EXEMPT_NETWORKS": REQUEST,
+    "RATE_HEADERS": REQUEST,
     # The Flask and Django adapters.
     "ENABLED": ADAPTER,
     # Django's SMSGUARD dict alone: what code would say elsewhere, as dotted paths.
@@ -90,6 +92,7 @@ KEYS: Final[Mapping[str, str]] = {
     "PHONE": DJANGO,
     "CHALLENGE": DJANGO,
     "RENDER": DJANGO,
+    "EXEMPT": DJANGO,
     "CACHE": DJANGO,
 }
 """Every setting, and who reads it: the one list of keys."""

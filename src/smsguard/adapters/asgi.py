@@ -23,6 +23,7 @@ from typing import Any
 
 from smsguard import checks
 from smsguard.adapters.http import (
+    GUARD,
     TOO_LARGE,
     TOO_SLOW,
     Gate,
@@ -34,6 +35,7 @@ from smsguard.adapters.http import (
     check_options,
 )
 from smsguard.drive import adrive
+from smsguard.errors import ConfigError
 from smsguard.guard import Guard
 from smsguard.lifecycle import astop, serve
 
@@ -51,7 +53,8 @@ class SMSGuardMiddleware:
     ``proxy_header``, ``max_body``, ``body_timeout``, ``refund_on``, ``render``, ``challenge``,
     ``action``, ``code`` (see ``smsguard.adapters.http.Gate``). ``routes`` may map each route
     to its action or options of its own: ``{"POST /sms/send": "issue", "POST /sms/verify":
-    "verify"}`` issues the code on one and checks it on the other. A route is matched below the
+    "verify"}`` issues the code on one and checks it on the other, and ``{"POST /sms/send":
+    {"guard": strict}}`` judges a route with a Guard of its own. A route is matched below the
     app's mount point (``root_path``), so a guarded app mounted under ``/api`` guards
     ``/api/sms/send``. Another method on a guarded path gets a 405 (see
     ``smsguard.adapters.http.Routes``).
@@ -64,19 +67,25 @@ class SMSGuardMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: ASGIApp | None = None,
         /,
         *,
         guard: Guard,
         routes: str | Iterable[str] | Mapping[str, RouteOptions] = ("POST /sms/send",),
         **options: Any,
     ) -> None:
+        if app is None:  # by keyword, as Litestar's DefineMiddleware passes it
+            app = options.pop("app", None)
+            if app is None:
+                raise TypeError("SMSGuardMiddleware needs the ASGI app it wraps")
         check_options(options)
         self.app, self.guard = app, guard
         self.routes = Routes(routes)
         self.gates = self.routes.gates(options)
         self._watchdog: Watchdog | None = None  # of the loop this middleware serves (one, in practice)
-        serve(guard)
+        self._guards = _guards(guard, self.routes)
+        for served in self._guards:
+            serve(served)
         # What is unsafe in this set-up, in the log (smsguard.checks); what asks the backend, at
         # the lifespan's startup, off the loop (Starlette builds its middleware on the loop).
         self._trusts = bool(self.gates.default.trusted or self.gates.default.trust_unix)
@@ -86,7 +95,7 @@ class SMSGuardMiddleware:
         route = self._route(scope) if scope["type"] == "http" else None
         if route is None:
             if scope["type"] == "lifespan":
-                send = _lifespan(send, self.guard, self._trusts)
+                send = _lifespan(send, self._guards, self._trusts)
             await self.app(scope, receive, send)
             return
         path, methods = route
@@ -94,7 +103,9 @@ class SMSGuardMiddleware:
         if method not in methods:
             await _respond(send, self.gates.default.not_allowed(self.routes.allow(path)))
             return
-        gate = self.gates.of((method, path), methods[method])
+        overrides = methods[method]
+        gate = self.gates.of((method, path), overrides)
+        guard = overrides.get(GUARD) or self.guard
         client = scope.get("client")
         body, app_receive = await self._read_body(gate, scope, receive)
         request = Incoming(
@@ -107,7 +118,7 @@ class SMSGuardMiddleware:
         )
         reply = await adrive(
             gate.exchange(request, body),
-            aexchange_io(self.guard, lambda admitted: self._endpoint(scope, app_receive, send, admitted)),
+            aexchange_io(guard, lambda admitted: self._endpoint(gate, scope, app_receive, send, admitted)),
         )
         if reply is not None:
             await _respond(send, reply)
@@ -127,14 +138,17 @@ class SMSGuardMiddleware:
                 return None
         return path, methods
 
-    async def _endpoint(self, scope: Scope, receive: Receive, send: Send, admitted: Any) -> int:
+    async def _endpoint(self, gate: Gate, scope: Scope, receive: Receive, send: Send, admitted: Any) -> int:
         scope.setdefault("state", {})["smsguard"] = admitted
         status = 0
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in gate.rate_headers_of(admitted)]
 
         async def watch(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         await self.app(scope, receive, watch)
@@ -189,18 +203,35 @@ class SMSGuardMiddleware:
         return body, _replay(body, receive)
 
 
-def _lifespan(send: Send, guard: Guard, trusts: bool) -> Send:
-    """``send`` for the app's lifespan: the guard served once it has started (and its backend
-    checked, off the loop), its statistics written before the server hears that the app has
-    shut down."""
+def _guards(guard: Guard, routes: Routes) -> list[Guard]:
+    """The middleware's guard and its routes' own (a ConfigError for a ``guard`` that is none)."""
+    found = [guard]
+    for path, methods in routes.items():
+        for method, options in methods.items():
+            own = options.get(GUARD)
+            if own is None:
+                continue
+            if not isinstance(own, Guard):
+                raise ConfigError(f"route '{method} {path}': guard must be a Guard, not {type(own).__name__}")
+            if own not in found:
+                found.append(own)
+    return found
+
+
+def _lifespan(send: Send, guards: Sequence[Guard], trusts: bool) -> Send:
+    """``send`` for the app's lifespan: the guards served once it has started (and the first's
+    backend checked, off the loop), their statistics written before the server hears that the
+    app has shut down."""
 
     async def lifespan_send(message: Message) -> None:
         kind = message["type"]
         if kind.startswith("lifespan.shutdown."):
-            await astop(guard)
+            for guard in guards:
+                await astop(guard)
         elif kind == "lifespan.startup.complete":
-            serve(guard)  # again, after a shutdown (a test client's second run)
-            await asyncio.to_thread(functools.partial(checks.at_start, guard, trusted_proxies=trusts))
+            for guard in guards:
+                serve(guard)  # again, after a shutdown (a test client's second run)
+            await asyncio.to_thread(functools.partial(checks.at_start, guards[0], trusted_proxies=trusts))
         await send(message)
 
     return lifespan_send

@@ -30,7 +30,10 @@ The responses are the middleware's (a 400 for a bad number, 429/403/503 by kind,
 JSON and headers): ``SMSGuard(app)`` installs the handler that renders them. An exception from
 the endpoint gives the quota back (an ``HTTPException`` if its status is one of ``refund_on``),
 as the middleware does. A dependency does not see a ``Response`` the endpoint returns: raise
-``HTTPException`` to say the code was not sent. Only ``acheck``: the loop never blocks.
+``HTTPException`` to say the code was not sent. ``rate_headers`` go on the response FastAPI
+builds from what the endpoint returns (FastAPI adds a dependency's headers to it, not to a
+``Response`` the endpoint returns itself). ``protect(SendCode, guard=strict)`` judges a route
+with a Guard of its own. Only ``acheck``: the loop never blocks.
 """
 
 from __future__ import annotations
@@ -114,13 +117,15 @@ class SMSGuard:
         content: Source = None,
         code: Source = "code",
         action: str = CHECK,
+        guard: Guard | None = None,
         **overrides: Any,
     ) -> Callable[..., AsyncIterator[Any]]:
         """A dependency that judges the attempt in ``param`` (``model``, a pydantic model of the
         JSON body, or with no model the value itself, a string: ``source`` says where it is,
         ``Query()`` by FastAPI's default) and yields what ``action`` hands the endpoint: the
         Decision (``"check"``), the Issued code (``"issue"``), or the right code's CodeCheck
-        (``"verify"``, which takes the code from the model's ``code`` field)."""
+        (``"verify"``, which takes the code from the model's ``code`` field). ``guard``: this
+        route's own Guard (another set of policies) instead of the app's."""
         check_options(overrides)
         code_field: Field = "code"
         pick_code: Callable[[Any], Any] | None = None
@@ -142,10 +147,12 @@ class SMSGuard:
                 content_field, pick_content = None, None
         fields = {"phone": phone_field, "content": content_field, "code": code_field, "action": action}
         gate = Gate(**{**self.options, **overrides, **fields})
-        aio = aexchange_io(self.guard, None)  # the endpoint runs between admit and settle
+        if guard is not None:
+            serve(guard)
+        aio = aexchange_io(guard or self.guard, None)  # the endpoint runs between admit and settle
         validate = None if model is None else _validator(model, source, param)
 
-        async def dependency(request: Request, **values: Any) -> AsyncIterator[Any]:
+        async def dependency(request: Request, response: Response, **values: Any) -> AsyncIterator[Any]:
             scope = request.scope
             client = scope.get("client")
             incoming = Incoming(
@@ -172,6 +179,8 @@ class SMSGuard:
             if isinstance(admitted, Reply):
                 raise Refused(admitted)
             request.state.smsguard = admitted
+            for name, header in gate.rate_headers_of(admitted):
+                response.headers[name] = header
             try:
                 yield admitted
             except HTTPException as exc:
@@ -192,6 +201,7 @@ class SMSGuard:
         dependency.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [
                 inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+                inspect.Parameter("response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response),
                 inspect.Parameter(
                     param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
                 ),

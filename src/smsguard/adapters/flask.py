@@ -12,6 +12,9 @@ settings from ``app.config["SMSGUARD_..."]``, a decorator on the view to guard::
 ``protect`` also works without the extension: ``@protect(guard)``. The view finds the
 decision in ``flask.g.smsguard``: its ``phone`` is the number already validated, in E.164
 (while ``SMSGUARD_ENABLED`` is false, the number is still validated, and nothing counted).
+``@sms.protect(guard=strict)`` guards a view with a Guard of its own (other policies).
+A refusal is raised as ``Refused``, a werkzeug ``HTTPException`` of its status, so that
+``@app.errorhandler(429)`` reaches it; unhandled, it is the JSON reply.
 ``@sms.protect(action="issue")`` issues the code as well (``g.smsguard`` is the ``Issued``:
 text ``.code`` to ``.decision.phone``), and ``@sms.protect(action="verify")`` guards the view
 that checks it (``g.smsguard`` is the right code's ``CodeCheck``; a refused code never reaches
@@ -31,6 +34,7 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, default_exceptions
 
 from smsguard import checks
 from smsguard.adapters.http import (
@@ -41,6 +45,7 @@ from smsguard.adapters.http import (
     Gates,
     Incoming,
     Marker,
+    Reply,
     check_options,
     exchange_io,
 )
@@ -85,18 +90,21 @@ class SMSGuard:
         """The guard of the current app."""
         return _state().guard
 
-    def protect(self, **overrides: Any) -> Callable[[View], View]:
+    def protect(self, *, guard: Guard | None = None, **overrides: Any) -> Callable[[View], View]:
         """Guard a view; ``overrides`` change Gate options (``phone``, ``content``, ``action``,
-        ``code``...) for it. They are checked here, when the view is decorated."""
+        ``code``...) for it. They are checked here, when the view is decorated. ``guard``: this
+        view's own Guard (another set of policies) instead of the app's."""
         check_options(overrides)
         Gate(**overrides)  # a bad value fails now, not on the first request
+        if guard is not None:
+            serve(guard)
 
         def decorate(view: View) -> View:
             @functools.wraps(view)
             def guarded(*args: Any, **kwargs: Any) -> Any:
                 state = _state()
                 return _guarded_call(
-                    state.guard, state.gates.of(view, overrides), view, args, kwargs, state.enabled
+                    guard or state.guard, state.gates.of(view, overrides), view, args, kwargs, state.enabled
                 )
 
             return cast(View, guarded)
@@ -117,6 +125,36 @@ def protect(guard: Guard, **gate_options: Any) -> Callable[[View], View]:
         return cast(View, guarded)
 
     return decorate
+
+
+class Refused(HTTPException):
+    """What a guarded view raises instead of running: a refusal (429, 403, 503), or a 400, 408,
+    413 or 500 of the Gate, as a werkzeug ``HTTPException`` of its status (a 429 is a
+    ``TooManyRequests``), so that ``@app.errorhandler(429)`` (or ``errorhandler(Refused)``)
+    reaches it, as it reaches Flask-Limiter's. Unhandled, it renders as the Gate's reply
+    (``reply``: its status, headers and JSON body, also in ``response``)."""
+
+    reply: Reply
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(
+            reply.body.decode("utf-8", "replace"),
+            Response(reply.body, status=reply.status, headers=reply.headers),
+        )
+        self.reply = reply
+
+
+_refused: dict[int, type[Refused]] = {}
+
+
+def refused(reply: Reply) -> Refused:
+    """The ``Refused`` of ``reply``'s status: a subclass of werkzeug's exception for it too."""
+    kind = _refused.get(reply.status)
+    if kind is None:
+        base = default_exceptions.get(reply.status, HTTPException)
+        name = f"Refused{base.__name__}" if base is not HTTPException else f"Refused{reply.status}"
+        kind = _refused[reply.status] = type(name, (Refused, base), {"code": reply.status})
+    return kind(reply)
 
 
 class _State:
@@ -152,11 +190,13 @@ def _guarded_call(
         nonlocal response
         g.smsguard = admitted
         response = app.make_response(app.ensure_sync(view)(*args, **kwargs))
+        for name, value in gate.rate_headers_of(admitted):
+            response.headers[name] = value
         return response.status_code
 
     reply = drive(gate.exchange(request_, _read_body(req, gate)), exchange_io(guard, endpoint, enabled))
     if reply is not None:
-        return Response(reply.body, status=reply.status, headers=reply.headers)
+        raise refused(reply)
     return response
 
 

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, cast
 from urllib.parse import parse_qsl
 
 from smsguard import attempt as codes
+from smsguard.adapters import ratelimit
+from smsguard.adapters.exempt import Exemption
+from smsguard.adapters.ratelimit import sf_string
 from smsguard.attempt import Decision
 from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
@@ -149,6 +152,9 @@ OPTIONS: Final = (
     "challenge",
     "action",
     "code",
+    "exempt_networks",
+    "exempt",
+    "rate_headers",
 )
 """The Gate's options: what every adapter takes."""
 
@@ -175,8 +181,18 @@ class Gates:
             return self.default
         gate = self._views.get(view)
         if gate is None:
-            gate = self._views[view] = Gate(**{**self.options, **overrides})
+            gate = self._views[view] = Gate(**{**self.options, **gate_options(overrides)})
         return gate
+
+
+GUARD: Final = "guard"
+"""What a route of a mapping takes beside the Gate's options: a Guard of its own (another set
+of policies), for the adapter to judge it with."""
+
+
+def gate_options(options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``options`` without a route's ``guard``."""
+    return {k: v for k, v in options.items() if k != GUARD} if GUARD in options else options
 
 
 class Switch:
@@ -207,6 +223,8 @@ def exchange_io(
     def io(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == CHECK:
+            if "exempt" in value:
+                return _unguarded(guard, value["phone"], value["exempt"])
             return guard.check(**value) if enabled and switch.on else _unguarded(guard, value["phone"])
         if kind == ISSUE:
             return guard.issue_code(**value)
@@ -229,6 +247,8 @@ def aexchange_io(
     async def aio(step: tuple[str, Any]) -> Any:
         kind, value = step
         if kind == CHECK:
+            if "exempt" in value:
+                return _unguarded(guard, value["phone"], value["exempt"])
             if enabled and switch.on:
                 return await guard.acheck(**value)
             return _unguarded(guard, value["phone"])
@@ -243,9 +263,12 @@ def aexchange_io(
     return aio
 
 
-def _unguarded(guard: Guard, phone: str) -> Decision:
+def _unguarded(guard: Guard, phone: str, exempt: str | None = None) -> Decision:
+    """The number validated and nothing counted: guarding switched off, or the request exempt
+    (``exempt`` names what exempted it: the Decision's policy, with reason ``exempt``)."""
     number = guard.identify(phone)
-    return Decision(True, number.e164, country=number.region, phone_hash=number.phone_id)
+    reason = None if exempt is None else codes.EXEMPT
+    return Decision(True, number.e164, exempt, reason, country=number.region, phone_hash=number.phone_id)
 
 
 class Gate:
@@ -288,6 +311,12 @@ class Gate:
     - ``opaque``: the reasons answered opaquely (default ``OPAQUE``: the anti-fraud scopes'),
       with reason ``refused``, no policy and a Retry-After rounded up to 15 minutes; the
       Decision, logs, events and statistics keep the exact ones. ``()`` shows every reason.
+    - ``exempt_networks`` (client addresses or CIDRs: an office, a monitoring probe) and
+      ``exempt`` (a callable given the request): requests let through unjudged and uncounted,
+      the code issued all the same; never a code's check (see ``smsguard.adapters.exempt``).
+    - ``rate_headers``: ``True`` (or ``"ratelimit"``) adds RateLimit-Policy and RateLimit
+      headers to an allowed response, ``"x-ratelimit"`` the X-RateLimit-* ones (see
+      ``smsguard.adapters.ratelimit``); off by default.
     """
 
     def __init__(
@@ -305,6 +334,9 @@ class Gate:
         action: str = CHECK,
         code: Field = "code",
         opaque: Collection[str] = codes.OPAQUE,
+        exempt_networks: Iterable[str] = (),
+        exempt: Callable[[Incoming], Any] | None = None,
+        rate_headers: bool | str = False,
     ) -> None:
         if action not in ACTIONS:
             raise ConfigError(f"action must be one of {list(ACTIONS)}, not {action!r}")
@@ -334,6 +366,8 @@ class Gate:
         self.challenge = challenge
         self.action, self.code = action, code
         self.opaque = frozenset(opaque)
+        self.exemption = Exemption(exempt_networks, exempt)
+        self.rate_headers = ratelimit.style(rate_headers)
         self.proxy_header = proxy_header.strip().lower()
         self._proxy_said = False
         self.body_timeout = float(body_timeout)
@@ -352,7 +386,8 @@ class Gate:
     def settings(settings: Mapping[str, Any], prefix: str = "SMSGUARD_") -> dict[str, Any]:
         """The Gate options that flat settings set (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
         ``CODE_FIELD``, ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``,
-        ``REFUND_ON``), each given as a value or a string: ``Gate(**Gate.settings(os.environ))``."""
+        ``REFUND_ON``, ``EXEMPT_NETWORKS``, ``RATE_HEADERS``), each given as a value or a
+        string: ``Gate(**Gate.settings(os.environ))``."""
         read = Settings(settings, prefix)
         found: dict[str, Any] = {}
         if "PHONE_FIELD" in read:
@@ -371,6 +406,13 @@ class Gate:
             found["body_timeout"] = read.number("BODY_TIMEOUT", BODY_TIMEOUT)
         if "REFUND_ON" in read:
             found["refund_on"] = read.integers("REFUND_ON")
+        if "EXEMPT_NETWORKS" in read:
+            found["exempt_networks"] = read.strings("EXEMPT_NETWORKS")
+        if "RATE_HEADERS" in read:
+            try:
+                found["rate_headers"] = read.boolean("RATE_HEADERS", False)
+            except ConfigError:  # a style's name
+                found["rate_headers"] = read.string("RATE_HEADERS", "")
         return found
 
     # -- the exchange -------------------------------------------------------------------
@@ -454,14 +496,30 @@ class Gate:
             found: dict[str, Any] = {"phone": phone, "ip": self._client(request)}
             if self.challenge is not None:
                 found["challenge_passed"] = self._passed(request._replace(data=data))
-            return found
+            return self._exempt(found, request, data)
         found = {"phone": phone, "content": content, "ip": self._client(request)}
         if content is None:  # the route: a label to count by, which ContentRules reads as no text
             found["content"] = route = f"{request.method} {request.path}"
             found["context"] = {ROUTE: route}
         if self.challenge is not None:
             found["challenge_passed"] = self._passed(request._replace(data=data))
+        return self._exempt(found, request, data)
+
+    def _exempt(self, found: dict[str, Any], request: Incoming, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``found``, with ``exempt`` naming what exempts the request, if anything does."""
+        if self.exemption:
+            name = self.exemption.of(request._replace(data=data), found["ip"])
+            if name is not None:
+                found["exempt"] = name
         return found
+
+    def rate_headers_of(self, admitted: Admitted) -> list[tuple[str, str]]:
+        """The rate headers of an admitted request's response (``rate_headers``; none for a
+        code's check)."""
+        if self.rate_headers is None or self.action == VERIFY:
+            return []
+        decision = cast("Issued", admitted).decision if self.action == ISSUE else cast(Decision, admitted)
+        return ratelimit.headers(decision, self.rate_headers, self.opaque)
 
     def _passed(self, request: Incoming) -> bool:
         """Whether ``request`` passed the app's challenge (a failing callable says no)."""
@@ -682,7 +740,7 @@ _MISCONFIGURED: Final = Problem(
 
 RouteOptions = str | Mapping[str, Any]
 """What a route of a mapping takes: its ``action`` (``"issue"``), or Gate options of its own
-(``{"action": "verify", "code": "otp"}``)."""
+(``{"action": "verify", "code": "otp"}``), and its own ``guard``."""
 
 
 class Routes:
@@ -729,6 +787,10 @@ class Routes:
                 gates.of((method, path), overrides)
         return gates
 
+    def items(self) -> Iterable[tuple[str, Mapping[str, Mapping[str, Any]]]]:
+        """Each guarded path and its methods, each with its options."""
+        return self._methods.items()
+
     def allow(self, path: str) -> str:
         """The Allow header of a guarded ``path``."""
         return self._allow[path]
@@ -747,7 +809,7 @@ def _route_options(route: str, options: RouteOptions) -> Mapping[str, Any]:
         raise ConfigError(
             f"route {route!r}: give an action ('issue', 'verify') or a dict of options, not {options!r}"
         )
-    check_options(options)
+    check_options(gate_options(options))
     return dict(options)
 
 
@@ -772,7 +834,7 @@ def _refusal(
     status, error = _STATUS.get(kind, _STATUS[codes.FORBIDDEN])
     headers = {} if wait is None else {"retry-after": str(wait)}
     if kind == codes.LIMIT and limit is not None and policy is not None:
-        name = _sf_string(policy)
+        name = sf_string(policy)
         headers["ratelimit-policy"] = f"{name};q={limit}"
         headers["ratelimit"] = f"{name};r=0" + ("" if wait is None else f";t={wait}")
     body = {"error": error, "policy": policy, "reason": reason, "retry_after": wait}
@@ -786,11 +848,6 @@ def _json_refusal(
     policy: str | None, reason: str | None, kind: str, wait: int | None, limit: int | None
 ) -> Reply:
     return json_reply(_refusal(policy, reason, kind, wait, limit, None))
-
-
-def _sf_string(text: str) -> str:
-    """``text`` as a structured-field string (RFC 8941): quoted, with \\ and \" escaped."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class _Duplicate(ValueError):

@@ -18,7 +18,9 @@ prefix::
 "verify"}`` issues the code on the first (the view texts ``request.smsguard.code`` to
 ``request.smsguard.decision.phone``) and checks it on the second (the view runs for a right
 code only, ``request.smsguard`` its ``CodeCheck``); or to a dict of Gate options
-(``{"action": "verify", "code": "otp"}``). ``@protect(action="issue")`` likewise.
+(``{"action": "verify", "code": "otp"}``), a ``"guard"`` among them judging that route with
+a Guard of its own (a dotted path: ``{"POST /sms/send": {"guard": "myproject.sms.strict"}}``).
+``@protect(action="issue")`` likewise, and ``@protect(guard="myproject.sms.strict")``.
 
 ``"CACHE": "default"`` counts in the Redis of that ``CACHES`` alias, on its connection pool
 (``cache_backend``). With the app in ``INSTALLED_APPS``, ``manage.py check`` runs smsguard's
@@ -51,6 +53,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from smsguard.adapters.asgi import Lifespan
 from smsguard.adapters.http import (
+    GUARD,
     TOO_LARGE,
     Admitted,
     Gate,
@@ -85,6 +88,8 @@ class Built(NamedTuple):
     gates: Gates
     routes: Routes
     enabled: bool
+    guards: Mapping[tuple[str, str], Guard]
+    """The routes' own guards (a ``"guard"`` in ``ROUTES``), by method and path."""
 
 
 class _Configured:
@@ -109,8 +114,10 @@ class _Configured:
                         routes.gates({**Gate.settings(values, prefix=""), **_callables(read)}),
                         routes,
                         read.boolean("ENABLED", True),
+                        _route_guards(routes),
                     )
-                    serve(self._built.guard)  # statistics on a timer, and written at exit
+                    for guard_ in (self._built.guard, *self._built.guards.values()):
+                        serve(guard_)  # statistics on a timer, and written at exit
                 built = self._built
         return built
 
@@ -132,6 +139,26 @@ def _guard(read: Settings) -> Guard:
     if "CACHE" in read:
         raise ConfigError("SMSGUARD has GUARD and CACHE: a guard built in code brings its own backend")
     return imported_guard(read.values["GUARD"], read.key("GUARD"))
+
+
+def _route_guards(routes: Routes) -> dict[tuple[str, str], Guard]:
+    """The guard of each route of ``ROUTES`` that names its own (a Guard or a dotted path)."""
+    found = {}
+    for path, methods in routes.items():
+        for method, options in methods.items():
+            if GUARD in options:
+                found[(method, path)] = own_guard(options[GUARD], f"SMSGUARD['ROUTES'][{method} {path!r}]")
+    return found
+
+
+def own_guard(value: Any, where: str) -> Guard:
+    """A route's or a view's own guard: a Guard, or a dotted path to one (or to a callable that
+    returns one)."""
+    if isinstance(value, Guard):
+        return value
+    if isinstance(value, str):
+        return imported_guard(value, where)
+    raise ConfigError(f"{where}: guard must be a Guard or a dotted path to one, not {value!r}")
 
 
 def cache_backend(alias: str, *, prefix: str = "smsguard:") -> Backend:
@@ -181,11 +208,17 @@ def _async_twin(client: Any) -> Any:
 
 
 def _callables(read: Settings) -> dict[str, Any]:
-    """The Gate's callables that dotted paths name: ``PHONE``, ``CHALLENGE``, ``RENDER``."""
+    """The Gate's callables that dotted paths name: ``PHONE``, ``CHALLENGE``, ``RENDER``,
+    ``EXEMPT``."""
     if "PHONE" in read and "PHONE_FIELD" in read:
         raise ConfigError("SMSGUARD has PHONE and PHONE_FIELD: keep one (a callable's path, or a field name)")
     found = {}
-    for name, hint in (("PHONE", ": for a field name use PHONE_FIELD"), ("CHALLENGE", ""), ("RENDER", "")):
+    for name, hint in (
+        ("PHONE", ": for a field name use PHONE_FIELD"),
+        ("CHALLENGE", ""),
+        ("RENDER", ""),
+        ("EXEMPT", ""),
+    ):
         if name in read:
             found[name.lower()] = read.imported(name, hint)
     return found
@@ -247,16 +280,29 @@ class SMSGuardMiddleware:
                 return _ready(reply)
             return reply
         gate = built.gates.of((request.method, path), methods[request.method])
+        guard_ = built.guards.get((request.method, path), built.guard)
         if self.is_async:
-            return _aguarded(built, gate, request, self.get_response)
-        return _guarded(built, gate, request, self.get_response)
+            return _aguarded(built, guard_, gate, request, self.get_response)
+        return _guarded(built, guard_, gate, request, self.get_response)
 
 
-def protect(**overrides: Any) -> Callable[[View], View]:
+def protect(*, guard: Guard | str | None = None, **overrides: Any) -> Callable[[View], View]:
     """Guard one view, sync or async, with the guard of ``settings.SMSGUARD``; ``overrides``
-    change Gate options (``phone``, ``content``...) for it, and are checked here."""
+    change Gate options (``phone``, ``content``...) for it, and are checked here. ``guard``:
+    the view's own Guard (another set of policies), or a dotted path to one, found on the first
+    request (and again once ``settings.SMSGUARD`` changes)."""
     check_options(overrides)
     Gate(**overrides)
+    own: list[tuple[Built, Guard]] = []  # the one of the settings in force
+
+    def guard_of(built: Built) -> Guard:
+        if guard is None:
+            return built.guard
+        if not own or own[0][0] is not built:
+            found = own_guard(guard, "protect(guard=...)")
+            own[:] = [(built, found)]
+            serve(found)
+        return own[0][1]
 
     def decorate(view: View) -> View:
         if iscoroutinefunction(view):
@@ -265,7 +311,8 @@ def protect(**overrides: Any) -> Callable[[View], View]:
             async def aguarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
                 built = configured.get()
                 endpoint = functools.partial(view, *args, **kwargs)
-                return await _aguarded(built, built.gates.of(view, overrides), request, endpoint)
+                gate = built.gates.of(view, overrides)
+                return await _aguarded(built, guard_of(built), gate, request, endpoint)
 
             return cast(View, aguarded)
 
@@ -273,7 +320,7 @@ def protect(**overrides: Any) -> Callable[[View], View]:
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             built = configured.get()
             endpoint = functools.partial(view, *args, **kwargs)
-            return _guarded(built, built.gates.of(view, overrides), request, endpoint)
+            return _guarded(built, guard_of(built), built.gates.of(view, overrides), request, endpoint)
 
         return cast(View, guarded)
 
@@ -300,14 +347,17 @@ def _incoming(request: HttpRequest, gate: Gate) -> tuple[Incoming, bytes | Marke
     return incoming, TOO_LARGE if len(body) > gate.max_body else body
 
 
-def _guarded(built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[..., Any]) -> Any:
+def _guarded(
+    built: Built, guard_: Guard, gate: Gate, request: HttpRequest, endpoint: Callable[..., Any]
+) -> Any:
     incoming, body = _incoming(request, gate)
-    guard_, response = built.guard, None
+    response = None
 
     def run(admitted: Admitted) -> int:
         nonlocal response
         request.smsguard = admitted
         response = endpoint(request)
+        _rate_headers(response, gate, admitted)
         return int(response.status_code)
 
     reply = drive(gate.exchange(incoming, body), exchange_io(guard_, run, built.enabled))
@@ -315,19 +365,25 @@ def _guarded(built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[
 
 
 async def _aguarded(
-    built: Built, gate: Gate, request: HttpRequest, endpoint: Callable[..., Awaitable[Any]]
+    built: Built, guard_: Guard, gate: Gate, request: HttpRequest, endpoint: Callable[..., Awaitable[Any]]
 ) -> Any:
     incoming, body = _incoming(request, gate)
-    guard_, response = built.guard, None
+    response = None
 
     async def run(admitted: Admitted) -> int:
         nonlocal response
         request.smsguard = admitted
         response = await endpoint(request)
+        _rate_headers(response, gate, admitted)
         return int(response.status_code)
 
     reply = await adrive(gate.exchange(incoming, body), aexchange_io(guard_, run, built.enabled))
     return response if reply is None else _response(reply)
+
+
+def _rate_headers(response: Any, gate: Gate, admitted: Admitted) -> None:
+    for name, value in gate.rate_headers_of(admitted):
+        response[name] = value
 
 
 async def _ready(response: HttpResponse) -> HttpResponse:
