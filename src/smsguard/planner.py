@@ -33,6 +33,19 @@ IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
 _ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 _NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
 
+# A decision's Attempt, Job and Plan are built here as plain tuples, in these field orders: a
+# NamedTuple's own __new__ binds its arguments in Python, at twice the cost or more.
+_new = tuple.__new__
+_BUILT: dict[Any, tuple[str, ...]] = {
+    Attempt: ("phone", "phone_id", "digest", "content", "content_id", "ip", "context", "region",
+              "number_type", "network", "challenge_passed"),
+    Job: ("now", "token", "flags", "counters", "commit", "code"),
+    Plan: ("attempt", "job", "flag_owners", "counter_owners", "final", "shadowed"),
+}  # fmt: skip
+for _type, _fields in _BUILT.items():
+    if _type._fields != _fields:  # pragma: no cover - a change of the type not followed here
+        raise ImportError(f"smsguard.planner builds {_type.__name__} as {_fields}, not {_type._fields}")
+
 
 class Planner:
     """Asks every policy, in order, about an attempt; collects what the backend must do.
@@ -172,8 +185,8 @@ class Planner:
                 return final.decision(attempt, tuple(shadowed))
             counters, counter_owners = [], []
             break
-        job = Job(now, next(self._tokens), tuple(flags), tuple(counters))
-        return Plan(attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed))
+        job = _new(Job, (now, next(self._tokens), tuple(flags), tuple(counters), True, None))
+        return _new(Plan, (attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed)))
 
     def attempt(
         self,
@@ -195,18 +208,21 @@ class Planner:
             except ValueError:
                 raise InvalidInput(f"{ip!r} is not an IPv4 or IPv6 address") from None
         digest = self.digest
-        return Attempt(
-            e164,
-            phone_id,
-            digest,
-            content,
-            None if content is None else digest(content),
-            ip,
-            _NO_CONTEXT if context is None else context,
-            region,
-            kind,
-            network,
-            challenge_passed,
+        return _new(
+            Attempt,
+            (
+                e164,
+                phone_id,
+                digest,
+                content,
+                None if content is None else digest(content),
+                ip,
+                _NO_CONTEXT if context is None else context,
+                region,
+                kind,
+                network,
+                challenge_passed,
+            ),
         )
 
     def verified(self, phone: str, ip: IPLike | None, now: float) -> tuple[Attempt, Record]:

@@ -28,6 +28,9 @@ from smsguard.plan import (
 )
 
 OK: Final = "ok"
+_new = tuple.__new__
+if Outcome._fields != ("flag", "counts", "waits", "shadowed", "code"):  # pragma: no cover
+    raise ImportError(f"MemoryBackend.run builds an Outcome as a tuple, not as {Outcome._fields}")
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
 
@@ -145,7 +148,7 @@ class MemoryBackend:
                     hits[counter.key] = counter.expires_at
                     self._file(counter.key, counter.expires_at)
             issued = self._issue(code, now) if code is not None and not code.if_exempt else None
-            return Outcome(-1, found, (), tuple(shadowed), issued)
+            return _new(Outcome, (-1, found, (), tuple(shadowed), issued))  # Outcome(...), cheaper
 
     def _issue(self, issue: Issue, now: float) -> CodeState:
         """The number's live code, else a new one (``Issue``)."""
