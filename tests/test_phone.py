@@ -112,6 +112,9 @@ def test_shared_backend_without_secret_fails_at_construction(monkeypatch: pytest
     ("raw", "key"),
     [
         ("+86 138-0013-8000", "+8613800138000"),
+        ("+86 138 0013 8000", "+8613800138000"),  # spaces and dashes alone: the cheap way
+        (" 138-0013-8000 ", "13800138000"),
+        ("+86 138 0013.8000", "+8613800138000"),  # then the others too
         ("(138) 0013.8000", "13800138000"),
         ("＋８６　１３８００１３８０００", "+8613800138000"),
         ("+1 201 555 0123 ext. 4", "+1 201 555 0123 ext. 4"),  # not digits alone: left whole

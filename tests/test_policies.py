@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -21,6 +22,10 @@ from smsguard import (
     Suspend,
     Whitelist,
 )
+from smsguard.days import LocalDays
+from smsguard.plan import Counter, key
+from smsguard.planner import address
+from smsguard.policies import sent_log
 
 VICTIM = "+8613800138000"
 OTHER = "+8613900139000"
@@ -181,6 +186,73 @@ def test_ip_throttle_missing_ip(make_guard: Callable[..., Guard]) -> None:
 def test_ip_prefix_bounds() -> None:
     with pytest.raises(ConfigError, match="ipv6_prefix"):
         IPThrottle(ipv6_prefix=129)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["203.0.113.7", "0.0.0.0", "255.255.255.255", "10.0.0.01", "010.0.0.1", "1.2.3", "1.2.3.4.5",
+     "256.1.1.1", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00", "\uff11.2.3.4", "١.2.3.4", "0x1.2.3.4",
+     "1.2.3.-4", "", "::1", "::ffff:1.2.3.4", "2001:db8::1", "fe80::1%eth0", "1.2.3.4/32", "x"],
+)  # fmt: skip
+def test_addresses_are_read_as_ipaddress_reads_them(text: str) -> None:
+    """The planner reads a usual IPv4 address with the C library: the same address as
+    ``ipaddress.ip_address``, and the same refusal of every other spelling."""
+    try:
+        expected: object = ipaddress.ip_address(text)
+    except ValueError:
+        expected = ValueError
+    try:
+        found: object = address(text)
+    except ValueError:
+        found = ValueError
+    assert (found, type(found)) == (expected, type(expected))
+
+
+def test_ip_throttle_networks_as_text() -> None:
+    throttle, wide = IPThrottle(), IPThrottle(ipv4_prefix=24)
+    for text in ("203.0.113.7", "0.0.0.0", "255.255.255.255"):
+        assert throttle.network(address(text)) == text
+    assert wide.network(address("203.0.113.7")) == "203.0.113.0/24"
+    assert throttle.network(address("::ffff:203.0.113.7")) == "203.0.113.7"
+
+
+def test_built_in_counters_are_the_counters_their_fields_say() -> None:
+    """The built-ins build their counters as plain tuples (the cheap way): each is the very
+    Counter its keyword arguments make, field by field."""
+    now = 1772424000.25
+    guard = Guard(
+        [
+            SameContent(30),
+            DailyCap(10, tz="Asia/Shanghai"),
+            PhoneRate("1/minute;5/hour"),
+            IPThrottle("20/hour"),
+        ],
+        secret="s",
+    )
+    attempt = guard.planner.attempt(VICTIM, "hello", "203.0.113.7")
+    phone_id, content_id = attempt.phone_id, attempt.content_id
+    assert content_id is not None
+    log = sent_log(phone_id)
+    start, end, _ = LocalDays("Asia/Shanghai")(now)
+    subject = attempt.digest("203.0.113.7")
+    expected = [
+        Counter(key("same_content", phone_id, content_id), 1, now + 30, window=30, log=log, match=content_id),
+        Counter(key("daily_cap", phone_id), 10, end, since=start, log=log),
+        Counter(key("phone_rate", phone_id, "1/60"), 1, now + 60, window=60.0, log=log),
+        Counter(key("phone_rate", phone_id, "5/3600"), 5, now + 3600, window=3600.0, log=log),
+        Counter(
+            key("ip_throttle", subject, "20/3600"),
+            20,
+            now + 3600,
+            window=3600.0,
+            log=key("ip_throttle", subject),
+        ),
+    ]
+    found = [c for p in guard.policies for c in p.review(attempt, now)]  # type: ignore[union-attr]
+    assert found == expected
+    assert all(
+        type(c) is Counter and c._asdict() == e._asdict() for c, e in zip(found, expected, strict=True)
+    )
 
 
 # -- lists and the switch ------------------------------------------------------------------

@@ -68,12 +68,16 @@ def canonical(raw: str) -> str:
     """
     if not isinstance(raw, str):
         return raw
-    digits = raw[1:] if raw.startswith("+") else raw
-    if digits.isascii() and digits.isdecimal():
+    digits = raw[1:] if raw[:1] == "+" else raw
+    if digits.isdecimal() and digits.isascii():
         return raw  # already canonical, as most input is: skip the translation
+    key = raw.replace(" ", "").replace("-", "")  # the usual separators, a third of translate's cost
+    digits = key[1:] if key[:1] == "+" else key
+    if digits.isdecimal() and digits.isascii():
+        return key
     key = raw.translate(_CANONICAL)
-    digits = key[1:] if key.startswith("+") else key
-    return key if digits.isascii() and digits.isdecimal() else raw
+    digits = key[1:] if key[:1] == "+" else key
+    return key if digits.isdecimal() and digits.isascii() else raw
 
 
 def check_region(region: str | None) -> str | None:
@@ -89,6 +93,9 @@ def check_region(region: str | None) -> str | None:
 NO_COUNTRY: Final = "001"
 """The region of a number in no country (a satellite phone's +881): phonenumbers' own code for
 it. Every part that names a number's country (policies, statistics) uses it."""
+
+
+_new = tuple.__new__
 
 
 class Number(NamedTuple):
@@ -183,7 +190,7 @@ class Parser:
         e164, found, number = self.parse(raw, region)
         phone_id = digest(e164) if digest is not None else ""
         if not details:
-            return Number(e164, phone_id, found)
+            return _new(Number, (e164, phone_id, found, None, None))  # Number(e164, phone_id, found), cheaper
         kind = NUMBER_TYPES.get(self._type_of(number), "unknown")
         network = carrier.name_for_valid_number(number, "en")
         if not network:

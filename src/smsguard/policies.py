@@ -24,6 +24,7 @@ import ipaddress
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from socket import AF_INET, inet_ntop
 from typing import Final, Protocol, Union, runtime_checkable
 
 from limits import RateLimitItem, parse_many
@@ -199,14 +200,24 @@ def _missing(policy: str, what: str, skip: bool) -> Sequence[Counter]:
     )
 
 
-_SENT = key_parts("sent")
+_SENT_HEAD, _SENT_TAIL = key_parts("sent")
 
 
 def sent_log(phone_id: str) -> str:
     """The log of a number's sends (``sent:{number hash}``): SameContent, DailyCap and PhoneRate
     count from it, so that a backend keeping hit times (Redis) holds one key per number."""
-    head, tail = _SENT
-    return head + phone_id + tail
+    return _SENT_HEAD + phone_id + _SENT_TAIL
+
+
+# The built-in policies build their counters as plain tuples, in this order: a NamedTuple's own
+# __new__ binds its thirteen arguments in Python, three times the cost (a decision makes several).
+_new = tuple.__new__
+_COUNTER_FIELDS: Final = (
+    "key", "limit", "expires_at", "shadow", "unless", "earn", "per_earned", "amount", "window", "since",
+    "log", "match", "member",
+)  # fmt: skip
+if Counter._fields != _COUNTER_FIELDS:  # pragma: no cover - a change of Counter not followed here
+    raise ImportError(f"smsguard.policies builds Counters as {_COUNTER_FIELDS}, not {Counter._fields}")
 
 
 class SameContent:
@@ -230,21 +241,25 @@ class SameContent:
         positive("limit", limit)
         self.name, self.window, self.limit, self.skip_missing = name, window, limit, skip_missing
         self.shadow = shadow
+        self._key = key_parts(name)
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        if attempt.content_id is None:
-            return _missing(self.name, "content=", self.skip_missing)
         phone_id, content_id, window = attempt.phone_id, attempt.content_id, self.window
+        if content_id is None:
+            return _missing(self.name, "content=", self.skip_missing)
+        head, tail = self._key  # key(name, phone_id, content_id), spelled out
         return (
-            Counter(
-                key(self.name, phone_id, content_id),
-                self.limit,
-                now + window,
-                window=window,
-                log=sent_log(phone_id),
-                match=content_id,
+            _new(
+                Counter,
+                (
+                    f"{head}{phone_id}{tail}:{content_id}",
+                    self.limit, now + window, 0, None, None, 0.0, 0, window, None,
+                    _SENT_HEAD + phone_id + _SENT_TAIL,
+                    content_id,
+                    None,
+                ),
             ),
-        )
+        )  # fmt: skip
 
 
 class DailyCap:
@@ -270,7 +285,15 @@ class DailyCap:
         head, tail = self._key
         phone_id = attempt.phone_id
         start, end, _ = self.days(now)
-        return (Counter(head + phone_id + tail, self.limit, end, since=start, log=sent_log(phone_id)),)
+        return (
+            _new(
+                Counter,
+                (
+                    head + phone_id + tail, self.limit, end, 0, None, None, 0.0, 0, None, start,
+                    _SENT_HEAD + phone_id + _SENT_TAIL, None, None,
+                ),
+            ),
+        )  # fmt: skip
 
 
 class _Rates:
@@ -290,7 +313,22 @@ class _Rates:
         """One counter per rate, all of them on ``log``."""
         counters = []
         for head, tail, amount, window in self._items:  # a loop, not a comprehension: no extra frame
-            counters.append(Counter(head + subject + tail, amount, now + window, window=window, log=log))
+            c = (
+                head + subject + tail,
+                amount,
+                now + window,
+                0,
+                None,
+                None,
+                0.0,
+                0,
+                window,
+                None,
+                log,
+                None,
+                None,
+            )
+            counters.append(_new(Counter, c))
         return tuple(counters)
 
 
@@ -305,7 +343,8 @@ class PhoneRate(_Rates):
         super().__init__(rates, name, shadow)
 
     def review(self, attempt: Attempt, now: float) -> Review:
-        return self.counters(attempt.phone_id, now, sent_log(attempt.phone_id))
+        phone_id = attempt.phone_id
+        return self.counters(phone_id, now, _SENT_HEAD + phone_id + _SENT_TAIL)
 
 
 class IPThrottle(_Rates):
@@ -348,6 +387,8 @@ class IPThrottle(_Rates):
 
     def network(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         """The network ``ip`` is counted under, as text."""
+        if ip.__class__ is ipaddress.IPv4Address and self.ipv4_prefix == 32:
+            return inet_ntop(AF_INET, ip.packed)  # str(ip), by the C library
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix

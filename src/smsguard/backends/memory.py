@@ -28,6 +28,9 @@ from smsguard.plan import (
 )
 
 OK: Final = "ok"
+_new = tuple.__new__
+if Outcome._fields != ("flag", "counts", "waits", "shadowed", "code"):  # pragma: no cover
+    raise ImportError(f"MemoryBackend.run builds an Outcome as a tuple, not as {Outcome._fields}")
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
 
@@ -65,61 +68,87 @@ class MemoryBackend:
     def run(self, job: Job) -> Outcome:
         now = job.now
         with self._lock:
-            self._tidy(now)
+            seconds = self._seconds
+            if seconds and seconds[0] <= now:  # _tidy, inlined (as below: a decision's hot path)
+                self._sweep(now, self._sweep_batch)
             code = job.code
             if isinstance(code, Guess):
                 return self._check(code, job.token, now)
             shadowed: list[int] = []
-            for i, flag in enumerate(job.flags):
+            flags = job.flags
+            for i, flag in enumerate(flags):
                 if flag.key in self._flags:
                     if not flag.shadow:
-                        issued = self._issue(code, now) if code is not None and flag.reason is None else None
+                        issued = None
+                        if code is not None and flag.reason is None:
+                            issued = self._issue(code, now)
                         return Outcome(i, shadowed=tuple(shadowed), code=issued)
                     shadowed.append(i)
-            counts = []
+            counters = job.counters
+            hits = self._hits
+            counts: list[int] = []
             waits: list[float] = []
-            for i, counter in enumerate(job.counters):
-                if counter.unless is not None and self._live(counter.unless, now):
-                    counts.append(-1)  # passed over
-                    continue
+            plain = True  # every counter a log of hits, none passed over: all are taken
+            for i, counter in enumerate(counters):
                 limit = counter.limit
-                if counter.amount:  # a sum: all of it expires at the end of its period
-                    n = self._sum(counter.key, now)
-                    if n + counter.amount > limit:
-                        if counter.shadow:
-                            shadowed.append(len(job.flags) + i)
-                        else:
-                            if not waits:
-                                waits = [0.0] * len(job.counters)
-                            waits[i] = counter.expires_at - now
-                    counts.append(n)
+                if counter.amount or counter.unless is not None or counter.earn is not None:
+                    plain = False
+                    if counter.unless is not None and self._live(counter.unless, now):
+                        counts.append(-1)  # passed over
+                        continue
+                    if counter.amount:  # a sum: all of it expires at the end of its period
+                        n = self._sum(counter.key, now)
+                        if n + counter.amount > limit:
+                            if counter.shadow:
+                                shadowed.append(len(flags) + i)
+                            else:
+                                if not waits:
+                                    waits = [0.0] * len(counters)
+                                waits[i] = counter.expires_at - now
+                        counts.append(n)
+                        continue
+                    if counter.earn is not None:
+                        limit += int(counter.per_earned * len(self._live(counter.earn, now)))
+                entries = hits.get(counter.key)  # _live, inlined
+                if entries is None:
+                    counts.append(0)
                     continue
-                live = self._live(counter.key, now)
+                if entries.__class__ is list:
+                    live: Sequence[float] = _trimmed(entries, now)
+                elif entries > now:  # type: ignore[operator]
+                    live = (entries,)  # type: ignore[assignment]
+                else:
+                    counts.append(0)
+                    continue
                 n = len(live)
-                if counter.earn is not None:
-                    limit += int(counter.per_earned * len(self._live(counter.earn, now)))
                 if n >= limit:
                     if counter.shadow:
-                        shadowed.append(len(job.flags) + i)
+                        shadowed.append(len(flags) + i)
                     else:
                         if not waits:
-                            waits = [0.0] * len(job.counters)
+                            waits = [0.0] * len(counters)
                         # The slot frees when the (n - limit + 1)-th oldest live hit expires.
                         waits[i] = live[n - limit] - now
                 counts.append(n)
             if waits or not job.commit:
                 return Outcome(-1, tuple(counts), tuple(waits), tuple(shadowed))
-            for counter in taken(job.counters, len(job.flags), tuple(shadowed), tuple(counts)):
+            found = tuple(counts)
+            if shadowed or not plain:
+                counters = taken(counters, len(flags), tuple(shadowed), found)
+            for counter in counters:
                 if counter.amount:
                     total = self._sums.get(counter.key)
                     if total is None or total[0] <= now:
                         self._file(counter.key, counter.expires_at)
                         total = (counter.expires_at, 0)
                     self._sums[counter.key] = (total[0], total[1] + counter.amount)
-                else:
+                elif counter.key in hits:
                     self._add(counter.key, counter.expires_at, now)
+                else:  # a new key (_add, inlined): most of a flood of fresh numbers
+                    hits[counter.key] = counter.expires_at
+                    self._file(counter.key, counter.expires_at)
             issued = self._issue(code, now) if code is not None and not code.if_exempt else None
-            return Outcome(-1, tuple(counts), (), tuple(shadowed), issued)
+            return _new(Outcome, (-1, found, (), tuple(shadowed), issued))  # Outcome(...), cheaper
 
     def _issue(self, issue: Issue, now: float) -> CodeState:
         """The number's live code, else a new one (``Issue``)."""
