@@ -174,6 +174,39 @@ def test_spend_cap_messages_money_and_one_alarm(make_guard: Callable[..., Guard]
     assert guard.check(LONDON).allowed, "a new day, a new budget"
 
 
+def test_the_budget_sheds_unproven_sends_in_low_conversion_countries_first(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """Issue 22, item 6: below the shedding line every send passes; past it a country's codes to
+    unknown numbers today are held to 2 codes plus 1 per number verified there today, known
+    numbers pass, and the hard stop comes only at the end of the budget."""
+    events: list[Event] = []
+    spend = SpendCap(1.00, prices={"GB": 0.04, "LV": 0.04}, shed=0.5, shed_floor=2, per_verified=1.0)
+    guard = make_guard([spend], listeners=[events.append])
+    known = block(1, 99)[0]
+    assert guard.check(known).allowed
+    guard.verified(known)  # Latvia: one number verified today
+    london = [f"+4474001234{i:02d}" for i in range(9)]
+    for number in london[:6]:
+        assert guard.check(number).allowed
+        guard.verified(number)  # Britain: every code entered
+    # Six Latvian codes nobody enters: over Latvia's room (2 + 1), but the line is not reached.
+    assert [guard.check(n).allowed for n in block(6)] == [True] * 6
+    lines = [e.detail for e in events if e.kind == "budget_alarm"]
+    assert lines == ["spend: $0.52 of $1.00 today: shedding unproven sends"]
+    shed = guard.check(block(1, 50)[0])
+    assert (shed.allowed, shed.reason, shed.policy) == (False, "budget", "spend"), "Latvia is shed"
+    assert guard.check(known).allowed, "a known number is served"
+    # Britain: 6 codes so far against 2 + 6: two more, then it is held too.
+    assert [guard.check(n).allowed for n in london[6:9]] == [True, True, False]
+    # The hard stop: $0.64 spent; nine more codes to the known number make $1.00, then none.
+    assert all(guard.check(known).allowed for _ in range(9))
+    assert guard.check(known).reason == "budget"
+    assert [e.detail for e in events if e.kind == "budget_alarm"][1:] == ["spend: $0.80 of $1.00 today"]
+    clock.advance(86400)
+    assert guard.check(block(1, 60)[0]).allowed, "a new day: nothing is shed below the line"
+
+
 def test_spend_cap_counts_messages(make_guard: Callable[..., Guard]) -> None:
     guard = make_guard([SpendCap(daily_messages=2)])
     assert [guard.check(n).allowed for n in block(3)] == [True, True, False]
@@ -199,6 +232,8 @@ def test_bad_settings_say_why() -> None:
         Countries(allow=["XX"])
     with pytest.raises(ConfigError, match="needs a daily_budget"):
         SpendCap()
+    with pytest.raises(ConfigError, match="shed is a share"):
+        SpendCap(10.0, shed=1.0)
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         UnverifiedCap(learn_until="soon")
 

@@ -12,6 +12,7 @@ Every policy here is decided in the decision's single backend step, all or none,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
@@ -451,6 +452,14 @@ class SpendCap:
     unavailable: a 503). When a day's spend first reaches ``alarm`` of the budget (or of the
     messages), the guard emits a ``budget_alarm`` event, once.
 
+    With ``shed`` (a share of the budget, 0.5 in ``recommended``) the budget sheds before it
+    stops: from that share of the day's spend on, a code to a number not verified in the last
+    ``trust`` seconds is refused (``budget``) in a country whose codes to such numbers that day
+    cost more than ``shed_floor`` codes plus ``per_verified`` codes per number verified there
+    that day (``Guard.verified``): the low-conversion countries first. Known numbers and
+    countries whose codes are entered keep being served up to the hard stop; an alarm event
+    tells when the shedding starts.
+
     A refund does not give spend back: the count is of codes the guard let through.
     """
 
@@ -465,12 +474,23 @@ class SpendCap:
         prices: Mapping[str, float] | None = None,
         default_price: float = 0.05,
         alarm: float = 0.8,
+        shed: float | None = None,
+        shed_floor: int = 10,
+        per_verified: float = 1.5,
+        trust: float = 30 * DAY,
         tz: str = "UTC",
         name: str = "spend",
         shadow: bool = False,
     ) -> None:
         if daily_budget is None and daily_messages is None:
             raise ConfigError("SpendCap needs a daily_budget (dollars), daily_messages, or both")
+        if shed is not None and not 0 < shed < 1:
+            raise ConfigError(f"shed is a share of the budget, within (0, 1), not {shed!r}")
+        if per_verified < 0:
+            raise ConfigError(f"SpendCap per_verified must not be negative, not {per_verified!r}")
+        positive("shed_floor", shed_floor)
+        positive("trust", trust)
+        self.shed, self.shed_floor, self.per_verified, self.trust = shed, shed_floor, per_verified, trust
         if daily_budget is not None:
             positive("daily_budget", daily_budget)
         if daily_messages is not None:
@@ -492,29 +512,70 @@ class SpendCap:
     def review(self, attempt: Attempt, now: float) -> Review:
         _, end, day = self._days(now)
         found = []
+        price = self.price(attempt.region)
         if self.daily_messages is not None:
             found.append(Counter(key(self.name, "all", "messages", day), self.daily_messages, end, amount=1))
         if self.daily_budget is not None:
             budget = round(self.daily_budget * UNITS)
+            found.append(Counter(key(self.name, "all", "money", day), budget, end, amount=price))
+        if self.shed is not None:
+            # The country's codes to unknown numbers today, checked once the day's spend (or its
+            # messages) reaches the shedding line: room for shed_floor codes and per_verified
+            # codes per number verified there today. Every key under one hash tag, the gate's.
+            line = found[-1]
+            region = attempt.region or NO_COUNTRY
             found.append(
-                Counter(key(self.name, "all", "money", day), budget, end, amount=self.price(attempt.region))
+                Counter(
+                    key(self.name, "all", "shed", region, day),
+                    self.shed_floor * price,
+                    end,
+                    amount=price,
+                    unless=key(self.name, "all", "known", attempt.phone_id),
+                    earn=key(self.name, "all", "verified", region, day),
+                    per_earned=self.per_verified * price,
+                    gate=line.key,
+                    gate_at=math.ceil(self.shed * line.limit),
+                )
             )
         return found
 
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """With ``shed``: the number known for ``trust`` seconds, and verified today in its
+        country (once per number)."""
+        if self.shed is None:
+            return ()
+        _, end, day = self._days(now)
+        region = attempt.region or NO_COUNTRY
+        return (
+            Counter(key(self.name, "all", "known", attempt.phone_id), 1, now + self.trust, member="known"),
+            Counter(key(self.name, "all", "verified", region, day), 1, end, member=attempt.phone_id),
+        )
+
     def unit(self, counter: Counter) -> tuple[str, int]:
         """What ``counter`` counts, as ``status`` shows it: (``"$"``, ``UNITS`` to a dollar) for
-        the budget, (``""``, 1) for messages."""
-        return ("$", UNITS) if ":money:" in counter.key else ("", 1)
+        the budget and a country's shed spend, (``""``, 1) for messages."""
+        return ("$", UNITS) if ":money:" in counter.key or ":shed:" in counter.key else ("", 1)
 
     def crossed(self, counter: Counter, before: int) -> str | None:
-        """What to say if adding ``counter.amount`` to ``before`` first reached the alarm."""
-        threshold = self.alarm * counter.limit
-        if not before < threshold <= before + counter.amount:
-            return None
+        """What to say if adding ``counter.amount`` to ``before`` first reached the alarm, or
+        the shedding line."""
+        if counter.gate is not None:
+            return None  # a country's shed spend: the day's spend tells
         spent = before + counter.amount
-        if ":money:" in counter.key:
-            return f"{self.name}: ${spent / UNITS:,.2f} of ${counter.limit / UNITS:,.2f} today"
-        return f"{self.name}: {spent:,} of {counter.limit:,} messages today"
+        money = ":money:" in counter.key
+        line = self.shed is not None and before < self.shed * counter.limit <= spent
+        if line and (money or self.daily_budget is None):
+            return f"{self.name}: {self._spent(spent, counter.limit, money)}: shedding unproven sends"
+        threshold = self.alarm * counter.limit
+        if not before < threshold <= spent:
+            return None
+        return f"{self.name}: {self._spent(spent, counter.limit, money)}"
+
+    @staticmethod
+    def _spent(spent: int, limit: int, money: bool) -> str:
+        if money:
+            return f"${spent / UNITS:,.2f} of ${limit / UNITS:,.2f} today"
+        return f"{spent:,} of {limit:,} messages today"
 
 
 _LINK: Final = re.compile(
@@ -566,6 +627,10 @@ class ContentRules:
         return ()
 
 
+SHED: Final = 0.5
+"""The share of the day's budget from which ``recommended``'s budget sheds (``SpendCap``)."""
+
+
 def recommended(
     serve: Iterable[str],
     *,
@@ -580,7 +645,8 @@ def recommended(
     (an address earns room as codes are entered from it), room per range, network and country
     that follows each one's own codes sent and entered (``LearnedCap``, challenging where the
     app can ask for a CAPTCHA), the tier above the challenge (``ChallengeCap``), and the daily
-    budget if given. ``learn_until`` is accepted for the earlier sets and changes nothing: the
+    budget if given, shedding unproven sends in low-conversion countries from half of it on.
+    ``learn_until`` is accepted for the earlier sets and changes nothing: the
     floors enforce from the first code on. See the README's pumping section."""
     _epoch(learn_until)  # a bad day is a ConfigError all the same
     policies: list[Policy] = [
@@ -599,7 +665,7 @@ def recommended(
         ChallengeCap("country", 100, per_verified=0.1),
     ]
     if daily_budget is not None:
-        policies.append(SpendCap(daily_budget, prices=prices, tz=tz))
+        policies.append(SpendCap(daily_budget, prices=prices, shed=SHED, tz=tz))
     return policies
 
 
@@ -640,6 +706,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
                 prices=prices,
                 default_price=read.number("DEFAULT_PRICE", 0.05),
                 alarm=read.number("BUDGET_ALARM", 0.8),
+                shed=SHED if whole else None,
                 tz=tz,
                 shadow="spend" in shadows,
             )

@@ -14,6 +14,7 @@ from smsguard import attempt as codes
 from smsguard.plan import (
     Change,
     CodeState,
+    Counter,
     Forget,
     Guess,
     Issue,
@@ -83,9 +84,12 @@ class MemoryBackend:
                     counts.append(-1)  # passed over
                     continue
                 limit = counter.limit
+                if counter.earn is not None:
+                    limit += int(counter.per_earned * len(self._live(counter.earn, now)))
+                checked = counter.gate is None or _gate(job.counters, counts, counter) >= counter.gate_at
                 if counter.amount:  # a sum: all of it expires at the end of its period
                     n = self._sum(counter.key, now)
-                    if n + counter.amount > limit:
+                    if checked and n + counter.amount > limit:
                         if counter.shadow:
                             shadowed.append(len(job.flags) + i)
                         else:
@@ -96,9 +100,7 @@ class MemoryBackend:
                     continue
                 live = self._live(counter.key, now)
                 n = len(live)
-                if counter.earn is not None:
-                    limit += int(counter.per_earned * len(self._live(counter.earn, now)))
-                if n >= limit:
+                if checked and n >= limit:
                     if counter.shadow:
                         shadowed.append(len(job.flags) + i)
                     else:
@@ -399,3 +401,11 @@ def _trimmed(entries: list[float], now: float) -> list[float]:
     if entries and entries[0] <= now:
         del entries[: bisect_right(entries, now)]
     return entries
+
+
+def _gate(counters: Sequence[Counter], counts: list[int], counter: Counter) -> int:
+    """The count (before this attempt) of the earlier counter whose key is ``counter.gate``."""
+    for earlier, n in zip(counters, counts, strict=False):
+        if earlier.key == counter.gate:
+            return n
+    raise ValueError(f"{counter.key!r}: its gate {counter.gate!r} is no earlier counter of the job")
