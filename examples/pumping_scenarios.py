@@ -28,8 +28,8 @@ victims, and the patient bot from the app's first day.
 
 For each it prints, per guard (the provider's rules alone, and ``recommended(...)``): the share
 of pumped codes delivered, of real users never served a code, of real users shown a challenge,
-and the most codes a bombing victim got in a day. ``recommended`` is given a daily budget of twice
-a normal day's spend at list prices (``--budget``), as an operator would set one. The bars (issue
+and the most codes a bombing victim got in a day. ``recommended`` is given a daily budget of three times
+a normal day's spend at list prices (``--budget``), above the doubled day it must carry. The bars (issue
 22): pumped delivered at most 1% where the attacker enters none of its codes and 5% where it
 enters some, never served at most 0.1%, challenged at most 1%, no victim over the daily cap (10).
 
@@ -630,13 +630,13 @@ def _home(rng: random.Random) -> str:
     return f"81.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
 
-def budget(countries: list[str], users: int, factor: float = 2.0) -> float:
+def budget(countries: list[str], users: int, factor: float = 3.0) -> float:
     """``factor`` times a normal day's spend: ``users`` a day, 1.2 codes each, at list prices."""
     price = sum(DEFAULT_PRICES.get(c, 0.05) for c in countries) / len(countries)
     return factor * users * 1.2 * price
 
 
-def guards(factor: float = 2.0) -> dict[str, Callable[[list[str], int], list[Policy]]]:
+def guards(factor: float = 3.0) -> dict[str, Callable[[list[str], int], list[Policy]]]:
     """The guards compared: the providers' rules, and ``recommended`` with a daily budget of
     ``factor`` times a normal day's spend."""
     return {
@@ -667,7 +667,7 @@ def table(
     countries: list[str],
     only: list[str] | None = None,
     *,
-    factor: float = 2.0,
+    factor: float = 3.0,
     played: list[Scenario] | None = None,
 ) -> list[str]:
     lines = [
@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--users", type=int, help="real users a day")
     parser.add_argument("--countries", nargs="+")
-    parser.add_argument("--budget", type=float, default=2.0, help="the daily budget, in normal days")
+    parser.add_argument("--budget", type=float, default=3.0, help="the daily budget, in normal days")
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args(argv)
     held = args.held_out

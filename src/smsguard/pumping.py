@@ -206,8 +206,10 @@ class LearnedCap:
     """Room for codes in one scope (``by="range"``, ``"network"`` or ``"country"``) that follows
     the scope's own history of codes sent and codes entered (verifications, ``Guard.verified``).
 
-    Every code sent in the scope counts, known numbers' too, and every verification in it earns
-    room, once per number per day (a number verified ten times earns once). Over a sliding
+    Every number sent a code in the scope counts once a day, known numbers too (its own further
+    codes, up to ``per_number`` a day, pass: a person asking again is one person, and so is a
+    bombing's victim), and every verification in it earns room, once per number per day (a
+    number verified ten times earns once). Over a sliding
     ``window`` (a day; a week for a range) the scope may send ``floor + per_verified *
     (numbers verified)`` codes: room shrinks to ``floor`` while codes go unentered and grows as
     they are entered. A ceiling bounds it whatever the conversion, relative to the scope's own
@@ -216,9 +218,8 @@ class LearnedCap:
     and the bare ceiling hold from the first code on (DESIGN.md semantics 19); what is learned
     only widens them, by conversions that were made.
 
-    ``by="range"`` (the number without its last ``digits`` digits) counts each number once a
-    day (its own further codes, up to ``per_number`` a day, pass: a person asking again is one
-    person) and holds a week's memory: a range whose codes go unentered stays shut for a week.
+    ``by="range"`` (the number without its last ``digits`` digits) holds a week's memory: a
+    range whose codes go unentered stays shut for a week.
     ``by="country"`` with ``fresh`` adds one budget shared by the ranges with no verification in
     the last ``trust`` seconds: at most ``fresh + per_verified * (numbers verified in the
     country that day)`` codes a day go to never-proven ranges, instead of each range having a
@@ -292,12 +293,9 @@ class LearnedCap:
         log = key(name, scope)
         earned = key(name, scope, "earned", f"{window:g}")
         weeks = key(name, scope, "earned", f"{WEEK:g}")
-        unless = None
-        found: list[Counter] = []
-        if self.by == "range":
-            # The number's own codes today: its first counts in the range, the rest pass.
-            unless = key(name, scope, "number", attempt.phone_id)
-            found.append(Counter(unless, self.per_number, now + DAY, window=DAY))
+        # The number's own codes today: its first counts in the scope, the rest pass.
+        unless = key(name, scope, "number", attempt.phone_id)
+        found = [Counter(unless, self.per_number, now + DAY, window=DAY)]
         found.append(
             Counter(
                 key(name, scope, "room"),
@@ -452,13 +450,8 @@ class SpendCap:
     unavailable: a 503). When a day's spend first reaches ``alarm`` of the budget (or of the
     messages), the guard emits a ``budget_alarm`` event, once.
 
-    With ``shed`` (a share of the budget, 0.5 in ``recommended``) the budget sheds before it
-    stops: from that share of the day's spend on, a code to a number not verified in the last
-    ``trust`` seconds is refused (``budget``) in a country whose codes to such numbers that day
-    cost more than ``shed_floor`` codes plus ``per_verified`` codes per number verified there
-    that day (``Guard.verified``): the low-conversion countries first. Known numbers and
-    countries whose codes are entered keep being served up to the hard stop; an alarm event
-    tells when the shedding starts.
+    ``BudgetShed`` after it sheds unproven sends in low-conversion countries before the hard
+    stop.
 
     A refund does not give spend back: the count is of codes the guard let through.
     """
@@ -474,23 +467,12 @@ class SpendCap:
         prices: Mapping[str, float] | None = None,
         default_price: float = 0.05,
         alarm: float = 0.8,
-        shed: float | None = None,
-        shed_floor: int = 10,
-        per_verified: float = 1.5,
-        trust: float = 30 * DAY,
         tz: str = "UTC",
         name: str = "spend",
         shadow: bool = False,
     ) -> None:
         if daily_budget is None and daily_messages is None:
             raise ConfigError("SpendCap needs a daily_budget (dollars), daily_messages, or both")
-        if shed is not None and not 0 < shed < 1:
-            raise ConfigError(f"shed is a share of the budget, within (0, 1), not {shed!r}")
-        if per_verified < 0:
-            raise ConfigError(f"SpendCap per_verified must not be negative, not {per_verified!r}")
-        positive("shed_floor", shed_floor)
-        positive("trust", trust)
-        self.shed, self.shed_floor, self.per_verified, self.trust = shed, shed_floor, per_verified, trust
         if daily_budget is not None:
             positive("daily_budget", daily_budget)
         if daily_messages is not None:
@@ -518,64 +500,104 @@ class SpendCap:
         if self.daily_budget is not None:
             budget = round(self.daily_budget * UNITS)
             found.append(Counter(key(self.name, "all", "money", day), budget, end, amount=price))
-        if self.shed is not None:
-            # The country's codes to unknown numbers today, checked once the day's spend (or its
-            # messages) reaches the shedding line: room for shed_floor codes and per_verified
-            # codes per number verified there today. Every key under one hash tag, the gate's.
-            line = found[-1]
-            region = attempt.region or NO_COUNTRY
-            found.append(
-                Counter(
-                    key(self.name, "all", "shed", region, day),
-                    self.shed_floor * price,
-                    end,
-                    amount=price,
-                    unless=key(self.name, "all", "known", attempt.phone_id),
-                    earn=key(self.name, "all", "verified", region, day),
-                    per_earned=self.per_verified * price,
-                    gate=line.key,
-                    gate_at=math.ceil(self.shed * line.limit),
-                )
-            )
         return found
 
-    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
-        """With ``shed``: the number known for ``trust`` seconds, and verified today in its
-        country (once per number)."""
-        if self.shed is None:
-            return ()
-        _, end, day = self._days(now)
-        region = attempt.region or NO_COUNTRY
-        return (
-            Counter(key(self.name, "all", "known", attempt.phone_id), 1, now + self.trust, member="known"),
-            Counter(key(self.name, "all", "verified", region, day), 1, end, member=attempt.phone_id),
-        )
+    def spent(self, now: float) -> tuple[str, int]:
+        """The key and limit of the day's money counter (else of its messages) at ``now``: what
+        a ``BudgetShed`` reads."""
+        _, _, day = self._days(now)
+        if self.daily_budget is not None:
+            return key(self.name, "all", "money", day), round(self.daily_budget * UNITS)
+        assert self.daily_messages is not None
+        return key(self.name, "all", "messages", day), self.daily_messages
 
     def unit(self, counter: Counter) -> tuple[str, int]:
         """What ``counter`` counts, as ``status`` shows it: (``"$"``, ``UNITS`` to a dollar) for
-        the budget and a country's shed spend, (``""``, 1) for messages."""
-        return ("$", UNITS) if ":money:" in counter.key or ":shed:" in counter.key else ("", 1)
+        the budget, (``""``, 1) for messages."""
+        return ("$", UNITS) if ":money:" in counter.key else ("", 1)
 
     def crossed(self, counter: Counter, before: int) -> str | None:
-        """What to say if adding ``counter.amount`` to ``before`` first reached the alarm, or
-        the shedding line."""
-        if counter.gate is not None:
-            return None  # a country's shed spend: the day's spend tells
-        spent = before + counter.amount
-        money = ":money:" in counter.key
-        line = self.shed is not None and before < self.shed * counter.limit <= spent
-        if line and (money or self.daily_budget is None):
-            return f"{self.name}: {self._spent(spent, counter.limit, money)}: shedding unproven sends"
+        """What to say if adding ``counter.amount`` to ``before`` first reached the alarm."""
         threshold = self.alarm * counter.limit
-        if not before < threshold <= spent:
+        if not before < threshold <= before + counter.amount:
             return None
-        return f"{self.name}: {self._spent(spent, counter.limit, money)}"
+        spent = before + counter.amount
+        if ":money:" in counter.key:
+            return f"{self.name}: ${spent / UNITS:,.2f} of ${counter.limit / UNITS:,.2f} today"
+        return f"{self.name}: {spent:,} of {counter.limit:,} messages today"
 
-    @staticmethod
-    def _spent(spent: int, limit: int, money: bool) -> str:
-        if money:
-            return f"${spent / UNITS:,.2f} of ${limit / UNITS:,.2f} today"
-        return f"{spent:,} of {limit:,} messages today"
+
+class BudgetShed:
+    """The budget sheds before it stops: from ``share`` of the day's spend of ``spend`` (a
+    ``SpendCap`` before it in the guard's policies) on, a code to a number not verified in the
+    last ``trust`` seconds is refused in a country whose codes to such numbers that day cost more
+    than ``floor`` codes plus ``per_verified`` codes per number verified there that day
+    (``Guard.verified``): the countries whose codes go unentered are shed first, while known
+    numbers and countries whose users enter their codes are served up to the hard stop. Below
+    the line it only counts. With ``challenge=True`` its refusal is of kind ``challenge`` (a
+    CAPTCHA lifts it; the ``ChallengeCap``s and the hard stop still hold), else a 503. Reason
+    ``budget``."""
+
+    reason = codes.BUDGET
+
+    def __init__(
+        self,
+        spend: SpendCap,
+        share: float = 0.5,
+        *,
+        floor: int = 10,
+        per_verified: float = 1.5,
+        trust: float = 30 * DAY,
+        challenge: bool = False,
+        name: str = "budget_shed",
+        shadow: bool = False,
+    ) -> None:
+        if not 0 < share < 1:
+            raise ConfigError(f"BudgetShed share is a share of the budget, within (0, 1), not {share!r}")
+        if per_verified < 0:
+            raise ConfigError(f"BudgetShed per_verified must not be negative, not {per_verified!r}")
+        positive("floor", floor)
+        positive("trust", trust)
+        self.spend, self.share, self.floor, self.per_verified, self.trust = (
+            spend,
+            share,
+            floor,
+            per_verified,
+            trust,
+        )
+        self.kind = codes.CHALLENGE if challenge else codes.UNAVAILABLE
+        self.name, self.shadow = name, shadow
+        self._days = spend._days
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        _, end, day = self._days(now)
+        region = attempt.region or NO_COUNTRY
+        price = self.spend.price(attempt.region) if self.spend.daily_budget is not None else 1
+        line, limit = self.spend.spent(now)
+        # The country's codes to unknown numbers today, checked once the day's spend reaches the
+        # line. Every key under one hash tag: the spend's.
+        return (
+            Counter(
+                key(self.spend.name, "all", "shed", region, day),
+                self.floor * price,
+                end,
+                amount=price,
+                unless=key(self.spend.name, "all", "known", attempt.phone_id),
+                earn=key(self.spend.name, "all", "verified", region, day),
+                per_earned=self.per_verified * price,
+                gate=line,
+                gate_at=math.ceil(self.share * limit),
+            ),
+        )
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """The number known for ``trust`` seconds, and verified today in its country (once)."""
+        _, end, day = self._days(now)
+        region = attempt.region or NO_COUNTRY
+        return (
+            Counter(key(self.spend.name, "all", "known", attempt.phone_id), 1, now + self.trust, member="k"),
+            Counter(key(self.spend.name, "all", "verified", region, day), 1, end, member=attempt.phone_id),
+        )
 
 
 _LINK: Final = re.compile(
@@ -627,8 +649,12 @@ class ContentRules:
         return ()
 
 
+NUMBER_DAY: Final = "number_day"
+"""``recommended``'s own rate per number, which no challenge lifts: 5 codes a day, not the
+provider's 10 (a real user needs 1 to 3: past 3 a ``LearnedCap`` asks for a challenge)."""
 SHED: Final = 0.5
-"""The share of the day's budget from which ``recommended``'s budget sheds (``SpendCap``)."""
+"""The share of the day's budget from which ``recommended``'s budget sheds (``BudgetShed``), and
+its alarm."""
 
 
 def recommended(
@@ -657,6 +683,7 @@ def recommended(
         DailyCap(10, tz=tz),
         PhoneRate("1/minute;5/hour"),
         IPThrottle("20/hour", per_verified=1.0, challenge=challenge),
+        PhoneRate("5/day", name=NUMBER_DAY),
         LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
@@ -665,19 +692,21 @@ def recommended(
         ChallengeCap("country", 100, per_verified=0.1),
     ]
     if daily_budget is not None:
-        policies.append(SpendCap(daily_budget, prices=prices, shed=SHED, tz=tz))
+        spend = SpendCap(daily_budget, prices=prices, alarm=SHED, tz=tz)
+        policies += [spend, BudgetShed(spend, SHED, challenge=challenge)]
     return policies
 
 
 class Defences(NamedTuple):
     """The pumping defences that flat settings build (``settings_defences``), each in its place
     among the provider rules: ``countries`` after the lists, ``content`` before the rules,
-    ``unverified`` after them, ``spend`` last."""
+    ``unverified`` after them, ``spend`` and its ``shed`` last."""
 
     countries: Countries | None
     content: ContentRules | None
     unverified: list[Policy]
     spend: SpendCap | None
+    shed: BudgetShed | None = None
 
 
 def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defences:
@@ -705,8 +734,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
                 daily_messages=messages,
                 prices=prices,
                 default_price=read.number("DEFAULT_PRICE", 0.05),
-                alarm=read.number("BUDGET_ALARM", 0.8),
-                shed=SHED if whole else None,
+                alarm=read.number("BUDGET_ALARM", SHED if whole else 0.8),
                 tz=tz,
                 shadow="spend" in shadows,
             )
@@ -721,11 +749,21 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
     content.shadow = content.name in shadows
-    scopes = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
+    scopes = [
+        p
+        for p in rest
+        if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)
+        or (isinstance(p, PhoneRate) and p.name == NUMBER_DAY)
+    ]
     for cap in scopes:
         cap.shadow = cap.name in shadows
     unverified: list[Policy] = list(scopes)
-    return Defences(countries, content, unverified, spend)
+    shed = None
+    if spend is not None:
+        shed = BudgetShed(
+            spend, SHED, challenge=read.boolean("UNVERIFIED_CHALLENGE", True), shadow="budget_shed" in shadows
+        )
+    return Defences(countries, content, unverified, spend, shed)
 
 
 def _epoch(when: float | date | str | None) -> float | None:
