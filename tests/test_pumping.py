@@ -312,9 +312,14 @@ def test_learned_range_counts_a_number_once_a_day_and_remembers_a_week(
     assert guard.check(f"{GB_RANGE}0007").allowed, "a week on, the range starts again"
 
 
-def test_every_scope_counts_a_number_once_a_day(make_guard: Callable[..., Guard], clock: Clock) -> None:
+def test_a_country_counts_a_number_once_a_day_a_network_every_code(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
     """A country's room counts numbers, not codes: one number asking three times (a bombing's
-    victim, a person whose code is late) is one, and its fourth code that day is refused."""
+    victim, a person whose code is late) is one, and its fourth code that day is refused. A
+    network's counts every code (an operator pumping its own numbers over and over)."""
+    network = make_guard([LearnedCap("network", floor=2, ceiling=100)], default_region="GB")
+    assert [network.check(f"{GB_RANGE}0001").allowed for _ in range(3)] == [True, True, False]
     cap = LearnedCap("country", floor=2, per_number=3, ceiling=100, challenge=True)
     guard = make_guard([cap], default_region="GB")
     first = f"{GB_RANGE}0001"
@@ -337,7 +342,7 @@ def test_recommended_a_number_gets_five_codes_a_day_whatever_it_solves(
         if d.kind == "challenge":
             d = guard.check(victim, challenge_passed=True, **ask)
         sent += d.allowed
-    assert sent == 5, "3, then 2 more with a challenge each"
+    assert sent == 5, "3, then 2 more with a challenge each, and no more whatever it solves"
     assert guard.check(victim, content="x", challenge_passed=True).policy == "number_day"
 
 

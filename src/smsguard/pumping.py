@@ -206,10 +206,11 @@ class LearnedCap:
     """Room for codes in one scope (``by="range"``, ``"network"`` or ``"country"``) that follows
     the scope's own history of codes sent and codes entered (verifications, ``Guard.verified``).
 
-    Every number sent a code in the scope counts once a day, known numbers too (its own further
-    codes, up to ``per_number`` a day, pass: a person asking again is one person, and so is a
-    bombing's victim), and every verification in it earns room, once per number per day (a
-    number verified ten times earns once). Over a sliding
+    Every code sent in the scope counts, known numbers' too (in a range or a country, each number
+    once a day: its own further codes, up to ``per_number`` a day, pass, for a person asking
+    again is one person, and so is a bombing's victim; a network counts every code, for a
+    complicit operator pumps its own numbers over and over), and every verification in it earns
+    room, once per number per day (a number verified ten times earns once). Over a sliding
     ``window`` (a day; a week for a range) the scope may send ``floor + per_verified *
     (numbers verified)`` codes: room shrinks to ``floor`` while codes go unentered and grows as
     they are entered. A ceiling bounds it whatever the conversion, relative to the scope's own
@@ -293,9 +294,14 @@ class LearnedCap:
         log = key(name, scope)
         earned = key(name, scope, "earned", f"{window:g}")
         weeks = key(name, scope, "earned", f"{WEEK:g}")
-        # The number's own codes today: its first counts in the scope, the rest pass.
-        unless = key(name, scope, "number", attempt.phone_id)
-        found = [Counter(unless, self.per_number, now + DAY, window=DAY)]
+        unless = None
+        found: list[Counter] = []
+        if self.by != "network":
+            # The number's own codes today: its first counts in the range or country, the rest
+            # pass (a person asking again is one person, and so is a bombing's victim). A network
+            # counts codes: an operator earns per code, and pumps its own numbers over and over.
+            unless = key(name, scope, "number", attempt.phone_id)
+            found.append(Counter(unless, self.per_number, now + DAY, window=DAY))
         found.append(
             Counter(
                 key(name, scope, "room"),
@@ -651,7 +657,7 @@ class ContentRules:
 
 NUMBER_DAY: Final = "number_day"
 """``recommended``'s own rate per number, which no challenge lifts: 5 codes a day, not the
-provider's 10 (a real user needs 1 to 3: past 3 a ``LearnedCap`` asks for a challenge)."""
+provider's 10 (a real user needs 1 to 3: past 3 a range or country asks for a challenge)."""
 SHED: Final = 0.5
 """The share of the day's budget from which ``recommended``'s budget sheds (``BudgetShed``), and
 its alarm."""
@@ -682,7 +688,7 @@ def recommended(
         SameContent(),
         DailyCap(10, tz=tz),
         PhoneRate("1/minute;5/hour"),
-        IPThrottle("20/hour", per_verified=1.0, challenge=challenge),
+        IPThrottle("20/hour", per_verified=2.0, challenge=challenge),
         PhoneRate("5/day", name=NUMBER_DAY),
         LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
