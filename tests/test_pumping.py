@@ -203,6 +203,10 @@ def test_the_budget_sheds_unproven_sends_in_low_conversion_countries_first(
         "unavailable",
     )
     assert guard.check(known).allowed, "a known number is served"
+    usage = guard.status(block(1, 50)[0])
+    assert [(u.policy, u.unit, u.limit) for u in usage if u.policy == "budget_shed"] == [
+        ("budget_shed", "$", 0.08)
+    ], "Latvia's room as status shows it: 2 codes, in dollars (without its earnings)"
     # Britain: 6 codes so far against 2 + 6: two more, then it is held too.
     assert [guard.check(n).allowed for n in london[6:9]] == [True, True, False]
     # The hard stop: $0.64 spent; nine more codes to the known number make $1.00, then none.

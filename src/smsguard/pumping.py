@@ -596,6 +596,10 @@ class BudgetShed:
             ),
         )
 
+    def unit(self, counter: Counter) -> tuple[str, int]:
+        """What ``counter`` counts, as ``status`` shows it: dollars under a money budget."""
+        return ("$", UNITS) if self.spend.daily_budget is not None else ("", 1)
+
     def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
         """The number known for ``trust`` seconds, and verified today in its country (once)."""
         _, end, day = self._days(now)
