@@ -11,6 +11,7 @@ import pytest
 from conftest import Clock
 
 from smsguard import (
+    BudgetShed,
     ChallengeCap,
     ConfigError,
     ContentRules,
@@ -174,6 +175,56 @@ def test_spend_cap_messages_money_and_one_alarm(make_guard: Callable[..., Guard]
     assert guard.check(LONDON).allowed, "a new day, a new budget"
 
 
+def test_the_budget_sheds_unproven_sends_in_low_conversion_countries_first(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """Issue 22, item 6: below the shedding line every send passes; past it a country's codes to
+    unknown numbers today are held to 2 codes plus 1 per number verified there today, known
+    numbers pass, and the hard stop comes only at the end of the budget."""
+    events: list[Event] = []
+    spend = SpendCap(1.00, prices={"GB": 0.04, "LV": 0.04}, alarm=0.5)
+    guard = make_guard([spend, BudgetShed(spend, 0.5, floor=2, per_verified=1.0)], listeners=[events.append])
+    known = block(1, 99)[0]
+    assert guard.check(known).allowed
+    guard.verified(known)  # Latvia: one number verified today
+    london = [f"+4474001234{i:02d}" for i in range(9)]
+    for number in london[:6]:
+        assert guard.check(number).allowed
+        guard.verified(number)  # Britain: every code entered
+    # Six Latvian codes nobody enters: over Latvia's room (2 + 1), but the line is not reached.
+    assert [guard.check(n).allowed for n in block(6)] == [True] * 6
+    lines = [e.detail for e in events if e.kind == "budget_alarm"]
+    assert lines == ["spend: $0.52 of $1.00 today"], "the alarm at the line"
+    shed = guard.check(block(1, 50)[0])
+    assert (shed.allowed, shed.reason, shed.policy, shed.kind) == (
+        False,
+        "budget",
+        "budget_shed",
+        "unavailable",
+    )
+    assert guard.check(known).allowed, "a known number is served"
+    usage = guard.status(block(1, 50)[0])
+    assert [(u.policy, u.unit, u.limit) for u in usage if u.policy == "budget_shed"] == [
+        ("budget_shed", "$", 0.08)
+    ], "Latvia's room as status shows it: 2 codes, in dollars (without its earnings)"
+    # Britain: 6 codes so far against 2 + 6: two more, then it is held too.
+    assert [guard.check(n).allowed for n in london[6:9]] == [True, True, False]
+    # The hard stop: $0.64 spent; nine more codes to the known number make $1.00, then none.
+    assert all(guard.check(known).allowed for _ in range(9))
+    assert (guard.check(known).reason, guard.check(known).policy) == ("budget", "spend")
+    clock.advance(86400)
+    assert guard.check(block(1, 60)[0]).allowed, "a new day: nothing is shed below the line"
+
+
+def test_a_shed_that_challenges_lets_a_solved_challenge_through(make_guard: Callable[..., Guard]) -> None:
+    spend = SpendCap(daily_messages=10)
+    guard = make_guard([spend, BudgetShed(spend, 0.3, floor=1, challenge=True)])
+    assert all(guard.check(n).allowed for n in block(3))  # the line: 3 of 10 messages
+    shed = guard.check(block(1, 3)[0])
+    assert (shed.reason, shed.kind, shed.policy) == ("budget", "challenge", "budget_shed")
+    assert guard.check(block(1, 3)[0], challenge_passed=True).allowed
+
+
 def test_spend_cap_counts_messages(make_guard: Callable[..., Guard]) -> None:
     guard = make_guard([SpendCap(daily_messages=2)])
     assert [guard.check(n).allowed for n in block(3)] == [True, True, False]
@@ -199,6 +250,8 @@ def test_bad_settings_say_why() -> None:
         Countries(allow=["XX"])
     with pytest.raises(ConfigError, match="needs a daily_budget"):
         SpendCap()
+    with pytest.raises(ConfigError, match="share of the budget"):
+        BudgetShed(SpendCap(10.0), 1.0)
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         UnverifiedCap(learn_until="soon")
 
@@ -261,6 +314,40 @@ def test_learned_range_counts_a_number_once_a_day_and_remembers_a_week(
     assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (4, 5, 6)] == [True, True, False]
     clock.advance(7 * 86400 + 1)
     assert guard.check(f"{GB_RANGE}0007").allowed, "a week on, the range starts again"
+
+
+def test_a_country_counts_a_number_once_a_day_a_network_every_code(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A country's room counts numbers, not codes: one number asking three times (a bombing's
+    victim, a person whose code is late) is one, and its fourth code that day is refused. A
+    network's counts every code (an operator pumping its own numbers over and over)."""
+    network = make_guard([LearnedCap("network", floor=2, ceiling=100)], default_region="GB")
+    assert [network.check(f"{GB_RANGE}0001").allowed for _ in range(3)] == [True, True, False]
+    cap = LearnedCap("country", floor=2, per_number=3, ceiling=100, challenge=True)
+    guard = make_guard([cap], default_region="GB")
+    first = f"{GB_RANGE}0001"
+    assert [guard.check(first).allowed for _ in range(4)] == [True, True, True, False]
+    assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (2, 3)] == [True, False]
+    clock.advance(86401)
+    assert guard.check(f"{GB_RANGE}0003").allowed, "a day on"
+
+
+def test_recommended_a_number_gets_five_codes_a_day_whatever_it_solves(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    guard = make_guard(recommended(["GB"]), default_region="GB")
+    victim = f"{GB_RANGE}0009"
+    sent = 0
+    for i in range(12):
+        clock.advance(3600)
+        ask = {"content": f"Your code is {i}", "ip": f"203.0.113.{i}"}
+        d = guard.check(victim, **ask)
+        if d.kind == "challenge":
+            d = guard.check(victim, challenge_passed=True, **ask)
+        sent += d.allowed
+    assert sent == 5, "3, then 2 more with a challenge each, and no more whatever it solves"
+    assert guard.check(victim, content="x", challenge_passed=True).policy == "number_day"
 
 
 def test_learned_ceiling_follows_the_week_of_verifications(

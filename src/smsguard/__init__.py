@@ -36,6 +36,7 @@ from smsguard.policies import (
     Whitelist,
 )
 from smsguard.pumping import (
+    BudgetShed,
     ChallengeCap,
     ContentRules,
     Countries,
@@ -66,6 +67,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "Blacklist",
+    "BudgetShed",
     "ChallengeCap",
     "Change",
     "CodeCheck",

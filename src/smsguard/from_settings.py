@@ -124,6 +124,8 @@ def settings_policies(read: Settings) -> list[Policy]:
     policies += defences.unverified
     if defences.spend is not None:
         policies.append(defences.spend)
+    if defences.shed is not None:
+        policies.append(defences.shed)
     unknown = shadows - {p.name for p in policies}
     if unknown:
         raise ConfigError(

@@ -83,6 +83,12 @@ class Counter(NamedTuple):
     written again under the same member replaces the first (it lives on to the new expiry), so
     a key counts each member once: a verification earns once per number. None: the Record's
     token, a new mark each time."""
+    gate: str | None = None
+    """Another counter's own key, earlier in the same job and alone in its group (a sum: the
+    day's spend): this counter is checked only once that one counts ``gate_at`` or more before
+    this attempt. Below it, it is taken all the same, never full: a budget that sheds, past a
+    share of the day's spend, the sends a scope's own count holds."""
+    gate_at: int = 0
 
 
 class Flag(NamedTuple):

@@ -214,7 +214,7 @@ def sent_log(phone_id: str) -> str:
 _new = tuple.__new__
 _COUNTER_FIELDS: Final = (
     "key", "limit", "expires_at", "shadow", "unless", "earn", "per_earned", "amount", "window", "since",
-    "log", "match", "member",
+    "log", "match", "member", "gate", "gate_at",
 )  # fmt: skip
 if Counter._fields != _COUNTER_FIELDS:  # pragma: no cover - a change of Counter not followed here
     raise ImportError(f"smsguard.policies builds Counters as {_COUNTER_FIELDS}, not {Counter._fields}")
@@ -256,7 +256,7 @@ class SameContent:
                     self.limit, now + window, 0, None, None, 0.0, 0, window, None,
                     _SENT_HEAD + phone_id + _SENT_TAIL,
                     content_id,
-                    None,
+                    None, None, 0,
                 ),
             ),
         )  # fmt: skip
@@ -290,7 +290,7 @@ class DailyCap:
                 Counter,
                 (
                     head + phone_id + tail, self.limit, end, 0, None, None, 0.0, 0, None, start,
-                    _SENT_HEAD + phone_id + _SENT_TAIL, None, None,
+                    _SENT_HEAD + phone_id + _SENT_TAIL, None, None, None, 0,
                 ),
             ),
         )  # fmt: skip
@@ -327,6 +327,8 @@ class _Rates:
                 log,
                 None,
                 None,
+                None,
+                0,
             )
             counters.append(_new(Counter, c))
         return tuple(counters)

@@ -12,6 +12,7 @@ Every policy here is decided in the decision's single backend step, all or none,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
@@ -206,7 +207,10 @@ class LearnedCap:
     """Room for codes in one scope (``by="range"``, ``"network"`` or ``"country"``) that follows
     the scope's own history of codes sent and codes entered (verifications, ``Guard.verified``).
 
-    Every code sent in the scope counts, known numbers' too, and every verification in it earns
+    Every code sent in the scope counts, known numbers' too (in a range or a country, each number
+    once a day: its own further codes, up to ``per_number`` a day, pass, for a person asking
+    again is one person, and so is a bombing's victim; a network counts every code, for a
+    complicit operator pumps its own numbers over and over), and every verification in it earns
     room, once per number per day (a number verified ten times earns once). Over a sliding
     ``window`` (a day; a week for a range) the scope may send ``floor + per_verified *
     (numbers verified)`` codes: room shrinks to ``floor`` while codes go unentered and grows as
@@ -216,9 +220,8 @@ class LearnedCap:
     and the bare ceiling hold from the first code on (DESIGN.md semantics 19); what is learned
     only widens them, by conversions that were made.
 
-    ``by="range"`` (the number without its last ``digits`` digits) counts each number once a
-    day (its own further codes, up to ``per_number`` a day, pass: a person asking again is one
-    person) and holds a week's memory: a range whose codes go unentered stays shut for a week.
+    ``by="range"`` (the number without its last ``digits`` digits) holds a week's memory: a
+    range whose codes go unentered stays shut for a week.
     ``by="country"`` with ``fresh`` adds one budget shared by the ranges with no verification in
     the last ``trust`` seconds: at most ``fresh + per_verified * (numbers verified in the
     country that day)`` codes a day go to never-proven ranges, instead of each range having a
@@ -294,8 +297,10 @@ class LearnedCap:
         weeks = key(name, scope, "earned", f"{WEEK:g}")
         unless = None
         found: list[Counter] = []
-        if self.by == "range":
-            # The number's own codes today: its first counts in the range, the rest pass.
+        if self.by != "network":
+            # The number's own codes today: its first counts in the range or country, the rest
+            # pass (a person asking again is one person, and so is a bombing's victim). A network
+            # counts codes: an operator earns per code, and pumps its own numbers over and over.
             unless = key(name, scope, "number", attempt.phone_id)
             found.append(Counter(unless, self.per_number, now + DAY, window=DAY))
         found.append(
@@ -452,6 +457,9 @@ class SpendCap:
     unavailable: a 503). When a day's spend first reaches ``alarm`` of the budget (or of the
     messages), the guard emits a ``budget_alarm`` event, once.
 
+    ``BudgetShed`` after it sheds unproven sends in low-conversion countries before the hard
+    stop.
+
     A refund does not give spend back: the count is of codes the guard let through.
     """
 
@@ -493,14 +501,22 @@ class SpendCap:
     def review(self, attempt: Attempt, now: float) -> Review:
         _, end, day = self._days(now)
         found = []
+        price = self.price(attempt.region)
         if self.daily_messages is not None:
             found.append(Counter(key(self.name, "all", "messages", day), self.daily_messages, end, amount=1))
         if self.daily_budget is not None:
             budget = round(self.daily_budget * UNITS)
-            found.append(
-                Counter(key(self.name, "all", "money", day), budget, end, amount=self.price(attempt.region))
-            )
+            found.append(Counter(key(self.name, "all", "money", day), budget, end, amount=price))
         return found
+
+    def spent(self, now: float) -> tuple[str, int]:
+        """The key and limit of the day's money counter (else of its messages) at ``now``: what
+        a ``BudgetShed`` reads."""
+        _, _, day = self._days(now)
+        if self.daily_budget is not None:
+            return key(self.name, "all", "money", day), round(self.daily_budget * UNITS)
+        assert self.daily_messages is not None
+        return key(self.name, "all", "messages", day), self.daily_messages
 
     def unit(self, counter: Counter) -> tuple[str, int]:
         """What ``counter`` counts, as ``status`` shows it: (``"$"``, ``UNITS`` to a dollar) for
@@ -516,6 +532,83 @@ class SpendCap:
         if ":money:" in counter.key:
             return f"{self.name}: ${spent / UNITS:,.2f} of ${counter.limit / UNITS:,.2f} today"
         return f"{self.name}: {spent:,} of {counter.limit:,} messages today"
+
+
+class BudgetShed:
+    """The budget sheds before it stops: from ``share`` of the day's spend of ``spend`` (a
+    ``SpendCap`` before it in the guard's policies) on, a code to a number not verified in the
+    last ``trust`` seconds is refused in a country whose codes to such numbers that day cost more
+    than ``floor`` codes plus ``per_verified`` codes per number verified there that day
+    (``Guard.verified``): the countries whose codes go unentered are shed first, while known
+    numbers and countries whose users enter their codes are served up to the hard stop. Below
+    the line it only counts. With ``challenge=True`` its refusal is of kind ``challenge`` (a
+    CAPTCHA lifts it; the ``ChallengeCap``s and the hard stop still hold), else a 503. Reason
+    ``budget``."""
+
+    reason = codes.BUDGET
+
+    def __init__(
+        self,
+        spend: SpendCap,
+        share: float = 0.5,
+        *,
+        floor: int = 10,
+        per_verified: float = 1.5,
+        trust: float = 30 * DAY,
+        challenge: bool = False,
+        name: str = "budget_shed",
+        shadow: bool = False,
+    ) -> None:
+        if not 0 < share < 1:
+            raise ConfigError(f"BudgetShed share is a share of the budget, within (0, 1), not {share!r}")
+        if per_verified < 0:
+            raise ConfigError(f"BudgetShed per_verified must not be negative, not {per_verified!r}")
+        positive("floor", floor)
+        positive("trust", trust)
+        self.spend, self.share, self.floor, self.per_verified, self.trust = (
+            spend,
+            share,
+            floor,
+            per_verified,
+            trust,
+        )
+        self.kind = codes.CHALLENGE if challenge else codes.UNAVAILABLE
+        self.name, self.shadow = name, shadow
+        self._days = spend._days
+
+    def review(self, attempt: Attempt, now: float) -> Review:
+        _, end, day = self._days(now)
+        region = attempt.region or NO_COUNTRY
+        price = self.spend.price(attempt.region) if self.spend.daily_budget is not None else 1
+        line, limit = self.spend.spent(now)
+        # The country's codes to unknown numbers today, checked once the day's spend reaches the
+        # line. Every key under one hash tag: the spend's.
+        return (
+            Counter(
+                key(self.spend.name, "all", "shed", region, day),
+                self.floor * price,
+                end,
+                amount=price,
+                unless=key(self.spend.name, "all", "known", attempt.phone_id),
+                earn=key(self.spend.name, "all", "verified", region, day),
+                per_earned=self.per_verified * price,
+                gate=line,
+                gate_at=math.ceil(self.share * limit),
+            ),
+        )
+
+    def unit(self, counter: Counter) -> tuple[str, int]:
+        """What ``counter`` counts, as ``status`` shows it: dollars under a money budget."""
+        return ("$", UNITS) if self.spend.daily_budget is not None else ("", 1)
+
+    def on_verified(self, attempt: Attempt, now: float) -> Sequence[Counter]:
+        """The number known for ``trust`` seconds, and verified today in its country (once)."""
+        _, end, day = self._days(now)
+        region = attempt.region or NO_COUNTRY
+        return (
+            Counter(key(self.spend.name, "all", "known", attempt.phone_id), 1, now + self.trust, member="k"),
+            Counter(key(self.spend.name, "all", "verified", region, day), 1, end, member=attempt.phone_id),
+        )
 
 
 _LINK: Final = re.compile(
@@ -567,6 +660,14 @@ class ContentRules:
         return ()
 
 
+NUMBER_DAY: Final = "number_day"
+"""``recommended``'s own rate per number, which no challenge lifts: 5 codes a day, not the
+provider's 10 (a real user needs 1 to 3: past 3 a range or country asks for a challenge)."""
+SHED: Final = 0.5
+"""The share of the day's budget from which ``recommended``'s budget sheds (``BudgetShed``), and
+its alarm."""
+
+
 def recommended(
     serve: Iterable[str],
     *,
@@ -581,7 +682,8 @@ def recommended(
     (an address earns room as codes are entered from it), room per range, network and country
     that follows each one's own codes sent and entered (``LearnedCap``, challenging where the
     app can ask for a CAPTCHA), the tier above the challenge (``ChallengeCap``), and the daily
-    budget if given. ``learn_until`` is accepted for the earlier sets and changes nothing: the
+    budget if given, shedding unproven sends in low-conversion countries from half of it on.
+    ``learn_until`` is accepted for the earlier sets and changes nothing: the
     floors enforce from the first code on. See the README's pumping section."""
     _epoch(learn_until)  # a bad day is a ConfigError all the same
     policies: list[Policy] = [
@@ -591,7 +693,8 @@ def recommended(
         SameContent(),
         DailyCap(10, tz=tz),
         PhoneRate("1/minute;5/hour"),
-        IPThrottle("20/hour", per_verified=1.0, challenge=challenge),
+        IPThrottle("20/hour", per_verified=2.0, challenge=challenge),
+        PhoneRate("5/day", name=NUMBER_DAY),
         LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
@@ -600,19 +703,21 @@ def recommended(
         ChallengeCap("country", 100, per_verified=0.1),
     ]
     if daily_budget is not None:
-        policies.append(SpendCap(daily_budget, prices=prices, tz=tz))
+        spend = SpendCap(daily_budget, prices=prices, alarm=SHED, tz=tz)
+        policies += [spend, BudgetShed(spend, SHED, challenge=challenge)]
     return policies
 
 
 class Defences(NamedTuple):
     """The pumping defences that flat settings build (``settings_defences``), each in its place
     among the provider rules: ``countries`` after the lists, ``content`` before the rules,
-    ``unverified`` after them, ``spend`` last."""
+    ``unverified`` after them, ``spend`` and its ``shed`` last."""
 
     countries: Countries | None
     content: ContentRules | None
     unverified: list[Policy]
     spend: SpendCap | None
+    shed: BudgetShed | None = None
 
 
 def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defences:
@@ -640,7 +745,7 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
                 daily_messages=messages,
                 prices=prices,
                 default_price=read.number("DEFAULT_PRICE", 0.05),
-                alarm=read.number("BUDGET_ALARM", 0.8),
+                alarm=read.number("BUDGET_ALARM", SHED if whole else 0.8),
                 tz=tz,
                 shadow="spend" in shadows,
             )
@@ -655,11 +760,21 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
         )
     content = next(p for p in rest if isinstance(p, ContentRules))
     content.shadow = content.name in shadows
-    scopes = [p for p in rest if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)]
+    scopes = [
+        p
+        for p in rest
+        if isinstance(p, UnverifiedCap | LearnedCap | ChallengeCap)
+        or (isinstance(p, PhoneRate) and p.name == NUMBER_DAY)
+    ]
     for cap in scopes:
         cap.shadow = cap.name in shadows
     unverified: list[Policy] = list(scopes)
-    return Defences(countries, content, unverified, spend)
+    shed = None
+    if spend is not None:
+        shed = BudgetShed(
+            spend, SHED, challenge=read.boolean("UNVERIFIED_CHALLENGE", True), shadow="budget_shed" in shadows
+        )
+    return Defences(countries, content, unverified, spend, shed)
 
 
 def _epoch(when: float | date | str | None) -> float | None:

@@ -14,6 +14,7 @@ from smsguard import attempt as codes
 from smsguard.plan import (
     Change,
     CodeState,
+    Counter,
     Forget,
     Guess,
     Issue,
@@ -91,14 +92,24 @@ class MemoryBackend:
             plain = True  # every counter a log of hits, none passed over: all are taken
             for i, counter in enumerate(counters):
                 limit = counter.limit
-                if counter.amount or counter.unless is not None or counter.earn is not None:
+                checked = True
+                if (
+                    counter.amount
+                    or counter.unless is not None
+                    or counter.earn is not None
+                    or counter.gate is not None
+                ):
                     plain = False
                     if counter.unless is not None and self._live(counter.unless, now):
                         counts.append(-1)  # passed over
                         continue
+                    if counter.earn is not None:
+                        limit += int(counter.per_earned * len(self._live(counter.earn, now)))
+                    if counter.gate is not None:
+                        checked = _gate(counters, counts, counter) >= counter.gate_at
                     if counter.amount:  # a sum: all of it expires at the end of its period
                         n = self._sum(counter.key, now)
-                        if n + counter.amount > limit:
+                        if checked and n + counter.amount > limit:
                             if counter.shadow:
                                 shadowed.append(len(flags) + i)
                             else:
@@ -107,8 +118,6 @@ class MemoryBackend:
                                 waits[i] = counter.expires_at - now
                         counts.append(n)
                         continue
-                    if counter.earn is not None:
-                        limit += int(counter.per_earned * len(self._live(counter.earn, now)))
                 entries = hits.get(counter.key)  # _live, inlined
                 if entries is None:
                     counts.append(0)
@@ -121,7 +130,7 @@ class MemoryBackend:
                     counts.append(0)
                     continue
                 n = len(live)
-                if n >= limit:
+                if checked and n >= limit:
                     if counter.shadow:
                         shadowed.append(len(flags) + i)
                     else:
@@ -428,3 +437,11 @@ def _trimmed(entries: list[float], now: float) -> list[float]:
     if entries and entries[0] <= now:
         del entries[: bisect_right(entries, now)]
     return entries
+
+
+def _gate(counters: Sequence[Counter], counts: list[int], counter: Counter) -> int:
+    """The count (before this attempt) of the earlier counter whose key is ``counter.gate``."""
+    for earlier, n in zip(counters, counts, strict=False):
+        if earlier.key == counter.gate:
+            return n
+    raise ValueError(f"{counter.key!r}: its gate {counter.gate!r} is no earlier counter of the job")

@@ -172,6 +172,7 @@ class Wire:
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         order: list[int] = []
         alone: dict[str, int] = {}  # the key of a counter alone in its group -> its place (from 1)
+        sums: dict[str, int] = {}  # the key of a sum -> its place (from 1): a gate
         for name, tag, members in groups:
             keys.append(prefix + name)
             head = len(args)
@@ -187,7 +188,7 @@ class Wire:
                 score = _score(bound)
                 least = min(least, (bound, score))
                 last = max(last, c.expires_at)
-                if c.shadow or c.amount or c.unless is not None or c.earn is not None:
+                if c.shadow or c.amount or c.unless is not None or c.earn is not None or c.gate:
                     marks = []
                     for mark in (c.unless, c.earn):
                         if mark is None:
@@ -201,6 +202,11 @@ class Wire:
                     spec: Any = (
                         f"{limit} {c.shadow} {match} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
                     )
+                    if c.gate is not None:  # checked from the gate's count on: 'g<place>:<count>'
+                        gate = sums.get(c.gate, alone.get(c.gate))
+                        if gate is None:
+                            raise BackendError(f"{c.key!r}: its gate {c.gate!r} is no earlier counter alone")
+                        spec += f" g{gate}:{c.gate_at}"
                 elif c.match is not None:
                     spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
                 else:
@@ -208,6 +214,8 @@ class Wire:
                 args += (spec, score)
                 if len(members) == 1 and name == c.key and not c.amount:
                     alone[name] = place
+                elif c.amount:
+                    sums[name] = place
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
             args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
             order += members

@@ -31,7 +31,9 @@
 --       per_earned amount": shadow group (0: enforcing), match (1: it counts by the tag), the
 --       KEYS indexes of unless and earn (0: none; an unless below 0: minus the place, from 1,
 --       of an earlier counter alone in its group, passed over while that one counts a hit), and
---       amount (0: a log; else a sum, alone in its group, each attempt adding amount).
+--       amount (0: a log; else a sum, alone in its group, each attempt adding amount); and
+--       perhaps a gate, "g<place>:<count>": checked only once the earlier counter at that place
+--       counts that many (a budget's spend), else taken all the same, never full.
 -- Reply: {flag, n, count..., [frees...], shadowed...}: flag is the 0-based index of the first
 --        enforcing flag set, or -1 (then no count follows); a count per counter (its live hits
 --        before this attempt; -1 for one passed over: its unless key holds a live mark); when
@@ -212,7 +214,7 @@ for g = 1, ngroups do
   for b = a + 4, a + 2 + 2 * n, 2 do
     j = j + 1
     local spec, bound = ARGV[b], ARGV[b + 1]
-    local limit, tag, amount = tonumber(spec), nil, nil
+    local limit, tag, amount, gated = tonumber(spec), nil, nil, false
     if not limit then
       local group, match, unless, earn, per
       limit, group, match, unless, earn, per, amount = string.match(spec, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
@@ -234,6 +236,10 @@ for g = 1, ngroups do
         limit = (limit < 0 and -1 or 1) * (math.abs(limit) + math.floor(tonumber(per) * earned))
       end
       tags[j] = tag
+      local place, level = string.match(spec, ' g(%d+):(%d+)$') -- checked from an earlier count on
+      if limit and place and reply[2 + tonumber(place)] < tonumber(level) then
+        gated = true
+      end
     elseif limit % 1 ~= 0 then -- a limit and a half: it counts the hits with the group's tag
       limit = limit < 0 and limit + 0.5 or limit - 0.5
       tag = ARGV[a + 3]
@@ -293,7 +299,7 @@ for g = 1, ngroups do
     end
     r = r + 1
     reply[r] = count
-    if over then
+    if over and not gated then
       if groups[j] then
         full[groups[j]] = true
         shadowed[#shadowed + 1] = nflags + j - 1
