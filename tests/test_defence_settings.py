@@ -124,8 +124,8 @@ def test_recommended_without_countries_serves_all_but_refuses_number_types() -> 
     ("settings", "named"),
     [
         ({"COUNTRIES": "GB,Narnia"}, "SMSGUARD_COUNTRIES"),
-        ({"COUNTRIES": "GB", "PRICES": "GB=cheap"}, "SMSGUARD_PRICES"),
-        ({"COUNTRIES": "GB", "PRICES": "GB"}, "SMSGUARD_PRICES"),
+        ({"COUNTRIES": "GB", "DAILY_BUDGET": "5", "PRICES": "GB=cheap"}, "SMSGUARD_PRICES"),
+        ({"COUNTRIES": "GB", "DAILY_BUDGET": "5", "PRICES": "GB"}, "SMSGUARD_PRICES"),
         ({"COUNTRIES": "GB", "DAILY_BUDGET": "-5"}, "SMSGUARD_DAILY_BUDGET"),
         ({"COUNTRIES": "GB", "DAILY_BUDGET": "5", "BUDGET_ALARM": "2"}, "SMSGUARD_BUDGET_ALARM"),
         ({"COUNTRIES": "GB", "COUNTRY_CAPS": "GB=1.5"}, "SMSGUARD_COUNTRY_CAPS"),
@@ -144,6 +144,33 @@ def test_a_misspelt_key_names_the_nearest() -> None:
         Guard.from_settings({"SMSGUARD_COUNTRY": "GB"})
     with pytest.raises(ConfigError, match="did you mean SMSGUARD_DAILY_BUDGET"):
         Guard.from_settings({"SMSGUARD_DAILY_BUGDET": "5"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"PRICES": "GB=0.04"}, "SMSGUARD_PRICES has no effect without SMSGUARD_DAILY_BUDGET or"),
+        ({"DEFAULT_PRICE": "0.1"}, "SMSGUARD_DEFAULT_PRICE has no effect without SMSGUARD_DAILY_BUDGET"),
+        ({"BUDGET_ALARM": "0.5", "RECOMMENDED": True}, "SMSGUARD_BUDGET_ALARM has no effect without"),
+        ({"LEARN_UNTIL": "2026-01-01"}, "SMSGUARD_LEARN_UNTIL has no effect without SMSGUARD_RECOMMENDED"),
+        (
+            {"UNVERIFIED_CHALLENGE": False, "LEARN_UNTIL": "2026-01-01"},
+            "SMSGUARD_LEARN_UNTIL, SMSGUARD_UNVERIFIED_CHALLENGE have no effect without SMSGUARD_RECOMMENDED",
+        ),
+    ],
+)
+def test_a_key_that_does_nothing_alone_is_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        built(COUNTRIES="GB", **settings)
+
+
+def test_those_keys_wait_while_their_policy_is_off() -> None:
+    """A 0 budget or RECOMMENDED=False turns the policy off on purpose: its details may stay."""
+    off = {"DAILY_BUDGET": 0, "PRICES": "GB=0.04", "RECOMMENDED": False, "LEARN_UNTIL": "2026-01-01"}
+    guard = built(COUNTRIES="GB", **off)
+    assert not any(isinstance(p, SpendCap | LearnedCap) for p in guard.policies)
+    guard = built(COUNTRIES="GB", DAILY_MESSAGES=100, PRICES="GB=0.04")
+    assert any(isinstance(p, SpendCap) for p in guard.policies)
 
 
 # -- no country list: said once, loudly -------------------------------------------------------

@@ -726,7 +726,12 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
     ``DEFAULT_PRICE``, ``BUDGET_ALARM``), and with ``RECOMMENDED`` the rest of
     ``recommended(...)`` (its ``ContentRules``, ``LearnedCap``s and ``ChallengeCap``s, taken from it, so that
     settings build what code would; ``Countries`` then allows every region if ``COUNTRIES`` is
-    absent, refusing the number types as ever)."""
+    absent, refusing the number types as ever). The keys that only shape another's policy
+    (``PRICES``... without ``DAILY_BUDGET`` or ``DAILY_MESSAGES``, ``LEARN_UNTIL`` and
+    ``UNVERIFIED_CHALLENGE`` without ``RECOMMENDED``) are a ConfigError when that key is absent:
+    they would do nothing (given as 0 or False, the policy is off and they wait)."""
+    _needs(read, ("PRICES", "DEFAULT_PRICE", "BUDGET_ALARM"), ("DAILY_BUDGET", "DAILY_MESSAGES"))
+    _needs(read, ("LEARN_UNTIL", "UNVERIFIED_CHALLENGE"), ("RECOMMENDED",))
     whole = read.boolean("RECOMMENDED", False)
     serve = read.strings("COUNTRIES") or None
     caps = read.integer_table("COUNTRY_CAPS")
@@ -775,6 +780,18 @@ def settings_defences(read: Settings, tz: str, shadows: Collection[str]) -> Defe
             spend, SHED, challenge=read.boolean("UNVERIFIED_CHALLENGE", True), shadow="budget_shed" in shadows
         )
     return Defences(countries, content, unverified, spend, shed)
+
+
+def _needs(read: Settings, names: tuple[str, ...], needs: tuple[str, ...]) -> None:
+    """A ConfigError if a key of ``names`` is set and none of ``needs`` is: it would do nothing."""
+    given = [n for n in names if n in read]
+    if given and not any(n in read for n in needs):
+        named = ", ".join(read.key(n) for n in given)
+        raise ConfigError(
+            f"{named} {'has' if len(given) == 1 else 'have'} no effect without "
+            f"{' or '.join(read.key(n) for n in needs)}: set {'one' if len(needs) > 1 else 'it'}, "
+            f"or remove {named}"
+        )
 
 
 def _epoch(when: float | date | str | None) -> float | None:
