@@ -543,7 +543,17 @@ def test_a_callable_reads_headers_in_any_case(adapter: str) -> None:
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize(
-    "option", [{"bogus": 1}, {"phone": None}, {"max_body": "big"}, {"trusted_proxies": ["nope"]}]
+    "option",
+    [
+        {"bogus": 1},
+        {"phone": None},
+        {"max_body": "big"},
+        {"trusted_proxies": ["nope"]},
+        {"phone": ""},
+        {"content": "phone"},
+        {"proxy_header": "x-forwarded-for:"},
+        {"proxy_header": "x forwarded for"},
+    ],
 )
 def test_bad_options_fail_at_construction(adapter: str, option: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

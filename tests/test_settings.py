@@ -147,6 +147,42 @@ def test_a_misspelt_key_names_the_nearest_known_one(key: str, value: str, neares
             build({key: value})
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "option"),
+    [
+        ("MAX_BODY", "-1", "max_body"),
+        ("BODY_TIMEOUT", "0", "body_timeout"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33", "trusted_proxies"),
+        ("PROXY_HEADER", "x forwarded for", "proxy_header"),
+        ("PROXY_HEADER", "", "proxy_header"),
+        ("PHONE_FIELD", "", "phone"),
+        ("CODE_FIELD", "", "code"),
+        ("CONTENT_FIELD", "phone", "'phone' and 'phone'"),
+        ("EXEMPT_NETWORKS", "10.0.0.300", "10.0.0.300"),
+        ("RATE_HEADERS", "sometimes", "sometimes"),
+    ],
+)
+def test_a_gate_setting_refused_names_its_key(key: str, value: str, option: str) -> None:
+    """The Gate's error, under the key that gave its value: flat settings and Django's dict."""
+    given = re.escape(repr(value))
+    with pytest.raises(ConfigError, match=rf"^SMSGUARD_{key}={given}: .*{re.escape(option)}"):
+        Gate.settings({f"SMSGUARD_{key}": value})
+    with pytest.raises(ConfigError, match=rf"^SMSGUARD\['{key}'\]={given}: "):
+        Gate.settings({key: value}, prefix="")
+
+
+def test_phone_and_code_in_one_field_are_refused() -> None:
+    same = "SMSGUARD_PHONE_FIELD and SMSGUARD_CODE_FIELD name the same field"
+    with pytest.raises(ConfigError, match=same):
+        Gate.settings({"SMSGUARD_PHONE_FIELD": "otp", "SMSGUARD_CODE_FIELD": "otp"})
+    with pytest.raises(ConfigError, match=same):
+        Gate.settings({"SMSGUARD_CODE_FIELD": "phone"})
+    assert Gate.settings({"SMSGUARD_PHONE_FIELD": "tel", "SMSGUARD_CODE_FIELD": "otp"}) == {
+        "phone": "tel",
+        "code": "otp",
+    }
+
+
 def test_an_unknown_key_far_from_any_lists_the_settings() -> None:
     with pytest.raises(ConfigError, match=r"SMSGUARD_COLOUR is not a setting.*SMSGUARD_STORAGE_URI"):
         Guard.from_settings({"SMSGUARD_COLOUR": "blue"})

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -139,6 +140,23 @@ def json_reply(problem: Problem) -> Reply:
 Field = str | Callable[[Incoming], Any] | None
 """Where a value comes from: a field name (JSON body, form body, or query string), a
 callable given the Incoming request (return None when absent), or None (not used)."""
+
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header's name (RFC 9110's token)."""
+
+_SET_BY: Final = {
+    "phone": "PHONE_FIELD",
+    "content": "CONTENT_FIELD",
+    "code": "CODE_FIELD",
+    "trusted_proxies": "TRUSTED_PROXIES",
+    "proxy_header": "PROXY_HEADER",
+    "max_body": "MAX_BODY",
+    "body_timeout": "BODY_TIMEOUT",
+    "refund_on": "REFUND_ON",
+    "exempt_networks": "EXEMPT_NETWORKS",
+    "rate_headers": "RATE_HEADERS",
+}
+"""The key of flat settings that sets each Gate option (``Gate.settings``)."""
 
 OPTIONS: Final = (
     "phone",
@@ -340,12 +358,12 @@ class Gate:
     ) -> None:
         if action not in ACTIONS:
             raise ConfigError(f"action must be one of {list(ACTIONS)}, not {action!r}")
-        if code is None or not (isinstance(code, str) or callable(code)):
-            raise ConfigError("code must name a field or be a callable")
-        if phone is None or not (isinstance(phone, str) or callable(phone)):
-            raise ConfigError("phone must name a field or be a callable")
-        if content is not None and not (isinstance(content, str) or callable(content)):
-            raise ConfigError("content must name a field, be a callable, or be None")
+        if not ((code and isinstance(code, str)) or callable(code)):
+            raise ConfigError(f"code must name a field or be a callable, not {code!r}")
+        if not ((phone and isinstance(phone, str)) or callable(phone)):
+            raise ConfigError(f"phone must name a field or be a callable, not {phone!r}")
+        if content is not None and not ((content and isinstance(content, str)) or callable(content)):
+            raise ConfigError(f"content must name a field, be a callable, or be None, not {content!r}")
         if isinstance(trusted_proxies, str):
             trusted_proxies = [trusted_proxies]
         proxies = [p.strip() for p in trusted_proxies]
@@ -354,8 +372,10 @@ class Gate:
             self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in proxies if cidr != UNIX)
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {exc} (CIDRs, or 'unix' for a unix socket)") from None
-        if not isinstance(proxy_header, str) or not proxy_header.strip():
-            raise ConfigError("proxy_header must name a header, such as 'x-forwarded-for'")
+        if not (isinstance(proxy_header, str) and _HEADER_NAME.fullmatch(proxy_header.strip())):
+            raise ConfigError(
+                f"proxy_header must name a header, such as 'x-forwarded-for', not {proxy_header!r}"
+            )
         if not (isinstance(max_body, int) and max_body >= 0):
             raise ConfigError(f"max_body must be a whole number of bytes, not {max_body!r}")
         if not (isinstance(body_timeout, int | float) and body_timeout > 0):
@@ -373,6 +393,9 @@ class Gate:
         self.body_timeout = float(body_timeout)
         fields = (phone, code) if action == VERIFY else (phone,) if action == ISSUE else (phone, content)
         self._watched = tuple(name for name in fields if isinstance(name, str))
+        if len(set(self._watched)) < len(self._watched):
+            named = " and ".join(map(repr, self._watched))
+            raise ConfigError(f"a {action} route reads {named}: one field cannot hold both")
         self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
         if refund_on is None:
             self.refund_on: Callable[[int], bool] = lambda status: status >= 400
@@ -387,9 +410,12 @@ class Gate:
         """The Gate options that flat settings set (``SMSGUARD_PHONE_FIELD``, ``CONTENT_FIELD``,
         ``CODE_FIELD``, ``TRUSTED_PROXIES``, ``PROXY_HEADER``, ``MAX_BODY``, ``BODY_TIMEOUT``,
         ``REFUND_ON``, ``EXEMPT_NETWORKS``, ``RATE_HEADERS``), each given as a value or a
-        string: ``Gate(**Gate.settings(os.environ))``."""
+        string: ``Gate(**Gate.settings(os.environ))``. A value the Gate refuses is a ConfigError
+        naming its key (``SMSGUARD_MAX_BODY``, or ``SMSGUARD['MAX_BODY']`` with no prefix)."""
         read = Settings(settings, prefix)
         found: dict[str, Any] = {}
+        if "CODE_FIELD" in read and read.string("PHONE_FIELD", "phone") == read.string("CODE_FIELD", "code"):
+            raise ConfigError(f"{read.key('PHONE_FIELD')} and {read.key('CODE_FIELD')} name the same field")
         if "PHONE_FIELD" in read:
             found["phone"] = read.string("PHONE_FIELD", "phone")
         if "CONTENT_FIELD" in read:
@@ -413,6 +439,9 @@ class Gate:
                 found["rate_headers"] = read.boolean("RATE_HEADERS", False)
             except ConfigError:  # a style's name
                 found["rate_headers"] = read.string("RATE_HEADERS", "")
+        for option, value in found.items():
+            with read.about(_SET_BY[option]):
+                Gate(**{option: value})  # one refused here names its key
         return found
 
     # -- the exchange -------------------------------------------------------------------
