@@ -268,3 +268,16 @@ def test_uninitialised_extension_is_a_config_error() -> None:
     sms = SMSGuard()
     with app.app_context(), pytest.raises(ConfigError, match="init_app"):
         _ = sms.guard
+
+
+def test_the_any_country_warning_points_at_the_apps_code() -> None:
+    """Not into smsguard: at the line that built the extension, whichever way the guard came."""
+    from smsguard.checks import AnyCountry
+
+    for made in (lambda app: SMSGuard(app), lambda app: SMSGuard(app, guard=Guard([DailyCap(3)]))):
+        with pytest.warns(AnyCountry, match="any country") as said:
+            made(Flask(__name__))
+        assert [w.filename for w in said] == [__file__]
+    with pytest.warns(AnyCountry) as said:
+        Guard.from_settings({})
+    assert [w.filename for w in said] == [__file__]

@@ -24,6 +24,8 @@ Each finding has a stable id (``W001``...; Django's is ``smsguard.W001``, to sil
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import warnings
 import weakref
@@ -183,7 +185,20 @@ def announce(guard: GuardLike, found: Iterable[Finding]) -> None:
         said.add(finding.id)
         log.warning("%s %s", finding.message, finding.hint)
         if finding.id == "W005":
-            warnings.warn(f"{finding.message} {finding.hint}", AnyCountry, stacklevel=3)
+            warnings.warn(f"{finding.message} {finding.hint}", AnyCountry, stacklevel=_outside())
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _outside() -> int:
+    """The ``stacklevel`` that makes its caller's warning point at the first frame outside
+    smsguard: the user's code (``SMSGuard(app)``, ``Guard.from_settings(...)``), however deep
+    in the package the warning was raised."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def at_start(
