@@ -470,6 +470,23 @@ def test_sentinel_url(tmp_path: Path, redis_server: RedisServer, clock: Clock) -
         stop_process(sentinel)
 
 
+def test_no_sentinel_answering_is_said_in_one_short_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Each sentinel asked is named by its address, not by its client's repr (hundreds of
+    characters each)."""
+    ports = [free_port(), free_port()]  # nothing listens: refused
+    url = f"redis+sentinel://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}/guarded"
+    guard = Guard(
+        [DailyCap(3)], backend=RedisBackend.from_url(url), fail_mode="open", secret="s", statistics=False
+    )
+    with caplog.at_level(logging.WARNING, "smsguard"):
+        assert guard.check("+447400123456").reason == "fail_open"
+    [said] = [r.getMessage() for r in caplog.records if "backend unavailable" in r.getMessage()]
+    assert "No master found for 'guarded'" in said
+    assert all(f"127.0.0.1:{port} - " in said for port in ports), said
+    assert "ConnectionPool" not in said, said
+    assert len(said) < 400, said
+
+
 def test_sentinel_failover(tmp_path: Path, clock: Clock) -> None:
     master = RedisServer(tmp_path, None, "--repl-diskless-sync-delay", "0").start()  # no 5 s wait to sync
     replica = RedisServer(tmp_path, None, "--replicaof", "127.0.0.1", str(master.port)).start()

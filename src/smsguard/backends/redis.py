@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import weakref
 from collections.abc import Callable, Generator, Sequence
 from importlib import resources
@@ -116,7 +117,7 @@ def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendE
             "`databases` setting (16 by default), as in redis://localhost:6379/0"
         )
     if isinstance(exc, OUTAGES) or _refused(exc):
-        return BackendUnavailable(f"{type(exc).__name__}: {exc}", partial=partial)
+        return BackendUnavailable(f"{type(exc).__name__}: {_clients_named(str(exc))}", partial=partial)
     if isinstance(exc, rx.RedisError):
         return BackendError(f"Redis answered with an error: {type(exc).__name__}: {exc}")
     # Not Redis's answer but the client library failing mid-call (seen: an AttributeError
@@ -124,6 +125,28 @@ def _failure(exc: BaseException, partial: bool) -> BackendUnavailable | BackendE
     # treat it as an outage of this call, and log it so that it is seen.
     log.error("smsguard: the Redis client failed: %r", exc, exc_info=exc)
     return BackendUnavailable(f"{type(exc).__name__} in the Redis client: {exc}", partial=partial)
+
+
+_CLIENT_AT = re.compile(r"host=([^,>)]+),port=(\d+)")
+
+
+def _clients_named(text: str) -> str:
+    """``text`` with each Redis client's repr (``<redis.client.Redis(<...ConnectionPool(...)>)>``,
+    hundreds of characters) as its ``host:port``: a Sentinel's "no master found" names each
+    sentinel it asked so."""
+    out, done = [], 0
+    while (start := text.find("<redis.", done)) >= 0:
+        depth = 0
+        for end in range(start, len(text)):
+            depth += {"<": 1, ">": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        else:
+            break  # unbalanced: left as it is
+        where = _CLIENT_AT.search(text, start, end)
+        out += [text[done:start], f"{where[1]}:{where[2]}" if where else "a Redis client"]
+        done = end + 1
+    return "".join(out) + text[done:]
 
 
 def _refused(exc: BaseException) -> bool:
