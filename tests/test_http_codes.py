@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from smsguard import ConfigError, DailyCap, Guard, SameContent
+from smsguard import ConfigError, DailyCap, Guard, SameContent, lifecycle
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
 from smsguard.adapters.flask import SMSGuard as FlaskSMSGuard
@@ -387,6 +387,10 @@ def test_closed_mode_outage_is_a_503_on_both_routes(adapter: str, clock: Clock) 
     status, answer = app.verify(code)
     assert (status, answer["error"], answer["reason"]) == (503, "unavailable", "backend_unavailable")
     assert app.sent == [(E164, code)], "no code issued during the outage"
+    backend.down = False  # the outage ends, then the app: nothing it held is lost (nor left to exit)
+    lifecycle.stop(guard)
+    day = guard.stats().totals
+    assert (day["attempts"], day["denied:backend_unavailable"], day["check:backend_unavailable"]) == (2, 1, 1)
 
 
 def test_a_render_sees_the_exact_reason(guard: Guard, clock: Clock) -> None:
