@@ -382,6 +382,8 @@ def test_readme_serves_every_example_with_dev() -> None:
     assert {command.split("./dev serve ")[1].split()[0] for command in commands} == {
         "starlette",
         "fastapi",
+        "litestar",
+        "quart",
         "flask",
         "django",
     }
@@ -390,7 +392,15 @@ def test_readme_serves_every_example_with_dev() -> None:
 
 
 @pytest.mark.parametrize(
-    "app", ["starlette", "fastapi", pytest.param("flask", marks=pytest.mark.redis_server), "django"]
+    "app",
+    [
+        "starlette",
+        "fastapi",
+        "litestar",
+        "quart",
+        pytest.param("flask", marks=pytest.mark.redis_server),
+        "django",
+    ],
 )
 def test_readme_commands_do_not_believe_a_forged_forwarded_for(
     tmp_path: Path, app: str, request: pytest.FixtureRequest
