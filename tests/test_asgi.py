@@ -186,14 +186,22 @@ def raw_call(app: Starlette, scope: dict[str, Any], messages: list[dict[str, Any
     return sent
 
 
-def test_http1_request_without_length_has_no_body_to_read(guard: Guard) -> None:
+def test_http1_request_without_length_is_judged_on_what_arrives(guard: Guard) -> None:
+    """No Content-Length and no chunks: an HTTP/1 server delivers an empty body, and the guard
+    reads the number from the query string; an in-process client (Quart's test client) delivers
+    a body all the same, and the guard judges that body, which the app reads, not the query."""
     app = make_app(guard)
     disconnect = {"type": "http.disconnect"}
     scope = {"http_version": "1.1", "headers": [], "query_string": b"phone=13800138000"}
     sent = raw_call(app, scope, [{"type": "http.request", "body": b"", "more_body": False}, disconnect])
     assert sent[0]["status"] == 200
-    # The endpoint read the body itself: the server's own first message, not a replay.
     assert json.loads(sent[1]["body"])["echo"] == ""
+    unframed = {"type": "http.request", "body": b'{"phone": "13900139000"}', "more_body": False}
+    scope = {"http_version": "1.1", "headers": [(b"content-type", b"application/json")]}
+    sent = raw_call(app, scope, [unframed, disconnect])
+    assert sent[0]["status"] == 200
+    answer = json.loads(sent[1]["body"])
+    assert (answer["phone"], answer["echo"]) == ("+8613900139000", '{"phone": "13900139000"}')
 
 
 def test_http2_request_without_length_is_read(guard: Guard) -> None:

@@ -126,6 +126,8 @@ SERVERS: dict[str, Callable[[int, int], list[str]]] = {
     "gunicorn-django": lambda port, w: gunicorn("django", port, w),
     "uvicorn-starlette": lambda port, w: uvicorn("starlette", port, w),
     "uvicorn-fastapi": lambda port, w: uvicorn("fastapi", port, w),
+    "uvicorn-litestar": lambda port, w: uvicorn("litestar", port, w),
+    "uvicorn-quart": lambda port, w: uvicorn("quart", port, w),
     "uvicorn-django": lambda port, w: uvicorn("django", port, w),
 }
 
@@ -263,7 +265,16 @@ def test_an_idle_worker_writes_its_statistics_within_the_interval(
 
 @pytest.mark.redis_server
 @pytest.mark.parametrize(
-    "server", ["gunicorn-flask", "gunicorn-django", "uvicorn-starlette", "uvicorn-fastapi", "uvicorn-django"]
+    "server",
+    [
+        "gunicorn-flask",
+        "gunicorn-django",
+        "uvicorn-starlette",
+        "uvicorn-fastapi",
+        "uvicorn-litestar",  # its on_shutdown: Litestar's middleware never sees the lifespan
+        "uvicorn-quart",
+        "uvicorn-django",
+    ],
 )
 def test_a_graceful_stop_writes_every_attempt(tmp_path: Path, redis_server: RedisServer, server: str) -> None:
     """An interval of an hour: only the stop (ASGI lifespan shutdown, or exit) can write them."""
@@ -382,6 +393,8 @@ def test_readme_serves_every_example_with_dev() -> None:
     assert {command.split("./dev serve ")[1].split()[0] for command in commands} == {
         "starlette",
         "fastapi",
+        "litestar",
+        "quart",
         "flask",
         "django",
     }
@@ -390,7 +403,15 @@ def test_readme_serves_every_example_with_dev() -> None:
 
 
 @pytest.mark.parametrize(
-    "app", ["starlette", "fastapi", pytest.param("flask", marks=pytest.mark.redis_server), "django"]
+    "app",
+    [
+        "starlette",
+        "fastapi",
+        "litestar",
+        "quart",
+        pytest.param("flask", marks=pytest.mark.redis_server),
+        "django",
+    ],
 )
 def test_readme_commands_do_not_believe_a_forged_forwarded_for(
     tmp_path: Path, app: str, request: pytest.FixtureRequest

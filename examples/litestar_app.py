@@ -1,0 +1,88 @@
+"""A Litestar app whose guard issues and checks the verification codes, through the ASGI
+middleware (``DefineMiddleware``), with a fake SMS sender.
+
+    ./dev serve litestar                                          # memory backend
+    REDIS_URL=redis://localhost:6379/0 SMSGUARD_SECRET=change-me \\
+        ./dev serve litestar --workers 4                          # Redis, several workers
+
+(``uvicorn litestar_app:app --app-dir examples --no-proxy-headers``.) Litestar runs an app's
+middleware on its routes only, not on the lifespan: ``on_shutdown`` writes the guard's
+statistics when the app stops.
+
+The guard and the request settings come from SMSGUARD_* environment variables (see
+Guard.from_settings and Gate.settings). ``POST /sms/send`` issues the code (the fake sender
+prints it in the server's output, for you to type in) and ``POST /sms/verify`` checks it:
+
+    curl -s -XPOST localhost:8000/sms/send -H 'content-type: application/json' \\
+        -d '{"phone": "+86 138 0013 8000"}'
+    curl -s -XPOST localhost:8000/sms/verify -H 'content-type: application/json' \\
+        -d '{"phone": "+86 138 0013 8000", "code": "<the printed code>"}'
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.middleware import DefineMiddleware
+
+from smsguard import CodeCheck, Guard, Issued
+from smsguard.adapters.asgi import SMSGuardMiddleware
+from smsguard.adapters.http import Gate
+from smsguard.lifecycle import astop
+
+settings = {"SMSGUARD_DEFAULT_REGION": "CN", "SMSGUARD_TIMEZONE": "Asia/Shanghai", **os.environ}
+if "REDIS_URL" in os.environ:
+    settings["SMSGUARD_STORAGE_URI"] = os.environ["REDIS_URL"]
+guard = Guard.from_settings(settings)
+outbox: list[str] = []
+
+
+def send_sms(phone: str, text: str) -> None:
+    """Stands in for the SMS provider: prints the message (the number masked) so that a person
+    trying the example can type the code in. An example only: a real app never logs a code."""
+    if phone.endswith("99999"):  # a number the provider rejects: shows the refund
+        raise ConnectionError("provider rejected the number")
+    outbox.append(phone[-4:])
+    print(f"fake SMS to {phone[:-8]}****{phone[-4:]}: {text}", flush=True)
+
+
+@post("/sms/send")
+async def send_code(request: Request[Any, Any, Any]) -> Response[dict[str, object]]:
+    issued: Issued = request.state.smsguard  # the send was allowed and the code issued: only send it
+    try:
+        send_sms(issued.decision.phone, f"Your code is {issued.code}")  # the number in E.164
+    except ConnectionError as exc:
+        return Response({"sent": False, "error": str(exc)}, status_code=502)  # a 5xx: refunded
+    return Response({"sent": True}, status_code=200)
+
+
+@post("/sms/verify", status_code=200)
+async def verify(request: Request[Any, Any, Any]) -> dict[str, bool]:
+    # Only a right code gets here: the middleware answered every other (400 invalid_code, 429).
+    result: CodeCheck = request.state.smsguard
+    return {"verified": result.ok}
+
+
+@get("/sms/outbox")
+async def sent() -> dict[str, int]:
+    return {"sent": len(outbox), "pid": os.getpid()}
+
+
+async def stop_guard() -> None:
+    await astop(guard)
+
+
+app = Litestar(
+    route_handlers=[send_code, verify, sent],
+    middleware=[
+        DefineMiddleware(
+            SMSGuardMiddleware,  # type: ignore[arg-type]  # Litestar's ASGI TypedDicts; plain mappings here
+            guard=guard,
+            routes={"POST /sms/send": "issue", "POST /sms/verify": "verify"},
+            **Gate.settings(settings),
+        )
+    ],
+    on_shutdown=[stop_guard],
+)
