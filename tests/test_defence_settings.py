@@ -179,7 +179,9 @@ def test_those_keys_wait_while_their_policy_is_off() -> None:
 def test_without_countries_it_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, "smsguard"), pytest.warns(AnyCountry, match="any country") as said:
         guard = built()
-    assert len(said) == 1
+    # Only ours: the block records every warning of the process meanwhile, such as a
+    # ResourceWarning from an earlier test's object that the garbage collector finalizes here.
+    assert [w.category for w in said if issubclass(w.category, AnyCountry)] == [AnyCountry]
     assert [r.levelno for r in caplog.records if "any country" in r.getMessage()] == [logging.WARNING]
     assert attempt(guard, "+12015550123").allowed, "and it does text any country"
 
