@@ -290,7 +290,8 @@ class Cutter:
     next round trip that carries at least ``evals`` EVALSHAs (0: any round trip) through to
     Redis, waits for all of Redis's replies to it (the scripts have run), then closes the
     client's connection without forwarding them: the client sees its connection lost while
-    reading the reply."""
+    reading the reply. After ``hold()`` it keeps every round trip that carries an EVALSHA from
+    Redis, counting those (``held``), as a stalled Redis would: the client's wait times out."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
@@ -298,6 +299,8 @@ class Cutter:
         self.port = self.listener.getsockname()[1]
         self.armed: int | None = None  # EVALSHAs a round trip needs to be cut (None: none is)
         self.cuts = 0
+        self.holding = False
+        self.held = 0
         self.lock = threading.Lock()
         self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -305,6 +308,10 @@ class Cutter:
     def cut(self, evals: int = 1) -> None:
         with self.lock:
             self.armed = evals
+
+    def hold(self) -> None:
+        with self.lock:
+            self.holding = True
 
     def close(self) -> None:
         self.listener.close()
@@ -327,8 +334,15 @@ class Cutter:
         reader = hiredis.Reader()
         while data := _recv(client):
             reader.feed(data)
+            commands = []
             while (command := reader.gets()) is not False:
-                sent.append(command)  # before Redis can answer it
+                commands.append(command)
+            evals = sum(command[0].upper() == b"EVALSHA" for command in commands)
+            with self.lock:
+                if self.holding and evals:
+                    self.held += evals
+                    continue
+            sent.extend(commands)  # before Redis can answer them
             server.sendall(data)
         server.close()
 
@@ -485,6 +499,18 @@ def test_statistics_written_once_when_their_reply_is_lost(
     assert (day.attempts, day.allowed) == (3, 3)
 
 
+def through_all(cutters: dict[int, Cutter], **options: Any) -> RedisBackend:
+    """A Cluster backend whose client reaches each node (by its port) through its cutter."""
+    return RedisBackend.from_url(
+        "redis+cluster://" + ",".join(f"127.0.0.1:{c.port}" for c in cutters.values()),
+        prefix=unique_prefix(),
+        address_remap=lambda address: (
+            ("127.0.0.1", cutters[address[1]].port) if address[1] in cutters else address
+        ),
+        **options,
+    )
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize("call", ["check", "acheck"])
 def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Clock, call: str) -> None:
@@ -492,16 +518,8 @@ def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Cl
     script (the number's, the IP's, the country's sum) answers as it did."""
     cutters = {node.port: Cutter(node.port) for node in redis_cluster.nodes}
     try:
-        backend = RedisBackend.from_url(
-            "redis+cluster://" + ",".join(f"127.0.0.1:{c.port}" for c in cutters.values()),
-            prefix=unique_prefix(),
-            timeout=3.0,  # as through(): a slow answer under load is not the outage tested here
-            address_remap=lambda address: (
-                ("127.0.0.1", cutters[address[1]].port) if address[1] in cutters else address
-            ),
-        )
         policies = [PhoneRate("1/minute"), IPThrottle("20/hour"), Countries(caps={"CN": 3})]
-        guard = guard_on(backend, clock, policies)
+        guard = guard_on(through_all(cutters), clock, policies)
 
         async def acheck(phone: str) -> Decision:
             return await guard.acheck(phone, ip="203.0.113.2")
@@ -524,6 +542,32 @@ def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Cl
         ), decision
         assert [d.reason for d in (decide(VICTIM), decide("+8613700137000"))] == ["phone_rate", None]
         assert decide("+8613600136000").reason == "country_cap", "the country's 3: counted once each"
+    finally:
+        for cutter in cutters.values():
+            cutter.close()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("call", ["check", "acheck"])
+def test_a_timed_out_command_is_not_sent_again_on_a_cluster(
+    redis_cluster: RedisCluster, clock: Clock, call: str
+) -> None:
+    """redis-py's Cluster client would send a timed-out command again, ten times more: the
+    backend's client does not, as on a single node. A stalled node costs one ``timeout``."""
+    cutters = {node.port: Cutter(node.port) for node in redis_cluster.nodes}
+    try:
+        guard = guard_on(through_all(cutters, timeout=0.3), clock, [DailyCap(5)], fail_mode="closed")
+
+        def decide(phone: str) -> Decision:
+            if call == "check":
+                return guard.check(phone)
+            return asyncio.run(guard.acheck(phone))
+
+        assert decide(OTHER).allowed  # connected, script loaded
+        for cutter in cutters.values():
+            cutter.hold()
+        assert decide(VICTIM).reason == "backend_unavailable"
+        assert sum(c.held for c in cutters.values()) == 1, "the script sent once, not again"
     finally:
         for cutter in cutters.values():
             cutter.close()

@@ -102,6 +102,24 @@ T = TypeVar("T")
 # (tally.lua). Never on a timeout: a stalled Redis must not be waited for twice.
 _RETRY_ON = (rx.ConnectionError,)
 
+# redis-py's Cluster client sends a command again itself, after refreshing its map of slots, on
+# the errors of its ERRORS_ALLOW_RETRY: a connection error and CLUSTERDOWN (a failover), and a
+# timeout, which these clients leave out (a stalled node waited for once, as on a single node).
+# Its pipelines (flags, refunds, statistics: writes that count once however often sent) keep
+# redis-py's own list. (Any: redis-py types the attribute as its own four.)
+_CLUSTER_RETRY_ON: Any = tuple(
+    e for e in redis.cluster.RedisCluster.ERRORS_ALLOW_RETRY if e is not rx.TimeoutError
+)
+
+
+class _Cluster(redis.cluster.RedisCluster):
+    ERRORS_ALLOW_RETRY = _CLUSTER_RETRY_ON
+
+
+class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
+    ERRORS_ALLOW_RETRY = _CLUSTER_RETRY_ON
+
+
 # Eviction policies that may delete counters (allkeys-*) or counters alone (volatile-*).
 SAFE_POLICY = "noeviction"
 
@@ -286,10 +304,10 @@ class RedisBackend:
             return cls(
                 prefix=prefix,
                 cluster=True,
-                make_client=lambda: redis.cluster.RedisCluster(
+                make_client=lambda: _Cluster(
                     startup_nodes=[_ClusterNode(h, p) for h, p in hosts], **settings
                 ),
-                make_aclient=lambda: redis.asyncio.cluster.RedisCluster(
+                make_aclient=lambda: _AsyncCluster(
                     startup_nodes=[_AsyncClusterNode(h, p) for h, p in hosts],
                     max_connections=max_connections,
                     **settings,
