@@ -143,6 +143,13 @@ def memory_backend() -> MemoryBackend:
     return MemoryBackend()
 
 
+ANSWER_TIMEOUT = 5.0
+"""The Redis answer ``timeout`` of the tests' Cluster backends and of those that hammer Redis
+from many threads and processes, where a test is not about timeouts. A decision that times out
+is not sent again (not even on a Cluster): on a loaded machine a slow answer would be an outage
+of its own, met by the fail mode."""
+
+
 def unique_prefix() -> str:
     """Each test its own key space, so tests never see each other's counters."""
     return f"t{uuid.uuid4().hex[:8]}:"
@@ -185,7 +192,7 @@ def redis_backend(redis_server: RedisServer) -> RedisBackend:
 
 @pytest.fixture
 def cluster_backend(redis_cluster: RedisCluster) -> RedisBackend:
-    return RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix())
+    return RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), timeout=ANSWER_TIMEOUT)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import Clock, unique_prefix
+from conftest import ANSWER_TIMEOUT, Clock, unique_prefix
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import RedisServer, top_level_commands
@@ -293,8 +293,9 @@ CHECKER = textwrap.dedent(
     from smsguard import Guard
     from smsguard.backends.redis import RedisBackend
     url, prefix, phone, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    plans = json.loads(sys.argv[5])  # one list of guesses a thread
-    guard = Guard([], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared", clock=lambda: now)
+    plans, timeout = json.loads(sys.argv[5]), float(sys.argv[6])  # one list of guesses a thread
+    backend = RedisBackend.from_url(url, prefix=prefix, timeout=timeout)
+    guard = Guard([], backend=backend, secret="shared", clock=lambda: now)
     results = []
     start = threading.Barrier(len(plans))
     def hammer(guesses):
@@ -316,7 +317,17 @@ def checked_at_once(url: str, prefix: str, now: float, plans: list[list[str]]) -
     reason they were given."""
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", CHECKER, url, prefix, PHONE, repr(now), json.dumps(plans)],
+            [
+                sys.executable,
+                "-c",
+                CHECKER,
+                url,
+                prefix,
+                PHONE,
+                repr(now),
+                json.dumps(plans),
+                str(ANSWER_TIMEOUT),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio.cluster
 import trustme
-from conftest import Clock, admitted_by_threads, unique_prefix
+from conftest import ANSWER_TIMEOUT, Clock, admitted_by_threads, unique_prefix
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from servers import (
@@ -257,8 +257,9 @@ WORKER = textwrap.dedent(
     import sys, threading
     from smsguard import DailyCap, Guard
     from smsguard.backends.redis import RedisBackend
-    url, prefix = sys.argv[1], sys.argv[2]
-    guard = Guard([DailyCap(10)], backend=RedisBackend.from_url(url, prefix=prefix), secret="shared")
+    url, prefix, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    backend = RedisBackend.from_url(url, prefix=prefix, timeout=timeout)
+    guard = Guard([DailyCap(10)], backend=backend, secret="shared")
     admitted = []
     start = threading.Barrier(8)
     def hammer():
@@ -279,7 +280,11 @@ def test_processes_and_threads_admit_exactly_the_cap(request: pytest.FixtureRequ
     url = request.getfixturevalue(target).url
     prefix = unique_prefix()
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, prefix], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, prefix, str(ANSWER_TIMEOUT)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     counts = [int(w.communicate(timeout=120)[0]) for w in workers]
@@ -288,7 +293,7 @@ def test_processes_and_threads_admit_exactly_the_cap(request: pytest.FixtureRequ
 
 
 def test_cluster_spanning_slots_never_over_admits(redis_cluster: RedisCluster, clock: Clock) -> None:
-    backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix())
+    backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), timeout=ANSWER_TIMEOUT)
     assert backend.cluster
     # The number's counters and the IP's live in different slots: the IP limit (5) binds
     # first, and each denial there must give back the number's reservation.
@@ -300,7 +305,8 @@ def test_cluster_spanning_slots_never_over_admits(redis_cluster: RedisCluster, c
 
 
 def test_cluster_concurrent_acheck(redis_cluster: RedisCluster, clock: Clock) -> None:
-    guard = guard_on(RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix()), clock, [DailyCap(10)])
+    backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), timeout=ANSWER_TIMEOUT)
+    guard = guard_on(backend, clock, [DailyCap(10)])
 
     async def flood() -> list[Decision]:
         return await asyncio.gather(*(guard.acheck(VICTIM) for _ in range(300)))
@@ -321,7 +327,9 @@ def test_cluster_burst_past_the_pool_queues_and_stays_exact(
 
     async def flood() -> list[Decision]:
         if built == "from_url":
-            backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), max_connections=4)
+            backend = RedisBackend.from_url(
+                redis_cluster.url, prefix=unique_prefix(), max_connections=4, timeout=ANSWER_TIMEOUT
+            )
             aclient = backend._loop_client()
         else:
             nodes = [redis.asyncio.cluster.ClusterNode("127.0.0.1", n.port) for n in redis_cluster.nodes]
@@ -802,11 +810,9 @@ def test_one_dead_master(tmp_path: Path, clock: Clock, full_coverage: bool, mode
     cluster = RedisCluster(tmp_path, replicas=True, full_coverage=full_coverage).start()
     loop = asyncio.new_event_loop()  # one, as an app's: its client knew the cluster before
     try:
-        # A generous answer timeout: on a loaded machine a live node's slow answer would be an
-        # outage of its own, which is not what this test is about.
         guards = {
             mode: guard_on(
-                RedisBackend.from_url(cluster.url, prefix=f"{mode}:", timeout=3.0),
+                RedisBackend.from_url(cluster.url, prefix=f"{mode}:", timeout=ANSWER_TIMEOUT),
                 clock,
                 [DailyCap(2)],
                 fail_mode=mode,
@@ -831,7 +837,8 @@ def test_one_dead_master(tmp_path: Path, clock: Clock, full_coverage: bool, mode
 
         def seen() -> dict[tuple[str, str], list[tuple[bool, str | None]]]:
             """Each guard's decision on each number, sync then async. All at once: a decision
-            that meets the outage waits seconds for the Redis client's retries."""
+            that meets the dead node waits seconds for the Redis client's retries (a connection
+            error, which a failover would end)."""
             asked = [(mode, n) for mode in guards for n in numbers]
             with ThreadPoolExecutor(len(asked)) as pool:
                 sync = list(pool.map(lambda a: guards[a[0]].check(a[1]), asked))

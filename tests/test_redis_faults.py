@@ -23,7 +23,7 @@ from typing import Any
 import hiredis
 import pytest
 import redis
-from conftest import Clock, unique_prefix
+from conftest import ANSWER_TIMEOUT, Clock, unique_prefix
 from redis._parsers.base import BaseParser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -219,7 +219,7 @@ def test_a_cluster_master_refusing_degrades_only_the_decisions_that_need_it(
     """The master of the victim's slot loses its replica (min-replicas-to-write): only the
     decisions that need that slot meet the fail mode, sync and async; the others count."""
     guard = guard_on(
-        RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix()),
+        RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), timeout=ANSWER_TIMEOUT),
         clock,
         [DailyCap(10)],
         fail_mode="open",
@@ -291,7 +291,8 @@ class Cutter:
     Redis, waits for all of Redis's replies to it (the scripts have run), then closes the
     client's connection without forwarding them: the client sees its connection lost while
     reading the reply. After ``hold()`` it keeps every round trip that carries an EVALSHA from
-    Redis, counting those (``held``), as a stalled Redis would: the client's wait times out."""
+    Redis, counting those (``held``), and answers it ``reply`` (an error reply, as Redis's), or
+    nothing, as a stalled Redis: the client's wait times out."""
 
     def __init__(self, port: int) -> None:
         self.upstream = port
@@ -299,7 +300,7 @@ class Cutter:
         self.port = self.listener.getsockname()[1]
         self.armed: int | None = None  # EVALSHAs a round trip needs to be cut (None: none is)
         self.cuts = 0
-        self.holding = False
+        self.holding: bytes | None = None  # what a held round trip is answered (b"": nothing)
         self.held = 0
         self.lock = threading.Lock()
         self.sockets: list[socket.socket] = []
@@ -309,9 +310,9 @@ class Cutter:
         with self.lock:
             self.armed = evals
 
-    def hold(self) -> None:
+    def hold(self, reply: bytes = b"") -> None:
         with self.lock:
-            self.holding = True
+            self.holding = reply
 
     def close(self) -> None:
         self.listener.close()
@@ -339,9 +340,12 @@ class Cutter:
                 commands.append(command)
             evals = sum(command[0].upper() == b"EVALSHA" for command in commands)
             with self.lock:
-                if self.holding and evals:
+                reply = self.holding
+                if reply is not None and evals:
                     self.held += evals
-                    continue
+            if reply is not None and evals:
+                client.sendall(reply * len(commands))  # (none of them forwarded: nothing else answers)
+                continue
             sent.extend(commands)  # before Redis can answer them
             server.sendall(data)
         server.close()
@@ -501,6 +505,7 @@ def test_statistics_written_once_when_their_reply_is_lost(
 
 def through_all(cutters: dict[int, Cutter], **options: Any) -> RedisBackend:
     """A Cluster backend whose client reaches each node (by its port) through its cutter."""
+    options.setdefault("timeout", ANSWER_TIMEOUT)
     return RedisBackend.from_url(
         "redis+cluster://" + ",".join(f"127.0.0.1:{c.port}" for c in cutters.values()),
         prefix=unique_prefix(),
@@ -549,11 +554,15 @@ def test_a_lost_reply_resent_on_a_cluster(redis_cluster: RedisCluster, clock: Cl
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("call", ["check", "acheck"])
-def test_a_timed_out_command_is_not_sent_again_on_a_cluster(
-    redis_cluster: RedisCluster, clock: Clock, call: str
+@pytest.mark.parametrize(
+    "reply", [b"", b"-CLUSTERDOWN The cluster is down\r\n"], ids=["stall", "CLUSTERDOWN"]
+)
+def test_a_stalled_or_refused_decision_is_not_sent_again_on_a_cluster(
+    redis_cluster: RedisCluster, clock: Clock, call: str, reply: bytes
 ) -> None:
-    """redis-py's Cluster client would send a timed-out command again, ten times more: the
-    backend's client does not, as on a single node. A stalled node costs one ``timeout``."""
+    """redis-py's Cluster client would send a decision again, ten times more and seconds later,
+    when its node times out or says CLUSTERDOWN: the backend's client does not, as on a single
+    node. A stalled node costs one ``timeout``, and a cluster that is down the fail mode now."""
     cutters = {node.port: Cutter(node.port) for node in redis_cluster.nodes}
     try:
         guard = guard_on(through_all(cutters, timeout=0.3), clock, [DailyCap(5)], fail_mode="closed")
@@ -565,7 +574,7 @@ def test_a_timed_out_command_is_not_sent_again_on_a_cluster(
 
         assert decide(OTHER).allowed  # connected, script loaded
         for cutter in cutters.values():
-            cutter.hold()
+            cutter.hold(reply)
         assert decide(VICTIM).reason == "backend_unavailable"
         assert sum(c.held for c in cutters.values()) == 1, "the script sent once, not again"
     finally:

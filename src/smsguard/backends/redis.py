@@ -103,12 +103,17 @@ T = TypeVar("T")
 _RETRY_ON = (rx.ConnectionError,)
 
 # redis-py's Cluster client sends a command again itself, after refreshing its map of slots, on
-# the errors of its ERRORS_ALLOW_RETRY: a connection error and CLUSTERDOWN (a failover), and a
-# timeout, which these clients leave out (a stalled node waited for once, as on a single node).
-# Its pipelines (flags, refunds, statistics: writes that count once however often sent) keep
-# redis-py's own list. (Any: redis-py types the attribute as its own four.)
+# the errors of its ERRORS_ALLOW_RETRY, ten times more with a backoff: a connection error (a
+# dead node, whose replica may lead now) and a slot not in its map, and these clients leave out
+# the others. A timeout: a stalled node is waited for once, as a single node. CLUSTERDOWN: the
+# cluster refuses for as long as a master is failing (seconds), and the fail mode answers at
+# once, not after seconds of retries. Its pipelines (flags, refunds, statistics: writes that
+# count once however often sent) keep redis-py's own list. (Any: redis-py types the attribute
+# as its own four.)
 _CLUSTER_RETRY_ON: Any = tuple(
-    e for e in redis.cluster.RedisCluster.ERRORS_ALLOW_RETRY if e is not rx.TimeoutError
+    e
+    for e in redis.cluster.RedisCluster.ERRORS_ALLOW_RETRY
+    if e not in (rx.TimeoutError, rx.ClusterDownError)
 )
 
 
