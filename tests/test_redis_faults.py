@@ -572,7 +572,9 @@ def test_a_stalled_or_refused_decision_is_not_sent_again_on_a_cluster(
                 return guard.check(phone)
             return asyncio.run(guard.acheck(phone))
 
-        assert decide(OTHER).allowed  # connected, script loaded
+        first = decide(OTHER)  # connected, script loaded
+        assert first.allowed, first
+        assert not first.degraded, first
         for cutter in cutters.values():
             cutter.hold(reply)
         assert decide(VICTIM).reason == "backend_unavailable"
