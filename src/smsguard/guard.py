@@ -85,11 +85,7 @@ class Guard:
             dry_run=dry_run,
         )
         self.policies: tuple[Policy, ...] = self.planner.policies
-        if statistics is True:
-            statistics = Statistics()
-        if isinstance(statistics, Statistics) and statistics.zone is None:
-            statistics.zone = next((p.tz for p in self.policies if isinstance(p, DailyCap)), None)
-        self.statistics = statistics or None
+        self.statistics = _statistics(statistics, self.policies)
         """Where and how statistics are kept (``guard.stats()``); None when they are off."""
         throttle = next((p for p in self.policies if isinstance(p, IPThrottle)), None)
         self.reporter = Reporter(listeners, fail_mode, throttle.network if throttle else str)
@@ -339,3 +335,13 @@ def _enforced(decision: Decision) -> Decision:
     if not decision.allowed:
         raise Denied(decision)
     return decision
+
+
+def _statistics(statistics: Statistics | bool, policies: tuple[Policy, ...]) -> Statistics | None:
+    """The statistics a guard keeps (True: the default ones), in the first DailyCap's time zone
+    unless they name their own; None when they are off."""
+    if statistics is True:
+        statistics = Statistics()
+    if isinstance(statistics, Statistics) and statistics.zone is None:
+        statistics.zone = next((p.tz for p in policies if isinstance(p, DailyCap)), None)
+    return statistics or None
