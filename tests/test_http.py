@@ -36,8 +36,9 @@ from smsguard import (
 )
 from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
+from smsguard.adapters.fields import _form
 from smsguard.adapters.flask import protect
-from smsguard.adapters.http import Gate, Incoming, Problem, Reply, _form
+from smsguard.adapters.http import Gate, Incoming, Problem, Reply
 from smsguard.policies import Review
 
 CLIENT = ip_address("203.0.113.9")

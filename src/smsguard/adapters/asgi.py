@@ -88,7 +88,7 @@ class SMSGuardMiddleware:
             serve(served)
         # What is unsafe in this set-up, in the log (smsguard.checks); what asks the backend, at
         # the lifespan's startup, off the loop (Starlette builds its middleware on the loop).
-        self._trusts = bool(self.gates.default.trusted or self.gates.default.trust_unix)
+        self._trusts = self.gates.default.proxies.any
         checks.at_start(guard, trusted_proxies=self._trusts, backend=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from smsguard.errors import ConfigError
 
 if TYPE_CHECKING:
-    from smsguard.adapters.http import Incoming
+    from smsguard.adapters.incoming import Incoming
 
 log = logging.getLogger("smsguard")
 

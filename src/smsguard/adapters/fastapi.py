@@ -97,7 +97,7 @@ class SMSGuard:
         self.guard, self.options = guard, {**Gate.settings(os.environ), **options}
         gate = Gate(**self.options)  # a bad value fails now
         serve(guard)
-        checks.at_start(guard, trusted_proxies=bool(gate.trusted or gate.trust_unix))  # in the log
+        checks.at_start(guard, trusted_proxies=gate.proxies.any)  # in the log
         if app is not None:
             self.init_app(app)
 

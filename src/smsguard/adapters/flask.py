@@ -78,9 +78,7 @@ class SMSGuard:
         app.extensions["smsguard"] = _State(guard, options, enabled)
         serve(guard)  # statistics on a timer, and written at the worker's exit
         gate = Gate(**options)  # what is unsafe in this set-up, in the log (smsguard.checks)
-        checks.at_start(
-            guard, production=not app.debug, trusted_proxies=bool(gate.trusted or gate.trust_unix)
-        )
+        checks.at_start(guard, production=not app.debug, trusted_proxies=gate.proxies.any)
         from smsguard.cli import commands
 
         app.cli.add_command(commands(lambda _: guard, config=False))  # flask smsguard status ...

@@ -14,26 +14,28 @@ back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
 It returns the Reply to send instead of the endpoint's response, or None. The ASGI middleware
 and the Flask extension are the few lines of I/O that drive it (sans-I/O, as h11 does), so
-their rules cannot drift apart.
+their rules cannot drift apart. The request's fields are read by ``smsguard.adapters.fields``,
+its client's address by ``smsguard.adapters.proxies``.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, cast
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 from smsguard import attempt as codes
 from smsguard.adapters import ratelimit
 from smsguard.adapters.exempt import Exemption
+from smsguard.adapters.fields import Fields
+from smsguard.adapters.incoming import Field as Field
+from smsguard.adapters.incoming import Incoming as Incoming
+from smsguard.adapters.proxies import Proxies
 from smsguard.adapters.ratelimit import sf_string
 from smsguard.attempt import Decision
 from smsguard.drive import Flow
@@ -51,31 +53,7 @@ MAX_BODY = 16 * 1024
 """A send-code request is a phone number and a few fields: 16 KiB is generous."""
 BODY_TIMEOUT = 10.0
 """Seconds a client has to deliver the body of a guarded request."""
-UNIX: Final = "unix"
-"""In ``trusted_proxies``: a peer on a unix socket (no address) is the trusted proxy."""
-TEST_PEER: Final = "testclient"
-"""The peer Starlette's ``TestClient(app)`` names, which is no address: read as 127.0.0.1 (the
-peer httpx's ASGI transport gives), as a client on this host. No server names it."""
-LOOPBACK: Final = ipaddress.ip_address("127.0.0.1")
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class Incoming(NamedTuple):
-    """A request as an adapter sees it: headers looked up by name in any case, the body read."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    query: str
-    body: bytes
-    peer: str | None
-    """The socket peer's address; None where there is none (a unix socket)."""
-    data: Mapping[str, Any] = MappingProxyType({})
-    """The parsed body (JSON object or form) or, without a body, the query parameters;
-    filled in by the Gate. An adapter that reads the fields itself (FastAPI's model) gives them
-    here, once ``Gate.screen`` has passed the body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +114,6 @@ def json_reply(problem: Problem) -> Reply:
     body = _to_json(problem.body).encode()
     return Reply(problem.status, (("content-type", "application/json"), *problem.headers.items()), body)
 
-
-Field = str | Callable[[Incoming], Any] | None
-"""Where a value comes from: a field name (JSON body, form body, or query string), a
-callable given the Incoming request (return None when absent), or None (not used)."""
-
-_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-"""An HTTP header's name (RFC 9110's token)."""
 
 _SET_BY: Final = {
     "phone": "PHONE_FIELD",
@@ -364,18 +335,7 @@ class Gate:
             raise ConfigError(f"phone must name a field or be a callable, not {phone!r}")
         if content is not None and not ((content and isinstance(content, str)) or callable(content)):
             raise ConfigError(f"content must name a field, be a callable, or be None, not {content!r}")
-        if isinstance(trusted_proxies, str):
-            trusted_proxies = [trusted_proxies]
-        proxies = [p.strip() for p in trusted_proxies]
-        self.trust_unix = UNIX in proxies
-        try:
-            self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in proxies if cidr != UNIX)
-        except ValueError as exc:
-            raise ConfigError(f"trusted_proxies: {exc} (CIDRs, or 'unix' for a unix socket)") from None
-        if not (isinstance(proxy_header, str) and _HEADER_NAME.fullmatch(proxy_header.strip())):
-            raise ConfigError(
-                f"proxy_header must name a header, such as 'x-forwarded-for', not {proxy_header!r}"
-            )
+        self.proxies = Proxies(trusted_proxies, proxy_header)
         if not (isinstance(max_body, int) and max_body >= 0):
             raise ConfigError(f"max_body must be a whole number of bytes, not {max_body!r}")
         if not (isinstance(body_timeout, int | float) and body_timeout > 0):
@@ -388,15 +348,9 @@ class Gate:
         self.opaque = frozenset(opaque)
         self.exemption = Exemption(exempt_networks, exempt)
         self.rate_headers = ratelimit.style(rate_headers)
-        self.proxy_header = proxy_header.strip().lower()
-        self._proxy_said = False
         self.body_timeout = float(body_timeout)
         fields = (phone, code) if action == VERIFY else (phone,) if action == ISSUE else (phone, content)
-        self._watched = tuple(name for name in fields if isinstance(name, str))
-        if len(set(self._watched)) < len(self._watched):
-            named = " and ".join(map(repr, self._watched))
-            raise ConfigError(f"a {action} route reads {named}: one field cannot hold both")
-        self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
+        self.fields = Fields(fields, action)
         if refund_on is None:
             self.refund_on: Callable[[int], bool] = lambda status: status >= 400
         elif callable(refund_on):
@@ -507,32 +461,37 @@ class Gate:
         ``issue_code`` or ``check_code`` by ``action``; ``ip`` as an ``ipaddress`` object, see
         ``client_ip``), or a 400 Reply saying why not."""
         try:
-            data = request.data or self._data(request)
-            phone = self._field(self.phone, request, data, "phone")
+            data = request.data or self.fields.data(request)
+            phone = self.fields.value(self.phone, request, data, "phone")
             if phone is None:
-                raise InvalidInput(f"missing phone number: send it as {self._name(self.phone)}")
+                raise InvalidInput(f"missing phone number: send it as {self.fields.name(self.phone)}")
             if self.action == VERIFY:
-                code = self._field(self.code, request, data, "code")
+                code = self.fields.value(self.code, request, data, "code")
                 if code is None:
-                    raise InvalidInput(f"missing code: send it as {self._name(self.code)}")
-                return {"phone": phone, "code": code, "ip": self._client(request)}
+                    raise InvalidInput(f"missing code: send it as {self.fields.name(self.code)}")
+                return {"phone": phone, "code": code, "ip": self.proxies.client(request)}
             content = None
             if self.content is not None and self.action == CHECK:
-                content = self._field(self.content, request, data, "content")
+                content = self.fields.value(self.content, request, data, "content")
         except InvalidInput as exc:
             return self.invalid(exc)
         if self.action == ISSUE:  # the content is the code: the guard's own
-            found: dict[str, Any] = {"phone": phone, "ip": self._client(request)}
+            found: dict[str, Any] = {"phone": phone, "ip": self.proxies.client(request)}
             if self.challenge is not None:
                 found["challenge_passed"] = self._passed(request._replace(data=data))
             return self._exempt(found, request, data)
-        found = {"phone": phone, "content": content, "ip": self._client(request)}
+        found = {"phone": phone, "content": content, "ip": self.proxies.client(request)}
         if content is None:  # the route: a label to count by, which ContentRules reads as no text
             found["content"] = route = f"{request.method} {request.path}"
             found["context"] = {ROUTE: route}
         if self.challenge is not None:
             found["challenge_passed"] = self._passed(request._replace(data=data))
         return self._exempt(found, request, data)
+
+    def client_ip(self, request: Incoming) -> str | None:
+        """The socket peer, unless it is a trusted proxy: then the right-most hop of
+        ``proxy_header`` that is not a trusted proxy itself."""
+        return self.proxies.client_ip(request)
 
     def _exempt(self, found: dict[str, Any], request: Incoming, data: Mapping[str, Any]) -> dict[str, Any]:
         """``found``, with ``exempt`` naming what exempts the request, if anything does."""
@@ -558,118 +517,6 @@ class Gate:
         except Exception as exc:
             log.warning("smsguard: the challenge callable failed on a request: %r", exc)
             return False
-
-    def _field(self, source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:
-        if source is None:
-            return None
-        if callable(source):
-            try:
-                value = source(request._replace(data=data))
-            except Exception as exc:  # the callable met a request it did not expect: the client's
-                log.debug("smsguard: the %s callable failed on a request: %r", what, exc)
-                raise InvalidInput(f"cannot read the {what} from this request") from None
-        else:
-            value = data.get(source)
-        if value is None or isinstance(value, str):
-            return value
-        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
-
-    @staticmethod
-    def _name(source: Field) -> str:
-        return repr(source) if isinstance(source, str) else "the configured field"
-
-    def _data(self, request: Incoming) -> Mapping[str, Any]:
-        """The request's fields: its body parsed by content type, or without a body its query.
-        A watched field (phone, content) may appear once in all."""
-        watched = self._watched
-        if not request.body:
-            return _form(request.query, watched)
-        if watched and request.query and any(n in watched for n, _ in _pairs(request.query)):
-            raise InvalidInput(
-                "a phone, content or code field is in both the query and the body: send it once"
-            )
-        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if kind == "application/json" or kind.endswith("+json"):
-            body = request.body
-            # A watched name given twice needs its name twice in the text (or an escape, such as
-            # "\u0070hone"): only then is the object parsed pair by pair.
-            twice = b"\\u" in body
-            for name in self._quoted:
-                twice = twice or body.count(name) > 1
-            try:
-                data = json.loads(body, object_pairs_hook=self._unique) if twice else json.loads(body)
-            except _Duplicate as exc:
-                raise InvalidInput(f"field {exc} is given more than once: send it once") from None
-            except (ValueError, RecursionError):
-                raise InvalidInput("the body is not valid JSON") from None
-            if not isinstance(data, dict):
-                raise InvalidInput("the JSON body must be an object")
-            return data
-        if kind == "application/x-www-form-urlencoded":
-            if _reads_as_json(request.body):
-                # A view that reads JSON whatever the type would text another number than the
-                # form's: a body must be one thing.
-                raise InvalidInput("the form body reads as JSON: send JSON as application/json")
-            try:
-                return _form(request.body.decode(), watched)
-            except UnicodeDecodeError:
-                raise InvalidInput("the form body is not UTF-8") from None
-        raise InvalidInput(
-            f"unsupported content type {kind or 'none'!r}: send application/json or a urlencoded form"
-        )
-
-    def _unique(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        """A JSON object, refusing a watched key given twice (``json`` would keep the last)."""
-        data = dict(pairs)
-        if len(data) != len(pairs):
-            names = [name for name, _ in pairs]
-            for name in self._watched:
-                if names.count(name) > 1:
-                    raise _Duplicate(repr(name))
-        return data
-
-    def client_ip(self, request: Incoming) -> str | None:
-        """The socket peer, unless it is a trusted proxy: then the right-most hop of
-        ``proxy_header`` that is not a trusted proxy itself."""
-        client = self._client(request)
-        return None if client is None else str(client)
-
-    def _client(self, request: Incoming) -> Address | None:
-        peer = LOOPBACK if request.peer == TEST_PEER else _address(request.peer)
-        if peer is None:
-            if not (self.trust_unix and request.peer is None):
-                return None
-        elif not self.trusted:
-            if not self._proxy_said and not self.trust_unix and request.headers.get(self.proxy_header):
-                self._untrusted_proxy(peer)
-            return peer
-        elif not self._trusted(peer):
-            return peer
-        client = peer
-        for hop in reversed(_hops(request.headers, self.proxy_header)):
-            address = _address(hop)
-            if address is None:  # garbage in the chain: stop at the last hop we could read
-                break
-            client = address
-            if not self._trusted(address):
-                break
-        return client
-
-    def _untrusted_proxy(self, peer: Address) -> None:
-        """Say once that a forwarding header arrives while no proxy is trusted (W004 of
-        ``smsguard.checks``): behind a proxy, every client would count as the proxy."""
-        self._proxy_said = True
-        log.warning(
-            "smsguard: a request from %s carries a %s header, but no proxy is trusted: if the app "
-            "is behind a proxy, every client has the proxy's address and IPThrottle limits them all "
-            "as one. Set SMSGUARD_TRUSTED_PROXIES (trusted_proxies=) to the proxy's addresses; a "
-            "header from anyone else is ignored, as it is now.",
-            peer,
-            self.proxy_header,
-        )
-
-    def _trusted(self, address: Address) -> bool:
-        return any(address in network for network in self.trusted)
 
     # -- replies ------------------------------------------------------------------------
 
@@ -730,7 +577,7 @@ class Gate:
                 "smsguard: the server gives no client address (a unix socket?) and %s: add 'unix' to "
                 "trusted_proxies so that the proxy's %s header is read",
                 exc,
-                self.proxy_header,
+                self.proxies.proxy_header,
             )
         else:
             log.error(
@@ -756,7 +603,7 @@ class Gate:
         if len(request.body) > self.max_body:
             return self.too_large()
         try:
-            self._data(request)
+            self.fields.data(request)
         except InvalidInput as exc:
             return self.invalid(exc)
         return None
@@ -877,98 +724,3 @@ def _json_refusal(
     policy: str | None, reason: str | None, kind: str, wait: int | None, limit: int | None
 ) -> Reply:
     return json_reply(_refusal(policy, reason, kind, wait, limit, None))
-
-
-class _Duplicate(ValueError):
-    pass
-
-
-def _pairs(text: str) -> list[tuple[str, str]]:
-    """``text`` (a query or urlencoded body) as its (name, value) pairs, as ``parse_qsl``
-    reads them."""
-    if "%" in text or "+" in text:
-        return parse_qsl(text, keep_blank_values=True)
-    # Nothing to unquote: split it here, which is the same and a third of parse_qsl's cost.
-    pairs = []
-    for pair in text.split("&"):
-        if pair:
-            name, _, value = pair.partition("=")
-            pairs.append((name, value))
-    return pairs
-
-
-def _form(text: str, watched: Sequence[str] = ()) -> dict[str, str]:
-    """``text`` as a dict; a ``watched`` name given twice is an InvalidInput."""
-    pairs = _pairs(text)
-    fields = dict(pairs)
-    if len(fields) != len(pairs):
-        names = [name for name, _ in pairs]
-        for name in watched:
-            if names.count(name) > 1:
-                raise InvalidInput(f"field {name!r} is given more than once: send it once")
-    return fields
-
-
-# What a JSON text other than an object or an array starts with (NaN and Infinity: Python's json).
-_JSON_SCALAR: Final = frozenset('"-0123456789tfnNI')
-_JSON_WORDS: Final = frozenset(b"%c" % c for c in b"tfnNI")
-
-
-def _reads_as_json(body: bytes) -> bool:
-    """Whether ``body`` reads as JSON to ``json.loads(body)``, as a view that reads JSON whatever
-    the type does (it skips a BOM and reads UTF-16 and UTF-32 too), or looks like it: an object
-    or an array, valid or not, since a lenient parser may read it."""
-    first = body[:1]
-    if first.isalpha() and first not in _JSON_WORDS:
-        return False  # a field name, as a form starts; in any encoding json reads, the first character
-    try:
-        text = body.decode(json.detect_encoding(body), "surrogatepass").lstrip(" \t\n\r")
-    except UnicodeDecodeError:
-        return False
-    first_char = text[:1]
-    if first_char in ("{", "["):
-        return True
-    if first_char not in _JSON_SCALAR:
-        return False
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _address(text: str | None) -> Address | None:
-    """An address from a peer or a forwarded hop (``1.2.3.4:80``, ``"[2001:db8::1]:443"``)."""
-    # No address is longer than this (an IPv6 one in brackets, with a zone and a port, quoted):
-    # longer text is refused before the cache, so a client cannot fill it with big strings.
-    if not text or len(text) > 72:
-        return None
-    return _parse_address(text)
-
-
-@functools.lru_cache(maxsize=4096)  # peers and proxies repeat: parse each once
-def _parse_address(text: str) -> Address | None:
-    text = text.strip().strip('"')
-    if text.startswith("["):
-        text = text[1 : text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _hops(headers: Mapping[str, str], name: str) -> list[str]:
-    """The client hops in header ``name``, left to right: the ``for=`` of ``Forwarded``, or a
-    comma-separated list (``X-Forwarded-For``; a single address is a list of one)."""
-    value = headers.get(name, "")
-    if name != "forwarded":
-        return [hop for hop in value.split(",") if hop.strip()]
-    hops = []
-    for element in value.split(","):
-        for pair in element.split(";"):
-            key, _, hop = pair.strip().partition("=")
-            if key.lower() == "for":
-                hops.append(hop)
-    return hops

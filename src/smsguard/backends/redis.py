@@ -35,9 +35,8 @@ import redis.connection
 import redis.retry
 import redis.sentinel
 from redis import exceptions as rx
-from redis.backoff import NoBackoff
 
-from smsguard.backends import urls
+from smsguard.backends import redis_clients
 from smsguard.backends.wire import Request, Wire, _glob_escape
 from smsguard.drive import adrive, drive
 from smsguard.errors import BackendError, BackendUnavailable, ConfigError
@@ -53,13 +52,6 @@ except ImportError:  # pragma: no cover - the redis extra brings it
 
 SCRIPT = resources.files("smsguard.backends").joinpath("lua/consume.lua").read_text()
 
-
-# redis-py leaves these untyped; naming them Any keeps mypy --strict honest elsewhere.
-_ClusterNode: Any = redis.cluster.ClusterNode
-_AsyncClusterNode: Any = redis.asyncio.cluster.ClusterNode
-_Sentinel: Any = redis.sentinel.Sentinel
-_parse_url: Callable[[str], dict[str, Any]] = redis.connection.parse_url
-_AsyncSentinel: Any = redis.asyncio.sentinel.Sentinel
 
 # What "Redis cannot answer now" looks like: the guard answers it with its fail mode. Any other
 # error from Redis is a bug (a script error, a wrong type, a command refused by an ACL) and is
@@ -95,35 +87,6 @@ REFUSALS = frozenset(
 _REFUSED = (rx.OutOfMemoryError, rx.ReadOnlyError, rx.TryAgainError)
 _IN_PIPELINE = "of pipeline caused error: "
 T = TypeVar("T")
-
-# Retry once, at once, on a connection error: a pooled connection that turns out dead (Redis
-# restarted) is no outage. The error may also come after Redis ran the command, its reply lost:
-# sent again, a decision answers as it did (consume.lua) and statistics are added once
-# (tally.lua). Never on a timeout: a stalled Redis must not be waited for twice.
-_RETRY_ON = (rx.ConnectionError,)
-
-# redis-py's Cluster client sends a command again itself, after refreshing its map of slots, on
-# the errors of its ERRORS_ALLOW_RETRY, ten times more with a backoff: a connection error (a
-# dead node, whose replica may lead now) and a slot not in its map, and these clients leave out
-# the others. A timeout: a stalled node is waited for once, as a single node. CLUSTERDOWN: the
-# cluster refuses for as long as a master is failing (seconds), and the fail mode answers at
-# once, not after seconds of retries. Its pipelines (flags, refunds, statistics: writes that
-# count once however often sent) keep redis-py's own list. (Any: redis-py types the attribute
-# as its own four.)
-_CLUSTER_RETRY_ON: Any = tuple(
-    e
-    for e in redis.cluster.RedisCluster.ERRORS_ALLOW_RETRY
-    if e not in (rx.TimeoutError, rx.ClusterDownError)
-)
-
-
-class _Cluster(redis.cluster.RedisCluster):
-    ERRORS_ALLOW_RETRY = _CLUSTER_RETRY_ON
-
-
-class _AsyncCluster(redis.asyncio.cluster.RedisCluster):
-    ERRORS_ALLOW_RETRY = _CLUSTER_RETRY_ON
-
 
 # Eviction policies that may delete counters (allkeys-*) or counters alone (volatile-*).
 SAFE_POLICY = "noeviction"
@@ -269,71 +232,13 @@ class RedisBackend:
         not Redis being down. A Cluster's async client opens up to ``max_connections`` to each
         node, and a burst of its calls queues alike.
         """
-        scheme, url = urls.scheme(url)
-        settings: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
-        settings.update(options)
-        retry = settings.pop("retry", None)
-        sync_retry = retry or redis.retry.Retry(NoBackoff(), 1, _RETRY_ON)
-        async_retry = retry or redis.asyncio.retry.Retry(NoBackoff(), 1, _RETRY_ON)
-        if scheme in ("redis", "rediss", "unix"):
-            urls.check_single(url)
-            try:
-                _parse_url(url)  # its query options, which redis-py reads only at the first command
-            except ValueError as exc:
-                raise ConfigError(
-                    f"{urls.shown(url)}: {exc} Give each option a value redis-py reads: seconds for "
-                    "a timeout (?socket_timeout=0.5), true or false for a switch"
-                ) from None
-            pooled = {**settings, "max_connections": max_connections, "timeout": pool_timeout}
-            made = cls(
-                prefix=prefix,
-                make_client=lambda: redis.Redis(
-                    connection_pool=redis.BlockingConnectionPool.from_url(url, retry=sync_retry, **pooled)
-                ),
-                make_aclient=lambda: redis.asyncio.Redis(
-                    connection_pool=_hiredis_packing(
-                        redis.asyncio.BlockingConnectionPool.from_url(url, retry=async_retry, **pooled)
-                    )
-                ),
-            )
-            made._packed = retry is None and _pack_command is not None
-            return made
-        password, hosts, path = urls.locations(url)
-        if password:
-            settings.setdefault("password", password)
-        if scheme == "redis+cluster":
-            if path.strip("/") not in ("", "0"):
-                raise ConfigError(
-                    f"{urls.shown(url)}: a Cluster has database 0 only: end the URL with the hosts"
-                )
-            return cls(
-                prefix=prefix,
-                cluster=True,
-                make_client=lambda: _Cluster(
-                    startup_nodes=[_ClusterNode(h, p) for h, p in hosts], **settings
-                ),
-                make_aclient=lambda: _AsyncCluster(
-                    startup_nodes=[_AsyncClusterNode(h, p) for h, p in hosts],
-                    max_connections=max_connections,
-                    **settings,
-                ),
-                pool_timeout=pool_timeout,
-            )
-        service = path.strip("/")  # redis+sentinel, as _scheme let nothing else through
-        if not service:
-            raise ConfigError(
-                f"{urls.shown(url)!r} names no service: redis+sentinel://host:port/service_name"
-            )
-        sentinel_kwargs = {"socket_timeout": timeout, "password": password} if password else None
-        return cls(
-            prefix=prefix,
-            make_client=lambda: _Sentinel(
-                hosts, sentinel_kwargs=sentinel_kwargs, retry=sync_retry, **settings
-            ).master_for(service),
-            make_aclient=lambda: _AsyncSentinel(
-                hosts, sentinel_kwargs=sentinel_kwargs, retry=async_retry, **settings
-            ).master_for(service),
+        found = redis_clients.of_url(
+            url, timeout, connect_timeout, max_connections, pool_timeout, options, _hiredis_packing
         )
+        packed = found.pop("packed", False)
+        made = cls(prefix=prefix, **found)
+        made._packed = packed and _pack_command is not None
+        return made
 
     # -- the Backend protocol ----------------------------------------------------------
 
@@ -448,8 +353,9 @@ class RedisBackend:
     def _evalsha(self, *command: Any) -> Any:
         """``client.evalsha(*command)`` without redis-py's command path: the arguments packed in
         one call of hiredis (redis-py encodes them one at a time in Python first, a third of the
-        client's cost of a decision), sent and read on a pooled connection. A connection error
-        is tried once more on a fresh connection, as the client's own Retry would (see _RETRY_ON)."""
+        client's cost of a decision), sent and read on a pooled connection. A connection error is
+        tried once more on a fresh connection, as the client's own Retry would
+        (``redis_clients._RETRY_ON``)."""
         pool = self._client.connection_pool
         packed = [_pack_command(("EVALSHA", *command))]  # type: ignore[misc]  # set: see from_url
         connection = pool.get_connection()

@@ -43,7 +43,7 @@ def check_smsguard(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     found = findings(
         built.guard,
         production=not settings.DEBUG,
-        trusted_proxies=bool(gate.trusted or gate.trust_unix),
+        trusted_proxies=gate.proxies.any,
         proxied=proxied,
     )
     return [
