@@ -24,6 +24,7 @@ from smsguard import (
     CodeCheck,
     CodeRules,
     DailyCap,
+    Decision,
     Guard,
     IPThrottle,
     Issued,
@@ -580,6 +581,28 @@ def test_issue_flow_through_an_outage(clock: Clock, mode: str) -> None:
     with pytest.raises(StopIteration) as done:  # the backend is left alone: no step at all
         next(flow)
     assert done.value.value == CodeCheck(True, None, None, 5)
+
+
+def test_a_code_the_closed_fail_mode_cannot_issue_is_refused_whole(clock: Clock) -> None:
+    """A whitelisted number is allowed with no backend step; its code's own step meeting an
+    outage under ``closed`` is the fail mode's refusal, built complete (no allowed copy)."""
+    guard = stepped(clock, "closed", [Whitelist([PHONE]), DailyCap(2)])
+    flow = guard.flows.issue_code(PHONE)
+    verb, job = next(flow)
+    assert (verb, job.counters, isinstance(job.code, Issue)) == ("run", (), True)
+    issued = returned(flow, throw=BackendUnavailable("connection refused"))
+    number = guard.identify(PHONE)
+    assert issued.code is None
+    assert issued.decision == Decision(
+        False,
+        number.e164,
+        reason="backend_unavailable",
+        retry_after=5.0,
+        kind="unavailable",
+        degraded=True,
+        country=number.region,
+        phone_hash=number.phone_id,
+    )
 
 
 def test_check_flow_is_one_step_and_reads_its_outcome(clock: Clock) -> None:

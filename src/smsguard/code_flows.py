@@ -9,17 +9,17 @@ issued and checked in process (fail mode ``local`` or ``open``), never on the ba
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from smsguard import stats
-from smsguard.attempt import BACKEND_UNAVAILABLE, EXEMPT, UNAVAILABLE, WRONG_CODE, Attempt, Decision
+from smsguard.attempt import EXEMPT, WRONG_CODE, Attempt, Decision
 from smsguard.backends.base import RUN
 from smsguard.codes import CONTENT, CodeCheck, Issued
 from smsguard.drive import Flow
 from smsguard.errors import BackendError, BackendUnavailable
 from smsguard.flows import Flows
-from smsguard.plan import UNRECORDED, CodeState, Job, Outcome
+from smsguard.phone import Number
+from smsguard.plan import UNRECORDED, CodeState, Job, Outcome, unavailable
 from smsguard.planner import IPLike
 
 
@@ -49,13 +49,13 @@ class CodeFlows(Flows):
             decision, state = yield from self._decide(phone, CONTENT, ip, context, challenge_passed, True)
         if not decision.allowed:
             return Issued(decision, None)
-        phone_id = self.planner.identify(phone).phone_id
+        number = self.planner.identify(phone)
         if state is None:  # decided with no backend step (a fixed verdict), or by the fail mode
             now = self.clock()
-            job = Job(now, "", (), (), code=self.codes.issue(phone_id, now))
+            job = Job(now, "", (), (), code=self.codes.issue(number.phone_id, now))
             if decision.degraded or now < self.outage.down_until:
                 if self.outage.mode == "closed":  # no code is issued during an outage
-                    return Issued(self._refused(decision, now), None)
+                    return Issued(self._refused(number, now), None)
                 state = self.local.run(job).code  # checked here too, never on the backend
             else:
                 try:
@@ -63,18 +63,17 @@ class CodeFlows(Flows):
                 except BackendUnavailable as exc:
                     self.outage.failed(exc, now)
                     if self.outage.mode == "closed":
-                        return Issued(self._refused(decision, now), None)
+                        return Issued(self._refused(number, now), None)
                     state = self.local.run(job).code
         if state is None:
             raise BackendError("the backend issued no code with an allowed decision")
-        return Issued(decision, self.codes.code(phone_id, state.nonce))
+        return Issued(decision, self.codes.code(number.phone_id, state.nonce))
 
-    def _refused(self, decision: Decision, now: float) -> Decision:
-        """``decision`` as the closed fail mode's refusal."""
-        return replace(
-            decision, allowed=False, policy=None, reason=BACKEND_UNAVAILABLE, kind=UNAVAILABLE,
-            retry_after=max(self.outage.down_until - now, 1.0), receipt=None, degraded=True,
-        )  # fmt: skip
+    def _refused(self, number: Number, now: float) -> Decision:
+        """The closed fail mode's refusal of a code the backend could not issue, built whole."""
+        return unavailable(
+            number.e164, number.region, number.phone_id, max(self.outage.down_until - now, 1.0)
+        )
 
     def check_code(self, phone: str, code: object, ip: IPLike | None) -> Flow[CodeCheck]:
         """Check ``code`` for ``phone``: one backend step (the code's counters, the limits on

@@ -417,20 +417,7 @@ class Plan(NamedTuple):
                 attempt.region,
                 attempt.phone_id,
             )
-        return Decision(
-            False,
-            attempt.phone,
-            None,
-            codes.BACKEND_UNAVAILABLE,
-            retry_after,
-            {},
-            None,
-            None,
-            codes.UNAVAILABLE,
-            True,
-            attempt.region,
-            attempt.phone_id,
-        )
+        return unavailable(attempt.phone, attempt.region, attempt.phone_id, retry_after)
 
     def _shadowed(self, out: Outcome) -> tuple[str, ...]:
         """The names of the shadow policies whose items ``out`` says would have denied."""
@@ -497,3 +484,22 @@ class _Remaining(Mapping[str, int]):
 
     def __repr__(self) -> str:
         return repr(self._dict())
+
+
+def unavailable(phone: str, region: str | None, phone_id: str, retry_after: float) -> Decision:
+    """The closed fail mode's refusal of ``phone``, complete: ``backend_unavailable``, degraded,
+    ``retry_after`` the wait until the backend is tried again."""
+    return Decision(
+        False,
+        phone,
+        None,
+        codes.BACKEND_UNAVAILABLE,
+        retry_after,
+        {},
+        None,
+        None,
+        codes.UNAVAILABLE,
+        True,
+        region,
+        phone_id,
+    )
