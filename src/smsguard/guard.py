@@ -111,7 +111,8 @@ class Guard:
             codes=Codes(code_rules or CodeRules(), self.planner.digest),
             denials=denials.deny_cache(deny_cache, self.backend.shared),
         )
-        self._io, self._aio = io(self.backend), aio(self.backend)
+        self.io, self.aio = io(self.backend), aio(self.backend)
+        """What does a flow's steps on the backend, sync and async (``smsguard.drive``)."""
         self.outage, self.outbox = self.flows.outage, self.flows.outbox
         """The fail mode (``outage.down_until``: until when the backend is left alone) and the
         writes owed to the backend (``outbox.pending``)."""
@@ -167,7 +168,7 @@ class Guard:
 
         ``challenge_passed``: the client passed a challenge (a CAPTCHA) with this request, so
         policies of kind ``challenge`` pass it over."""
-        return drive(self.flows.check(phone, content, ip, context, challenge_passed), self._io)
+        return drive(self.flows.check(phone, content, ip, context, challenge_passed), self.io)
 
     async def acheck(
         self,
@@ -179,7 +180,7 @@ class Guard:
         challenge_passed: bool = False,
     ) -> Decision:
         """``check`` for async code: the backend is awaited, never blocking the loop."""
-        return await adrive(self.flows.check(phone, content, ip, context, challenge_passed), self._aio)
+        return await adrive(self.flows.check(phone, content, ip, context, challenge_passed), self.aio)
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""
@@ -195,20 +196,20 @@ class Guard:
         """``check`` the send of a code (``ip``, ``context``, ``challenge_passed`` as there) and, if
         allowed, issue it in the same backend step: ``Issued(decision, code)``, the code None when
         denied. While the number's code is live (neither spent, dead nor expired) it is the same."""
-        return drive(self.flows.issue_code(phone, **attempt), self._io)
+        return drive(self.flows.issue_code(phone, **attempt), self.io)
 
     async def aissue_code(self, phone: str, **attempt: Any) -> Issued:
         """``issue_code`` for async code."""
-        return await adrive(self.flows.issue_code(phone, **attempt), self._aio)
+        return await adrive(self.flows.issue_code(phone, **attempt), self.aio)
 
     def check_code(self, phone: str, code: object, *, ip: IPLike | None = None) -> CodeCheck:
         """Check ``code`` for ``phone`` (one backend step); a right one is spent and the number
         recorded as ``verified``. A malformed code is a wrong guess. Raises InvalidPhone."""
-        return drive(self.flows.check_code(phone, code, ip), self._io)
+        return drive(self.flows.check_code(phone, code, ip), self.io)
 
     async def acheck_code(self, phone: str, code: object, *, ip: IPLike | None = None) -> CodeCheck:
         """``check_code`` for async code."""
-        return await adrive(self.flows.check_code(phone, code, ip), self._aio)
+        return await adrive(self.flows.check_code(phone, code, ip), self.aio)
 
     # -- writes: refunds, verifications, the switch, shared lists ---------------------------
     # A change holds in this guard at once. If the backend cannot be reached it is sent when
@@ -221,54 +222,54 @@ class Guard:
         A receipt is spent once: refunding the same decision again gives nothing more. A refund
         that cannot reach the backend is sent when it answers again.
         """
-        drive(self.flows.refund(decision), self._io)
+        drive(self.flows.refund(decision), self.io)
 
     async def arefund(self, decision: Decision) -> None:
         """``refund`` for async code."""
-        await adrive(self.flows.refund(decision), self._aio)
+        await adrive(self.flows.refund(decision), self.aio)
 
     def verified(self, phone: str, *, ip: IPLike | None = None) -> None:
         """The user entered a correct code sent to ``phone``: call it then. The number is known
         (``UnverifiedCap`` no longer holds it) for its trust period, its scopes earn room, and
         the statistics count a verification. One backend write; if the backend cannot be
         reached it is sent when it answers again. Raises InvalidPhone for a bad number."""
-        drive(self.flows.verified(phone, ip), self._io)
+        drive(self.flows.verified(phone, ip), self.io)
 
     async def averified(self, phone: str, *, ip: IPLike | None = None) -> None:
         """``verified`` for async code."""
-        await adrive(self.flows.verified(phone, ip), self._aio)
+        await adrive(self.flows.verified(phone, ip), self.aio)
 
     def suspend(self) -> None:
         """Turn the emergency switch on: the ``Suspend`` policy then denies every attempt."""
-        drive(self.flows.switch(True), self._io)
+        drive(self.flows.switch(True), self.io)
 
     async def asuspend(self) -> None:
         """``suspend`` for async code."""
-        await adrive(self.flows.switch(True), self._aio)
+        await adrive(self.flows.switch(True), self.aio)
 
     def resume(self) -> None:
         """Turn the emergency switch off."""
-        drive(self.flows.switch(False), self._io)
+        drive(self.flows.switch(False), self.io)
 
     async def aresume(self) -> None:
         """``resume`` for async code."""
-        await adrive(self.flows.switch(False), self._aio)
+        await adrive(self.flows.switch(False), self.aio)
 
     def add_number(self, policy: str, phone: str) -> None:
         """Add ``phone`` to the shared list of the Whitelist/Blacklist named ``policy``."""
-        drive(self.flows.list_entry(policy, phone, True), self._io)
+        drive(self.flows.list_entry(policy, phone, True), self.io)
 
     async def aadd_number(self, policy: str, phone: str) -> None:
         """``add_number`` for async code."""
-        await adrive(self.flows.list_entry(policy, phone, True), self._aio)
+        await adrive(self.flows.list_entry(policy, phone, True), self.aio)
 
     def remove_number(self, policy: str, phone: str) -> None:
         """Take ``phone`` out of the shared list of the policy named ``policy``."""
-        drive(self.flows.list_entry(policy, phone, False), self._io)
+        drive(self.flows.list_entry(policy, phone, False), self.io)
 
     async def aremove_number(self, policy: str, phone: str) -> None:
         """``remove_number`` for async code."""
-        await adrive(self.flows.list_entry(policy, phone, False), self._aio)
+        await adrive(self.flows.list_entry(policy, phone, False), self.aio)
 
     # -- one number: its counters read, or forgotten ---------------------------------------
 
@@ -276,23 +277,23 @@ class Guard:
         """The counters that hold ``phone`` now (and ``content``'s and ``ip``'s, where given):
         used, limit, remaining, and when a full one frees a slot. Nothing is consumed; the
         DailyCap's ``used`` is today's sends. Raises BackendUnavailable if the backend is down."""
-        return drive(self.flows.status(phone, content, ip), self._io)
+        return drive(self.flows.status(phone, content, ip), self.io)
 
     async def astatus(
         self, phone: str, *, content: str | None = None, ip: IPLike | None = None
     ) -> list[Usage]:
         """``status`` for async code."""
-        return await adrive(self.flows.status(phone, content, ip), self._aio)
+        return await adrive(self.flows.status(phone, content, ip), self.aio)
 
     def reset(self, phone: str) -> None:
         """Forget every counter of ``phone`` (a support agent unblocking a user); its list
         entries stay. Like a flag change, it holds here at once and, if the backend cannot be
         reached, is sent when it answers again (BackendUnavailable says so)."""
-        drive(self.flows.reset(phone), self._io)
+        drive(self.flows.reset(phone), self.io)
 
     async def areset(self, phone: str) -> None:
         """``reset`` for async code."""
-        await adrive(self.flows.reset(phone), self._aio)
+        await adrive(self.flows.reset(phone), self.aio)
 
     def identify(self, phone: str) -> Number:
         """The ``Number`` of ``phone``: E.164 first, its keyed hash second, then its region (and,
@@ -306,29 +307,29 @@ class Guard:
         ``flush_interval`` after a decision; an idle worker holds its last ones until then), and
         any write owed since an outage. For a shutdown hook, or before reading them elsewhere.
         Raises BackendUnavailable if the backend is down."""
-        drive(self.flows.flush(), self._io)
+        drive(self.flows.flush(), self.io)
 
     async def aflush(self) -> None:
         """``flush`` for async code."""
-        await adrive(self.flows.flush(), self._aio)
+        await adrive(self.flows.flush(), self.aio)
 
     def stats(self, day: date | str | None = None) -> Day:
         """The statistics of ``day`` (a date, ``"YYYY-MM-DD"``, or None for today), in the
         statistics' time zone. Raises BackendUnavailable if the backend is down."""
-        return drive(self.flows.stats(day), self._io)
+        return drive(self.flows.stats(day), self.io)
 
     async def astats(self, day: date | str | None = None) -> Day:
         """``stats`` for async code."""
-        return await adrive(self.flows.stats(day), self._aio)
+        return await adrive(self.flows.stats(day), self.aio)
 
     def report(self, day: date | str | None = None) -> Report:
         """The daily review of ``day`` (None: today): its totals against the day before and the
         same weekday a week before, conversion, top reasons and countries, and anomalies."""
-        return drive(self.flows.report(day), self._io)
+        return drive(self.flows.report(day), self.io)
 
     async def areport(self, day: date | str | None = None) -> Report:
         """``report`` for async code."""
-        return await adrive(self.flows.report(day), self._aio)
+        return await adrive(self.flows.report(day), self.aio)
 
 
 def _enforced(decision: Decision) -> Decision:

@@ -6,11 +6,15 @@ is read (bytes, or ``TOO_LARGE`` past ``max_body``, ``TOO_SLOW`` past ``body_tim
 written once as a generator that asks its adapter for what needs I/O and gets the answers sent
 back (``smsguard.drive`` runs it, with ``exchange_io`` or ``aexchange_io``):
 
-- ``("check", arguments)``: the guard's Decision (an ``InvalidInput`` is thrown back in);
-- ``("issue", arguments)``: ``Guard.issue_code``'s ``Issued`` (the Gate's ``action="issue"``);
-- ``("verify", arguments)``: ``Guard.check_code``'s ``CodeCheck`` (``action="verify"``);
+- ``("check", arguments)``: the guard's flow of ``Guard.check`` (``smsguard.flows``), which the
+  exchange runs within itself (``yield from``): its backend steps go to the same I/O, so one
+  request is one drive; the flow returns the Decision (an ``InvalidInput`` is thrown back in);
+- ``("issue", arguments)``: the flow of ``Guard.issue_code`` (the Gate's ``action="issue"``),
+  returning the ``Issued``;
+- ``("verify", arguments)``: the flow of ``Guard.check_code`` (``action="verify"``), returning
+  the ``CodeCheck``;
 - ``("endpoint", admitted)``: the endpoint's status (its exception is thrown back in);
-- ``("refund", decision)``: nothing.
+- ``("refund", decision)``: the flow of ``Guard.refund``.
 
 It returns the Reply to send instead of the endpoint's response, or None. The ASGI middleware
 and the Flask extension are the few lines of I/O that drive it (sans-I/O, as h11 does), so
@@ -202,54 +206,74 @@ switch = Switch()
 
 def exchange_io(
     guard: Guard, endpoint: Callable[[Admitted], int], enabled: bool = True
-) -> Callable[[tuple[str, Any]], Any]:
-    """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's check
-    (or, while the app's guard is switched off by ``SMSGUARD_ENABLED`` or the process's
-    ``switch``, the number validated, InvalidPhone as ever, and nothing counted), a code issued
-    or checked (switched off or not: the codes are the app's, not a limit), the endpoint (its
-    status), and a refund."""
+) -> Callable[[tuple[Any, ...]], Any]:
+    """The I/O of a sync adapter's exchange, for ``smsguard.drive.drive``: the guard's flow of
+    a step (its check; or, while the app's guard is switched off by ``SMSGUARD_ENABLED`` or the
+    process's ``switch``, the number validated, InvalidPhone as ever, and nothing counted; a code
+    issued or checked, switched off or not: the codes are the app's, not a limit; a refund),
+    which the exchange runs in the same drive, the steps of that flow on the guard's backend,
+    and the endpoint (its status)."""
+    backend = guard.io
 
-    def io(step: tuple[str, Any]) -> Any:
-        kind, value = step
-        if kind == CHECK:
-            if "exempt" in value:
-                return _unguarded(guard, value["phone"], value["exempt"])
-            return guard.check(**value) if enabled and switch.on else _unguarded(guard, value["phone"])
-        if kind == ISSUE:
-            return guard.issue_code(**value)
-        if kind == VERIFY:
-            return guard.check_code(**value)
+    def io(step: tuple[Any, ...]) -> Any:
+        kind = step[0]
         if kind == "endpoint":
-            return endpoint(value)
-        return guard.refund(value)
+            return endpoint(step[1])
+        if kind in _JUDGED:
+            return _flow(guard, kind, step[1], enabled)
+        return backend(step)
 
     return io
 
 
 def aexchange_io(
     guard: Guard, endpoint: Callable[[Admitted], Awaitable[int]] | None, enabled: bool = True
-) -> Callable[[tuple[str, Any]], Awaitable[Any]]:
-    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: ``guard.acheck``,
-    ``aissue_code``, ``acheck_code`` and ``arefund``. ``endpoint`` None for an adapter that runs
-    the endpoint itself between ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
+) -> Callable[[tuple[Any, ...]], Awaitable[Any]]:
+    """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: the backend's steps
+    awaited. ``endpoint`` None for an adapter that runs the endpoint itself between
+    ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
+    backend = guard.aio
 
-    async def aio(step: tuple[str, Any]) -> Any:
-        kind, value = step
-        if kind == CHECK:
-            if "exempt" in value:
-                return _unguarded(guard, value["phone"], value["exempt"])
-            if enabled and switch.on:
-                return await guard.acheck(**value)
-            return _unguarded(guard, value["phone"])
-        if kind == ISSUE:
-            return await guard.aissue_code(**value)
-        if kind == VERIFY:
-            return await guard.acheck_code(**value)
+    async def aio(step: tuple[Any, ...]) -> Any:
+        kind = step[0]
         if kind == "endpoint" and endpoint is not None:
-            return await endpoint(value)
-        return await guard.arefund(value)
+            return await endpoint(step[1])
+        if kind in _JUDGED:
+            return _flow(guard, kind, step[1], enabled)
+        return await backend(step)
 
     return aio
+
+
+_JUDGED: Final = frozenset({CHECK, ISSUE, VERIFY, "refund"})
+
+
+def _flow(guard: Guard, kind: str, value: Any, enabled: bool) -> Flow[Any]:
+    """The guard's flow for an exchange's step ``(kind, value)``: no I/O until it is run."""
+    flows = guard.flows
+    if kind == CHECK:
+        if "exempt" in value:
+            return _given(_unguarded(guard, value["phone"], value["exempt"]))
+        if not (enabled and switch.on):
+            return _given(_unguarded(guard, value["phone"]))
+        return flows.check(
+            value["phone"],
+            value.get("content"),
+            value.get("ip"),
+            value.get("context"),
+            value.get("challenge_passed", False),
+        )
+    if kind == ISSUE:
+        return flows.issue_code(**value)
+    if kind == VERIFY:
+        return flows.check_code(value["phone"], value["code"], value.get("ip"))
+    return flows.refund(value)
+
+
+def _given(decision: Decision) -> Flow[Decision]:
+    """A flow with no step that returns ``decision``."""
+    return decision
+    yield  # a generator: the exchange runs it as any flow
 
 
 def _unguarded(guard: Guard, phone: str, exempt: str | None = None) -> Decision:
@@ -427,7 +451,7 @@ class Gate:
         if isinstance(arguments, Reply):
             return arguments
         try:
-            answer = yield (self.action, arguments)
+            answer = yield from (yield (self.action, arguments))
         except MissingSubject as exc:  # what the adapter gives every request: the server's doing
             return self.misconfigured(exc, request)
         except InvalidInput as exc:
@@ -444,7 +468,8 @@ class Gate:
         if self.action == VERIFY:
             return
         if isinstance(ended, Exception) or self.refund_on(ended):
-            yield ("refund", cast("Issued", admitted).decision if self.action == ISSUE else admitted)
+            decision = cast("Issued", admitted).decision if self.action == ISSUE else admitted
+            yield from (yield ("refund", decision))
 
     def declared(self, length: str | None) -> int | Marker | None:
         """What a Content-Length header says: the length, TOO_LARGE past ``max_body``, or None
