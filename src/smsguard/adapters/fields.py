@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -18,17 +18,35 @@ log = logging.getLogger("smsguard")
 
 
 class Fields:
-    """The fields of a Gate's requests; ``watched``: the names that may appear once in all (a
-    ConfigError if one names two, for the Gate's ``action``)."""
+    """Where a Gate's requests give the ``phone``, and the ``other`` value its ``action`` reads
+    (the code of ``"verify"``, the content of ``"check"``; None: no other). The fields named
+    there may appear once in all; one field named for both is a ConfigError."""
 
-    __slots__ = ("_quoted", "_watched")
+    __slots__ = ("_quoted", "_watched", "other", "phone", "verify")
 
-    def __init__(self, watched: Iterable[Field], action: str) -> None:
-        self._watched = tuple(name for name in watched if isinstance(name, str))
+    def __init__(self, phone: Field, other: Field, action: str) -> None:
+        self.phone, self.other, self.verify = phone, other, action == "verify"
+        self._watched = tuple(name for name in (phone, other) if isinstance(name, str))
         if len(set(self._watched)) < len(self._watched):
             named = " and ".join(map(repr, self._watched))
             raise ConfigError(f"a {action} route reads {named}: one field cannot hold both")
         self._quoted = tuple(json.dumps(name).encode() for name in self._watched)
+
+    def read(self, request: Incoming) -> tuple[Mapping[str, Any], str, str | None]:
+        """The request's fields (``request.data`` where the adapter read them), its phone, and
+        its code or content; an InvalidInput when the phone or a code's check's code is
+        missing or not a string."""
+        data = request.data or self.data(request)
+        phone = self.value(self.phone, request, data, "phone")
+        if phone is None:
+            raise InvalidInput(f"missing phone number: send it as {self.name(self.phone)}")
+        if self.other is None:
+            return data, phone, None
+        what = "code" if self.verify else "content"
+        other = self.value(self.other, request, data, what)
+        if other is None and self.verify:
+            raise InvalidInput(f"missing code: send it as {self.name(self.other)}")
+        return data, phone, other
 
     @staticmethod
     def value(source: Field, request: Incoming, data: Mapping[str, Any], what: str) -> str | None:

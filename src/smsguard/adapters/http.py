@@ -42,6 +42,7 @@ from smsguard.adapters.incoming import Incoming as Incoming
 from smsguard.adapters.proxies import Proxies
 from smsguard.adapters.ratelimit import sf_string
 from smsguard.attempt import Decision
+from smsguard.backends.base import RUN
 from smsguard.drive import Flow
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.pumping import ROUTE
@@ -213,10 +214,12 @@ def exchange_io(
     issued or checked, switched off or not: the codes are the app's, not a limit; a refund),
     which the exchange runs in the same drive, the steps of that flow on the guard's backend,
     and the endpoint (its status)."""
-    backend = guard.io
+    backend, run = guard.io, guard.backend.run
 
     def io(step: tuple[Any, ...]) -> Any:
         kind = step[0]
+        if kind == RUN:  # a decision's one step, first
+            return run(step[1])
         if kind == "endpoint":
             return endpoint(step[1])
         if kind in _JUDGED:
@@ -232,10 +235,12 @@ def aexchange_io(
     """``exchange_io`` for an async adapter, for ``smsguard.drive.adrive``: the backend's steps
     awaited. ``endpoint`` None for an adapter that runs the endpoint itself between
     ``Gate.admit`` and ``Gate.settle`` (FastAPI's dependency)."""
-    backend = guard.aio
+    backend, arun = guard.aio, guard.backend.arun
 
     async def aio(step: tuple[Any, ...]) -> Any:
         kind = step[0]
+        if kind == RUN:
+            return await arun(step[1])
         if kind == "endpoint" and endpoint is not None:
             return await endpoint(step[1])
         if kind in _JUDGED:
@@ -373,8 +378,10 @@ class Gate:
         self.exemption = Exemption(exempt_networks, exempt)
         self.rate_headers = ratelimit.style(rate_headers)
         self.body_timeout = float(body_timeout)
-        fields = (phone, code) if action == VERIFY else (phone,) if action == ISSUE else (phone, content)
-        self.fields = Fields(fields, action)
+        # With the phone, a code's check reads its code, a send its content; an issue reads none.
+        self.fields = Fields(
+            phone, code if action == VERIFY else content if action == CHECK else None, action
+        )
         if refund_on is None:
             self.refund_on: Callable[[int], bool] = lambda status: status >= 400
         elif callable(refund_on):
@@ -486,27 +493,18 @@ class Gate:
         ``issue_code`` or ``check_code`` by ``action``; ``ip`` as an ``ipaddress`` object, see
         ``client_ip``), or a 400 Reply saying why not."""
         try:
-            data = request.data or self.fields.data(request)
-            phone = self.fields.value(self.phone, request, data, "phone")
-            if phone is None:
-                raise InvalidInput(f"missing phone number: send it as {self.fields.name(self.phone)}")
-            if self.action == VERIFY:
-                code = self.fields.value(self.code, request, data, "code")
-                if code is None:
-                    raise InvalidInput(f"missing code: send it as {self.fields.name(self.code)}")
-                return {"phone": phone, "code": code, "ip": self.proxies.client(request)}
-            content = None
-            if self.content is not None and self.action == CHECK:
-                content = self.fields.value(self.content, request, data, "content")
+            data, phone, other = self.fields.read(request)
         except InvalidInput as exc:
             return self.invalid(exc)
+        if self.action == VERIFY:
+            return {"phone": phone, "code": other, "ip": self.proxies.client(request)}
         if self.action == ISSUE:  # the content is the code: the guard's own
             found: dict[str, Any] = {"phone": phone, "ip": self.proxies.client(request)}
             if self.challenge is not None:
                 found["challenge_passed"] = self._passed(request._replace(data=data))
             return self._exempt(found, request, data)
-        found = {"phone": phone, "content": content, "ip": self.proxies.client(request)}
-        if content is None:  # the route: a label to count by, which ContentRules reads as no text
+        found = {"phone": phone, "content": other, "ip": self.proxies.client(request)}
+        if other is None:  # the route: a label to count by, which ContentRules reads as no text
             found["content"] = route = f"{request.method} {request.path}"
             found["context"] = {ROUTE: route}
         if self.challenge is not None:
