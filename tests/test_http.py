@@ -38,7 +38,8 @@ from smsguard.adapters.asgi import SMSGuardMiddleware
 from smsguard.adapters.fastapi import SMSGuard
 from smsguard.adapters.fields import _form
 from smsguard.adapters.flask import protect
-from smsguard.adapters.http import Gate, Incoming, Problem, Reply
+from smsguard.adapters.http import Gate, Incoming, Problem, Reply, exchange_io
+from smsguard.drive import drive
 from smsguard.policies import Review
 
 CLIENT = ip_address("203.0.113.9")
@@ -60,6 +61,31 @@ def incoming(
 def reply_json(reply: Reply) -> dict[str, object]:
     assert ("content-type", "application/json") in reply.headers
     return dict(json.loads(reply.body))
+
+
+@pytest.mark.parametrize(
+    ("status", "steps"),
+    [
+        (200, ["check", "run", "endpoint"]),
+        # Not sent: the refund's flow runs in the same drive, its write sent to the backend.
+        (500, ["check", "run", "endpoint", "refund", "apply"]),
+    ],
+)
+def test_one_request_is_one_drive(status: int, steps: list[str]) -> None:
+    """The exchange runs the guard's flow itself: the backend's steps reach the exchange's own
+    I/O, so a request is one drive (no Guard.check driving a flow of its own)."""
+    guard = Guard([DailyCap(1)], default_region="CN", secret="s", statistics=False, clock=lambda: 1.7e9)
+    io = exchange_io(guard, lambda admitted: status)
+    seen: list[str] = []
+
+    def recorded(step: tuple[Any, ...]) -> Any:
+        seen.append(step[0])
+        return io(step)
+
+    body = json.dumps({"phone": "13800138000"}).encode()
+    assert drive(Gate().exchange(incoming(body, "application/json"), body), recorded) is None
+    assert seen == steps
+    assert guard.check("13800138000").allowed is (status != 200), "counted, or given back"
 
 
 def test_json_form_and_query_sources() -> None:
