@@ -26,6 +26,12 @@ from typing import NamedTuple
 from smsguard.errors import ConfigError
 from smsguard.plan import Change, Counter, Forget, Job, Outcome, Receipt, SetFlag
 
+# A denial's Outcome built as a plain tuple, in this field order (as smsguard.planner builds).
+_new = tuple.__new__
+_OUTCOME = ("flag", "counts", "waits", "shadowed", "code")
+if Outcome._fields != _OUTCOME:  # pragma: no cover - a change of Outcome not followed here
+    raise ImportError(f"smsguard.denials builds Outcome as {_OUTCOME}, not {Outcome._fields}")
+
 _PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
 _MAX_ENTRIES = 100_000  # past this after a sweep, everything goes (only costs round trips)
 
@@ -59,32 +65,31 @@ class DenyCache:
         if not job.commit or not job.counters:
             return None
         now, full, filled = job.now, self.full, self.filled
-        known = None
-        for c in job.counters:
+        known = False
+        counts: list[int] = []
+        waits: list[float] = []
+        for c in job.counters:  # one pass: what is known, or a reason to ask the backend
             if c.shadow:
                 return None
             f = full.get(c.key)
             if f is not None and f.until > now and f.limit == c.limit:
                 known = True
-            elif filled and filled.get(c.key, 0.0) > now:
-                return None
-        if known is None:
-            return None
-        unset = self.unset
-        for flag in job.flags:
-            if flag.shadow or unset.get(flag.key, 0.0) <= now:
-                return None
-        counts, waits = [], []
-        for c in job.counters:
-            f = full.get(c.key)
-            if f is not None and f.until > now and f.limit == c.limit:
                 counts.append(f.hits)
                 waits.append(f.frees - now)  # exact: frees is now + wait of the reply
+            elif filled and filled.get(c.key, 0.0) > now:
+                return None
             else:
                 counts.append(-1)  # not known here: left out of ``remaining``
                 waits.append(0.0)
+        if not known:
+            return None
+        if job.flags:
+            unset = self.unset
+            for flag in job.flags:
+                if flag.shadow or unset.get(flag.key, 0.0) <= now:
+                    return None
         self.denied += 1
-        return Outcome(-1, tuple(counts), tuple(waits))
+        return _new(Outcome, (-1, tuple(counts), tuple(waits), (), None))
 
     def learn(self, job: Job, out: Outcome) -> None:
         """What the backend answered to ``job``."""
