@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from smsguard.errors import ConfigError
-from smsguard.plan import Change, Counter, Forget, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Forget, Job, Outcome, Owner, Plan, Receipt, SetFlag
 
 # A denial's Outcome built as a plain tuple, in this field order (as smsguard.planner builds).
 _new = tuple.__new__
@@ -56,6 +56,13 @@ class DenyCache:
         # they may be full: a job that has one goes to the backend, so that a denial here never
         # names a counter that frees sooner than one this guard knows to be full too.
         self.filled: dict[str, float] = {}
+        self.by_number: frozenset[str] = frozenset()
+        """The policies whose counters are keyed by the number alone (``Planner.by_number``)."""
+        self.others_until = 0.0
+        """Until when a counter of another policy (one that reads more than the number: the
+        content, the IP) may be known full here, or filled by this guard (for ``early``); those
+        keyed under a number's hash tag (its same content) in ``number_until`` instead."""
+        self.number_until: dict[str, float] = {}
         self.denied = 0
         """Denials decided here (for benchmarks and tests)."""
         self._learnt = 0
@@ -91,8 +98,23 @@ class DenyCache:
         self.denied += 1
         return _new(Outcome, (-1, tuple(counts), tuple(waits), (), None))
 
-    def learn(self, job: Job, out: Outcome) -> None:
-        """What the backend answered to ``job``."""
+    def early(self, plan: Plan) -> Outcome | None:
+        """The answer to any attempt whose counters of the number are ``plan``'s
+        (``Planner.number_plan``), if known here before the whole attempt is planned: a denial
+        by one of them; else None (plan it whole). Exact, as ``answer`` on the whole plan: while
+        no other policy's counter is known full or filled (``others_until``), the others' counts
+        would read -1 and their waits 0, which a denial's Decision passes over."""
+        now = plan.job.now
+        if now < self.others_until or now < self.number_until.get(plan.attempt.phone_id, 0.0):
+            return None
+        return self.answer(plan.job)
+
+    def learn(
+        self, job: Job, out: Outcome, owners: tuple[Owner, ...] | None = None, number: str = ""
+    ) -> None:
+        """What the backend answered to ``job`` (``owners``: its counters' policies, ``number``
+        its attempt's number hash; None: all counted as other than the number's, see
+        ``others_until``)."""
         if not job.commit:
             return
         now, until = job.now, job.now + self.horizon
@@ -102,22 +124,35 @@ class DenyCache:
                 self.unset[flag.key] = until
         if out.flag >= 0:
             return
-        full, filled = self.full, self.filled
+        full, filled, by_number = self.full, self.filled, self.by_number
+        mine = [o.name in by_number for o in owners] if owners else [False] * len(job.counters)
         if out.waits:
-            for c, n, wait in zip(job.counters, out.counts, out.waits, strict=True):
+            for c, n, wait, of_number in zip(job.counters, out.counts, out.waits, mine, strict=True):
                 if wait > 0 and _cacheable(c):
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
+                    if not of_number:
+                        self._other(c.key, min(now + wait, until), number)
                 elif wait == 0:  # not full now
                     full.pop(c.key, None)
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
-            for c, n in zip(job.counters, out.counts, strict=True):
+            for c, n, of_number in zip(job.counters, out.counts, mine, strict=True):
                 if n >= 0 and n + (c.amount or 1) >= c.limit:
                     filled[c.key] = c.expires_at
+                    if not of_number:
+                        self._other(c.key, c.expires_at, number)
         self._learnt += 1
         if self._learnt >= _PRUNE_EVERY:
             self._prune(now)
+
+    def _other(self, key: str, until: float, number: str) -> None:
+        """A counter of another policy than the number's, full or filled until ``until``."""
+        if number and "{" + number + "}" in key:
+            if until > self.number_until.get(number, 0.0):
+                self.number_until[number] = until
+        elif until > self.others_until:
+            self.others_until = until
 
     def changed(self, changes: tuple[Change, ...] | list[Change]) -> None:
         """Writes made through this guard: what they touch is no longer known here."""
@@ -144,6 +179,7 @@ class DenyCache:
         self.full = {k: f for k, f in self.full.items() if f.until > now}
         self.unset = {k: t for k, t in self.unset.items() if t > now}
         self.filled = {k: t for k, t in self.filled.items() if t > now}
+        self.number_until = {k: t for k, t in self.number_until.items() if t > now}
         if len(self.full) + len(self.unset) > _MAX_ENTRIES:
             self.full, self.unset = {}, {}
         if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial
