@@ -14,6 +14,13 @@ connection of its own, no listener thread, nothing to fail over on a Cluster, an
 would only be read on a round trip, which a cached denial does not make; a flood still costs
 one round trip per victim per ``horizon``, whatever its size.
 
+Before planning (``early``): where every policy says what its counters are keyed by
+(``smsguard.policies.Counted``), the cache is asked first with a plan of the number's counters
+alone (``Planner.number_plan``), and answers only while no other policy's counter is known full
+or filled here (``others_until``; ``number_until`` for those under the number's own hash tag,
+its same-content counters): the whole plan's other counters would then read -1 and wait 0, so
+its Decision is this one's. A flood's denial then costs no content hash, no IP counter, no plan.
+
 Policy order (semantics 11): a job is decided here only if every flag it reads (the switch,
 shared list entries) was read off within ``horizon``; jobs with shadow items (whose report
 needs the backend) and read-only jobs always go to the backend.
