@@ -28,6 +28,7 @@ needs the backend) and read-only jobs always go to the backend.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from smsguard.errors import ConfigError
@@ -70,6 +71,7 @@ class DenyCache:
         content, the IP) may be known full here, or filled by this guard (for ``early``); those
         keyed under a number's hash tag (its same content) in ``number_until`` instead."""
         self.number_until: dict[str, float] = {}
+        self._lock = threading.Lock()
         self.denied = 0
         """Denials decided here (for benchmarks and tests)."""
         self._learnt = 0
@@ -154,12 +156,14 @@ class DenyCache:
             self._prune(now)
 
     def _other(self, key: str, until: float, number: str) -> None:
-        """A counter of another policy than the number's, full or filled until ``until``."""
-        if number and "{" + number + "}" in key:
-            if until > self.number_until.get(number, 0.0):
-                self.number_until[number] = until
-        elif until > self.others_until:
-            self.others_until = until
+        """A counter of another policy than the number's, full or filled until ``until``
+        (under a lock: two threads' read and write of a bound must not undo the later one)."""
+        with self._lock:
+            if number and "{" + number + "}" in key:
+                if until > self.number_until.get(number, 0.0):
+                    self.number_until[number] = until
+            elif until > self.others_until:
+                self.others_until = until
 
     def changed(self, changes: tuple[Change, ...] | list[Change]) -> None:
         """Writes made through this guard: what they touch is no longer known here."""
@@ -186,7 +190,11 @@ class DenyCache:
         self.full = {k: f for k, f in self.full.items() if f.until > now}
         self.unset = {k: t for k, t in self.unset.items() if t > now}
         self.filled = {k: t for k, t in self.filled.items() if t > now}
-        self.number_until = {k: t for k, t in self.number_until.items() if t > now}
+        with self._lock:
+            kept = {k: t for k, t in self.number_until.items() if t > now}
+            if len(kept) > _MAX_ENTRIES:  # too many to keep: one bound for every number instead
+                self.others_until, kept = max(self.others_until, *kept.values()), {}
+            self.number_until = kept
         if len(self.full) + len(self.unset) > _MAX_ENTRIES:
             self.full, self.unset = {}, {}
         if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial
