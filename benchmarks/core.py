@@ -187,7 +187,11 @@ def smsguard_unseen(*, recommended: bool = False, listener: bool = False) -> Cal
 
 def limits_unseen() -> Callable[[str, str, str], bool]:
     """`limits`' moving window on its memory storage."""
-    limiter = MovingWindowRateLimiter(MemoryStorage())
+    return limits_on(MovingWindowRateLimiter(MemoryStorage()))
+
+
+def limits_on(limiter: MovingWindowRateLimiter) -> Callable[[str, str, str], bool]:
+    """The issue's four limits with ``limiter`` (any storage), keyed on the validated number."""
     same, daily, hourly, per_ip = parse("1/30 seconds"), parse("10/day"), parse("5/hour"), parse("20/hour")
 
     def check(phone: str, content: str, ip: str) -> bool:

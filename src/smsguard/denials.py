@@ -14,6 +14,13 @@ connection of its own, no listener thread, nothing to fail over on a Cluster, an
 would only be read on a round trip, which a cached denial does not make; a flood still costs
 one round trip per victim per ``horizon``, whatever its size.
 
+Before planning (``early``): where every policy says what its counters are keyed by
+(``smsguard.policies.Counted``), the cache is asked first with a plan of the number's counters
+alone (``Planner.number_plan``), and answers only while no other policy's counter is known full
+or filled here (``others_until``; ``number_until`` for those under the number's own hash tag,
+its same-content counters): the whole plan's other counters would then read -1 and wait 0, so
+its Decision is this one's. A flood's denial then costs no content hash, no IP counter, no plan.
+
 Policy order (semantics 11): a job is decided here only if every flag it reads (the switch,
 shared list entries) was read off within ``horizon``; jobs with shadow items (whose report
 needs the backend) and read-only jobs always go to the backend.
@@ -21,10 +28,17 @@ needs the backend) and read-only jobs always go to the backend.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from smsguard.errors import ConfigError
-from smsguard.plan import Change, Counter, Forget, Job, Outcome, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Forget, Job, Outcome, Owner, Plan, Receipt, SetFlag
+
+# A denial's Outcome built as a plain tuple, in this field order (as smsguard.planner builds).
+_new = tuple.__new__
+_OUTCOME = ("flag", "counts", "waits", "shadowed", "code")
+if Outcome._fields != _OUTCOME:  # pragma: no cover - a change of Outcome not followed here
+    raise ImportError(f"smsguard.denials builds Outcome as {_OUTCOME}, not {Outcome._fields}")
 
 _PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
 _MAX_ENTRIES = 100_000  # past this after a sweep, everything goes (only costs round trips)
@@ -50,6 +64,14 @@ class DenyCache:
         # they may be full: a job that has one goes to the backend, so that a denial here never
         # names a counter that frees sooner than one this guard knows to be full too.
         self.filled: dict[str, float] = {}
+        self.by_number: frozenset[str] = frozenset()
+        """The policies whose counters are keyed by the number alone (``Planner.by_number``)."""
+        self.others_until = 0.0
+        """Until when a counter of another policy (one that reads more than the number: the
+        content, the IP) may be known full here, or filled by this guard (for ``early``); those
+        keyed under a number's hash tag (its same content) in ``number_until`` instead."""
+        self.number_until: dict[str, float] = {}
+        self._lock = threading.Lock()
         self.denied = 0
         """Denials decided here (for benchmarks and tests)."""
         self._learnt = 0
@@ -59,35 +81,49 @@ class DenyCache:
         if not job.commit or not job.counters:
             return None
         now, full, filled = job.now, self.full, self.filled
-        known = None
-        for c in job.counters:
+        known = False
+        counts: list[int] = []
+        waits: list[float] = []
+        for c in job.counters:  # one pass: what is known, or a reason to ask the backend
             if c.shadow:
                 return None
             f = full.get(c.key)
             if f is not None and f.until > now and f.limit == c.limit:
                 known = True
-            elif filled and filled.get(c.key, 0.0) > now:
-                return None
-        if known is None:
-            return None
-        unset = self.unset
-        for flag in job.flags:
-            if flag.shadow or unset.get(flag.key, 0.0) <= now:
-                return None
-        counts, waits = [], []
-        for c in job.counters:
-            f = full.get(c.key)
-            if f is not None and f.until > now and f.limit == c.limit:
                 counts.append(f.hits)
                 waits.append(f.frees - now)  # exact: frees is now + wait of the reply
+            elif filled and filled.get(c.key, 0.0) > now:
+                return None
             else:
                 counts.append(-1)  # not known here: left out of ``remaining``
                 waits.append(0.0)
+        if not known:
+            return None
+        if job.flags:
+            unset = self.unset
+            for flag in job.flags:
+                if flag.shadow or unset.get(flag.key, 0.0) <= now:
+                    return None
         self.denied += 1
-        return Outcome(-1, tuple(counts), tuple(waits))
+        return _new(Outcome, (-1, tuple(counts), tuple(waits), (), None))
 
-    def learn(self, job: Job, out: Outcome) -> None:
-        """What the backend answered to ``job``."""
+    def early(self, plan: Plan) -> Outcome | None:
+        """The answer to any attempt whose counters of the number are ``plan``'s
+        (``Planner.number_plan``), if known here before the whole attempt is planned: a denial
+        by one of them; else None (plan it whole). Exact, as ``answer`` on the whole plan: while
+        no other policy's counter is known full or filled (``others_until``), the others' counts
+        would read -1 and their waits 0, which a denial's Decision passes over."""
+        now = plan.job.now
+        if now < self.others_until or now < self.number_until.get(plan.attempt.phone_id, 0.0):
+            return None
+        return self.answer(plan.job)
+
+    def learn(
+        self, job: Job, out: Outcome, owners: tuple[Owner, ...] | None = None, number: str = ""
+    ) -> None:
+        """What the backend answered to ``job`` (``owners``: its counters' policies, ``number``
+        its attempt's number hash; None: all counted as other than the number's, see
+        ``others_until``)."""
         if not job.commit:
             return
         now, until = job.now, job.now + self.horizon
@@ -97,22 +133,37 @@ class DenyCache:
                 self.unset[flag.key] = until
         if out.flag >= 0:
             return
-        full, filled = self.full, self.filled
+        full, filled, by_number = self.full, self.filled, self.by_number
+        mine = [o.name in by_number for o in owners] if owners else [False] * len(job.counters)
         if out.waits:
-            for c, n, wait in zip(job.counters, out.counts, out.waits, strict=True):
+            for c, n, wait, of_number in zip(job.counters, out.counts, out.waits, mine, strict=True):
                 if wait > 0 and _cacheable(c):
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
+                    if not of_number:
+                        self._other(c.key, min(now + wait, until), number)
                 elif wait == 0:  # not full now
                     full.pop(c.key, None)
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
-            for c, n in zip(job.counters, out.counts, strict=True):
+            for c, n, of_number in zip(job.counters, out.counts, mine, strict=True):
                 if n >= 0 and n + (c.amount or 1) >= c.limit:
                     filled[c.key] = c.expires_at
+                    if not of_number:
+                        self._other(c.key, c.expires_at, number)
         self._learnt += 1
         if self._learnt >= _PRUNE_EVERY:
             self._prune(now)
+
+    def _other(self, key: str, until: float, number: str) -> None:
+        """A counter of another policy than the number's, full or filled until ``until``
+        (under a lock: two threads' read and write of a bound must not undo the later one)."""
+        with self._lock:
+            if number and "{" + number + "}" in key:
+                if until > self.number_until.get(number, 0.0):
+                    self.number_until[number] = until
+            elif until > self.others_until:
+                self.others_until = until
 
     def changed(self, changes: tuple[Change, ...] | list[Change]) -> None:
         """Writes made through this guard: what they touch is no longer known here."""
@@ -139,6 +190,11 @@ class DenyCache:
         self.full = {k: f for k, f in self.full.items() if f.until > now}
         self.unset = {k: t for k, t in self.unset.items() if t > now}
         self.filled = {k: t for k, t in self.filled.items() if t > now}
+        with self._lock:
+            kept = {k: t for k, t in self.number_until.items() if t > now}
+            if len(kept) > _MAX_ENTRIES:  # too many to keep: one bound for every number instead
+                self.others_until, kept = max(self.others_until, *kept.values()), {}
+            self.number_until = kept
         if len(self.full) + len(self.unset) > _MAX_ENTRIES:
             self.full, self.unset = {}, {}
         if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial

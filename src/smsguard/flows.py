@@ -66,6 +66,9 @@ class Flows:
         """``fingerprint``: what the first decision leaves in a shared backend (None: nothing);
         ``denials``: the local deny cache (None: every job goes to the backend)."""
         self.denials = denials
+        self._early = denials is not None and planner.by_number is not None
+        if denials is not None and planner.by_number is not None:
+            denials.by_number = frozenset(owner.name for _, _, owner in planner.by_number)
         self.planner, self.clock, self.reporter, self.statistics = planner, clock, reporter, statistics
         self._unsigned = fingerprint  # no decision yet, so the fingerprint is not owed
         self._note: Note | None = None  # the fingerprint, owed from the first decision on
@@ -111,7 +114,11 @@ class Flows:
         reporter, statistics, outage = self.reporter, self.statistics, self.outage
         started = perf_counter() if reporter.listeners else None
         now = self.clock()
-        plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
+        plan: Plan | Decision | None = None
+        if self._early and not issue and context is None:
+            plan = self._early_denial(phone, content, ip, now, challenge_passed)
+        if plan is None:
+            plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
         state = None
         if isinstance(plan, Decision):  # a fixed list verdict: no backend needed
             decision = plan
@@ -163,11 +170,32 @@ class Flows:
             reporter.decision(decision, ip, now, started, perf_counter())
         return decision, state
 
+    def _early_denial(
+        self, phone: str, content: str | None, ip: IPLike | None, now: float, challenge_passed: bool
+    ) -> Decision | None:
+        """A flood's denial from the deny cache before the attempt is planned whole: by a counter
+        of the number, the same Decision the whole plan would get (``DenyCache.early``); None
+        when the attempt must be planned (and sent) as always."""
+        denials = self.denials
+        if (
+            denials is None
+            or now < denials.others_until
+            or now < self.outage.down_until
+            or self.outbox.pending
+            or type(phone) is not str
+            or type(content) is not str
+            or type(ip) is not str
+        ):
+            return None
+        plan = self.planner.number_plan(phone, ip, now, challenge_passed)
+        known = denials.early(plan) if plan is not None else None
+        return plan.decide(known) if plan is not None and known is not None else None
+
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job
         self.outage.answered(job.now)
         if self.denials is not None:
-            self.denials.learn(job, outcome)
+            self.denials.learn(job, outcome, plan.counter_owners, plan.attempt.phone_id)
         if job.flags:
             self.mirror.read(job.flags, outcome.flag)
         decision = plan.decide(outcome)

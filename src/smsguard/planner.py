@@ -17,7 +17,9 @@ from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, Number, canonical, identify
 from smsguard.plan import Counter, Flag, Job, Owner, Plan, Record, Verdict
 from smsguard.policies import (
+    ATTEMPT,
     EXEMPT,
+    NUMBER,
     Deny,
     Kinded,
     Learning,
@@ -91,6 +93,18 @@ class Planner:
             )
             for i, p in enumerate(self.policies)
         )
+        counted = {p.name: vars(type(p)).get("counted_by") for p in self.policies}
+        self.by_number = (
+            tuple((a[0], a[2], a[5]) for a in self._asked if counted[a[0].name] == NUMBER)
+            if not self.shadows
+            and all(by in (NUMBER, ATTEMPT) for by in counted.values())
+            and not any(asked[3] for asked in self._asked)
+            else None
+        )
+        """The policies counted by the number alone (each with whether it challenges, and its
+        owner), when every policy says what it counts by (``Counted``) and none is in shadow or
+        learning; else None. Their counters are all of an attempt's that a flood can fill (see
+        ``number_plan``)."""
         self.details = any(isinstance(p, NeedsDetails) and p.needs_details for p in self.policies)
         """Whether attempts carry the number's type and network (about 20 µs a new number)."""
         self._learners = tuple(p for p in self.policies if isinstance(p, OnVerified))
@@ -99,6 +113,8 @@ class Planner:
         self._tokens = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
         self._number = functools.lru_cache(maxsize=cache)(self._number_uncached)
         self._ip = functools.lru_cache(maxsize=cache)(address)
+        # For number_plan: the Number of a number as typed (a flood repeats its spellings too).
+        self._typed = functools.lru_cache(maxsize=cache)(lambda phone: self._number(canonical(phone)))
 
     def _number_uncached(self, phone: str) -> Number:
         return identify(phone, self.region, digest=self.digest.hash, details=self.details)
@@ -187,6 +203,29 @@ class Planner:
             break
         job = _new(Job, (now, next(self._tokens), tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed)))
+
+    def number_plan(self, phone: str, ip: str, now: float, challenge_passed: bool) -> Plan | None:
+        """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, for the deny
+        cache to answer before the whole attempt is planned; None if ``ip`` is no address (the
+        whole plan then raises). Its attempt has the number's fields alone (no content, no IP):
+        a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+        try:
+            self._ip(ip)
+        except ValueError:
+            return None
+        e164, phone_id, region, kind, network = self._typed(phone)
+        number = (e164, phone_id, self.digest, None, None, None, _NO_CONTEXT, region, kind, network)
+        attempt = _new(Attempt, (*number, challenge_passed))
+        counters: list[Counter] = []
+        owners: list[Owner] = []
+        for policy, challenges, owner in self.by_number or ():
+            if challenges and challenge_passed:
+                continue
+            for item in policy.review(attempt, now):  # type: ignore[union-attr]
+                counters.append(item)  # type: ignore[arg-type]
+                owners.append(owner)
+        job = _new(Job, (now, "", (), tuple(counters), True, None))
+        return _new(Plan, (attempt, job, (), tuple(owners), None, ()))
 
     def attempt(
         self,

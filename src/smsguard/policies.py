@@ -118,6 +118,26 @@ class Learning(Protocol):
     def learn_until(self) -> float | None: ...
 
 
+NUMBER: Final = "number"
+"""``counted_by`` of a policy whose review is counters only, keyed and limited by the number
+alone (and ``now``): it reads no attempt field but the number's (phone, phone_id, digest, region,
+number_type, network)."""
+ATTEMPT: Final = "attempt"
+"""``counted_by`` of a policy whose review is counters only, never a verdict nor a flag, and
+raises only for a missing content or IP (whatever it reads of the attempt)."""
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """A policy that says what its counters are keyed by (``NUMBER`` or ``ATTEMPT``), on its own
+    class (a subclass must say so again): a guard whose policies all say so, none in shadow or
+    learning, denies a flood's attempts from its deny cache before planning them (see
+    ``Planner.by_number``)."""
+
+    @property
+    def counted_by(self) -> str: ...
+
+
 @runtime_checkable
 class NeedsDetails(Protocol):
     """A policy that reads an attempt's ``number_type`` and ``network`` (when ``needs_details``
@@ -227,6 +247,7 @@ class SameContent:
     """
 
     reason = codes.SAME_CONTENT
+    counted_by = ATTEMPT
 
     def __init__(
         self,
@@ -271,6 +292,7 @@ class DailyCap:
     """
 
     reason = codes.DAILY_CAP
+    counted_by = NUMBER
 
     def __init__(
         self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap", shadow: bool = False
@@ -338,6 +360,7 @@ class PhoneRate(_Rates):
     """Sliding-window rates per number, in ``limits``' vocabulary: ``"1/minute;5/hour"``."""
 
     reason = codes.PHONE_RATE
+    counted_by = NUMBER
 
     def __init__(
         self, rates: str = "1/minute;5/hour", *, name: str = "phone_rate", shadow: bool = False
@@ -363,6 +386,7 @@ class IPThrottle(_Rates):
     """
 
     reason = codes.IP_THROTTLE
+    counted_by = ATTEMPT
 
     def __init__(
         self,
