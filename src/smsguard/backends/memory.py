@@ -70,7 +70,7 @@ class MemoryBackend:
         now = job.now
         with self._lock:
             seconds = self._seconds
-            if seconds and seconds[0] <= now:  # _tidy, inlined (as below: a decision's hot path)
+            if seconds and seconds[0] <= now:  # sweep a bounded slice now due
                 self._sweep(now, self._sweep_batch)
             code = job.code
             if isinstance(code, Guess):
@@ -108,7 +108,8 @@ class MemoryBackend:
                     if counter.gate is not None:
                         checked = _gate(counters, counts, counter) >= counter.gate_at
                     if counter.amount:  # a sum: all of it expires at the end of its period
-                        n = self._sum(counter.key, now)
+                        total = self._sums.get(counter.key)
+                        n = total[1] if total is not None and total[0] > now else 0
                         if checked and n + counter.amount > limit:
                             if counter.shadow:
                                 shadowed.append(len(flags) + i)
@@ -162,7 +163,7 @@ class MemoryBackend:
     def _issue(self, issue: Issue, now: float) -> CodeState:
         """The number's live code, else a new one (``Issue``)."""
         entry = self._codes.get(issue.key)
-        if entry is not None and entry.expires_at > now and entry.spent is None and entry.left > 0:
+        if entry is not None and entry.live(now):
             return CodeState("live", entry.nonce, entry.left, entry.issued_at)
         self._codes[issue.key] = _Code(issue, now)
         self._file(issue.key, issue.keep_until)
@@ -178,38 +179,22 @@ class MemoryBackend:
                 waits[i] = live[len(live) - counter.limit] - now
         if any(waits):
             return Outcome(-1, tuple(counts), tuple(waits), (), CodeState(""))
-        entry = self._codes.get(guess.key) if not guess.charge else None
         if guess.charge:
             state = CodeState("")
-        elif guess.peek:
-            if entry is None or not (entry.expires_at > now and entry.spent is None and entry.left > 0):
-                return Outcome(-1, tuple(counts), (), (), CodeState(codes.NO_CODE))
-            return Outcome(-1, tuple(counts), (), (), CodeState("live", "", entry.left, entry.issued_at))
-        elif entry is None or entry.keep_until <= now:
-            state = CodeState(codes.NO_CODE)
-        elif entry.spent is not None:
-            # Spent: told no code, but to the very check that spent it, sent again (a lost reply).
-            state = CodeState(OK if entry.spent == token else codes.NO_CODE)
-        elif entry.expires_at <= now:
-            state = CodeState(codes.CODE_EXPIRED, "", entry.left, entry.issued_at)
-        elif entry.left <= 0:
-            state = CodeState(codes.CHECK_ATTEMPTS, "", 0, entry.issued_at)
-        elif guess.hashed and hmac.compare_digest(guess.hashed, entry.hashed):
-            entry.spent = token
-            state = CodeState(OK, "", entry.left, entry.issued_at)
-            if guess.verified is not None:
-                self._record(guess.verified)
         else:
-            entry.left -= 1
-            state = CodeState(codes.WRONG_CODE, "", entry.left, entry.issued_at)
+            entry = self._codes.get(guess.key)
+            if guess.peek:  # what a status shows: the live code's attempts left, if any
+                state = entry.peeked(now) if entry is not None else CodeState(codes.NO_CODE)
+                return Outcome(-1, tuple(counts), (), (), state)
+            state, spent = (
+                (CodeState(codes.NO_CODE), False) if entry is None else entry.judge(guess, token, now)
+            )
+            if spent and guess.verified is not None:
+                self._record(guess.verified)
         if state.status != OK:
             for counter in guess.limits:
                 self._add(counter.key, counter.expires_at, now)
         return Outcome(-1, tuple(counts), (), (), state)
-
-    def _sum(self, key: str, now: float) -> int:
-        total = self._sums.get(key)
-        return total[1] if total is not None and total[0] > now else 0
 
     def _live(self, key: str, now: float) -> Sequence[float]:
         """The expiry times of ``key``'s live hits, oldest first (expired ones dropped)."""
@@ -230,11 +215,13 @@ class MemoryBackend:
                 if isinstance(change, SetFlag):
                     (self._flags.add if change.on else self._flags.discard)(change.key)
                 elif isinstance(change, Tallied):
-                    self._tally(change)
+                    if _tally(self._tallies, change):
+                        self._file(change.key, change.expires_at)
                 elif isinstance(change, Record):
                     # Verifications may be all a store sees (the fallback store of a guard whose
                     # backend answers): they sweep, as decisions do.
-                    self._tidy(change.now)
+                    if self._seconds and self._seconds[0] <= change.now:
+                        self._sweep(change.now, self._sweep_batch)
                     self._record(change)
                 elif isinstance(change, Note):
                     self._notes[change.key] = change.text
@@ -324,21 +311,11 @@ class MemoryBackend:
             member = counter.member or record.token
             old = marks.get(member)
             if old is not None and old > now:
-                self._take_back(key, old)
+                _take_back(self._hits, key, old)
             marks[member] = at
             self._add(key, at, now)
             if len(marks) > 16 and len(marks) > 2 * len(self._live(key, now)):
                 self._marks[key] = {t: e for t, e in marks.items() if e > now}  # the expired go
-
-    def _take_back(self, key: str, at: float) -> None:
-        """Remove one hit expiring ``at`` from ``key``, if it holds one."""
-        entries = self._hits.get(key)
-        if isinstance(entries, list):
-            i = bisect_right(entries, at) - 1
-            if i >= 0 and entries[i] == at:
-                del entries[i]
-        elif entries == at:
-            del self._hits[key]  # the sweep finds it gone
 
     def _refund(self, receipt: Receipt) -> None:
         """Give back one hit per counter of ``receipt``, the first time only.
@@ -353,24 +330,10 @@ class MemoryBackend:
         for counter in receipt.counters:
             if counter.amount:
                 continue  # a sum is not given back
-            self._take_back(counter.key, counter.expires_at)
+            _take_back(self._hits, counter.key, counter.expires_at)
         last = max(counter.expires_at for counter in receipt.counters)
         self._spent[spent] = last
         self._file(spent, last)
-
-    def _tally(self, tallied: Tallied) -> None:
-        entry = self._tallies.get(tallied.key)
-        if entry is None:
-            entry = self._tallies[tallied.key] = (tallied.expires_at, {})
-            self._file(tallied.key, tallied.expires_at)
-        fields = entry[1]
-        for name, n in tallied.counts:
-            fields[name] = fields.get(name, 0) + n
-
-    def _tidy(self, now: float) -> None:
-        """Sweep a bounded slice of the keys filed under seconds up to ``now``, if any."""
-        if self._seconds and self._seconds[0] <= now:
-            self._sweep(now, self._sweep_batch)
 
     def _file(self, key: str, at: float) -> None:
         """File ``key`` under the second its hit expiring ``at`` is gone by."""
@@ -431,6 +394,34 @@ class _Code:
         self.left = issue.attempts  # wrong checks it still takes
         self.spent: str | None = None  # the token of the check that spent it
 
+    def live(self, now: float) -> bool:
+        """Whether it may still be checked: unexpired, unspent, attempts left."""
+        return self.expires_at > now and self.spent is None and self.left > 0
+
+    def peeked(self, now: float) -> CodeState:
+        """What a status shows of it."""
+        if not self.live(now):
+            return CodeState(codes.NO_CODE)
+        return CodeState("live", "", self.left, self.issued_at)
+
+    def judge(self, guess: Guess, token: str, now: float) -> tuple[CodeState, bool]:
+        """One check of it, as consume.lua judges it (spent by a right guess, an attempt taken by
+        a wrong one), and whether this check spent it."""
+        if self.keep_until <= now:
+            return CodeState(codes.NO_CODE), False
+        if self.spent is not None:
+            # Spent: told no code, but to the very check that spent it, sent again (a lost reply).
+            return CodeState(OK if self.spent == token else codes.NO_CODE), False
+        if self.expires_at <= now:
+            return CodeState(codes.CODE_EXPIRED, "", self.left, self.issued_at), False
+        if self.left <= 0:
+            return CodeState(codes.CHECK_ATTEMPTS, "", 0, self.issued_at), False
+        if guess.hashed and hmac.compare_digest(guess.hashed, self.hashed):
+            self.spent = token
+            return CodeState(OK, "", self.left, self.issued_at), True
+        self.left -= 1
+        return CodeState(codes.WRONG_CODE, "", self.left, self.issued_at), False
+
 
 def _trimmed(entries: list[float], now: float) -> list[float]:
     """``entries`` (sorted expiry times) without those expired by ``now``, dropped in place."""
@@ -445,3 +436,27 @@ def _gate(counters: Sequence[Counter], counts: list[int], counter: Counter) -> i
         if earlier.key == counter.gate:
             return n
     raise ValueError(f"{counter.key!r}: its gate {counter.gate!r} is no earlier counter of the job")
+
+
+def _take_back(hits: dict[str, float | list[float]], key: str, at: float) -> None:
+    """Remove one hit expiring ``at`` from ``key`` in ``hits``, if it holds one."""
+    entries = hits.get(key)
+    if isinstance(entries, list):
+        i = bisect_right(entries, at) - 1
+        if i >= 0 and entries[i] == at:
+            del entries[i]
+    elif entries == at:
+        del hits[key]  # the sweep finds it gone
+
+
+def _tally(tallies: dict[str, tuple[float, dict[str, int]]], tallied: Tallied) -> bool:
+    """Add ``tallied``'s counts to its statistics hash in ``tallies``; whether the hash is new
+    (to be filed for the sweep)."""
+    entry = tallies.get(tallied.key)
+    new = entry is None
+    if entry is None:
+        entry = tallies[tallied.key] = (tallied.expires_at, {})
+    fields = entry[1]
+    for name, n in tallied.counts:
+        fields[name] = fields.get(name, 0) + n
+    return new
