@@ -7,6 +7,18 @@ one sync worker, for Flask and Django)
 on a free loopback port, loaded by wrk (apt-get install wrk) with random numbers from a pool
 of 50,000, so that both admissions and denials happen. Redis variants use a redis-server the
 script starts itself. Each row is the median of --rounds runs, the rows taking turns.
+
+Then, on Redis, a bombing flood (issue 23): one victim number, every request from one of 1,000
+addresses in X-Forwarded-For, which each app believes from its loopback proxy (uvicorn's
+--forwarded-allow-ips default, 127.0.0.1; werkzeug's ProxyFix under gunicorn, in every
+variant, the bare one included). After its first requests every attempt is a denial; the row's
+overhead is its time per request over the bare endpoint's (1/rate, wrk holding 16 requests in
+flight). ``--baseline PYTHON`` also runs the flood's bare and smsguard rows with another
+interpreter, one with an older smsguard installed (a worktree of an earlier commit with its own
+venv), the rows taking turns with these: the same harness, the same machine, the same minutes.
+
+    python benchmarks/web.py [--frameworks starlette,flask] [--flood-only]
+        [--baseline ../old/.venv/bin/python --baseline-label a8e2b09]
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -33,22 +46,33 @@ request = function()
 end
 """
 
+# The bombing flood: one victim, from 1,000 addresses (LuaJIT: no integer division operator).
+FLOOD_SCRIPT = """
+math.randomseed(42)
+request = function()
+  local a = math.random(0, 999)
+  local ip = string.format("10.1.%d.%d", math.floor(a / 256), a % 256)
+  return wrk.format("POST", "/sms/send?phone=13800138000", {["X-Forwarded-For"] = ip})
+end
+"""
 
-def server_command(framework: str, port: int) -> list[str]:
+
+def server_command(framework: str, port: int, python: str = sys.executable) -> list[str]:
     if framework in ("starlette", "fastapi"):
-        return [sys.executable, "-m", "uvicorn", f"web_apps:{framework}", "--app-dir", str(HERE),
+        return [python, "-m", "uvicorn", f"web_apps:{framework}", "--app-dir", str(HERE),
                 "--port", str(port), "--log-level", "error", "--no-access-log"]  # fmt: skip
-    return [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+    return [python, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
             "--log-level", "error", f"web_apps:{framework}"]  # fmt: skip
 
 
-def run(framework: str, variant: str, storage: str, seconds: int, script: Path) -> dict[str, float]:
+def run(
+    framework: str, variant: str, storage: str, seconds: int, script: Path, python: str = sys.executable
+) -> dict[str, float]:
     port = free_port()
     env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_STORAGE": storage, "BENCH_FRAMEWORK": framework}
-    log = script.with_suffix(f".{framework}.{variant}.log").open(
-        "w"
-    )  # a pipe could fill and stall the server
-    server = subprocess.Popen(server_command(framework, port), env=env, stdout=log, stderr=log)
+    # A file, not a pipe: a pipe could fill and stall the server.
+    log = script.with_suffix(f".{framework}.{variant}.log").open("w")
+    server = subprocess.Popen(server_command(framework, port, python), env=env, stdout=log, stderr=log)
     try:
         try:
             wait_listening(port, server)
@@ -84,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--frameworks", default="starlette,flask,fastapi,django")
+    parser.add_argument("--flood-only", action="store_true", help="Only the bombing flood's rows.")
+    parser.add_argument(
+        "--baseline", metavar="PYTHON", help="Also the flood with this interpreter's smsguard."
+    )
+    parser.add_argument("--baseline-label", default="baseline", help="Its rows' label (a commit, say).")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/web.py needs wrk: apt-get install wrk")
@@ -94,42 +123,106 @@ def main(argv: Sequence[str] | None = None) -> None:
         "django": "django-ratelimit",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "send.lua"
+        script, flood = Path(tmp) / "send.lua", Path(tmp) / "flood.lua"
         script.write_text(WRK_SCRIPT)
+        flood.write_text(FLOOD_SCRIPT)
         redis = RedisServer(Path(tmp)).start()
         try:
             for framework in args.frameworks.split(","):
-                print(f"\n{framework}: POST /sms/send, wrk -t1 -c16, {args.seconds}s a run, "
-                      f"median of {args.rounds} interleaved rounds")  # fmt: skip
-                print(f"{'':28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'vs bare':>9}")
-                rows = [("bare", "bare", "memory://")]
-                for storage, label in [("memory://", "memory"), (redis.url, "redis")]:
-                    for variant, name in [("smsguard", "smsguard"), ("peer", peers[framework])]:
-                        rows.append((f"{name} ({label})", variant, storage))
-                # Rounds interleave the rows, so that a slow spell of this shared machine
-                # lands on all of them rather than on one.
-                runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in rows}
-                for _ in range(args.rounds):
-                    for name, variant, storage in rows:
-                        if storage != "memory://":
-                            redis.stop()
-                            redis.start()  # an empty Redis for every run
-                        runs[name].append(run(framework, variant, storage, args.seconds, script))
-                bare = _median(runs["bare"])
-                for name, _, _ in rows:
-                    _row(name, _median(runs[name]), bare)
+                peer = peers[framework]
+                if not args.flood_only:
+                    rows = [Row("bare", "bare", "memory://", script)]
+                    for storage, label in [("memory://", "memory"), (redis.url, "redis")]:
+                        for variant, name in [("smsguard", "smsguard"), ("peer", peer)]:
+                            rows.append(Row(f"{name} ({label})", variant, storage, script))
+                    print(f"\n{framework}: POST /sms/send, wrk -t1 -c16, {args.seconds}s a run, "
+                          f"median of {args.rounds} interleaved rounds")  # fmt: skip
+                    _table(rows, _rounds(rows, framework, args, redis))
+                rows = [Row("bare", "bare", "memory://", flood)]  # (no storage: no Redis restarted)
+                rows += [Row(f"{name} (redis)", variant, redis.url, flood) for variant, name in
+                         [("smsguard", "smsguard"), ("peer", peer)]]  # fmt: skip
+                if args.baseline:
+                    at = f" @{args.baseline_label}"
+                    rows += [
+                        Row(f"{row.name}{at}", row.variant, row.storage, flood, args.baseline)
+                        for row in rows[:2]
+                    ]
+                print(f"\n{framework}, bombing flood on Redis: one victim, 1,000 addresses, wrk -t1 -c16, "
+                      f"{args.seconds}s a run, median of {args.rounds} interleaved rounds")  # fmt: skip
+                runs = _rounds(rows, framework, args, redis)
+                _table(rows[:3], runs)
+                if args.baseline:
+                    _table(rows[3:], runs, against=f"bare{at}", head=False)
+                    _halved(runs, at)
         finally:
             redis.stop()
 
 
+class Row(NamedTuple):
+    name: str
+    variant: str
+    storage: str
+    script: Path
+    python: str = sys.executable
+
+
+def _rounds(
+    rows: list[Row], framework: str, args: argparse.Namespace, redis: RedisServer
+) -> dict[str, list[dict[str, float]]]:
+    """Every row's runs. Rounds interleave the rows, so that a slow spell of this shared
+    machine lands on all of them rather than on one."""
+    runs: dict[str, list[dict[str, float]]] = {row.name: [] for row in rows}
+    for _ in range(args.rounds):
+        for row in rows:
+            if row.storage != "memory://":
+                redis.stop()
+                redis.start()  # an empty Redis for every run
+            runs[row.name].append(
+                run(framework, row.variant, row.storage, args.seconds, row.script, row.python)
+            )
+    return runs
+
+
+def _table(
+    rows: list[Row], runs: dict[str, list[dict[str, float]]], against: str = "bare", head: bool = True
+) -> None:
+    """The rows' medians; "vs bare" the cost per request over ``against``, as a share and in µs."""
+    if head:
+        heads = zip(
+            ["req/s", "p50 ms", "p99 ms", "non-2xx", "vs bare", "µs/req over bare"],
+            [9] * 5 + [18],
+            strict=True,
+        )
+        print(f"{'':28}" + "".join(f"{h:>{w}}" for h, w in heads))
+    bare = _median(runs[against])
+    for row in rows:
+        r = _median(runs[row.name])
+        share = r["non2xx"] / r["requests"] if r["requests"] else 0.0
+        overhead = bare["rps"] / r["rps"] - 1
+        print(f"{row.name:28}{r['rps']:>9,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{share:>9.0%}{overhead:>+9.0%}"
+              f"{_over(r, bare):>+18.0f}")  # fmt: skip
+
+
+def _over(r: dict[str, float], bare: dict[str, float]) -> float:
+    """Microseconds per request over the bare endpoint (one worker, so 1/rate is its time)."""
+    return 1e6 / r["rps"] - 1e6 / bare["rps"]
+
+
+def _halved(runs: dict[str, list[dict[str, float]]], at: str) -> None:
+    """smsguard's flood overhead now against the baseline's, each over its own bare endpoint,
+    round by round (each round's rows ran within a minute of each other)."""
+    now = [_over(r, b) for r, b in zip(runs["smsguard (redis)"], runs["bare"], strict=True)]
+    then = [_over(r, b) for r, b in zip(runs[f"smsguard (redis){at}"], runs[f"bare{at}"], strict=True)]
+    ratios = sorted(n / t for n, t in zip(now, then, strict=True))
+    print("  smsguard's overhead, µs/request over its bare endpoint, median [min-max] of the rounds:")
+    print(f"    now {statistics.median(now):,.0f} [{min(now):,.0f}-{max(now):,.0f}], "
+          f"{at.strip()} {statistics.median(then):,.0f} [{min(then):,.0f}-{max(then):,.0f}]")  # fmt: skip
+    print(f"    now ÷ then, round by round: {statistics.median(ratios):.2f} "
+          f"[{ratios[0]:.2f}-{ratios[-1]:.2f}] (target ≤ 0.5)")  # fmt: skip
+
+
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-
-
-def _row(name: str, r: dict[str, float], bare: dict[str, float]) -> None:
-    share = r["non2xx"] / r["requests"] if r["requests"] else 0.0
-    overhead = bare["rps"] / r["rps"] - 1
-    print(f"{name:28}{r['rps']:>9,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}{share:>9.0%}{overhead:>+9.0%}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ Flask-Limiter for Flask, django-ratelimit for Django); BENCH_STORAGE is ``memory
 URL. The phone number comes in the
 query string so that every variant can key on it without reading the body. The four limits
 are the same everywhere; the IP limit is set high because the load comes from one address.
+
+The client's address: every app believes X-Forwarded-For from its loopback proxy (wrk stands in
+for it), so that a flood from many addresses reaches each variant as such. Under uvicorn that is
+its own default (--forwarded-allow-ips 127.0.0.1 sets the ASGI client); under gunicorn, werkzeug's
+ProxyFix (one hop) sets REMOTE_ADDR, around every variant alike, the bare one included.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from smsguard import DailyCap, Guard, InvalidPhone, IPThrottle, PhoneRate, SameContent, normalize
 from smsguard.backends import backend_from_url
@@ -123,6 +129,7 @@ def flask_app() -> Flask:
 
         view = protect(guard())(view)
     app.add_url_rule("/sms/send", "send", view, methods=["POST"])
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     return app
 
 
@@ -224,7 +231,7 @@ def django_app() -> Any:
     from django.views.decorators.csrf import csrf_exempt
 
     globals()["urlpatterns"] = [path("sms/send", csrf_exempt(view))]
-    return get_wsgi_application()
+    return ProxyFix(get_wsgi_application(), x_for=1)
 
 
 starlette = starlette_app()
