@@ -13,12 +13,12 @@ addresses in X-Forwarded-For, which each app believes from its loopback proxy (u
 --forwarded-allow-ips default, 127.0.0.1; werkzeug's ProxyFix under gunicorn, in every
 variant, the bare one included). After its first requests every attempt is a denial; the row's
 overhead is its time per request over the bare endpoint's (1/rate, wrk holding 16 requests in
-flight). ``--baseline PYTHON`` also runs the flood's bare and smsguard rows with another
-interpreter, one with an older smsguard installed (a worktree of an earlier commit with its own
-venv), the rows taking turns with these: the same harness, the same machine, the same minutes.
+flight). The flood's bare and smsguard rows run again on smsguard as it was at ``--baseline``
+(a git revision; by default the commit issue 23 was filed against), its ``src`` taken by git
+archive and put first on the servers' PYTHONPATH, the rows taking turns with these: the same
+harness, libraries and machine, in the same minutes. ``--baseline ''`` skips them.
 
-    python benchmarks/web.py [--frameworks starlette,flask] [--flood-only]
-        [--baseline ../old/.venv/bin/python --baseline-label a8e2b09]
+    python benchmarks/web.py [--frameworks starlette,flask] [--flood-only] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -57,22 +57,30 @@ end
 """
 
 
-def server_command(framework: str, port: int, python: str = sys.executable) -> list[str]:
+# The code issue 23 ("fast where it counts") was filed against: its flood rows' baseline.
+ISSUE_23_FILED = "a8e2b09"
+
+
+def server_command(framework: str, port: int) -> list[str]:
     if framework in ("starlette", "fastapi"):
-        return [python, "-m", "uvicorn", f"web_apps:{framework}", "--app-dir", str(HERE),
+        return [sys.executable, "-m", "uvicorn", f"web_apps:{framework}", "--app-dir", str(HERE),
                 "--port", str(port), "--log-level", "error", "--no-access-log"]  # fmt: skip
-    return [python, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+    return [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
             "--log-level", "error", f"web_apps:{framework}"]  # fmt: skip
 
 
 def run(
-    framework: str, variant: str, storage: str, seconds: int, script: Path, python: str = sys.executable
+    framework: str, variant: str, storage: str, seconds: int, script: Path, src: Path | None = None
 ) -> dict[str, float]:
+    """wrk's figures for one variant's server; ``src``, if given, first on its PYTHONPATH (an
+    older smsguard)."""
     port = free_port()
     env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_STORAGE": storage, "BENCH_FRAMEWORK": framework}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     # A file, not a pipe: a pipe could fill and stall the server.
     log = script.with_suffix(f".{framework}.{variant}.log").open("w")
-    server = subprocess.Popen(server_command(framework, port, python), env=env, stdout=log, stderr=log)
+    server = subprocess.Popen(server_command(framework, port), env=env, stdout=log, stderr=log)
     try:
         try:
             wait_listening(port, server)
@@ -110,9 +118,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--frameworks", default="starlette,flask,fastapi,django")
     parser.add_argument("--flood-only", action="store_true", help="Only the bombing flood's rows.")
     parser.add_argument(
-        "--baseline", metavar="PYTHON", help="Also the flood with this interpreter's smsguard."
+        "--baseline", metavar="REV", default=ISSUE_23_FILED, help="The flood on smsguard as of REV too."
     )
-    parser.add_argument("--baseline-label", default="baseline", help="Its rows' label (a commit, say).")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/web.py needs wrk: apt-get install wrk")
@@ -126,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         script, flood = Path(tmp) / "send.lua", Path(tmp) / "flood.lua"
         script.write_text(WRK_SCRIPT)
         flood.write_text(FLOOD_SCRIPT)
+        src = _checkout(args.baseline, Path(tmp) / "baseline") if args.baseline else None
         redis = RedisServer(Path(tmp)).start()
         try:
             for framework in args.frameworks.split(","):
@@ -141,17 +149,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 rows = [Row("bare", "bare", "memory://", flood)]  # (no storage: no Redis restarted)
                 rows += [Row(f"{name} (redis)", variant, redis.url, flood) for variant, name in
                          [("smsguard", "smsguard"), ("peer", peer)]]  # fmt: skip
-                if args.baseline:
-                    at = f" @{args.baseline_label}"
-                    rows += [
-                        Row(f"{row.name}{at}", row.variant, row.storage, flood, args.baseline)
-                        for row in rows[:2]
-                    ]
+                at = f" @{args.baseline}"
+                if src:
+                    rows += [Row(f"{row.name}{at}", row.variant, row.storage, flood, src) for row in rows[:2]]
                 print(f"\n{framework}, bombing flood on Redis: one victim, 1,000 addresses, wrk -t1 -c16, "
                       f"{args.seconds}s a run, median of {args.rounds} interleaved rounds")  # fmt: skip
                 runs = _rounds(rows, framework, args, redis)
                 _table(rows[:3], runs)
-                if args.baseline:
+                if src:
                     _table(rows[3:], runs, against=f"bare{at}", head=False)
                     _halved(runs, at)
         finally:
@@ -163,7 +168,7 @@ class Row(NamedTuple):
     variant: str
     storage: str
     script: Path
-    python: str = sys.executable
+    src: Path | None = None
 
 
 def _rounds(
@@ -177,9 +182,7 @@ def _rounds(
             if row.storage != "memory://":
                 redis.stop()
                 redis.start()  # an empty Redis for every run
-            runs[row.name].append(
-                run(framework, row.variant, row.storage, args.seconds, row.script, row.python)
-            )
+            runs[row.name].append(run(framework, row.variant, row.storage, args.seconds, row.script, row.src))
     return runs
 
 
@@ -218,7 +221,22 @@ def _halved(runs: dict[str, list[dict[str, float]]], at: str) -> None:
     print(f"    now {statistics.median(now):,.0f} [{min(now):,.0f}-{max(now):,.0f}], "
           f"{at.strip()} {statistics.median(then):,.0f} [{min(then):,.0f}-{max(then):,.0f}]")  # fmt: skip
     print(f"    now ÷ then, round by round: {statistics.median(ratios):.2f} "
-          f"[{ratios[0]:.2f}-{ratios[-1]:.2f}] (target ≤ 0.5)")  # fmt: skip
+          f"[{ratios[0]:.2f}-{ratios[-1]:.2f}] (target ≤ 0.5; below 0, a denial costs less than "
+          "the endpoint)")  # fmt: skip
+
+
+def _checkout(rev: str, into: Path) -> Path | None:
+    """``rev``'s ``src`` directory, extracted under ``into``; None (said) where git cannot."""
+    into.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(HERE.parent), "archive", rev, "src"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"web.py: no baseline rows: git archive {rev} failed ({exc})", file=sys.stderr)
+        return None
+    return into / "src"
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
