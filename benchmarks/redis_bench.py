@@ -122,25 +122,33 @@ def measure_async(
 
 
 def async_rounds(
-    server: RedisServer, guard: Guard, attempts: Sequence[Attempt], concurrency: int, rounds: int
+    server: RedisServer, attempts: Sequence[Attempt], concurrency: int, rounds: int
 ) -> dict[str, list[dict[str, float]]]:
     """smsguard's ``acheck`` and `limits`' async moving window, ``concurrency`` tasks each,
     ``rounds`` rounds taking turns (a slow spell of the machine lands on both), every run on an
-    empty Redis; `limits`' storage made anew in each run's event loop (it is bound to one)."""
-
-    async def ours(phone: str, content: str, ip: str) -> bool:
-        return (await guard.acheck(phone, content=content, ip=ip)).allowed
-
+    empty Redis with a new guard (its deny cache would remember the last run's full counters)
+    and a new `limits` storage (bound to the event loop it first runs in)."""
     found: dict[str, list[dict[str, float]]] = {}
     client = redis.Redis(port=server.port)
     for _ in range(rounds):
-        for name, check in (("smsguard", ours), ("limits", limits_async(server.url))):
+        for name, check in (("smsguard", async_check(server.url)), ("limits", limits_async(server.url))):
             client.flushall()
             found.setdefault(f"{name}, async ×{concurrency}", []).append(
                 measure_async(check, attempts, concurrency)
             )
     client.flushall()
     return found
+
+
+def async_check(url: str) -> Callable[[str, str, str], Awaitable[bool]]:
+    """A new guard's ``acheck`` of the four policies on ``url``."""
+    backend = RedisBackend.from_url(url, prefix="bench:")
+    guard = Guard(four_policies(), backend=backend, default_region="CN", secret="bench")  # type: ignore[arg-type]
+
+    async def check(phone: str, content: str, ip: str) -> bool:
+        return (await guard.acheck(phone, content=content, ip=ip)).allowed
+
+    return check
 
 
 def _middle(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -194,13 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if args.flood_only:
                     print_flood(flood_rows(server))
                 else:
-                    guard = Guard(
-                        four_policies(),  # type: ignore[arg-type]
-                        backend=RedisBackend.from_url(server.url, prefix="bench:"),
-                        default_region="CN",
-                        secret="bench",
-                    )
-                    found = async_rounds(server, guard, attempts, args.concurrency, args.rounds)
+                    found = async_rounds(server, attempts, args.concurrency, args.rounds)
                     print(f"4-policy check on a local redis-server, {len(attempts):,} attempts, async")
                     print_async(found, args.concurrency)
             finally:
@@ -229,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             backend.clear()
             stats_on, stats_off = on_and_off(server.url, attempts)
             backend.clear()
-            concurrent = async_rounds(server, guard, attempts, args.concurrency, args.rounds)
+            concurrent = async_rounds(server, attempts, args.concurrency, args.rounds)
             rows.update({name: _middle(runs) for name, runs in concurrent.items()})
             sample = workload(205, seed=9)
             commands = {
