@@ -4,6 +4,7 @@ guards it is off for."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import Clock
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +158,26 @@ def test_every_decision_is_the_whole_plans(steps: list[tuple[int, int, int, int,
         elif then == "reset":
             for g in (early, whole, backend):
                 g.reset(TYPED[p])
+
+
+def test_an_address_is_judged_as_the_whole_plan_judges_it(clock: Clock) -> None:
+    """The early denial's check of an address as typed (``is_address``, then ``address``) takes
+    what ``ipaddress`` takes and refuses the rest with the whole plan's error."""
+    from smsguard.errors import InvalidInput
+    from smsguard.planner import is_address
+
+    odd = ["01.2.3.4", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "256.1.1.1", "1.2.3.4\x00", "0x1.2.3.4", "1.2.3.04"]
+    dotted = ["203.0.113.1", "0.0.0.0", "255.255.255.255"]
+    good = [*dotted, "::1", "2001:db8::1", "::ffff:1.2.3.4", "2001:DB8::1"]
+    assert all(is_address(a) for a in dotted)
+    assert not any(is_address(a) for a in ["", *odd, *good[len(dotted) :]])
+    g = guard(clock, True)
+    assert g.check(VICTIM, content="first", ip="10.0.0.1").allowed
+    clock.advance(31)  # its same content free again, the number's minute still full
+    for ip in good:  # each denied (the first by the backend, the rest early), none refused
+        assert g.check(VICTIM, content="code", ip=ip).reason == "phone_rate"
+    assert g.flows.denials is not None
+    assert g.flows.denials.denied == len(good) - 1
+    for ip in odd:
+        with pytest.raises(InvalidInput):
+            g.check(VICTIM, content="code", ip=ip)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
+from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
 from smsguard.plan import Change, Counter, Forget, Job, Outcome, Owner, Plan, Receipt, SetFlag
 
@@ -80,43 +81,58 @@ class DenyCache:
         """The backend's answer to ``job``, if known here: a denial; else None (ask it)."""
         if not job.commit or not job.counters:
             return None
+        known = self._known(job)
+        if known is None:
+            return None
+        self.denied += 1
+        return _new(Outcome, (-1, known[0], known[1], (), None))
+
+    def early(self, plan: Plan) -> Decision | None:
+        """The denial of any attempt whose counters of the number are ``plan``'s
+        (``Planner.number_plan``), if known here before the whole attempt is planned; else None
+        (plan it whole). The very Decision of ``answer`` on the whole plan: while no other
+        policy's counter is known full or filled (``others_until``, ``number_until``), the
+        others' counts would read -1 and their waits 0, which a denial's Decision passes over."""
+        now = plan.job.now
+        if now < self.others_until or now < self.number_until.get(plan.attempt.phone_id, 0.0):
+            return None
+        known = self._known(plan.job)
+        if known is None:
+            return None
+        self.denied += 1
+        return plan.denied_by(_new(Outcome, (-1, known[0], known[1], (), None)), known[2], known[3])
+
+    def _known(self, job: Job) -> tuple[tuple[int, ...], tuple[float, ...], int, float] | None:
+        """What is known here of ``job``'s counters: their counts and waits (-1 and 0 for those
+        not known), the index and wait of the one that frees last (``plan.frees_last``); None
+        unless one is known full, none is filled here, and every flag is known unset."""
         now, full, filled = job.now, self.full, self.filled
-        known = False
         counts: list[int] = []
         waits: list[float] = []
+        index, longest = -1, 0.0
         for c in job.counters:  # one pass: what is known, or a reason to ask the backend
             if c.shadow:
                 return None
             f = full.get(c.key)
             if f is not None and f.until > now and f.limit == c.limit:
-                known = True
+                wait = f.frees - now  # exact: frees is now + wait of the reply
+                if wait > longest:
+                    index, longest = len(waits), wait
                 counts.append(f.hits)
-                waits.append(f.frees - now)  # exact: frees is now + wait of the reply
+                waits.append(wait)
             elif filled and filled.get(c.key, 0.0) > now:
                 return None
             else:
                 counts.append(-1)  # not known here: left out of ``remaining``
                 waits.append(0.0)
-        if not known:
+        if index < 0:
             return None
         if job.flags:
             unset = self.unset
             for flag in job.flags:
                 if flag.shadow or unset.get(flag.key, 0.0) <= now:
                     return None
-        self.denied += 1
-        return _new(Outcome, (-1, tuple(counts), tuple(waits), (), None))
-
-    def early(self, plan: Plan) -> Outcome | None:
-        """The answer to any attempt whose counters of the number are ``plan``'s
-        (``Planner.number_plan``), if known here before the whole attempt is planned: a denial
-        by one of them; else None (plan it whole). Exact, as ``answer`` on the whole plan: while
-        no other policy's counter is known full or filled (``others_until``), the others' counts
-        would read -1 and their waits 0, which a denial's Decision passes over."""
-        now = plan.job.now
-        if now < self.others_until or now < self.number_until.get(plan.attempt.phone_id, 0.0):
-            return None
-        return self.answer(plan.job)
+        return tuple(counts), tuple(waits), index, longest
 
     def learn(
         self, job: Job, out: Outcome, owners: tuple[Owner, ...] | None = None, number: str = ""

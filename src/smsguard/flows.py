@@ -95,9 +95,43 @@ class Flows:
         ip: IPLike | None,
         context: Mapping[str, Any] | None,
         challenge_passed: bool,
+        now: float | None = None,
     ) -> Flow[Decision]:
-        """Judge one attempt: the decision, made once, recorded and reported."""
-        decision, _ = yield from self._decide(phone, content, ip, context, challenge_passed, False)
+        """Judge one attempt: the decision, made once, recorded and reported. ``now``: the
+        clock's reading ``quick`` took (its early denial then tried)."""
+        decision, _ = yield from self._decide(phone, content, ip, context, challenge_passed, False, now)
+        return decision
+
+    def quick(
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        challenge_passed: bool,
+    ) -> Decision | float:
+        """``check``'s early denial (``_early_denial``) with no flow at all, where the decision
+        owes the backend nothing (no statistics due, no fingerprint): recorded and reported as
+        ``check`` does. Else the clock's reading, for ``check(..., now)`` to go on from (which
+        tries no early denial again: at worst, a denial the deny cache answers after planning)."""
+        statistics, reporter = self.statistics, self.reporter
+        started = perf_counter() if reporter.listeners else None
+        now = self.clock()
+        if (
+            not self._early
+            or context is not None
+            or self._note is not None
+            or self._unsigned is not None
+            or (statistics is not None and statistics.owes(now))
+        ):
+            return now
+        decision = self._early_denial(phone, content, ip, now, challenge_passed)
+        if decision is None:
+            return now
+        if statistics is not None:
+            statistics.record(decision, now)
+        if reporter.wants(decision):
+            reporter.decision(decision, ip, now, started, perf_counter())
         return decision
 
     def _decide(
@@ -108,15 +142,17 @@ class Flows:
         context: Mapping[str, Any] | None,
         challenge_passed: bool,
         issue: bool,
+        now: float | None = None,
     ) -> Flow[tuple[Decision, CodeState | None]]:
         """``check``, and with ``issue`` the code the backend issued with an allowed decision in
-        the same step (None where no backend step allowed it)."""
+        the same step (None where no backend step allowed it). ``now``: see ``check``."""
         reporter, statistics, outage = self.reporter, self.statistics, self.outage
         started = perf_counter() if reporter.listeners else None
-        now = self.clock()
         plan: Plan | Decision | None = None
-        if self._early and not issue and context is None:
-            plan = self._early_denial(phone, content, ip, now, challenge_passed)
+        if now is None:
+            now = self.clock()
+            if self._early and not issue and context is None:
+                plan = self._early_denial(phone, content, ip, now, challenge_passed)
         if plan is None:
             plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
         state = None
@@ -188,8 +224,7 @@ class Flows:
         ):
             return None
         plan = self.planner.number_plan(phone, ip, now, challenge_passed)
-        known = denials.early(plan) if plan is not None else None
-        return plan.decide(known) if plan is not None and known is not None else None
+        return denials.early(plan) if plan is not None else None
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job

@@ -168,7 +168,11 @@ class Guard:
 
         ``challenge_passed``: the client passed a challenge (a CAPTCHA) with this request, so
         policies of kind ``challenge`` pass it over."""
-        return drive(self.flows.check(phone, content, ip, context, challenge_passed), self.io)
+        flows = self.flows
+        now = flows.quick(phone, content, ip, context, challenge_passed)  # a flood's denial, at once
+        if isinstance(now, Decision):
+            return now
+        return drive(flows.check(phone, content, ip, context, challenge_passed, now), self.io)
 
     async def acheck(
         self,
@@ -180,7 +184,11 @@ class Guard:
         challenge_passed: bool = False,
     ) -> Decision:
         """``check`` for async code: the backend is awaited, never blocking the loop."""
-        return await adrive(self.flows.check(phone, content, ip, context, challenge_passed), self.aio)
+        flows = self.flows
+        now = flows.quick(phone, content, ip, context, challenge_passed)
+        if isinstance(now, Decision):
+            return now
+        return await adrive(flows.check(phone, content, ip, context, challenge_passed, now), self.aio)
 
     def enforce(self, phone: str, **attempt: Any) -> Decision:
         """``check``, raising ``Denied`` (which carries the decision) instead of returning a denial."""

@@ -362,25 +362,10 @@ class Plan(NamedTuple):
             )
         if self.final is not None:
             return self.final.decision(attempt, shadowed, degraded)
-        remaining = _Remaining(self, out)
         denied, wait = frees_last(out.waits) if out.waits else (-1, 0.0)
         if denied >= 0:
-            owner, limit = self.counter_owners[denied], self.job.counters[denied].limit
-            return Decision(
-                False,
-                attempt.phone,
-                owner.name,
-                owner.reason,
-                wait,
-                remaining,
-                limit,
-                None,
-                owner.kind,
-                degraded,
-                attempt.region,
-                attempt.phone_id,
-                shadowed,
-            )
+            return self.denied_by(out, denied, wait, degraded, shadowed)
+        remaining = _Remaining(self, out)
         counters = taken(self.job.counters, len(self.job.flags), out.shadowed, out.counts)
         return Decision(
             True,
@@ -392,6 +377,28 @@ class Plan(NamedTuple):
             None,
             Receipt(self.job.token, counters, fallback),
             None,
+            degraded,
+            attempt.region,
+            attempt.phone_id,
+            shadowed,
+        )
+
+    def denied_by(
+        self, out: Outcome, index: int, wait: float, degraded: bool = False, shadowed: tuple[str, ...] = ()
+    ) -> Decision:
+        """The denial by the job's counter ``index``, full for ``wait`` more seconds: the one
+        ``frees_last`` picks of ``out``'s waits (``decide``, and the deny cache's early answer)."""
+        attempt, owner = self.attempt, self.counter_owners[index]
+        return Decision(
+            False,
+            attempt.phone,
+            owner.name,
+            owner.reason,
+            wait,
+            _Remaining(self, out),
+            self.job.counters[index].limit,
+            None,
+            owner.kind,
             degraded,
             attempt.region,
             attempt.phone_id,

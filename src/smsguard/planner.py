@@ -115,6 +115,9 @@ class Planner:
         self._ip = functools.lru_cache(maxsize=cache)(address)
         # For number_plan: the Number of a number as typed (a flood repeats its spellings too).
         self._typed = functools.lru_cache(maxsize=cache)(lambda phone: self._number(canonical(phone)))
+        # For number_plan: addresses seen valid, as typed (a flood's come back), ``cache`` at most.
+        self._addresses: set[str] = set()
+        self._cache = cache
 
     def _number_uncached(self, phone: str) -> Number:
         return identify(phone, self.region, digest=self.digest.hash, details=self.details)
@@ -209,10 +212,15 @@ class Planner:
         cache to answer before the whole attempt is planned; None if ``ip`` is no address (the
         whole plan then raises). Its attempt has the number's fields alone (no content, no IP):
         a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
-        try:
-            self._ip(ip)
-        except ValueError:
-            return None
+        if ip not in self._addresses:
+            if not is_address(ip):
+                try:
+                    self._ip(ip)
+                except ValueError:
+                    return None
+            if len(self._addresses) >= self._cache:
+                self._addresses.clear()
+            self._addresses.add(ip)
         e164, phone_id, region, kind, network = self._typed(phone)
         number = (e164, phone_id, self.digest, None, None, None, _NO_CONTEXT, region, kind, network)
         attempt = _new(Attempt, (*number, challenge_passed))
@@ -315,6 +323,16 @@ def address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if inet_ntop(AF_INET, packed) != text:  # another spelling of it: ipaddress judges that
         return ipaddress.ip_address(text)
     return ipaddress.IPv4Address(packed)
+
+
+def is_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 address in its usual dotted form, by the C library alone (a
+    flood's addresses are new, and building each one's ``IPv4Address`` costs five times this).
+    False says nothing: ``address`` judges the other spellings, and IPv6."""
+    try:
+        return inet_ntop(AF_INET, inet_pton(AF_INET, text)) == text
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _kind(policy: Policy) -> str:

@@ -124,7 +124,9 @@ class Statistics:
         self._bump(now, name)
 
     def _bump(self, now: float, what: str | tuple[Any, ...]) -> None:
-        hour_key, expires_at = self.hour(now)
+        start, end, hour_key, expires_at = self._hour  # self.hour(now), its usual case inlined
+        if not start <= now < end:
+            hour_key, expires_at = self.hour(now)
         with self._lock:
             entry = self._pending.get(hour_key)
             if entry is None:
@@ -138,9 +140,11 @@ class Statistics:
 
     def due(self, now: float) -> bool:
         """Whether buffered counts are to be written now (never while a Flusher writes them)."""
-        return (
-            not self._timed and bool(self._pending) and now - self._flushed_at >= (self.flush_interval or 0.0)
-        )
+        return bool(self._pending) and self.owes(now)
+
+    def owes(self, now: float) -> bool:
+        """Whether a count buffered at ``now`` is to be written then (``due``, once one is)."""
+        return not self._timed and now - self._flushed_at >= (self.flush_interval or 0.0)
 
     def drain(self, now: float) -> tuple[Tallied, ...]:
         """The buffered counts, as writes, and an empty buffer."""
