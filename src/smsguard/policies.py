@@ -311,7 +311,9 @@ class DailyCap:
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
         phone_id = attempt.phone_id
-        start, end, _ = self.days(now)
+        start, end, _ = self.days._day  # self.days(now), its usual case inlined
+        if not start <= now < end:
+            start, end, _ = self.days(now)
         return (
             _new(
                 Counter,
