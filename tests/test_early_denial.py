@@ -4,13 +4,26 @@ guards it is off for."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
+
 from conftest import Clock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsguard import DailyCap, Decision, Guard, IPThrottle, PhoneRate, SameContent, Suspend
-from smsguard.policies import NUMBER
+import smsguard
+from smsguard import (
+    Blacklist,
+    DailyCap,
+    Decision,
+    Guard,
+    IPThrottle,
+    PhoneRate,
+    SameContent,
+    Suspend,
+    Whitelist,
+)
+from smsguard.policies import JUDGED, NUMBER
+from smsguard.pumping import ContentRules, Countries, UnverifiedCap
 
 VICTIM = "+8613800138000"
 TYPED = [VICTIM, "138 0013 8000", "008613800138000", "13900139000"]
@@ -120,15 +133,57 @@ def test_off_where_a_policy_does_not_say_what_it_counts_by(clock: Clock) -> None
     class Rate(PhoneRate):  # a subclass may read more: it must say so again
         pass
 
-    assert guard(clock, True, [Suspend(), *four()]).planner.by_number is None
+    class Mine:  # a policy of one's own, saying nothing
+        name, reason = "mine", "mine"
+
+        def review(self, attempt: object, now: float) -> tuple[()]:
+            return ()
+
+    assert guard(clock, True, [Mine(), *four()]).planner.by_number is None
     assert guard(clock, True, [Rate("1/minute"), IPThrottle()]).planner.by_number is None
     assert guard(clock, True, [DailyCap(3, shadow=True), PhoneRate()]).planner.by_number is None
     assert Guard(four(), secret="s", dry_run=True).planner.by_number is None  # type: ignore[arg-type]
     by = guard(clock, True).planner.by_number
     assert by is not None
     assert [p.counted_by for p, _, _ in by] == [NUMBER, NUMBER]
+    # On with the switch, the lists and the rest of the recommended set, which say so too.
+    assert guard(clock, True, [Suspend(), *four()]).planner.by_number is not None
+    recommended = Guard(smsguard.recommended(["CN"], daily_budget=10.0), secret="s", deny_cache=True)
+    assert recommended.planner.by_number is not None
+    assert {p.name: p.counted_by for p in recommended.planner.policies}["countries"] == JUDGED
     # Off too for a guard without the cache (nothing to answer from).
     assert guard(clock, False).flows.denials is None
+
+
+def test_a_learning_policy_holds_the_early_denial_off_until_it_enforces(clock: Clock) -> None:
+    until = clock() + 3600
+    g = guard(clock, True, [*four(), UnverifiedCap("country", "100/hour", learn_until=until)])
+    assert g.planner.early_from == until
+    assert g.flows.denials is not None
+    for learning in (True, False):
+        assert g.check(VICTIM, content="first", ip="10.0.0.1").allowed
+        clock.advance(31)
+        for i in range(3):
+            assert g.check(VICTIM, content="again", ip=f"10.0.1.{i}").reason == "phone_rate"
+        plan = g.planner.number_plan(VICTIM, "x", "10.0.0.9", clock(), False)
+        if learning:  # in shadow: every job goes to the backend, none is planned early
+            assert plan is None
+            assert g.flows.denials.denied == 0
+            clock.advance(3600)
+    assert plan is not None
+    assert g.flows.denials.denied == 2, "the first denial asks the backend, the next are early"
+
+
+def judged() -> list[object]:
+    """Policies that judge by the number and the text, before the four."""
+    return [
+        Suspend(),
+        Whitelist([TYPED[3]], region="CN", shared=True),
+        Blacklist(shared=True),
+        Countries(allow=["CN"]),
+        ContentRules(),
+        *four(),
+    ]
 
 
 step = st.tuples(
@@ -143,13 +198,50 @@ step = st.tuples(
 @settings(max_examples=200, deadline=None)
 @given(steps=st.lists(step, min_size=1, max_size=80), start=st.floats(0, 86400))
 def test_every_decision_is_the_whole_plans(steps: list[tuple[int, int, int, int, str]], start: float) -> None:
+    same_as_whole(steps, start, four, TYPED, CONTENTS)
+
+
+# With the lists, the switch, a country allow-list and the rules on the text: a number of another
+# country, a whitelisted one, a text with a link; the switch and a shared list entry flipped.
+JUDGED_TYPED = [*TYPED, "+447911123456"]
+JUDGED_CONTENTS = [*CONTENTS, "see t.cn/abc"]
+judged_step = st.tuples(
+    st.sampled_from([0, 0, 0, 1, 30, 61, 121, 3600, 86400]),
+    st.integers(0, len(JUDGED_TYPED) - 1),
+    st.integers(0, len(JUDGED_CONTENTS) - 1),
+    st.integers(0, len(IPS) - 1),
+    st.sampled_from(["", "", "", "refund", "reset", "switch", "block"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(judged_step, min_size=1, max_size=80), start=st.floats(0, 86400))
+def test_every_decision_is_the_whole_plans_with_lists_and_the_switch(
+    steps: list[tuple[int, int, int, int, str]], start: float
+) -> None:
+    same_as_whole(steps, start, judged, JUDGED_TYPED, JUDGED_CONTENTS)
+
+
+def same_as_whole(
+    steps: list[tuple[int, int, int, int, str]],
+    start: float,
+    policies: Callable[[], list[object]],
+    typed: list[str],
+    contents: list[str],
+) -> None:
+    """Each step's decision by a guard with the early denial, one planning every attempt whole
+    (both with the deny cache) and one without the cache: the same, field for field where both
+    use the cache, verdict for verdict against the backend's own answer."""
     clock = Clock(1772409600.0 + start)
-    early, whole, backend = guard(clock, True), planned_whole(clock), guard(clock, False)
+    early, whole, backend = (guard(clock, cache, policies()) for cache in (True, True, False))
+    whole.flows._early = False
+    suspended: bool = False
+    blocked: set[str] = set()
     for dt, p, c, i, then in steps:
         clock.advance(dt)
-        a = early.check(TYPED[p], content=CONTENTS[c], ip=IPS[i])
-        b = whole.check(TYPED[p], content=CONTENTS[c], ip=IPS[i])
-        o = backend.check(TYPED[p], content=CONTENTS[c], ip=IPS[i])
+        a = early.check(typed[p], content=contents[c], ip=IPS[i])
+        b = whole.check(typed[p], content=contents[c], ip=IPS[i])
+        o = backend.check(typed[p], content=contents[c], ip=IPS[i])
         assert seen(a) == seen(b)
         assert verdict(a) == verdict(o)
         if then == "refund" and a.allowed:
@@ -157,27 +249,15 @@ def test_every_decision_is_the_whole_plans(steps: list[tuple[int, int, int, int,
                 g.refund(d)
         elif then == "reset":
             for g in (early, whole, backend):
-                g.reset(TYPED[p])
-
-
-def test_an_address_is_judged_as_the_whole_plan_judges_it(clock: Clock) -> None:
-    """The early denial's check of an address as typed (``is_address``, then ``address``) takes
-    what ``ipaddress`` takes and refuses the rest with the whole plan's error."""
-    from smsguard.errors import InvalidInput
-    from smsguard.planner import is_address
-
-    odd = ["01.2.3.4", "1.2.3", "1.2.3.4 ", " 1.2.3.4", "256.1.1.1", "1.2.3.4\x00", "0x1.2.3.4", "1.2.3.04"]
-    dotted = ["203.0.113.1", "0.0.0.0", "255.255.255.255"]
-    good = [*dotted, "::1", "2001:db8::1", "::ffff:1.2.3.4", "2001:DB8::1"]
-    assert all(is_address(a) for a in dotted)
-    assert not any(is_address(a) for a in ["", *odd, *good[len(dotted) :]])
-    g = guard(clock, True)
-    assert g.check(VICTIM, content="first", ip="10.0.0.1").allowed
-    clock.advance(31)  # its same content free again, the number's minute still full
-    for ip in good:  # each denied (the first by the backend, the rest early), none refused
-        assert g.check(VICTIM, content="code", ip=ip).reason == "phone_rate"
-    assert g.flows.denials is not None
-    assert g.flows.denials.denied == len(good) - 1
-    for ip in odd:
-        with pytest.raises(InvalidInput):
-            g.check(VICTIM, content="code", ip=ip)
+                g.reset(typed[p])
+        elif then == "switch":
+            suspended = not suspended
+            for g in (early, whole, backend):
+                g.suspend() if suspended else g.resume()
+        elif then == "block":
+            number = early.identify(typed[p]).e164
+            for g in (early, whole, backend):
+                g.remove_number("blacklist", number) if number in blocked else g.add_number(
+                    "blacklist", number
+                )
+            blocked ^= {number}

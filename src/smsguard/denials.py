@@ -14,12 +14,18 @@ connection of its own, no listener thread, nothing to fail over on a Cluster, an
 would only be read on a round trip, which a cached denial does not make; a flood still costs
 one round trip per victim per ``horizon``, whatever its size.
 
-Before planning (``early``): where every policy says what its counters are keyed by
-(``smsguard.policies.Counted``), the cache is asked first with a plan of the number's counters
-alone (``Planner.number_plan``), and answers only while no other policy's counter is known full
-or filled here (``others_until``; ``number_until`` for those under the number's own hash tag,
-its same-content counters): the whole plan's other counters would then read -1 and wait 0, so
-its Decision is this one's. A flood's denial then costs no content hash, no IP counter, no plan.
+A counter known full a while ago (past ``horizon``) that has not freed yet sends its jobs to the
+backend: it may still be full, with a longer wait than the counters known now, which the backend
+would name.
+
+Before planning (``early``): where every policy says what its counters are keyed by and what it
+judges from (``smsguard.policies.Counted``), the cache is asked first with a plan of the
+number's counters alone and the flags of the policies that judge by the number
+(``Planner.number_plan``), and answers only while no other policy's counter may be full as far
+as this guard knows (found full, until it frees; or filled here: ``others_until``;
+``number_until`` for those under the number's own hash tag, its same-content counters): the
+whole plan's other counters would then read -1 and wait 0, so its Decision is this one's. A
+flood's denial then costs no content hash, no IP counter, no plan.
 
 Policy order (semantics 11): a job is decided here only if every flag it reads (the switch,
 shared list entries) was read off within ``horizon``; jobs with shadow items (whose report
@@ -114,6 +120,8 @@ class DenyCache:
             if c.shadow:
                 return None
             f = full.get(c.key)
+            if f is not None and f.frees > now and f.until <= now:
+                return None  # known full a while ago, maybe still: it may name a longer wait
             if f is not None and f.until > now and f.limit == c.limit:
                 wait = f.frees - now  # exact: frees is now + wait of the reply
                 if wait > longest:
@@ -157,7 +165,7 @@ class DenyCache:
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
                     if not of_number:
-                        self._other(c.key, min(now + wait, until), number)
+                        self._other(c.key, now + wait, number)  # known then, maybe full until it frees
                 elif wait == 0:  # not full now
                     full.pop(c.key, None)
                     filled.pop(c.key, None)
@@ -203,7 +211,7 @@ class DenyCache:
 
     def _prune(self, now: float) -> None:
         self._learnt = 0
-        self.full = {k: f for k, f in self.full.items() if f.until > now}
+        self.full = {k: f for k, f in self.full.items() if f.frees > now}  # stale ones say: ask
         self.unset = {k: t for k, t in self.unset.items() if t > now}
         self.filled = {k: t for k, t in self.filled.items() if t > now}
         with self._lock:

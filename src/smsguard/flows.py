@@ -223,7 +223,7 @@ class Flows:
             or type(ip) is not str
         ):
             return None
-        plan = self.planner.number_plan(phone, ip, now, challenge_passed)
+        plan = self.planner.number_plan(phone, content, ip, now, challenge_passed)
         return denials.early(plan) if plan is not None else None
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:

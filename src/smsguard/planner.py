@@ -19,6 +19,7 @@ from smsguard.plan import Counter, Flag, Job, Owner, Plan, Record, Verdict
 from smsguard.policies import (
     ATTEMPT,
     EXEMPT,
+    JUDGED,
     NUMBER,
     Deny,
     Kinded,
@@ -94,17 +95,24 @@ class Planner:
             for i, p in enumerate(self.policies)
         )
         counted = {p.name: vars(type(p)).get("counted_by") for p in self.policies}
+        early = not self.shadows and all(by in (NUMBER, ATTEMPT, JUDGED) for by in counted.values())
         self.by_number = (
-            tuple((a[0], a[2], a[5]) for a in self._asked if counted[a[0].name] == NUMBER)
-            if not self.shadows
-            and all(by in (NUMBER, ATTEMPT) for by in counted.values())
-            and not any(asked[3] for asked in self._asked)
-            else None
+            tuple((a[0], a[2], a[5]) for a in self._asked if counted[a[0].name] == NUMBER) if early else None
         )
         """The policies counted by the number alone (each with whether it challenges, and its
-        owner), when every policy says what it counts by (``Counted``) and none is in shadow or
-        learning; else None. Their counters are all of an attempt's that a flood can fill (see
+        owner), when every policy says what it counts by (``Counted``) and none is in shadow;
+        else None. Their counters are all of an attempt's that a flood can fill (see
         ``number_plan``)."""
+        self._early = tuple(
+            (a[0], a[2], a[5], counted[a[0].name] == JUDGED)
+            for a in self._asked
+            if counted[a[0].name] in (NUMBER, JUDGED)
+        )
+        # The policies number_plan asks, in order: those counted by the number, and those that
+        # judge from the number and the content's text (``JUDGED``), each with whether it does.
+        self.early_from = max((asked[3] for asked in self._asked), default=0.0)
+        """From when no policy learns (in shadow until its ``learn_until``): ``number_plan``
+        plans nothing before."""
         self.details = any(isinstance(p, NeedsDetails) and p.needs_details for p in self.policies)
         """Whether attempts carry the number's type and network (about 20 µs a new number)."""
         self._learners = tuple(p for p in self.policies if isinstance(p, OnVerified))
@@ -207,11 +215,17 @@ class Planner:
         job = _new(Job, (now, next(self._tokens), tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed)))
 
-    def number_plan(self, phone: str, ip: str, now: float, challenge_passed: bool) -> Plan | None:
-        """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, for the deny
-        cache to answer before the whole attempt is planned; None if ``ip`` is no address (the
-        whole plan then raises). Its attempt has the number's fields alone (no content, no IP):
-        a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+    def number_plan(
+        self, phone: str, content: str, ip: str, now: float, challenge_passed: bool
+    ) -> Plan | None:
+        """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, and the flags of
+        the policies that judge by the number (``JUDGED``), for the deny cache to answer before
+        the whole attempt is planned. None if one of those gives a verdict (the whole plan gives
+        it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
+        attempt has the number's fields and the content's text, no ``content_id`` nor ``ip``: a
+        denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+        if now < self.early_from:
+            return None
         if ip not in self._addresses:
             if not is_address(ip):
                 try:
@@ -222,18 +236,30 @@ class Planner:
                 self._addresses.clear()
             self._addresses.add(ip)
         e164, phone_id, region, kind, network = self._typed(phone)
-        number = (e164, phone_id, self.digest, None, None, None, _NO_CONTEXT, region, kind, network)
+        number = (e164, phone_id, self.digest, content, None, None, _NO_CONTEXT, region, kind, network)
         attempt = _new(Attempt, (*number, challenge_passed))
         counters: list[Counter] = []
         owners: list[Owner] = []
-        for policy, challenges, owner in self.by_number or ():
+        flags: list[Flag] = []
+        flag_owners: list[Owner] = []
+        for policy, challenges, owner, judged in self._early:
             if challenges and challenge_passed:
                 continue
-            for item in policy.review(attempt, now):  # type: ignore[union-attr]
-                counters.append(item)  # type: ignore[arg-type]
-                owners.append(owner)
-        job = _new(Job, (now, "", (), tuple(counters), True, None))
-        return _new(Plan, (attempt, job, (), tuple(owners), None, ()))
+            review = policy.review(attempt, now)
+            if not judged:
+                for item in review:  # type: ignore[union-attr]
+                    counters.append(item)  # type: ignore[arg-type]
+                    owners.append(owner)
+                continue
+            if review is EXEMPT or isinstance(review, Deny):
+                return None
+            for item in review:  # type: ignore[union-attr]
+                if isinstance(item, Flag):
+                    flags.append(item)
+                    flag_owners.append(owner)
+                # its counters are left to the whole plan, as those of ATTEMPT's
+        job = _new(Job, (now, "", tuple(flags), tuple(counters), True, None))
+        return _new(Plan, (attempt, job, tuple(flag_owners), tuple(owners), None, ()))
 
     def attempt(
         self,

@@ -125,14 +125,19 @@ number_type, network)."""
 ATTEMPT: Final = "attempt"
 """``counted_by`` of a policy whose review is counters only, never a verdict nor a flag, and
 raises only for a missing content or IP (whatever it reads of the attempt)."""
+JUDGED: Final = "judged"
+"""``counted_by`` of a policy whose verdicts (exempt, deny) and flags come from the number's fields,
+the content's text (``content``, never ``content_id``), ``context`` and ``challenge_passed``
+alone (and ``now``), never from ``ip``: a list, the switch, a country allow-list, rules on the
+text. Its counters, if it gives any, may be keyed by anything (as ``ATTEMPT``'s)."""
 
 
 @runtime_checkable
 class Counted(Protocol):
-    """A policy that says what its counters are keyed by (``NUMBER`` or ``ATTEMPT``), on its own
-    class (a subclass must say so again): a guard whose policies all say so, none in shadow or
-    learning, denies a flood's attempts from its deny cache before planning them (see
-    ``Planner.by_number``)."""
+    """A policy that says what its counters are keyed by and what it judges from (``NUMBER``,
+    ``ATTEMPT`` or ``JUDGED``), on its own class (a subclass must say so again): a guard whose
+    policies all say so, none in shadow, denies a flood's attempts from its deny cache before
+    planning them, once none learns (see ``Planner.number_plan``)."""
 
     @property
     def counted_by(self) -> str: ...
@@ -306,7 +311,9 @@ class DailyCap:
     def review(self, attempt: Attempt, now: float) -> Review:
         head, tail = self._key
         phone_id = attempt.phone_id
-        start, end, _ = self.days(now)
+        start, end, _ = self.days._day  # self.days(now), its usual case inlined
+        if not start <= now < end:
+            start, end, _ = self.days(now)
         return (
             _new(
                 Counter,
@@ -485,6 +492,7 @@ class Whitelist(NumberList):
     """Numbers exempt from every limit (test and alarm numbers)."""
 
     reason = codes.EXEMPT
+    counted_by = JUDGED
     verdict = EXEMPT
 
     def __init__(
@@ -503,6 +511,7 @@ class Blacklist(NumberList):
     """Numbers always denied; ``prefixes`` deny whole E.164 ranges (``"+8819"``) against pumping."""
 
     reason = codes.BLACKLISTED
+    counted_by = JUDGED
     verdict = Deny(codes.BLACKLISTED)
 
     def __init__(
@@ -537,6 +546,7 @@ class Suspend:
     """
 
     reason = codes.SUSPENDED
+    counted_by = JUDGED
     kind = codes.UNAVAILABLE
     KEY: Final = "switch:suspended"
 

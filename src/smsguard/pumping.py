@@ -27,6 +27,8 @@ from smsguard.errors import ConfigError
 from smsguard.phone import NO_COUNTRY, NUMBER_TYPES, check_region
 from smsguard.plan import Counter, key
 from smsguard.policies import (
+    ATTEMPT,
+    JUDGED,
     DailyCap,
     Deny,
     IPThrottle,
@@ -66,6 +68,7 @@ class Countries:
     """
 
     reason = codes.COUNTRY_CAP
+    counted_by = JUDGED
 
     def __init__(
         self,
@@ -125,6 +128,7 @@ class UnverifiedCap:
     """
 
     reason = codes.UNVERIFIED_CAP
+    counted_by = ATTEMPT
     BY: Final = ("range", "network", "country")
 
     def __init__(
@@ -232,6 +236,7 @@ class LearnedCap:
     """
 
     reason = codes.SCOPE_CAP
+    counted_by = ATTEMPT
     BY: Final = ("range", "network", "country")
 
     def __init__(
@@ -384,6 +389,7 @@ class ChallengeCap:
     """
 
     reason = codes.CHALLENGE_CAP
+    counted_by = ATTEMPT
 
     def __init__(
         self,
@@ -465,6 +471,7 @@ class SpendCap:
 
     reason = codes.BUDGET
     kind = codes.UNAVAILABLE
+    counted_by = ATTEMPT
 
     def __init__(
         self,
@@ -546,6 +553,7 @@ class BudgetShed:
     ``budget``."""
 
     reason = codes.BUDGET
+    counted_by = ATTEMPT
 
     def __init__(
         self,
@@ -632,6 +640,7 @@ class ContentRules:
     such as ``/v1/sms/send.json`` would read as a domain. Nothing of the content is stored."""
 
     reason = codes.CONTENT_LINK
+    counted_by = JUDGED
 
     def __init__(
         self, *, code_digits: tuple[int, int] = (4, 8), name: str = "content", shadow: bool = False
