@@ -333,6 +333,21 @@ def test_a_country_counts_a_number_once_a_day_a_network_every_code(
     assert guard.check(f"{GB_RANGE}0003").allowed, "a day on"
 
 
+def test_a_number_solving_again_counts_once_a_day_in_the_challenge_tier(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A bombing's victim, solved for again and again, is one number in a scope's solved sends
+    (the per-number rules cap its own codes): the room real users share is not spent by it."""
+    guard = make_guard([ChallengeCap("country", 2)], default_region="GB")
+    victim = f"{GB_RANGE}0001"
+    assert all(guard.check(victim, challenge_passed=True).allowed for _ in range(4))
+    assert guard.check(f"{GB_RANGE}0002", challenge_passed=True).allowed, "one number so far"
+    refused = guard.check(f"{GB_RANGE}0003", challenge_passed=True)
+    assert (refused.allowed, refused.reason) == (False, "challenge_cap")
+    clock.advance(86401)
+    assert guard.check(f"{GB_RANGE}0003", challenge_passed=True).allowed, "a day on"
+
+
 def test_recommended_a_number_gets_five_codes_a_day_whatever_it_solves(
     make_guard: Callable[..., Guard], clock: Clock
 ) -> None:
