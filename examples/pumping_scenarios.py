@@ -68,6 +68,7 @@ START = 1772409600.0  # Mon 2026-03-02 00:00 UTC
 DAY = 86400.0
 HOUR = 3600.0
 CAP = 10  # the providers' daily cap per number: no bombing victim above it
+AWAY = 12 * HOUR  # a returning user logs in again at most every 12 hours
 TUNING = ("GB", "FR", "DE", "LV")
 HELD_OUT = ("IT", "PL", "SE", "PT")  # with seed 707 and 300 users a day
 SEALED = ("ES", "NL", "CZ", "RO")  # with seed 2026 and 350 users a day
@@ -137,6 +138,7 @@ class User:
     country: str
     measured: bool
     lost: bool = False  # its codes never arrive (a carrier outage)
+    back: bool = False  # a returning user: its number verified before
 
 
 @dataclass
@@ -547,7 +549,8 @@ def play(
     guard = Guard(policies(countries, users_per_day), clock=clock, secret="demo", backend=backend)
 
     users: list[User] = []
-    known: list[int] = []  # users whose number was verified: they log in again
+    known: list[int] = []  # users whose number was verified (each once): they log in again
+    came: dict[str, float] = {}  # a number's last arrival: a person logs in again after hours
     seq = itertools.count()
     events: list[Event] = []
     campus_ip = "198.51.100.7"
@@ -605,7 +608,8 @@ def play(
             if ev.user >= 0:
                 user = users[ev.user]
                 guard.verified(user.phone, ip=user.ip)
-                known.append(ev.user)
+                if not user.back:
+                    known.append(ev.user)
             else:
                 phone, ip = entered.pop(ev.seq)
                 guard.verified(phone, ip=ip)
@@ -639,11 +643,13 @@ def play(
             measured = ev.at >= attack_start
             if ev.user == -3:
                 user = User(phones.mobile(country), campus_ip, country, True)
-            elif known and rng.random() < 0.3:
-                back = users[rng.choice(known)]
-                user = User(back.phone, _home(rng), back.country, measured)
+            elif (
+                known and rng.random() < 0.3 and came[(back := users[rng.choice(known)]).phone] < ev.at - AWAY
+            ):
+                user = User(back.phone, _home(rng), back.country, measured, back=True)
             else:
                 user = User(phones.mobile(country), _home(rng), country, measured)
+            came[user.phone] = ev.at
             user.lost = (
                 scenario.surge == "outage"
                 and outage_from <= ev.at < outage_from + 3 * HOUR
