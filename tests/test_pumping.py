@@ -348,6 +348,26 @@ def test_a_number_solving_again_counts_once_a_day_in_the_challenge_tier(
     assert guard.check(f"{GB_RANGE}0003", challenge_passed=True).allowed, "a day on"
 
 
+def test_recommended_a_range_earns_its_solved_sends_by_codes_entered(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A range passes one solved challenge a day, and two more per number verified there: a
+    farm that solves for number after number of a range it pumps is held at one, while a range
+    whose users enter their codes keeps room."""
+    guard = make_guard(recommended(["GB"]), default_region="GB")
+
+    def ask(i: int, solved: bool = False) -> str | None:
+        d = guard.check(f"{GB_RANGE}{i:04d}", content="c", ip=f"203.0.113.{i}", challenge_passed=solved)
+        return "sent" if d.allowed else d.kind if d.kind == "challenge" else d.reason
+
+    assert ask(1) == "sent"
+    assert ask(2) == "challenge"
+    assert ask(2, solved=True) == "sent"
+    assert ask(3, solved=True) == "challenge_cap", "the range's one solved send today"
+    guard.verified(f"{GB_RANGE}0002")
+    assert [ask(i, solved=True) for i in (3, 4, 5)] == ["sent", "sent", "challenge_cap"]
+
+
 def test_recommended_a_number_gets_five_codes_a_day_whatever_it_solves(
     make_guard: Callable[..., Guard], clock: Clock
 ) -> None:

@@ -708,7 +708,7 @@ def recommended(
         LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
-        ChallengeCap("range", 3),
+        ChallengeCap("range", 1, per_verified=2.0),
         ChallengeCap("network", 30, per_verified=0.1),
         ChallengeCap("country", 100, per_verified=0.1),
     ]
