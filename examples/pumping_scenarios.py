@@ -412,17 +412,9 @@ def scenarios() -> list[Scenario]:
         Scenario("new country", surge="new country"),
         Scenario("TV ad hour", surge="tv"),
         Scenario("carrier outage", surge="outage"),
-        Scenario("bombing", attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, False), bombing=True),
-        Scenario(
-            "bombing with solves",
-            attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, True),
-            bombing=True,
-        ),
-        Scenario(
-            "bombing 50 victims",
-            attack=lambda p, c, t, d, u: Bomber(p, c[0], 50, 3000, t, d, True),
-            bombing=True,
-        ),
+        _bombing("bombing", 0, 1, 600, solves=False),
+        _bombing("bombing with solves", 0, 1, 600, solves=True),
+        _bombing("bombing 50 victims", 0, 50, 3000, solves=True),
     ]
 
 
@@ -444,11 +436,7 @@ def held_out() -> list[Scenario]:
             "farm in two countries",
             attack=lambda p, c, t, d, u: Adaptive(p, c[:2], 0.6 * u, t, d, solves=True),
         ),
-        Scenario(
-            "bombing 20 victims",
-            attack=lambda p, c, t, d, u: Bomber(p, c[1], 20, 1500, t, d, False),
-            bombing=True,
-        ),
+        _bombing("bombing 20 victims", 1, 20, 1500, solves=False),
         Scenario(
             "patient bot while learning",
             history=0,
@@ -493,17 +481,18 @@ def sealed() -> list[Scenario]:
         ),
         Scenario("tripled day", surge="doubled", size=2.0),
         Scenario("campus of 250", surge="campus", size=250),
-        Scenario(
-            "bombing 10 victims with solves",
-            attack=lambda p, c, t, d, u: Bomber(p, c[1], 10, 1000, t, d, True),
-            bombing=True,
-        ),
-        Scenario(
-            "bombing 100 victims",
-            attack=lambda p, c, t, d, u: Bomber(p, c[3], 100, 5000, t, d, False),
-            bombing=True,
-        ),
+        _bombing("bombing 10 victims with solves", 1, 10, 1000, solves=True),
+        _bombing("bombing 100 victims", 3, 100, 5000, solves=False),
     ]
+
+
+def _bombing(name: str, country: int, victims: int, per_day: float, solves: bool) -> Scenario:
+    """A bombing of ``victims`` numbers of the ``country``-th country, ``per_day`` attempts."""
+    return Scenario(
+        name,
+        attack=lambda p, c, t, d, u: Bomber(p, c[country], victims, per_day, t, d, solves),
+        bombing=True,
+    )
 
 
 def _sims(phones: Phones, country: str, users: int, start: float, days: float) -> Attacker:
