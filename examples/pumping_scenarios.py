@@ -26,6 +26,12 @@ Retry-After), waits it out and alternates IPv4 and IPv6, an operator entering 35
 a daytime peak of three times the traffic, a CAPTCHA farm in two countries, a bombing of 20
 victims, and the patient bot from the app's first day.
 
+``--sealed`` plays a third set, written before the fourth pass's changes and run only once they
+were done (seed 2026, 350 users a day, ES NL CZ RO): low and slow over 60 ranges, a spread over 400,
+a faster and a slower adaptive bot, a farm in one country, operators entering 10% and 40%, the
+patient bot after three weeks of history, a farm from the first day, a tripled day, a campus of 250,
+a bombing of 10 victims with solves and one of 100 victims.
+
 For each it prints, per guard (the provider's rules alone, and ``recommended(...)``): the share
 of pumped codes delivered, of real users never served a code, of real users shown a challenge,
 and the most codes a bombing victim got in a day. ``recommended`` is given a daily budget of three times
@@ -34,7 +40,7 @@ a normal day's spend at list prices (``--budget``), above the doubled day it mus
 enters some, never served at most 0.1%, challenged at most 1%, no victim over the daily cap (10).
 
 Run it:  python examples/pumping_scenarios.py [--seed 1] [--users 400] [--only NAME ...]
-         [--countries GB FR DE LV] [--budget 2] [--held-out]
+         [--countries GB FR DE LV] [--budget 2] [--held-out | --sealed]
 """
 
 from __future__ import annotations
@@ -62,8 +68,10 @@ START = 1772409600.0  # Mon 2026-03-02 00:00 UTC
 DAY = 86400.0
 HOUR = 3600.0
 CAP = 10  # the providers' daily cap per number: no bombing victim above it
+AWAY = 12 * HOUR  # a returning user logs in again at most every 12 hours
 TUNING = ("GB", "FR", "DE", "LV")
 HELD_OUT = ("IT", "PL", "SE", "PT")  # with seed 707 and 300 users a day
+SEALED = ("ES", "NL", "CZ", "RO")  # with seed 2026 and 350 users a day
 
 
 class Phones:
@@ -130,6 +138,7 @@ class User:
     country: str
     measured: bool
     lost: bool = False  # its codes never arrive (a carrier outage)
+    back: bool = False  # a returning user: its number verified before
 
 
 @dataclass
@@ -377,6 +386,7 @@ class Scenario:
     surge: str = ""
     enters_some: bool = False  # the attacker enters some of its codes (the 5% bar)
     bombing: bool = False
+    size: float = 0.0  # a surge's size: extra days of sign-ups ("doubled"), students ("campus")
 
 
 def scenarios() -> list[Scenario]:
@@ -402,17 +412,9 @@ def scenarios() -> list[Scenario]:
         Scenario("new country", surge="new country"),
         Scenario("TV ad hour", surge="tv"),
         Scenario("carrier outage", surge="outage"),
-        Scenario("bombing", attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, False), bombing=True),
-        Scenario(
-            "bombing with solves",
-            attack=lambda p, c, t, d, u: Bomber(p, c[0], 1, 600, t, d, True),
-            bombing=True,
-        ),
-        Scenario(
-            "bombing 50 victims",
-            attack=lambda p, c, t, d, u: Bomber(p, c[0], 50, 3000, t, d, True),
-            bombing=True,
-        ),
+        _bombing("bombing", 0, 1, 600, solves=False),
+        _bombing("bombing with solves", 0, 1, 600, solves=True),
+        _bombing("bombing 50 victims", 0, 50, 3000, solves=True),
     ]
 
 
@@ -434,11 +436,7 @@ def held_out() -> list[Scenario]:
             "farm in two countries",
             attack=lambda p, c, t, d, u: Adaptive(p, c[:2], 0.6 * u, t, d, solves=True),
         ),
-        Scenario(
-            "bombing 20 victims",
-            attack=lambda p, c, t, d, u: Bomber(p, c[1], 20, 1500, t, d, False),
-            bombing=True,
-        ),
+        _bombing("bombing 20 victims", 1, 20, 1500, solves=False),
         Scenario(
             "patient bot while learning",
             history=0,
@@ -446,6 +444,55 @@ def held_out() -> list[Scenario]:
             attack=lambda p, c, t, d, u: Patient(p, c, 1.5 * u, t, d),
         ),
     ]
+
+
+def sealed() -> list[Scenario]:
+    """Scenarios written before the changes of the fourth pass (bombings of many victims, the
+    farm's solves, the patient bot while learning) and run only once they were done
+    (``--sealed``; seed 2026, 350 users a day, ES NL CZ RO): other sizes, budgets, shares and
+    speeds of the same patterns, and two legitimate surges."""
+    return [
+        Scenario("low and slow 60 ranges", days=10, attack=lambda p, c, t, d, u: Ranges(p, c, 60, 5.0, t, d)),
+        Scenario("spread over 400 ranges", days=7, attack=lambda p, c, t, d, u: Ranges(p, c, 400, 1.0, t, d)),
+        Scenario("fast adaptive bot", attack=lambda p, c, t, d, u: Adaptive(p, c, 2.5 * u, t, d)),
+        Scenario("slow adaptive bot", days=5, attack=lambda p, c, t, d, u: Adaptive(p, c, 0.4 * u, t, d)),
+        Scenario(
+            "farm in one country",
+            attack=lambda p, c, t, d, u: Adaptive(p, c[2:3], 0.5 * u, t, d, solves=True),
+        ),
+        Scenario(
+            "operator entering 10%",
+            attack=lambda p, c, t, d, u: Operator(p, c[0], 500, 0.5 * u, t, d, 0.10),
+            enters_some=True,
+        ),
+        Scenario(
+            "operator entering 40%",
+            attack=lambda p, c, t, d, u: Operator(p, c[2], 3000, 1.5 * u, t, d, 0.40),
+            enters_some=True,
+        ),
+        Scenario(
+            "patient bot, 3 weeks known", history=21, attack=lambda p, c, t, d, u: Patient(p, c, u, t, d)
+        ),
+        Scenario(
+            "farm while learning",
+            history=0,
+            days=5,
+            attack=lambda p, c, t, d, u: Adaptive(p, c, 0.8 * u, t, d, solves=True),
+        ),
+        Scenario("tripled day", surge="doubled", size=2.0),
+        Scenario("campus of 250", surge="campus", size=250),
+        _bombing("bombing 10 victims with solves", 1, 10, 1000, solves=True),
+        _bombing("bombing 100 victims", 3, 100, 5000, solves=False),
+    ]
+
+
+def _bombing(name: str, country: int, victims: int, per_day: float, solves: bool) -> Scenario:
+    """A bombing of ``victims`` numbers of the ``country``-th country, ``per_day`` attempts."""
+    return Scenario(
+        name,
+        attack=lambda p, c, t, d, u: Bomber(p, c[country], victims, per_day, t, d, solves),
+        bombing=True,
+    )
 
 
 def _sims(phones: Phones, country: str, users: int, start: float, days: float) -> Attacker:
@@ -491,7 +538,8 @@ def play(
     guard = Guard(policies(countries, users_per_day), clock=clock, secret="demo", backend=backend)
 
     users: list[User] = []
-    known: list[int] = []  # users whose number was verified: they log in again
+    known: list[int] = []  # users whose number was verified (each once): they log in again
+    came: dict[str, float] = {}  # a number's last arrival: a person logs in again after hours
     seq = itertools.count()
     events: list[Event] = []
     campus_ip = "198.51.100.7"
@@ -509,7 +557,7 @@ def play(
     if launch is not None:
         arrivals(users_per_day / len(countries), attack_start, end, [launch])
     if scenario.surge == "doubled":
-        arrivals(users_per_day, attack_start + DAY, attack_start + 2 * DAY, everyday)
+        arrivals((scenario.size or 1.0) * users_per_day, attack_start + DAY, attack_start + 2 * DAY, everyday)
     if scenario.surge == "tv":
         arrivals(
             9 * users_per_day / 24 / 0.8,
@@ -522,7 +570,8 @@ def play(
             morning = attack_start + day * DAY + 9 * HOUR
             arrivals(2 * users_per_day, morning, morning + 8 * HOUR, everyday)  # 3x from 9 to 17
     if scenario.surge == "campus":
-        for at in spread(rng, attack_start + DAY + 9 * HOUR, 2 * HOUR / DAY, 400 * DAY / (2 * HOUR)):
+        students = scenario.size or 400
+        for at in spread(rng, attack_start + DAY + 9 * HOUR, 2 * HOUR / DAY, students * DAY / (2 * HOUR)):
             events.append(Event(at, next(seq), "user", -3))
             countries_of[events[-1].seq] = countries[0]
     if scenario.surge == "outage":
@@ -548,7 +597,8 @@ def play(
             if ev.user >= 0:
                 user = users[ev.user]
                 guard.verified(user.phone, ip=user.ip)
-                known.append(ev.user)
+                if not user.back:
+                    known.append(ev.user)
             else:
                 phone, ip = entered.pop(ev.seq)
                 guard.verified(phone, ip=ip)
@@ -582,11 +632,13 @@ def play(
             measured = ev.at >= attack_start
             if ev.user == -3:
                 user = User(phones.mobile(country), campus_ip, country, True)
-            elif known and rng.random() < 0.3:
-                back = users[rng.choice(known)]
-                user = User(back.phone, _home(rng), back.country, measured)
+            elif (
+                known and rng.random() < 0.3 and came[(back := users[rng.choice(known)]).phone] < ev.at - AWAY
+            ):
+                user = User(back.phone, _home(rng), back.country, measured, back=True)
             else:
                 user = User(phones.mobile(country), _home(rng), country, measured)
+            came[user.phone] = ev.at
             user.lost = (
                 scenario.surge == "outage"
                 and outage_from <= ev.at < outage_from + 3 * HOUR
@@ -671,7 +723,7 @@ def table(
     played: list[Scenario] | None = None,
 ) -> list[str]:
     lines = [
-        f"{'scenario':26}{'guard':16}{'pumped delivered':>18}{'never served':>14}{'challenged':>12}"
+        f"{'scenario':32}{'guard':16}{'pumped delivered':>18}{'never served':>14}{'challenged':>12}"
         f"{'victim max/day':>16}  bars"
     ]
     for scenario in scenarios() if played is None else played:
@@ -682,7 +734,7 @@ def table(
             pumped = "-" if row["pumped"] != row["pumped"] else f"{row['pumped']:.1f}%"
             victim = f"{row['victim']:.0f}" if scenario.bombing else "-"
             lines.append(
-                f"{scenario.name if name == 'provider rules' else '':26}{name:16}{pumped:>18}"
+                f"{scenario.name if name == 'provider rules' else '':32}{name:16}{pumped:>18}"
                 f"{row['never']:>13.2f}%{row['challenged']:>11.2f}%{victim:>16}  "
                 f"{'met' if bars(scenario, row) else 'NOT met'}"
             )
@@ -692,18 +744,24 @@ def table(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--held-out", action="store_true", help="the held-out scenarios, seed and countries")
+    parser.add_argument("--sealed", action="store_true", help="the sealed scenarios, seed and countries")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--users", type=int, help="real users a day")
     parser.add_argument("--countries", nargs="+")
     parser.add_argument("--budget", type=float, default=3.0, help="the daily budget, in normal days")
     parser.add_argument("--only", nargs="*")
     args = parser.parse_args(argv)
-    held = args.held_out
-    seed = args.seed if args.seed is not None else 707 if held else 1
-    users = args.users or (300 if held else 400)
-    countries = args.countries or list(HELD_OUT if held else TUNING)
+    seed, users, where, played = (
+        (2026, 350, SEALED, sealed())
+        if args.sealed
+        else (707, 300, HELD_OUT, held_out())
+        if args.held_out
+        else (1, 400, TUNING, scenarios())
+    )
+    seed = args.seed if args.seed is not None else seed
+    users = args.users or users
+    countries = args.countries or list(where)
     logging.getLogger("smsguard").setLevel(logging.ERROR)  # its surge warnings: what is measured here
-    played = held_out() if held else scenarios()
     for line in table(seed, users, countries, args.only, factor=args.budget, played=played):
         print(line, flush=True)
 

@@ -38,7 +38,8 @@ def test_custom_policy_example_stops_a_pumping_run() -> None:
 
 def test_pumping_simulation_plays_both_guards() -> None:
     """A small run of the campaign: the recommended set stops what today's policies let through,
-    serves every real user, and holds the bombing victim to its daily cap."""
+    serves real users within issue 22's bar (at most 0.1% never served), and holds the bombing
+    victim to its daily cap."""
     rows = {}
     for line in run("pumping_attack.py", "--users", "2000").splitlines()[2:]:
         label, cells = line[:36].strip(), line[36:].split()
@@ -49,7 +50,7 @@ def test_pumping_simulation_plays_both_guards() -> None:
     )
     assert today > 80
     assert recommended < today / 10
-    assert rows["real users never served a code"][2:] == ["0", "(0.00%)"]
+    assert float(rows["real users never served a code"][3].strip("(%)")) <= 0.1
     assert int(rows["bombing victim, most codes a day"][1]) <= 10
 
 

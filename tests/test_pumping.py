@@ -333,6 +333,41 @@ def test_a_country_counts_a_number_once_a_day_a_network_every_code(
     assert guard.check(f"{GB_RANGE}0003").allowed, "a day on"
 
 
+def test_a_number_solving_again_counts_once_a_day_in_the_challenge_tier(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A bombing's victim, solved for again and again, is one number in a scope's solved sends
+    (the per-number rules cap its own codes): the room real users share is not spent by it."""
+    guard = make_guard([ChallengeCap("country", 2)], default_region="GB")
+    victim = f"{GB_RANGE}0001"
+    assert all(guard.check(victim, challenge_passed=True).allowed for _ in range(4))
+    assert guard.check(f"{GB_RANGE}0002", challenge_passed=True).allowed, "one number so far"
+    refused = guard.check(f"{GB_RANGE}0003", challenge_passed=True)
+    assert (refused.allowed, refused.reason) == (False, "challenge_cap")
+    clock.advance(86401)
+    assert guard.check(f"{GB_RANGE}0003", challenge_passed=True).allowed, "a day on"
+
+
+def test_recommended_a_range_earns_its_solved_sends_by_codes_entered(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A range passes one solved challenge a day, and two more per number verified there: a
+    farm that solves for number after number of a range it pumps is held at one, while a range
+    whose users enter their codes keeps room."""
+    guard = make_guard(recommended(["GB"]), default_region="GB")
+
+    def ask(i: int, solved: bool = False) -> str | None:
+        d = guard.check(f"{GB_RANGE}{i:04d}", content="c", ip=f"203.0.113.{i}", challenge_passed=solved)
+        return "sent" if d.allowed else d.kind if d.kind == "challenge" else d.reason
+
+    assert ask(1) == "sent"
+    assert ask(2) == "challenge"
+    assert ask(2, solved=True) == "sent"
+    assert ask(3, solved=True) == "challenge_cap", "the range's one solved send today"
+    guard.verified(f"{GB_RANGE}0002")
+    assert [ask(i, solved=True) for i in (3, 4, 5)] == ["sent", "sent", "challenge_cap"]
+
+
 def test_recommended_a_number_gets_five_codes_a_day_whatever_it_solves(
     make_guard: Callable[..., Guard], clock: Clock
 ) -> None:

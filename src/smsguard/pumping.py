@@ -200,6 +200,9 @@ class UnverifiedCap:
 
 DAY: Final = 86400.0
 WEEK: Final = 7 * DAY
+DAILY_NUMBER: Final = 10
+"""The providers' codes a day per number: a number's own count in a scope, which the per-number
+rules refuse first."""
 
 
 def _day(now: float) -> str:
@@ -384,7 +387,9 @@ class ChallengeCap:
     Per ``by`` scope (``"range"``, ``"network"``, ``"country"``) and day: at most ``limit +
     per_verified * (numbers verified in the scope that day)`` solved sends (a CAPTCHA farm sells
     solves by the thousand; real users solve few, and a scope whose users enter their codes earns
-    more). Attempts without a passed challenge are not its business. Reason ``challenge_cap``
+    more). A number counts once a day in a scope, however often it is solved for (a bombing's
+    victim: its own codes are the per-number rules' business). Attempts without a passed
+    challenge are not its business. Reason ``challenge_cap``
     (kind ``limit``: a refusal no CAPTCHA lifts).
     """
 
@@ -416,11 +421,16 @@ class ChallengeCap:
         if not attempt.challenge_passed:
             return ()
         scope = self._scope.scope(attempt)
+        # A number's solved sends count once a day in the scope: a bombing's victim, solved for
+        # again and again, is one number (its own codes are the per-number rules' business).
+        number = key(self.name, scope, "number", attempt.phone_id)
         return (
+            Counter(number, DAILY_NUMBER, now + DAY, window=DAY),
             Counter(
                 key(self.name, scope),
                 self.limit,
                 now + DAY,
+                unless=number,
                 earn=key(self.name, scope, "earned"),
                 per_earned=self.per_verified,
                 window=DAY,
@@ -707,7 +717,7 @@ def recommended(
         LearnedCap("range", floor=1, per_verified=2.0, ceiling=10, challenge=challenge),
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
-        ChallengeCap("range", 3),
+        ChallengeCap("range", 1, per_verified=2.0),
         ChallengeCap("network", 30, per_verified=0.1),
         ChallengeCap("country", 100, per_verified=0.1),
     ]
