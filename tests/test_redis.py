@@ -292,6 +292,61 @@ def test_processes_and_threads_admit_exactly_the_cap(request: pytest.FixtureRequ
     assert sum(counts) == 10, f"4 processes x 8 threads admitted {counts}"
 
 
+def test_decisions_hold_one_connection(
+    redis_server: RedisServer, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision takes the connection the last one left, not one from the pool; decisions at
+    once (threads) borrow from the pool and give back, the pool never drained."""
+    backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix(), max_connections=3)
+    guard = guard_on(backend, clock, [DailyCap(10)])
+    assert guard.check(OTHER).allowed  # the script loaded, the first connection taken
+    pool = backend._sync_client().connection_pool
+    taken: list[Any] = []
+    get_connection = pool.get_connection
+    monkeypatch.setattr(pool, "get_connection", lambda: taken.append(1) or get_connection())
+    assert [guard.check(f"+86137001370{i:02d}").allowed for i in range(20)] == [True] * 20
+    assert taken == [], "one connection, held from one decision to the next"
+
+    def hammer(thread: int) -> int:
+        return sum(guard.check(VICTIM).allowed for _ in range(20))
+
+    with ThreadPoolExecutor(8) as threads:
+        assert sum(threads.map(hammer, range(8))) == 10, "exact with connections taken at once"
+    assert len(pool._connections) <= 3
+    assert guard.check(OTHER).remaining == {"daily_cap": 8}
+
+
+FORKED = textwrap.dedent(
+    """
+    import os, sys
+    from smsguard import DailyCap, Guard
+    from smsguard.backends.redis import RedisBackend
+    backend = RedisBackend.from_url(sys.argv[1], prefix=sys.argv[2])
+    guard = Guard([DailyCap(1)], backend=backend, secret="s", default_region="CN", fail_mode="closed")
+    assert guard.check("+8613800138000").allowed  # the connection held from here
+    pid = os.fork()
+    if pid == 0:  # fresh numbers: each allowed
+        allowed = [guard.check(f"+86139{i:08d}").allowed for i in range(300)]
+        os._exit(0 if all(allowed) else 1)
+    allowed = [guard.check("+8613800138000").allowed for _ in range(300)]  # full: each denied
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), sum(allowed), guard.check("+8613700137000").allowed)
+    """
+)
+
+
+def test_a_forked_worker_never_shares_its_parents_connection(redis_server: RedisServer) -> None:
+    """A guard used before a fork (a pre-forking server's app): parent and child decide at once,
+    each on a connection of its own, every reply read by the process that asked."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED, redis_server.url, unique_prefix()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["0", "0", "True"], done.stderr
+
+
 def test_cluster_spanning_slots_never_over_admits(redis_cluster: RedisCluster, clock: Clock) -> None:
     backend = RedisBackend.from_url(redis_cluster.url, prefix=unique_prefix(), timeout=ANSWER_TIMEOUT)
     assert backend.cluster

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
 import weakref
 from collections.abc import Callable, Generator, Sequence
@@ -188,7 +189,8 @@ class RedisBackend:
             weakref.WeakKeyDictionary()
         )
         self._sha: str | None = None
-        self._packed = False  # EVALSHA packed once by hiredis, sent on a pooled connection
+        self._packed = False  # EVALSHA packed once by hiredis, sent on a held connection
+        self._idle: list[Any] = []  # that connection, between decisions (see _evalsha)
         self._policy_checked = False
         self._batches: weakref.WeakKeyDictionary[Any, _Batches] = weakref.WeakKeyDictionary()
         self._pool_timeout = pool_timeout
@@ -352,13 +354,22 @@ class RedisBackend:
 
     def _evalsha(self, *command: Any) -> Any:
         """``client.evalsha(*command)`` without redis-py's command path: the arguments packed in
-        one call of hiredis (redis-py encodes them one at a time in Python first, a third of the
-        client's cost of a decision), sent and read on a pooled connection. A connection error is
-        tried once more on a fresh connection, as the client's own Retry would
-        (``redis_clients._RETRY_ON``)."""
-        pool = self._client.connection_pool
+        one call of hiredis (redis-py encodes them one at a time in Python first), sent and read
+        on the connection this backend holds between decisions (a pool's get and release cost
+        more than the rest of the client's work on an EVALSHA). A connection error is tried once
+        more on a fresh connection, as the client's own Retry would (``redis_clients._RETRY_ON``).
+
+        The connection held is the last one used, taken by one decision at a time: a decision
+        that finds it taken (threads) borrows one from the pool. One made before a fork is left
+        to the parent: the child's pool opens its own, as redis-py's would."""
         packed = [_pack_command(("EVALSHA", *command))]  # type: ignore[misc]  # set: see from_url
-        connection = pool.get_connection()
+        idle = self._idle
+        try:
+            connection = idle.pop()  # atomic: two threads never take the same one
+            if connection.pid != os.getpid():  # forked: its socket is the parent's
+                raise IndexError
+        except IndexError:
+            connection = self._client.connection_pool.get_connection()
         try:
             try:
                 connection.send_packed_command(packed)
@@ -367,11 +378,16 @@ class RedisBackend:
                 connection.disconnect()
                 connection.send_packed_command(packed)
                 return connection.read_response()
-        except (rx.ConnectionError, rx.TimeoutError, OSError):
+        except rx.ResponseError:
+            raise  # an error reply, read whole: the connection stays usable
+        except BaseException:
             connection.disconnect()  # its state unknown: never reused as it is
             raise
         finally:
-            pool.release(connection)
+            if idle:
+                self._client.connection_pool.release(connection)
+            else:
+                idle.append(connection)
 
     async def _asend(self, client: Any, request: Request) -> Any:
         kind = request[0]
