@@ -245,7 +245,12 @@ class RedisBackend:
     # -- the Backend protocol ----------------------------------------------------------
 
     def run(self, job: Job) -> Outcome:
-        return self._drive(self.wire.run(job))
+        one = self.wire.one(job)
+        if one is None:
+            return self._drive(self.wire.run(job))
+        # One request, sent straight: no generator to drive (a decision's common path).
+        request, order = one
+        return self.wire.outcome(job, self._sent(self._sync_client(), request), order)
 
     async def arun(self, job: Job) -> Outcome:
         return await self._adrive(self.wire.run(job))

@@ -65,13 +65,26 @@ class Wire:
     def __init__(self, prefix: str, cluster: bool) -> None:
         self.prefix, self.cluster = prefix, cluster
 
+    def one(self, job: Job) -> tuple[Request, list[int]] | None:
+        """The one EVALSHA of a decision that needs no other step (every job on a single node
+        but a code's check), and the order ``outcome`` reads its reply in; None for the others,
+        which ``run`` takes step by step."""
+        if isinstance(job.code, Guess):
+            return None
+        if not self.cluster or (job.code is not None and not job.flags and not job.counters):
+            return self.eval(job, job.flags, job.counters, commit=job.commit)
+        return None
+
+    def outcome(self, job: Job, reply: Any, order: list[int]) -> Outcome:
+        """The Outcome of ``job`` in the reply to its ``one`` request."""
+        return _outcome(reply, len(job.flags), job.counters, order, job.now, job.code is not None)
+
     def run(self, job: Job) -> Steps:
         if isinstance(job.code, Guess):
             return (yield from self.check(job, job.code))
-        if not self.cluster or (job.code is not None and not job.flags and not job.counters):
-            request, order = self.eval(job, job.flags, job.counters, commit=job.commit)
-            reply = yield request
-            return _outcome(reply, len(job.flags), job.counters, order, job.now, job.code is not None)
+        one = self.one(job)
+        if one is not None:
+            return self.outcome(job, (yield one[0]), one[1])
         # A cluster script may touch one slot only. Flags are read first; then the
         # counters go slot by slot, each slot all-or-none, and a later slot's denial
         # refunds the earlier ones: a hit may be held for a moment, never over-admitted.
