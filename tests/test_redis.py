@@ -46,7 +46,7 @@ from smsguard import (
     Whitelist,
 )
 from smsguard.backends.redis import RedisBackend
-from smsguard.plan import Job, Outcome, key
+from smsguard.plan import Counter, Job, Outcome, key
 
 pytestmark = pytest.mark.redis_server
 
@@ -250,6 +250,14 @@ def test_counters_on_one_log_must_agree_on_its_tag(redis_backend: RedisBackend) 
     )
     with pytest.raises(BackendError, match="two tags"):
         redis_backend.run(Job(100.0, "t", (), counters))
+
+
+def test_a_script_argument_with_a_line_break_is_refused(redis_backend: RedisBackend) -> None:
+    """The script's arguments travel as one, a line each: a tag that holds a line break would
+    shift every field after it, so it is refused, never sent."""
+    counter = Counter("a:{s}:1", 1, 130.0, window=30.0, log="a:{s}", match="x\ny")
+    with pytest.raises(BackendError, match="line break"):
+        redis_backend.run(Job(100.0, "t", (), (counter,)))
 
 
 WORKER = textwrap.dedent(

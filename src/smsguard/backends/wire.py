@@ -247,7 +247,7 @@ class Wire:
                 int(issue.if_exempt),
             )
             args.append("code")
-        return ("eval", keys + extras, args), order
+        return ("eval", keys + extras, _packed(args)), order
 
     def check(self, job: Job, guess: Guess) -> Steps:
         """One check of a code: one script call on a single node. On a Cluster, the limits of
@@ -313,7 +313,7 @@ class Wire:
             for c in record.counters:
                 keys.append(prefix + c.key)
                 args += (repr(c.expires_at), math.ceil((c.expires_at - now) * 1000) + 1000, c.member or "")
-        return ("eval", keys, args)
+        return ("eval", keys, _packed(args))
 
     def pipeline(self, pipe: Any, request: Request) -> Any:
         """Queue an "exists" or "apply" request on ``pipe`` (sync or async alike)."""
@@ -355,6 +355,16 @@ class Wire:
             else:
                 pipe.delete(self.prefix + change.key)
         return pipe
+
+
+def _packed(args: list[Any]) -> list[str]:
+    """A script's arguments as the one argument consume.lua splits: their text, a line each.
+    One argument is packed in one step, where two dozen go through a client's encoder one by
+    one (redis-py's: a third of the client's work on a decision, before this)."""
+    packed = "\n".join(map(str, args))
+    if packed.count("\n") != len(args) - 1:  # a tag, token or member of a policy's own
+        raise BackendError(f"a script argument holds a line break: {args!r}")
+    return [packed]
 
 
 def _checked(reply: Sequence[Any], limits: Sequence[Counter], now: float) -> Outcome:
