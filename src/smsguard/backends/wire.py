@@ -183,6 +183,8 @@ class Wire:
         else:  # an exempting flag issues the code
             args += ("1" if f.shadow else "e" if f.reason is None else "0" for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
+        firsts: dict[float, float] = {}  # a window -> the first hit time it counts
+        scores: dict[float, str] = {}  # a bound -> its score
         order: list[int] = []
         alone: dict[str, int] = {}  # the key of a counter alone in its group -> its place (from 1)
         sums: dict[str, int] = {}  # the key of a sum -> its place (from 1): a gate
@@ -190,17 +192,25 @@ class Wire:
             keys.append(prefix + name)
             head = len(args)
             args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
-            least, last = (math.inf, ""), now  # the least bound, and its score
+            least, least_score, last = math.inf, "", now  # the least bound, and its score
             for place, i in enumerate(members, len(order) + 1):
                 c = counters[i]
-                window = _window(c, now)
-                if window is None:  # a fixed period: negative
+                if c.amount or c.since is not None:  # a fixed period (see _window): negative
                     bound, limit = (0.0 if c.since is None else c.since), -c.limit
-                else:
-                    bound, limit = _first_counted(now, window), c.limit
-                score = _score(bound)
-                least = min(least, (bound, score))
-                last = max(last, c.expires_at)
+                else:  # windows and bounds recur in a job (an hour per number and per network)
+                    window = c.expires_at - now if c.window is None else c.window
+                    first = firsts.get(window)
+                    if first is None:
+                        first = firsts[window] = _first_counted(now, window)
+                    bound = first
+                    limit = c.limit
+                score = scores.get(bound)
+                if score is None:
+                    score = scores[bound] = _score(bound)
+                if bound < least:
+                    least, least_score = bound, score
+                if c.expires_at > last:
+                    last = c.expires_at
                 if c.shadow or c.amount or c.unless is not None or c.earn is not None or c.gate:
                     marks = []
                     for mark in (c.unless, c.earn):
@@ -230,7 +240,7 @@ class Wire:
                 elif c.amount:
                     sums[name] = place
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
-            args[head + 2] = least[1]  # the very string of that counter's bound: the script compares them
+            args[head + 2] = least_score  # the very string of that counter's bound: the script compares them
             order += members
         if witness == 2:
             extras.append(prefix + _tokens(groups[0][0]))
