@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import date
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -223,8 +224,16 @@ class Flows:
             or type(ip) is not str
         ):
             return None
-        plan = self.planner.number_plan(phone, content, ip, now, challenge_passed)
-        return denials.early(plan) if plan is not None else None
+        planner = self.planner
+        if planner.steady:  # a number's denial, kept once planned: no plan at all
+            number = planner.settled(phone, content, ip, now, challenge_passed)
+            if number is not None:
+                again = partial(planner.number_plan, phone, content, ip, now, challenge_passed)
+                decision = denials.recall(number.phone_id, challenge_passed, now, again)
+                if decision is not None:
+                    return decision
+        plan = planner.number_plan(phone, content, ip, now, challenge_passed)
+        return denials.early(plan, planner.steady) if plan is not None else None
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job

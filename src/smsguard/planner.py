@@ -110,6 +110,19 @@ class Planner:
         )
         # The policies number_plan asks, in order: those counted by the number, and those that
         # judge from the number and the content's text (``JUDGED``), each with whether it does.
+        steady = {p.name: vars(type(p)).get("steady") is True for p in self.policies}
+        self.steady = self.by_number is not None and all(
+            steady[policy.name] or judged for policy, _, _, judged in self._early
+        )
+        """Whether a number's early plan is the same at any time but for its counters' times
+        (every policy counted by the number is ``Steady``): the deny cache may then keep a
+        number's early denial (``DenyCache.recall``), asking again only the ``JUDGED`` policies
+        that are not steady (``settled``)."""
+        self._unsteady = tuple(
+            (policy, challenges)
+            for policy, challenges, _, judged in self._early
+            if judged and not steady[policy.name]
+        )
         self.early_from = max((asked[3] for asked in self._asked), default=0.0)
         """From when no policy learns (in shadow until its ``learn_until``): ``number_plan``
         plans nothing before."""
@@ -224,17 +237,8 @@ class Planner:
         it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
         attempt has the number's fields and the content's text, no ``content_id`` nor ``ip``: a
         denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
-        if now < self.early_from:
+        if now < self.early_from or (ip not in self._addresses and not self._seen(ip)):
             return None
-        if ip not in self._addresses:
-            if not is_address(ip):
-                try:
-                    self._ip(ip)
-                except ValueError:
-                    return None
-            if len(self._addresses) >= self._cache:
-                self._addresses.clear()
-            self._addresses.add(ip)
         e164, phone_id, region, kind, network = self._typed(phone)
         number = (e164, phone_id, self.digest, content, None, None, _NO_CONTEXT, region, kind, network)
         attempt = _new(Attempt, (*number, challenge_passed))
@@ -260,6 +264,55 @@ class Planner:
                 # its counters are left to the whole plan, as those of ATTEMPT's
         job = _new(Job, (now, "", tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(owners), None, ()))
+
+    def settled(self, phone: str, content: str, ip: str, now: float, challenge_passed: bool) -> Number | None:
+        """The Number of ``phone`` where this attempt's early plan is its number's steady one
+        (``steady``): ``ip`` an address, no policy learning, and the ``JUDGED``
+        policies that are not steady (rules on the text) neither giving a verdict nor a flag.
+        Else None: ``number_plan`` judges. Raises InvalidPhone as ``plan`` does."""
+        if now < self.early_from or (ip not in self._addresses and not self._seen(ip)):
+            return None
+        number = self._typed(phone)
+        if self._unsteady:
+            e164, phone_id, region, kind, network = number
+            attempt = _new(
+                Attempt,
+                (
+                    e164,
+                    phone_id,
+                    self.digest,
+                    content,
+                    None,
+                    None,
+                    _NO_CONTEXT,
+                    region,
+                    kind,
+                    network,
+                    challenge_passed,
+                ),
+            )
+            for policy, challenges in self._unsteady:
+                if challenges and challenge_passed:
+                    continue
+                review = policy.review(attempt, now)
+                if review is EXEMPT or isinstance(review, Deny):
+                    return None
+                for item in review:  # type: ignore[union-attr]
+                    if isinstance(item, Flag):
+                        return None
+        return number
+
+    def _seen(self, ip: str) -> bool:
+        """Whether ``ip`` is an address (kept among those seen valid, ``cache`` at most)."""
+        if not is_address(ip):
+            try:
+                self._ip(ip)
+            except ValueError:
+                return False
+        if len(self._addresses) >= self._cache:
+            self._addresses.clear()
+        self._addresses.add(ip)
+        return True
 
     def attempt(
         self,
