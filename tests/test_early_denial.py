@@ -399,3 +399,32 @@ def test_a_denial_worked_out_before_a_change_is_not_kept(clock: Clock) -> None:
     cache._known = known  # type: ignore[method-assign]
     assert g.check(VICTIM, content="y", ip=IPS[0]).reason == "phone_rate"
     assert cache._kept[0]
+
+
+def test_an_attempt_with_a_context_is_denied_early_as_the_whole_plan_denies_it(clock: Clock) -> None:
+    """The web adapters give a context (the route they count by, a template's parameters, the
+    code): the policies that judge from it are asked with it, so a flood through them is denied
+    early too, with the whole plan's Decisions."""
+    early, whole = guard(clock, True, judged()), guard(clock, True, judged())
+    whole.flows._early = False
+    fill_the_hour(early, whole, clock=clock)
+    route = "POST /v1/sms/send.json"
+    contexts = [
+        {"route": route, "code": "4821"},
+        {"route": route, "params": ["4821", "5"]},
+        {"route": route, "code": "12"},  # no code of 4 to 8 digits
+        {"route": route, "params": ["see t.cn/abc"]},
+        {"code": "4821"},  # the route read as a text: a link to "send.json"
+    ]
+    planned = counting(early)
+    for i in range(50):
+        context = contexts[i % len(contexts)]
+        n = len(planned)
+        a = early.check(TYPED[i % 3], content=route, ip=IPS[i % 3], context=context)
+        plans = len(planned) - n
+        assert seen(a) == seen(whole.check(TYPED[i % 3], content=route, ip=IPS[i % 3], context=context))
+        del planned[n + plans :]  # planned when read
+        if i >= len(contexts):
+            assert plans == (0 if i % len(contexts) < 2 else 1), "recalled unless the text is refused"
+    reasons = [early.check(VICTIM, content=route, ip=IPS[0], context=c).reason for c in contexts]
+    assert reasons == ["phone_rate", "phone_rate", "content_code", "content_link", "content_link"]

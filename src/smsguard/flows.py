@@ -120,13 +120,12 @@ class Flows:
         now = self.clock()
         if (
             not self._early
-            or context is not None
             or self._note is not None
             or self._unsigned is not None
             or (statistics is not None and statistics.owes(now))
         ):
             return now
-        decision = self._early_denial(phone, content, ip, now, challenge_passed)
+        decision = self._early_denial(phone, content, ip, context, now, challenge_passed)
         if decision is None:
             return now
         if statistics is not None:
@@ -152,8 +151,8 @@ class Flows:
         plan: Plan | Decision | None = None
         if now is None:
             now = self.clock()
-            if self._early and not issue and context is None:
-                plan = self._early_denial(phone, content, ip, now, challenge_passed)
+            if self._early and not issue:
+                plan = self._early_denial(phone, content, ip, context, now, challenge_passed)
         if plan is None:
             plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
         state = None
@@ -208,7 +207,13 @@ class Flows:
         return decision, state
 
     def _early_denial(
-        self, phone: str, content: str | None, ip: IPLike | None, now: float, challenge_passed: bool
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
+        challenge_passed: bool,
     ) -> Decision | None:
         """A flood's denial from the deny cache before the attempt is planned whole: by a counter
         of the number, the same Decision the whole plan would get (``DenyCache.early``); None
@@ -226,13 +231,13 @@ class Flows:
             return None
         planner = self.planner
         if planner.steady:  # a number's denial, kept once planned: no plan at all
-            number = planner.settled(phone, content, ip, now, challenge_passed)
+            number = planner.settled(phone, content, ip, now, challenge_passed, context)
             if number is not None:
-                again = partial(planner.number_plan, phone, content, ip, now, challenge_passed)
+                again = partial(planner.number_plan, phone, content, ip, now, challenge_passed, context)
                 decision = denials.recall(number.phone_id, challenge_passed, now, again)
                 if decision is not None:
                     return decision
-        plan = planner.number_plan(phone, content, ip, now, challenge_passed)
+        plan = planner.number_plan(phone, content, ip, now, challenge_passed, context)
         return denials.early(plan, planner.steady) if plan is not None else None
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:

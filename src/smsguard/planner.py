@@ -229,18 +229,25 @@ class Planner:
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed)))
 
     def number_plan(
-        self, phone: str, content: str, ip: str, now: float, challenge_passed: bool
+        self,
+        phone: str,
+        content: str,
+        ip: str,
+        now: float,
+        challenge_passed: bool,
+        context: Mapping[str, Any] | None = None,
     ) -> Plan | None:
         """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, and the flags of
         the policies that judge by the number (``JUDGED``), for the deny cache to answer before
         the whole attempt is planned. None if one of those gives a verdict (the whole plan gives
         it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
-        attempt has the number's fields and the content's text, no ``content_id`` nor ``ip``: a
-        denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+        attempt has the number's fields, the content's text and the context, no ``content_id``
+        nor ``ip``: a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
         if now < self.early_from or (ip not in self._addresses and not self._seen(ip)):
             return None
         e164, phone_id, region, kind, network = self._typed(phone)
-        number = (e164, phone_id, self.digest, content, None, None, _NO_CONTEXT, region, kind, network)
+        given = _NO_CONTEXT if context is None else context
+        number = (e164, phone_id, self.digest, content, None, None, given, region, kind, network)
         attempt = _new(Attempt, (*number, challenge_passed))
         counters: list[Counter] = []
         owners: list[Owner] = []
@@ -265,7 +272,15 @@ class Planner:
         job = _new(Job, (now, "", tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(owners), None, ()))
 
-    def settled(self, phone: str, content: str, ip: str, now: float, challenge_passed: bool) -> Number | None:
+    def settled(
+        self,
+        phone: str,
+        content: str,
+        ip: str,
+        now: float,
+        challenge_passed: bool,
+        context: Mapping[str, Any] | None = None,
+    ) -> Number | None:
         """The Number of ``phone`` where this attempt's early plan is its number's steady one
         (``steady``): ``ip`` an address, no policy learning, and the ``JUDGED``
         policies that are not steady (rules on the text) neither giving a verdict nor a flag.
@@ -284,7 +299,7 @@ class Planner:
                     content,
                     None,
                     None,
-                    _NO_CONTEXT,
+                    _NO_CONTEXT if context is None else context,
                     region,
                     kind,
                     network,

@@ -146,11 +146,12 @@ class Counted(Protocol):
 @runtime_checkable
 class Steady(Protocol):
     """A ``NUMBER`` or ``JUDGED`` policy whose part in a number's early plan (a ``NUMBER`` policy's
-    counters; a ``JUDGED`` one's verdict and flags) is the same at any time and for any content,
-    but for its counters' ``expires_at`` and ``since`` (``steady = True``, on its own class, as
-    ``counted_by``): the deny cache then keeps a number's early denial, once planned, until
-    something it rests on changes (``DenyCache.recall``), and its next denials skip planning.
-    A ``JUDGED`` policy that is not steady (one that reads the text) is asked again each time."""
+    counters; a ``JUDGED`` one's verdict and flags) is the same at any time, for any content and
+    context, but for its counters' ``expires_at`` and ``since`` (``steady = True``, on its own
+    class, as ``counted_by``): the deny cache then keeps a number's early denial, once planned,
+    until something it rests on changes (``DenyCache.recall``), and its next denials skip
+    planning. A ``JUDGED`` policy that is not steady (one that reads the text) is asked again
+    each time."""
 
     @property
     def steady(self) -> bool: ...
