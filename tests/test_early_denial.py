@@ -273,7 +273,7 @@ def counting(g: Guard) -> list[object]:
     """The calls of ``g``'s ``number_plan`` from now on (each one a number planned)."""
     calls: list[object] = []
     plan = g.planner.number_plan
-    g.planner.number_plan = lambda *a: calls.append(a) or plan(*a)  # type: ignore[method-assign]
+    g.planner.number_plan = lambda *a, **kw: calls.append(a) or plan(*a, **kw)  # type: ignore[method-assign]
     return calls
 
 

@@ -80,6 +80,7 @@ class _Kept(NamedTuple):
     kind: str
     region: str | None
     phone_id: str
+    again: Callable[[float], Plan | None]  # the number's plan at a time (for ``remaining``)
 
 
 class _Full(NamedTuple):
@@ -129,14 +130,14 @@ class DenyCache:
         self.denied += 1
         return _new(Outcome, (-1, known[0], known[1], (), None))
 
-    def early(self, plan: Plan, keep: bool = False) -> Decision | None:
+    def early(self, plan: Plan, again: Callable[[float], Plan | None] | None = None) -> Decision | None:
         """The denial of any attempt whose counters of the number are ``plan``'s
         (``Planner.number_plan``), if known here before the whole attempt is planned; else None
         (plan it whole). The very Decision of ``answer`` on the whole plan: while no other
         policy's counter is known full or filled (``others_until``, ``number_until``), the
         others' counts would read -1 and their waits 0, which a denial's Decision passes over.
-        ``keep``: the plan is its number's steady one (``Planner.steady``): the denial is kept
-        for ``recall``."""
+        ``again``, where the plan is its number's steady one (``Planner.steady``): the number's
+        plan at another time; the denial is then kept for ``recall``."""
         now, phone_id = plan.job.now, plan.attempt.phone_id
         if now < self.others_until or now < self.number_until.get(phone_id, 0.0):
             return None
@@ -147,12 +148,12 @@ class DenyCache:
         counts, waits, index, longest, frees, until = known
         self.denied += 1
         decision = plan.denied_by(_new(Outcome, (-1, counts, waits, (), None)), index, longest)
-        if keep:
+        if again is not None:
             attempt, owner = plan.attempt, plan.counter_owners[index]
             kept = _new(
                 _Kept,
                 (now, until, frees, counts, frees[index], attempt.phone, owner.name, owner.reason,
-                 decision.limit, owner.kind, attempt.region, phone_id),
+                 decision.limit, owner.kind, attempt.region, phone_id, again),
             )  # fmt: skip
             with self._lock:
                 if self._version == version:
@@ -162,21 +163,19 @@ class DenyCache:
                     table[phone_id] = kept
         return decision
 
-    def recall(
-        self, phone_id: str, challenge_passed: bool, now: float, again: Callable[[], Plan | None]
-    ) -> Decision | None:
+    def recall(self, phone_id: str, challenge_passed: bool, now: float) -> Decision | None:
         """The early denial ``early`` kept for the number ``phone_id``, at ``now``, if it still
         holds (nothing it rests on changed since, none of its full counters known longer ago
         than ``horizon``): the Decision ``early`` would give, with no plan. Its ``remaining`` is
-        worked out from ``again`` (the number's plan at ``now``) when first read. Else None."""
+        worked out from the number's plan at ``now`` when first read. Else None."""
         kept = self._kept[challenge_passed].get(phone_id)
         if kept is None:
             return None
-        since, until, frees, counts, last, phone, policy, reason, limit, kind, region, _ = kept
+        since, until, frees, counts, last, phone, policy, reason, limit, kind, region, _, again = kept
         if not since <= now < until:
             return None
         self.denied += 1
-        remaining = Later(partial(_again, again, counts, frees, now))
+        remaining = Later(partial(_again, again, now, counts, frees))
         return Decision(
             False,
             phone,
@@ -357,10 +356,10 @@ class DenyCache:
 
 
 def _again(
-    again: Callable[[], Plan | None], counts: tuple[int, ...], frees: tuple[float, ...], now: float
+    again: Callable[[float], Plan | None], now: float, counts: tuple[int, ...], frees: tuple[float, ...]
 ) -> tuple[Plan, Outcome]:
     """A kept denial's plan and outcome at ``now``, as ``early`` would have had them."""
-    plan = again()
+    plan = again(now)
     if plan is None:  # pragma: no cover - a steady policy that changed its mind
         raise AssertionError("a steady number's early plan is gone")
     return plan, _new(Outcome, (-1, counts, tuple(f - now if f else 0.0 for f in frees), (), None))

@@ -233,12 +233,20 @@ class Flows:
         if planner.steady:  # a number's denial, kept once planned: no plan at all
             number = planner.settled(phone, content, ip, now, challenge_passed, context)
             if number is not None:
-                again = partial(planner.number_plan, phone, content, ip, now, challenge_passed, context)
-                decision = denials.recall(number.phone_id, challenge_passed, now, again)
+                decision = denials.recall(number.phone_id, challenge_passed, now)
                 if decision is not None:
                     return decision
         plan = planner.number_plan(phone, content, ip, now, challenge_passed, context)
-        return denials.early(plan, planner.steady) if plan is not None else None
+        if plan is None:
+            return None
+        if not planner.steady:
+            return denials.early(plan)
+        # The number's plan at another time, for the denial kept: the same counters (steady), and
+        # this attempt's text and context pass the rules on the text (it was planned).
+        again = partial(
+            planner.number_plan, phone, content, ip, challenge_passed=challenge_passed, context=context
+        )
+        return denials.early(plan, again)
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job
