@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from ipaddress import ip_address
 from zoneinfo import ZoneInfo
 
 from conftest import Clock
@@ -428,3 +429,48 @@ def test_an_attempt_with_a_context_is_denied_early_as_the_whole_plan_denies_it(c
             assert plans == (0 if i % len(contexts) < 2 else 1), "recalled unless the text is refused"
     reasons = [early.check(VICTIM, content=route, ip=IPS[0], context=c).reason for c in contexts]
     assert reasons == ["phone_rate", "phone_rate", "content_code", "content_link", "content_link"]
+
+
+def test_an_address_already_parsed_is_denied_early_as_the_whole_plan_denies_it(clock: Clock) -> None:
+    early, whole = guard(clock, True), planned_whole(clock)
+    fill_the_hour(early, whole, clock=clock)
+    whole_plans: list[object] = []
+    plan = early.planner.plan
+    early.planner.plan = lambda *a: whole_plans.append(a) or plan(*a)  # type: ignore[method-assign]
+    addresses = [ip_address(ip) for ip in IPS]
+    ours = [early.check(TYPED[i % 3], content=f"c {i}", ip=addresses[i % 3]) for i in range(30)]
+    assert len(whole_plans) <= 1, "the first denial may ask the backend; the rest are denied early"
+    theirs = [whole.check(TYPED[i % 3], content=f"c {i}", ip=addresses[i % 3]) for i in range(30)]
+    assert [seen(d) for d in ours] == [seen(d) for d in theirs]
+
+
+def test_a_flood_through_the_asgi_middleware_is_denied_early(clock: Clock) -> None:
+    """The adapters give the check a context (the route they count by) and a parsed address:
+    a flood through them is denied from the deny cache, the number planned once."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from smsguard.adapters.asgi import SMSGuardMiddleware
+
+    async def send(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("sent")
+
+    g = guard(clock, True, [*four()[:3], IPThrottle("1000/hour")])
+    app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
+    app.add_middleware(SMSGuardMiddleware, guard=g)
+    with TestClient(app, client=("203.0.113.9", 5000)) as client:
+        statuses = []
+        for i in range(3):  # the number's hour full
+            statuses.append(client.post("/sms/send", json={"phone": TYPED[i % 3]}).status_code)
+            clock.advance(121)
+        planned = counting(g)
+        whole_plans = []
+        plan = g.planner.plan
+        g.planner.plan = lambda *a: whole_plans.append(a) or plan(*a)  # type: ignore[method-assign]
+        statuses += [client.post("/sms/send", json={"phone": TYPED[i % 3]}).status_code for i in range(50)]
+    assert statuses == [200] * 3 + [429] * 50
+    assert len(whole_plans) <= 1, "the first denial asks the backend; the rest are denied early"
+    assert len(planned) <= 2, "and the number is planned once"

@@ -39,7 +39,7 @@ from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
 from smsguard.phone import NO_COUNTRY
 from smsguard.plan import CodeState, Forget, Note, Outcome, Plan, Receipt, SetFlag
-from smsguard.planner import IPLike, Planner
+from smsguard.planner import ADDRESS, IPLike, Planner
 from smsguard.policies import Alarming, usage
 from smsguard.pumping import LearnedCap
 from smsguard.stats import Day, Report, Statistics
@@ -226,7 +226,7 @@ class Flows:
             or self.outbox.pending
             or type(phone) is not str
             or type(content) is not str
-            or type(ip) is not str
+            or (type(ip) is not str and not isinstance(ip, ADDRESS))  # an adapter's is parsed
         ):
             return None
         planner = self.planner

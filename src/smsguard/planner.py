@@ -33,7 +33,8 @@ from smsguard.policies import (
 )
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
-_ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+"""The types of an address already parsed (an adapter's): taken as given."""
 _NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
 
 # A decision's Attempt, Job and Plan are built here as plain tuples, in these field orders: a
@@ -232,7 +233,7 @@ class Planner:
         self,
         phone: str,
         content: str,
-        ip: str,
+        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
         now: float,
         challenge_passed: bool,
         context: Mapping[str, Any] | None = None,
@@ -243,7 +244,9 @@ class Planner:
         it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
         attempt has the number's fields, the content's text and the context, no ``content_id``
         nor ``ip``: a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
-        if now < self.early_from or (ip not in self._addresses and not self._seen(ip)):
+        if now < self.early_from or not (
+            ip in self._addresses or (self._seen(ip) if type(ip) is str else isinstance(ip, ADDRESS))
+        ):
             return None
         e164, phone_id, region, kind, network = self._typed(phone)
         given = _NO_CONTEXT if context is None else context
@@ -276,7 +279,7 @@ class Planner:
         self,
         phone: str,
         content: str,
-        ip: str,
+        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
         now: float,
         challenge_passed: bool,
         context: Mapping[str, Any] | None = None,
@@ -285,7 +288,9 @@ class Planner:
         (``steady``): ``ip`` an address, no policy learning, and the ``JUDGED``
         policies that are not steady (rules on the text) neither giving a verdict nor a flag.
         Else None: ``number_plan`` judges. Raises InvalidPhone as ``plan`` does."""
-        if now < self.early_from or (ip not in self._addresses and not self._seen(ip)):
+        if now < self.early_from or not (
+            ip in self._addresses or (self._seen(ip) if type(ip) is str else isinstance(ip, ADDRESS))
+        ):
             return None
         number = self._typed(phone)
         if self._unsteady:
@@ -343,7 +348,7 @@ class Planner:
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
         e164, phone_id, region, kind, network = self._number(canonical(phone))  # identify(), inlined
-        if ip is not None and not isinstance(ip, _ADDRESS):
+        if ip is not None and not isinstance(ip, ADDRESS):
             try:
                 ip = self._ip(ip)
             except ValueError:
