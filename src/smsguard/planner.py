@@ -245,7 +245,7 @@ class Planner:
         attempt has the number's fields, the content's text and the context, no ``content_id``
         nor ``ip``: a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
         if now < self.early_from or not (
-            ip in self._addresses or (self._seen(ip) if type(ip) is str else isinstance(ip, ADDRESS))
+            (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
         ):
             return None
         e164, phone_id, region, kind, network = self._typed(phone)
@@ -289,7 +289,7 @@ class Planner:
         policies that are not steady (rules on the text) neither giving a verdict nor a flag.
         Else None: ``number_plan`` judges. Raises InvalidPhone as ``plan`` does."""
         if now < self.early_from or not (
-            ip in self._addresses or (self._seen(ip) if type(ip) is str else isinstance(ip, ADDRESS))
+            (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
         ):
             return None
         number = self._typed(phone)
