@@ -5,6 +5,9 @@ guards it is off for."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
+from ipaddress import ip_address
+from zoneinfo import ZoneInfo
 
 from conftest import Clock
 from hypothesis import given, settings
@@ -261,3 +264,213 @@ def same_as_whole(
                     "blacklist", number
                 )
             blocked ^= {number}
+
+
+# A number planned once: where every policy counted by the number is steady (``Steady``), its
+# early denial is kept (``DenyCache.recall``) and the next ones are not planned at all.
+
+
+def counting(g: Guard) -> list[object]:
+    """The calls of ``g``'s ``number_plan`` from now on (each one a number planned)."""
+    calls: list[object] = []
+    plan = g.planner.number_plan
+    g.planner.number_plan = lambda *a, **kw: calls.append(a) or plan(*a, **kw)  # type: ignore[method-assign]
+    return calls
+
+
+def fill_the_hour(*guards: Guard, clock: Clock) -> None:
+    """Three sends to the victim a minute apart (its 3/hour full), then 121 s on (the contents'
+    counters free)."""
+    for i in range(3):
+        assert all(g.check(VICTIM, content=f"send {i}", ip=IPS[i]).allowed for g in guards)
+        clock.advance(61 if i < 2 else 121)
+
+
+def test_a_flood_s_number_is_planned_once_while_its_denial_holds(clock: Clock) -> None:
+    early, whole = guard(clock, True), planned_whole(clock)
+    assert early.planner.steady
+    fill_the_hour(early, whole, clock=clock)
+    planned = counting(early)
+    ours, theirs = flood(early, 300), flood(whole, 300)
+    assert len(planned) <= 2, "the backend asked once, the number planned once, the rest recalled"
+    assert [seen(d) for d in ours] == [seen(d) for d in theirs]  # (remaining: planned when read)
+    assert {d.reason for d in ours} == {"phone_rate"}
+    clock.advance(1)  # past the horizon: the backend is asked again, then the number planned again
+    del planned[:]
+    ours, theirs = flood(early, 10), flood(whole, 10)
+    assert len(planned) <= 2
+    assert [seen(d) for d in ours] == [seen(d) for d in theirs]
+
+
+def test_a_kept_denial_ends_with_the_calendar_day_in_its_zone() -> None:
+    """Kept with an hour's horizon, a denial by the daily cap still ends at local midnight in
+    Asia/Shanghai (16:00 UTC), and every decision across it is the whole plan's."""
+    midnight = datetime(2026, 3, 2, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    clock = Clock(midnight - 300)
+
+    def day_guard(cache: float) -> Guard:
+        policies = [SameContent(30), DailyCap(2, tz="Asia/Shanghai"), IPThrottle("100/hour")]
+        return Guard(
+            policies,  # type: ignore[arg-type]
+            clock=clock,
+            secret="s",
+            default_region="CN",
+            deny_cache=cache,
+            statistics=False,  # no write owed: every attempt may be denied early
+        )
+
+    early, whole, backend = day_guard(3600), day_guard(3600), day_guard(0)
+    whole.flows._early = False
+    assert early.planner.steady
+    planned = counting(early)
+    decided: list[tuple[float, Decision]] = []
+    plans_kept = 0  # numbers planned while a denial is kept (the same content's 30 s over)
+    for i in range(60):  # two sends, then an attempt every 7 s, to and past midnight
+        n = len(planned)
+        a, b, o = (g.check(TYPED[i % 3], content=f"code {i}", ip=IPS[i % 2]) for g in (early, whole, backend))
+        if -200 < clock() - midnight < 0:
+            plans_kept += len(planned) - n
+        n = len(planned)
+        assert seen(a) == seen(b)
+        del planned[n:]  # planned when read
+        assert verdict(a) == verdict(o)
+        decided.append((clock() - midnight, a))
+        clock.advance(7 if i else 60)
+    before = [d for t, d in decided if t < 0]
+    after = [d for t, d in decided if t >= 0]
+    assert [d.allowed for d in before[:2]] == [True, True]
+    assert {d.reason for d in before[2:]} == {"daily_cap"}
+    assert all(d.retry_after == -t for t, d in decided[2:] if t < 0), "exact: until local midnight"
+    assert after[0].allowed, "the next day's first attempt goes to the backend, and is sent"
+    assert plans_kept <= 1, "before midnight the number is planned once, not per attempt"
+
+
+def test_a_list_change_the_switch_or_a_reset_reaches_a_kept_denial_at_once(clock: Clock) -> None:
+    g = guard(clock, True, [Suspend(), Whitelist(shared=True), *four()])
+    fill_the_hour(g, clock=clock)
+    assert {d.reason for d in flood(g, 5)} == {"phone_rate"}
+    assert g.flows.denials is not None
+    assert g.flows.denials._kept[0], "the victim's denial is kept"
+    g.add_number("whitelist", VICTIM)
+    assert g.check(VICTIM, content="let me in", ip=IPS[0]).reason == "exempt"
+    g.remove_number("whitelist", VICTIM)
+    assert {d.reason for d in flood(g, 3)} == {"phone_rate"}
+    g.suspend()
+    assert g.check(VICTIM, content="stop", ip=IPS[0]).reason == "suspended"
+    g.resume()
+    assert {d.reason for d in flood(g, 3)} == {"phone_rate"}
+    g.reset(VICTIM)
+    assert g.check(VICTIM, content="after the reset", ip=IPS[0]).allowed
+
+
+def test_a_text_rule_is_asked_again_before_a_kept_denial(clock: Clock) -> None:
+    """ContentRules reads the text, so it is not steady: a kept denial is recalled only once it
+    has passed the attempt's text, and a link is refused by it, as the whole plan refuses it."""
+    early, whole = guard(clock, True, judged()), guard(clock, True, judged())
+    whole.flows._early = False
+    assert early.planner.steady
+    fill_the_hour(early, whole, clock=clock)
+    planned = counting(early)
+    for content in ["code 7", "see t.cn/abc", "code 8", "code 9"]:
+        a = early.check(VICTIM, content=content, ip=IPS[0])
+        assert seen(a) == seen(whole.check(VICTIM, content=content, ip=IPS[0]))
+    n = len(planned)
+    assert early.check(VICTIM, content="x", ip=IPS[1]).reason == "phone_rate"
+    assert len(planned) == n, "recalled, once the text passed"
+    assert early.check(VICTIM, content="t.cn/y", ip=IPS[1]).reason == "content_link"
+    assert len(planned) == n + 1, "the text refused: planned (and refused by the whole plan)"
+
+
+def test_a_denial_worked_out_before_a_change_is_not_kept(clock: Clock) -> None:
+    g = guard(clock, True)
+    fill_the_hour(g, clock=clock)
+    cache = g.flows.denials
+    assert cache is not None
+    cache._drop(None)
+    known = cache._known
+
+    def changed_meanwhile(job: object) -> object:  # another thread's change, while this one reads
+        found = known(job)  # type: ignore[arg-type]
+        cache._drop(None)
+        return found
+
+    cache._known = changed_meanwhile  # type: ignore[method-assign]
+    assert g.check(VICTIM, content="x", ip=IPS[0]).reason == "phone_rate"
+    assert not cache._kept[0], "worked out before the change: not kept"
+    cache._known = known  # type: ignore[method-assign]
+    assert g.check(VICTIM, content="y", ip=IPS[0]).reason == "phone_rate"
+    assert cache._kept[0]
+
+
+def test_an_attempt_with_a_context_is_denied_early_as_the_whole_plan_denies_it(clock: Clock) -> None:
+    """The web adapters give a context (the route they count by, a template's parameters, the
+    code): the policies that judge from it are asked with it, so a flood through them is denied
+    early too, with the whole plan's Decisions."""
+    early, whole = guard(clock, True, judged()), guard(clock, True, judged())
+    whole.flows._early = False
+    fill_the_hour(early, whole, clock=clock)
+    route = "POST /v1/sms/send.json"
+    contexts = [
+        {"route": route, "code": "4821"},
+        {"route": route, "params": ["4821", "5"]},
+        {"route": route, "code": "12"},  # no code of 4 to 8 digits
+        {"route": route, "params": ["see t.cn/abc"]},
+        {"code": "4821"},  # the route read as a text: a link to "send.json"
+    ]
+    planned = counting(early)
+    for i in range(50):
+        context = contexts[i % len(contexts)]
+        n = len(planned)
+        a = early.check(TYPED[i % 3], content=route, ip=IPS[i % 3], context=context)
+        plans = len(planned) - n
+        assert seen(a) == seen(whole.check(TYPED[i % 3], content=route, ip=IPS[i % 3], context=context))
+        del planned[n + plans :]  # planned when read
+        if i >= len(contexts):
+            assert plans == (0 if i % len(contexts) < 2 else 1), "recalled unless the text is refused"
+    reasons = [early.check(VICTIM, content=route, ip=IPS[0], context=c).reason for c in contexts]
+    assert reasons == ["phone_rate", "phone_rate", "content_code", "content_link", "content_link"]
+
+
+def test_an_address_already_parsed_is_denied_early_as_the_whole_plan_denies_it(clock: Clock) -> None:
+    early, whole = guard(clock, True), planned_whole(clock)
+    fill_the_hour(early, whole, clock=clock)
+    whole_plans: list[object] = []
+    plan = early.planner.plan
+    early.planner.plan = lambda *a: whole_plans.append(a) or plan(*a)  # type: ignore[method-assign]
+    addresses = [ip_address(ip) for ip in IPS]
+    ours = [early.check(TYPED[i % 3], content=f"c {i}", ip=addresses[i % 3]) for i in range(30)]
+    assert len(whole_plans) <= 1, "the first denial may ask the backend; the rest are denied early"
+    theirs = [whole.check(TYPED[i % 3], content=f"c {i}", ip=addresses[i % 3]) for i in range(30)]
+    assert [seen(d) for d in ours] == [seen(d) for d in theirs]
+
+
+def test_a_flood_through_the_asgi_middleware_is_denied_early(clock: Clock) -> None:
+    """The adapters give the check a context (the route they count by) and a parsed address:
+    a flood through them is denied from the deny cache, the number planned once."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from smsguard.adapters.asgi import SMSGuardMiddleware
+
+    async def send(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("sent")
+
+    g = guard(clock, True, [*four()[:3], IPThrottle("1000/hour")])
+    app = Starlette(routes=[Route("/sms/send", send, methods=["POST"])])
+    app.add_middleware(SMSGuardMiddleware, guard=g)
+    with TestClient(app, client=("203.0.113.9", 5000)) as client:
+        statuses = []
+        for i in range(3):  # the number's hour full
+            statuses.append(client.post("/sms/send", json={"phone": TYPED[i % 3]}).status_code)
+            clock.advance(121)
+        planned = counting(g)
+        whole_plans = []
+        plan = g.planner.plan
+        g.planner.plan = lambda *a: whole_plans.append(a) or plan(*a)  # type: ignore[method-assign]
+        statuses += [client.post("/sms/send", json={"phone": TYPED[i % 3]}).status_code for i in range(50)]
+    assert statuses == [200] * 3 + [429] * 50
+    assert len(whole_plans) <= 1, "the first denial asks the backend; the rest are denied early"
+    assert len(planned) <= 2, "and the number is planned once"

@@ -27,6 +27,17 @@ as this guard knows (found full, until it frees; or filled here: ``others_until`
 whole plan's other counters would then read -1 and wait 0, so its Decision is this one's. A
 flood's denial then costs no content hash, no IP counter, no plan.
 
+A number planned once (``recall``): where every policy counted by the number is ``Steady`` (its
+part in the number's early plan the same at any time, but for its counters' times), the early
+denial of a number is kept, by its hash: until the first full counter or unset flag it rests on
+is known no longer (the earliest ``until``: at most ``horizon``, and never past the moment that
+counter frees, such as a calendar day's local midnight), or until a change that may undo it (the
+backend's answer about one of the number's counters, a refund, a reset, a flag written, an
+outage) drops it. The next attempts for that number are then denied from it with no plan: the
+same Decision, ``retry_after`` exact, its ``remaining`` worked out only when read. The
+``JUDGED`` policies that are not steady (``ContentRules``, which reads the text) are asked again
+each time, and any verdict or flag from them sends the attempt to be planned.
+
 Policy order (semantics 11): a job is decided here only if every flag it reads (the switch,
 shared list entries) was read off within ``horizon``; jobs with shadow items (whose report
 needs the backend) and read-only jobs always go to the backend.
@@ -35,11 +46,13 @@ needs the backend) and read-only jobs always go to the backend.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
-from smsguard.plan import Change, Counter, Forget, Job, Outcome, Owner, Plan, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Forget, Job, Later, Outcome, Owner, Plan, Receipt, SetFlag
 
 # A denial's Outcome built as a plain tuple, in this field order (as smsguard.planner builds).
 _new = tuple.__new__
@@ -49,6 +62,25 @@ if Outcome._fields != _OUTCOME:  # pragma: no cover - a change of Outcome not fo
 
 _PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
 _MAX_ENTRIES = 100_000  # past this after a sweep, everything goes (only costs round trips)
+_MAX_KEPT = 4096  # numbers whose early denial is kept, at most (past it, all go)
+
+
+class _Kept(NamedTuple):
+    """A number's early denial, kept (``DenyCache.recall``): what does not change while it holds."""
+
+    since: float  # when it was planned: it holds from then
+    until: float  # until the first thing it rests on may change (a full counter's or a flag's ``until``)
+    frees: tuple[float, ...]  # each counter's ``_Full.frees`` (0.0: not known here)
+    counts: tuple[int, ...]
+    last: float  # ``frees`` of the counter that frees last: the one named
+    phone: str
+    policy: str
+    reason: str
+    limit: int
+    kind: str
+    region: str | None
+    phone_id: str
+    again: Callable[[float], Plan | None]  # the number's plan at a time (for ``remaining``)
 
 
 class _Full(NamedTuple):
@@ -79,6 +111,11 @@ class DenyCache:
         keyed under a number's hash tag (its same content) in ``number_until`` instead."""
         self.number_until: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._kept: tuple[dict[str, _Kept], dict[str, _Kept]] = ({}, {})
+        # A number's early denial kept (``recall``), by its hash, without and with a challenge
+        # passed. A change that may undo one drops it (``_drop``): ``_version`` moves on, so that
+        # a denial worked out before the change is not kept after it.
+        self._version = 0
         self.denied = 0
         """Denials decided here (for benchmarks and tests)."""
         self._learnt = 0
@@ -93,54 +130,114 @@ class DenyCache:
         self.denied += 1
         return _new(Outcome, (-1, known[0], known[1], (), None))
 
-    def early(self, plan: Plan) -> Decision | None:
+    def early(self, plan: Plan, again: Callable[[float], Plan | None] | None = None) -> Decision | None:
         """The denial of any attempt whose counters of the number are ``plan``'s
         (``Planner.number_plan``), if known here before the whole attempt is planned; else None
         (plan it whole). The very Decision of ``answer`` on the whole plan: while no other
         policy's counter is known full or filled (``others_until``, ``number_until``), the
-        others' counts would read -1 and their waits 0, which a denial's Decision passes over."""
-        now = plan.job.now
-        if now < self.others_until or now < self.number_until.get(plan.attempt.phone_id, 0.0):
+        others' counts would read -1 and their waits 0, which a denial's Decision passes over.
+        ``again``, where the plan is its number's steady one (``Planner.steady``): the number's
+        plan at another time; the denial is then kept for ``recall``."""
+        now, phone_id = plan.job.now, plan.attempt.phone_id
+        if now < self.others_until or now < self.number_until.get(phone_id, 0.0):
             return None
+        version = self._version  # before reading: a change from here on drops what is kept
         known = self._known(plan.job)
         if known is None:
             return None
+        counts, waits, index, longest, frees, until = known
         self.denied += 1
-        return plan.denied_by(_new(Outcome, (-1, known[0], known[1], (), None)), known[2], known[3])
+        decision = plan.denied_by(_new(Outcome, (-1, counts, waits, (), None)), index, longest)
+        if again is not None:
+            attempt, owner = plan.attempt, plan.counter_owners[index]
+            kept = _new(
+                _Kept,
+                (now, until, frees, counts, frees[index], attempt.phone, owner.name, owner.reason,
+                 decision.limit, owner.kind, attempt.region, phone_id, again),
+            )  # fmt: skip
+            with self._lock:
+                if self._version == version:
+                    table = self._kept[attempt.challenge_passed]
+                    if len(table) >= _MAX_KEPT:
+                        table.clear()
+                    table[phone_id] = kept
+        return decision
 
-    def _known(self, job: Job) -> tuple[tuple[int, ...], tuple[float, ...], int, float] | None:
+    def recall(self, phone_id: str, challenge_passed: bool, now: float) -> Decision | None:
+        """The early denial ``early`` kept for the number ``phone_id``, at ``now``, if it still
+        holds (nothing it rests on changed since, none of its full counters known longer ago
+        than ``horizon``): the Decision ``early`` would give, with no plan. Its ``remaining`` is
+        worked out from the number's plan at ``now`` when first read. Else None."""
+        kept = self._kept[challenge_passed].get(phone_id)
+        if kept is None:
+            return None
+        since, until, frees, counts, last, phone, policy, reason, limit, kind, region, _, again = kept
+        if not since <= now < until:
+            return None
+        self.denied += 1
+        remaining = Later(partial(_again, again, now, counts, frees))
+        return Decision(
+            False,
+            phone,
+            policy,
+            reason,
+            last - now,
+            remaining,
+            limit,
+            None,
+            kind,
+            False,
+            region,
+            phone_id,
+            (),
+        )
+
+    def _known(
+        self, job: Job
+    ) -> tuple[tuple[int, ...], tuple[float, ...], int, float, tuple[float, ...], float] | None:
         """What is known here of ``job``'s counters: their counts and waits (-1 and 0 for those
-        not known), the index and wait of the one that frees last (``plan.frees_last``); None
-        unless one is known full, none is filled here, and every flag is known unset."""
+        not known), the index and wait of the one that frees last (``plan.frees_last``), when
+        each known one frees (0.0 for the others) and until when all of this holds at least
+        (unless changed); None unless one is known full, none is filled here, and every flag is
+        known unset."""
         now, full, filled = job.now, self.full, self.filled
         counts: list[int] = []
         waits: list[float] = []
-        index, longest = -1, 0.0
+        frees: list[float] = []
+        index, longest, until = -1, 0.0, float("inf")
         for c in job.counters:  # one pass: what is known, or a reason to ask the backend
             if c.shadow:
                 return None
             f = full.get(c.key)
-            if f is not None and f.frees > now and f.until <= now:
-                return None  # known full a while ago, maybe still: it may name a longer wait
-            if f is not None and f.until > now and f.limit == c.limit:
-                wait = f.frees - now  # exact: frees is now + wait of the reply
-                if wait > longest:
-                    index, longest = len(waits), wait
-                counts.append(f.hits)
-                waits.append(wait)
-            elif filled and filled.get(c.key, 0.0) > now:
+            if f is not None and f.frees > now:
+                if f.until <= now:
+                    return None  # known full a while ago, maybe still: it may name a longer wait
+                if f.until < until:
+                    until = f.until  # past it, this counter is known no longer
+                if f.limit == c.limit:
+                    wait = f.frees - now  # exact: frees is now + wait of the reply
+                    if wait > longest:
+                        index, longest = len(waits), wait
+                    counts.append(f.hits)
+                    waits.append(wait)
+                    frees.append(f.frees)
+                    continue
+            if filled and filled.get(c.key, 0.0) > now:
                 return None
-            else:
-                counts.append(-1)  # not known here: left out of ``remaining``
-                waits.append(0.0)
+            counts.append(-1)  # not known here: left out of ``remaining``
+            waits.append(0.0)
+            frees.append(0.0)
         if index < 0:
             return None
         if job.flags:
             unset = self.unset
             for flag in job.flags:
-                if flag.shadow or unset.get(flag.key, 0.0) <= now:
+                known = unset.get(flag.key, 0.0)
+                if flag.shadow or known <= now:
                     return None
-        return tuple(counts), tuple(waits), index, longest
+                if known < until:
+                    until = known
+        return tuple(counts), tuple(waits), index, longest, tuple(frees), until
 
     def learn(
         self, job: Job, out: Outcome, owners: tuple[Owner, ...] | None = None, number: str = ""
@@ -159,6 +256,7 @@ class DenyCache:
             return
         full, filled, by_number = self.full, self.filled, self.by_number
         mine = [o.name in by_number for o in owners] if owners else [False] * len(job.counters)
+        dropped = False  # whether what a kept denial of ``number`` rests on changed
         if out.waits:
             for c, n, wait, of_number in zip(job.counters, out.counts, out.waits, mine, strict=True):
                 if wait > 0 and _cacheable(c):
@@ -166,8 +264,11 @@ class DenyCache:
                     filled.pop(c.key, None)
                     if not of_number:
                         self._other(c.key, now + wait, number)  # known then, maybe full until it frees
+                    else:
+                        dropped = True
                 elif wait == 0:  # not full now
-                    full.pop(c.key, None)
+                    if full.pop(c.key, None) is not None and of_number:
+                        dropped = True
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
             for c, n, of_number in zip(job.counters, out.counts, mine, strict=True):
@@ -175,6 +276,10 @@ class DenyCache:
                     filled[c.key] = c.expires_at
                     if not of_number:
                         self._other(c.key, c.expires_at, number)
+                    else:
+                        dropped = True
+        if dropped:  # after the change: a denial worked out before it is not kept
+            self._drop(number or None)
         self._learnt += 1
         if self._learnt >= _PRUNE_EVERY:
             self._prune(now)
@@ -186,8 +291,28 @@ class DenyCache:
             if number and "{" + number + "}" in key:
                 if until > self.number_until.get(number, 0.0):
                     self.number_until[number] = until
+                    self._version += 1
+                    self._pop(number)
             elif until > self.others_until:
                 self.others_until = until
+                self._version += 1
+                self._kept[0].clear()
+                self._kept[1].clear()
+
+    def _drop(self, number: str | None) -> None:
+        """What is kept (``recall``) of ``number`` (None: of every number) goes, and nothing
+        worked out before now will be kept: called after a change that may undo it."""
+        with self._lock:
+            self._version += 1
+            if number is None:
+                self._kept[0].clear()
+                self._kept[1].clear()
+            else:
+                self._pop(number)
+
+    def _pop(self, number: str) -> None:
+        self._kept[0].pop(number, None)
+        self._kept[1].pop(number, None)
 
     def changed(self, changes: tuple[Change, ...] | list[Change]) -> None:
         """Writes made through this guard: what they touch is no longer known here."""
@@ -195,19 +320,23 @@ class DenyCache:
             if isinstance(change, Receipt):
                 for c in change.counters:
                     self.full.pop(c.key, None)
+                self._drop(None)  # a refund names no number: every kept denial goes
             elif isinstance(change, SetFlag):
                 self.unset.pop(change.key, None)
+                self._drop(None)
             elif isinstance(change, Forget):
                 tag = "{" + change.subject + "}"
                 for table in (self.full, self.filled):
                     for key in [k for k in table if tag in k]:
                         del table[key]
+                self._drop(change.subject)
 
     def clear(self) -> None:
         """Forget everything (the backend failed: what it holds is no longer known)."""
         self.full.clear()
         self.unset.clear()
         # ``filled`` stays: it only sends jobs to the backend
+        self._drop(None)
 
     def _prune(self, now: float) -> None:
         self._learnt = 0
@@ -223,6 +352,17 @@ class DenyCache:
             self.full, self.unset = {}, {}
         if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial
             self.full, self.filled = {}, {}
+        self._drop(None)
+
+
+def _again(
+    again: Callable[[float], Plan | None], now: float, counts: tuple[int, ...], frees: tuple[float, ...]
+) -> tuple[Plan, Outcome]:
+    """A kept denial's plan and outcome at ``now``, as ``early`` would have had them."""
+    plan = again(now)
+    if plan is None:  # pragma: no cover - a steady policy that changed its mind
+        raise AssertionError("a steady number's early plan is gone")
+    return plan, _new(Outcome, (-1, counts, tuple(f - now if f else 0.0 for f in frees), (), None))
 
 
 def _cacheable(counter: Counter) -> bool:

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import date
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -38,7 +39,7 @@ from smsguard.failover import FlagMirror, Outage, Outbox
 from smsguard.fingerprint import KEY
 from smsguard.phone import NO_COUNTRY
 from smsguard.plan import CodeState, Forget, Note, Outcome, Plan, Receipt, SetFlag
-from smsguard.planner import IPLike, Planner
+from smsguard.planner import ADDRESS, IPLike, Planner
 from smsguard.policies import Alarming, usage
 from smsguard.pumping import LearnedCap
 from smsguard.stats import Day, Report, Statistics
@@ -119,13 +120,12 @@ class Flows:
         now = self.clock()
         if (
             not self._early
-            or context is not None
             or self._note is not None
             or self._unsigned is not None
             or (statistics is not None and statistics.owes(now))
         ):
             return now
-        decision = self._early_denial(phone, content, ip, now, challenge_passed)
+        decision = self._early_denial(phone, content, ip, context, now, challenge_passed)
         if decision is None:
             return now
         if statistics is not None:
@@ -151,8 +151,8 @@ class Flows:
         plan: Plan | Decision | None = None
         if now is None:
             now = self.clock()
-            if self._early and not issue and context is None:
-                plan = self._early_denial(phone, content, ip, now, challenge_passed)
+            if self._early and not issue:
+                plan = self._early_denial(phone, content, ip, context, now, challenge_passed)
         if plan is None:
             plan = self.planner.plan(phone, content, ip, context, now, False, challenge_passed)
         state = None
@@ -207,7 +207,13 @@ class Flows:
         return decision, state
 
     def _early_denial(
-        self, phone: str, content: str | None, ip: IPLike | None, now: float, challenge_passed: bool
+        self,
+        phone: str,
+        content: str | None,
+        ip: IPLike | None,
+        context: Mapping[str, Any] | None,
+        now: float,
+        challenge_passed: bool,
     ) -> Decision | None:
         """A flood's denial from the deny cache before the attempt is planned whole: by a counter
         of the number, the same Decision the whole plan would get (``DenyCache.early``); None
@@ -220,11 +226,27 @@ class Flows:
             or self.outbox.pending
             or type(phone) is not str
             or type(content) is not str
-            or type(ip) is not str
+            or (type(ip) is not str and not isinstance(ip, ADDRESS))  # an adapter's is parsed
         ):
             return None
-        plan = self.planner.number_plan(phone, content, ip, now, challenge_passed)
-        return denials.early(plan) if plan is not None else None
+        planner = self.planner
+        if planner.steady:  # a number's denial, kept once planned: no plan at all
+            number = planner.settled(phone, content, ip, now, challenge_passed, context)
+            if number is not None:
+                decision = denials.recall(number.phone_id, challenge_passed, now)
+                if decision is not None:
+                    return decision
+        plan = planner.number_plan(phone, content, ip, now, challenge_passed, context)
+        if plan is None:
+            return None
+        if not planner.steady:
+            return denials.early(plan)
+        # The number's plan at another time, for the denial kept: the same counters (steady), and
+        # this attempt's text and context pass the rules on the text (it was planned).
+        again = partial(
+            planner.number_plan, phone, content, ip, challenge_passed=challenge_passed, context=context
+        )
+        return denials.early(plan, again)
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job

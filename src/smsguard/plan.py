@@ -11,7 +11,7 @@ makes several of them, where a NamedTuple costs less than half as much to build.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple, Union
 
 from smsguard import attempt as codes
@@ -491,6 +491,30 @@ class _Remaining(Mapping[str, int]):
 
     def __repr__(self) -> str:
         return repr(self._dict())
+
+
+class Later(_Remaining):
+    """``Decision.remaining`` of a plan and outcome made when first read (``make``): for a denial
+    kept by the deny cache (``DenyCache.recall``), which most callers never read."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], tuple[Plan, Outcome]]) -> None:
+        self._make: Callable[[], tuple[Plan, Outcome]] | None = make
+        self._values = None
+
+    def _made(self) -> None:
+        if self._make is not None:
+            self._plan, self._out = self._make()
+            self._make = None
+
+    def _dict(self) -> dict[str, int]:
+        self._made()
+        return super()._dict()
+
+    def quotas(self) -> list[codes.Quota]:
+        self._made()
+        return super().quotas()
 
 
 def unavailable(phone: str, region: str | None, phone_id: str, retry_after: float) -> Decision:

@@ -33,7 +33,8 @@ from smsguard.policies import (
 )
 
 IPLike = str | ipaddress.IPv4Address | ipaddress.IPv6Address
-_ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+"""The types of an address already parsed (an adapter's): taken as given."""
 _NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
 
 # A decision's Attempt, Job and Plan are built here as plain tuples, in these field orders: a
@@ -110,6 +111,19 @@ class Planner:
         )
         # The policies number_plan asks, in order: those counted by the number, and those that
         # judge from the number and the content's text (``JUDGED``), each with whether it does.
+        steady = {p.name: vars(type(p)).get("steady") is True for p in self.policies}
+        self.steady = self.by_number is not None and all(
+            steady[policy.name] or judged for policy, _, _, judged in self._early
+        )
+        """Whether a number's early plan is the same at any time but for its counters' times
+        (every policy counted by the number is ``Steady``): the deny cache may then keep a
+        number's early denial (``DenyCache.recall``), asking again only the ``JUDGED`` policies
+        that are not steady (``settled``)."""
+        self._unsteady = tuple(
+            (policy, challenges)
+            for policy, challenges, _, judged in self._early
+            if judged and not steady[policy.name]
+        )
         self.early_from = max((asked[3] for asked in self._asked), default=0.0)
         """From when no policy learns (in shadow until its ``learn_until``): ``number_plan``
         plans nothing before."""
@@ -216,27 +230,27 @@ class Planner:
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(counter_owners), final, tuple(shadowed)))
 
     def number_plan(
-        self, phone: str, content: str, ip: str, now: float, challenge_passed: bool
+        self,
+        phone: str,
+        content: str,
+        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+        now: float,
+        challenge_passed: bool,
+        context: Mapping[str, Any] | None = None,
     ) -> Plan | None:
         """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, and the flags of
         the policies that judge by the number (``JUDGED``), for the deny cache to answer before
         the whole attempt is planned. None if one of those gives a verdict (the whole plan gives
         it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
-        attempt has the number's fields and the content's text, no ``content_id`` nor ``ip``: a
-        denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
-        if now < self.early_from:
+        attempt has the number's fields, the content's text and the context, no ``content_id``
+        nor ``ip``: a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+        if now < self.early_from or not (
+            (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
+        ):
             return None
-        if ip not in self._addresses:
-            if not is_address(ip):
-                try:
-                    self._ip(ip)
-                except ValueError:
-                    return None
-            if len(self._addresses) >= self._cache:
-                self._addresses.clear()
-            self._addresses.add(ip)
         e164, phone_id, region, kind, network = self._typed(phone)
-        number = (e164, phone_id, self.digest, content, None, None, _NO_CONTEXT, region, kind, network)
+        given = _NO_CONTEXT if context is None else context
+        number = (e164, phone_id, self.digest, content, None, None, given, region, kind, network)
         attempt = _new(Attempt, (*number, challenge_passed))
         counters: list[Counter] = []
         owners: list[Owner] = []
@@ -261,6 +275,65 @@ class Planner:
         job = _new(Job, (now, "", tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(owners), None, ()))
 
+    def settled(
+        self,
+        phone: str,
+        content: str,
+        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+        now: float,
+        challenge_passed: bool,
+        context: Mapping[str, Any] | None = None,
+    ) -> Number | None:
+        """The Number of ``phone`` where this attempt's early plan is its number's steady one
+        (``steady``): ``ip`` an address, no policy learning, and the ``JUDGED``
+        policies that are not steady (rules on the text) neither giving a verdict nor a flag.
+        Else None: ``number_plan`` judges. Raises InvalidPhone as ``plan`` does."""
+        if now < self.early_from or not (
+            (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
+        ):
+            return None
+        number = self._typed(phone)
+        if self._unsteady:
+            e164, phone_id, region, kind, network = number
+            attempt = _new(
+                Attempt,
+                (
+                    e164,
+                    phone_id,
+                    self.digest,
+                    content,
+                    None,
+                    None,
+                    _NO_CONTEXT if context is None else context,
+                    region,
+                    kind,
+                    network,
+                    challenge_passed,
+                ),
+            )
+            for policy, challenges in self._unsteady:
+                if challenges and challenge_passed:
+                    continue
+                review = policy.review(attempt, now)
+                if review is EXEMPT or isinstance(review, Deny):
+                    return None
+                for item in review:  # type: ignore[union-attr]
+                    if isinstance(item, Flag):
+                        return None
+        return number
+
+    def _seen(self, ip: str) -> bool:
+        """Whether ``ip`` is an address (kept among those seen valid, ``cache`` at most)."""
+        if not is_address(ip):
+            try:
+                self._ip(ip)
+            except ValueError:
+                return False
+        if len(self._addresses) >= self._cache:
+            self._addresses.clear()
+        self._addresses.add(ip)
+        return True
+
     def attempt(
         self,
         phone: str,
@@ -275,7 +348,7 @@ class Planner:
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
         e164, phone_id, region, kind, network = self._number(canonical(phone))  # identify(), inlined
-        if ip is not None and not isinstance(ip, _ADDRESS):
+        if ip is not None and not isinstance(ip, ADDRESS):
             try:
                 ip = self._ip(ip)
             except ValueError:

@@ -144,6 +144,20 @@ class Counted(Protocol):
 
 
 @runtime_checkable
+class Steady(Protocol):
+    """A ``NUMBER`` or ``JUDGED`` policy whose part in a number's early plan (a ``NUMBER`` policy's
+    counters; a ``JUDGED`` one's verdict and flags) is the same at any time, for any content and
+    context, but for its counters' ``expires_at`` and ``since`` (``steady = True``, on its own
+    class, as ``counted_by``): the deny cache then keeps a number's early denial, once planned,
+    until something it rests on changes (``DenyCache.recall``), and its next denials skip
+    planning. A ``JUDGED`` policy that is not steady (one that reads the text) is asked again
+    each time."""
+
+    @property
+    def steady(self) -> bool: ...
+
+
+@runtime_checkable
 class NeedsDetails(Protocol):
     """A policy that reads an attempt's ``number_type`` and ``network`` (when ``needs_details``
     is true): the guard then works them out, about 20 µs a new number."""
@@ -298,6 +312,7 @@ class DailyCap:
 
     reason = codes.DAILY_CAP
     counted_by = NUMBER
+    steady = True
 
     def __init__(
         self, limit: int = 10, *, tz: str = "UTC", name: str = "daily_cap", shadow: bool = False
@@ -368,6 +383,7 @@ class PhoneRate(_Rates):
 
     reason = codes.PHONE_RATE
     counted_by = NUMBER
+    steady = True
 
     def __init__(
         self, rates: str = "1/minute;5/hour", *, name: str = "phone_rate", shadow: bool = False
@@ -493,6 +509,7 @@ class Whitelist(NumberList):
 
     reason = codes.EXEMPT
     counted_by = JUDGED
+    steady = True
     verdict = EXEMPT
 
     def __init__(
@@ -512,6 +529,7 @@ class Blacklist(NumberList):
 
     reason = codes.BLACKLISTED
     counted_by = JUDGED
+    steady = True
     verdict = Deny(codes.BLACKLISTED)
 
     def __init__(
@@ -547,6 +565,7 @@ class Suspend:
 
     reason = codes.SUSPENDED
     counted_by = JUDGED
+    steady = True
     kind = codes.UNAVAILABLE
     KEY: Final = "switch:suspended"
 

@@ -69,6 +69,7 @@ class Countries:
 
     reason = codes.COUNTRY_CAP
     counted_by = JUDGED
+    steady = True
 
     def __init__(
         self,
