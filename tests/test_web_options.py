@@ -261,6 +261,48 @@ def test_flask_errorhandler_by_class_and_unhandled(make_guard: Callable[..., Gua
     assert any(issubclass(kind, BadRequest) for kind in Refused.__subclasses__())
 
 
+def test_flask_refusal_returned_where_nothing_would_handle_it(make_guard: Callable[..., Guard]) -> None:
+    """Unhandled, the refusal is returned as the view's response (no exception through Flask's
+    handler lookup); a blueprint's handler, a handler of a base class, and trapped HTTP
+    exceptions still see it raised."""
+    from flask import Blueprint
+
+    app = Flask(__name__)
+    sms = SMSGuard(app, guard=make_guard([DailyCap(1)]))
+    raised: list[str] = []
+
+    def view() -> Any:
+        return jsonify(sent=True)
+
+    @app.after_request
+    def after(response: Any) -> Any:
+        response.headers["x-after"] = "yes"  # after_request hooks run on a returned refusal too
+        return response
+
+    app.add_url_rule("/sms/send", "send", sms.protect()(view), methods=["POST"])
+    blueprint = Blueprint("codes", __name__)
+    blueprint.add_url_rule("/send", "send", sms.protect()(view), methods=["POST"])
+
+    @blueprint.errorhandler(Exception)
+    def any_error(exc: Exception) -> Any:
+        raised.append(type(exc).__name__)
+        return jsonify(handled=True), 429
+
+    app.register_blueprint(blueprint, url_prefix="/codes")
+    assert flask_send(app).status_code == 200
+    denied = flask_send(app)
+    assert (denied.status_code, denied.json["error"]) == (429, "rate_limited")
+    assert denied.headers["retry-after"]
+    assert denied.headers["x-after"] == "yes"
+    assert raised == [], "no handler: nothing raised"
+    assert flask_send(app, "/codes/send").json == {"handled": True}
+    assert raised == ["RefusedTooManyRequests"], "the blueprint's handler for Exception sees it"
+
+    app.config.update(TRAP_HTTP_EXCEPTIONS=True, TESTING=True)  # trapped, and propagated to the test
+    with pytest.raises(TooManyRequests):
+        flask_send(app)
+
+
 def test_flask_guard_per_view_exemption_and_rate_headers(make_guard: Callable[..., Guard]) -> None:
     guard, strict = make_guard([DailyCap(3)]), make_guard([DailyCap(1)], secret="strict-secret")
     app = flask_app(guard, strict, exempt_networks=["10.0.0.0/8"], rate_headers=True)

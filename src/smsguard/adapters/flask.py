@@ -14,7 +14,9 @@ decision in ``flask.g.smsguard``: its ``phone`` is the number already validated,
 (while ``SMSGUARD_ENABLED`` is false, the number is still validated, and nothing counted).
 ``@sms.protect(guard=strict)`` guards a view with a Guard of its own (other policies).
 A refusal is raised as ``Refused``, a werkzeug ``HTTPException`` of its status, so that
-``@app.errorhandler(429)`` reaches it; unhandled, it is the JSON reply.
+``@app.errorhandler(429)`` reaches it; unhandled, it is the JSON reply. (Where the app has no
+handler that would take it, nor traps HTTP exceptions, the view returns that reply instead of
+raising: the response is the same, at half the cost of a denial.)
 ``@sms.protect(action="issue")`` issues the code as well (``g.smsguard`` is the ``Issued``:
 text ``.code`` to ``.decision.phone``), and ``@sms.protect(action="verify")`` guards the view
 that checks it (``g.smsguard`` is the right code's ``CodeCheck``; a refused code never reaches
@@ -130,7 +132,10 @@ class Refused(HTTPException):
     413 or 500 of the Gate, as a werkzeug ``HTTPException`` of its status (a 429 is a
     ``TooManyRequests``), so that ``@app.errorhandler(429)`` (or ``errorhandler(Refused)``)
     reaches it, as it reaches Flask-Limiter's. Unhandled, it renders as the Gate's reply
-    (``reply``: its status, headers and JSON body, also in ``response``)."""
+    (``reply``: its status, headers and JSON body, also in ``response``). Where no handler of
+    the app (or of the request's blueprints) would take it and HTTP exceptions are not trapped
+    (``TRAP_HTTP_EXCEPTIONS``, ``TRAP_BAD_REQUEST_ERRORS``), the view returns that reply as its
+    response instead of raising: what the client gets is the same, and a denial costs half."""
 
     reply: Reply
 
@@ -147,12 +152,16 @@ _refused: dict[int, type[Refused]] = {}
 
 def refused(reply: Reply) -> Refused:
     """The ``Refused`` of ``reply``'s status: a subclass of werkzeug's exception for it too."""
-    kind = _refused.get(reply.status)
+    return _refused_kind(reply.status)(reply)
+
+
+def _refused_kind(status: int) -> type[Refused]:
+    kind = _refused.get(status)
     if kind is None:
-        base = default_exceptions.get(reply.status, HTTPException)
-        name = f"Refused{base.__name__}" if base is not HTTPException else f"Refused{reply.status}"
-        kind = _refused[reply.status] = type(name, (Refused, base), {"code": reply.status})
-    return kind(reply)
+        base = default_exceptions.get(status, HTTPException)
+        name = f"Refused{base.__name__}" if base is not HTTPException else f"Refused{status}"
+        kind = _refused[status] = type(name, (Refused, base), {"code": status})
+    return kind
 
 
 class _State:
@@ -193,9 +202,36 @@ def _guarded_call(
         return response.status_code
 
     reply = drive(gate.exchange(request_, _read_body(req, gate)), exchange_io(guard, endpoint, enabled))
-    if reply is not None:
-        raise refused(reply)
-    return response
+    if reply is None:
+        return response
+    kind = _refused_kind(reply.status)
+    if _observed(app, kind, req.blueprints):
+        raise kind(reply)
+    # No handler of the app's would see it: the reply Flask would render, without running the
+    # exception as a WSGI app through its handler lookup (twice the cost of a denial).
+    return app.response_class(reply.body, reply.status, reply.headers)
+
+
+def _observed(app: Flask, kind: type[Refused], blueprints: list[str]) -> bool:
+    """Whether the app would do anything with a raised ``kind`` but render it: an error handler
+    for its status or one of its classes (the app's, or a blueprint's of this request, as
+    Flask's ``_find_error_handler`` looks them up), trapped HTTP exceptions, or an app class
+    that handles exceptions its own way."""
+    config = app.config
+    if config["TRAP_HTTP_EXCEPTIONS"] or config["TRAP_BAD_REQUEST_ERRORS"]:
+        return True
+    cls = type(app)
+    if cls.handle_user_exception is not Flask.handle_user_exception or (
+        cls.handle_http_exception is not Flask.handle_http_exception
+    ):
+        return True
+    spec = app.error_handler_spec
+    for code in (kind.code, None):
+        for name in (*blueprints, None):
+            handlers = spec.get(name, {}).get(code)
+            if handlers and any(c in handlers for c in kind.__mro__):
+                return True
+    return False
 
 
 def _read_body(req: Request, gate: Gate) -> bytes | Marker:
