@@ -489,3 +489,44 @@ def test_a_checked_code_earns_as_verified_does(make_guard: Callable[..., Guard],
     assert issued.code is not None
     assert guard.check_code(first, issued.code).ok
     assert [guard.check(f"{GB_RANGE}{i:04d}").allowed for i in (4, 5, 6)] == [True, True, False]
+
+
+def test_a_challenge_tier_over_an_hour_frees_within_the_hour(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """With ``window=3600`` the tier is a rate: once it is spent, a solved send waits for the
+    oldest solved send of the hour to age out, not for the next day."""
+    guard = make_guard([ChallengeCap("country", 2, window=3600)], default_region="GB")
+    assert guard.check(f"{GB_RANGE}0001", challenge_passed=True).allowed
+    clock.advance(600)
+    assert guard.check(f"{GB_RANGE}0002", challenge_passed=True).allowed
+    refused = guard.check(f"{GB_RANGE}0003", challenge_passed=True)
+    assert (refused.allowed, refused.reason) == (False, "challenge_cap")
+    assert refused.retry_after == pytest.approx(3000), "the first solved send ages out"
+    clock.advance(3001)
+    assert guard.check(f"{GB_RANGE}0003", challenge_passed=True).allowed
+    assert not guard.check(f"{GB_RANGE}0004", challenge_passed=True).allowed, "the second is live"
+
+
+def test_recommended_solved_sends_of_a_country_are_a_rate_per_hour(
+    make_guard: Callable[..., Guard], clock: Clock
+) -> None:
+    """A farm that spends a country's solved sends holds up the real users who solve there for
+    less than an hour: ``recommended``'s network and country tiers count over an hour."""
+    guard = make_guard(recommended(["GB"]), default_region="GB")
+    refused = None
+    for r in range(40):  # a solved send in range after range: past the range tier each time
+        d = guard.check(f"+447400{r:02d}{r:04d}", content="c", ip=f"203.0.113.{r}", challenge_passed=True)
+        if not d.allowed:
+            refused = d
+            break
+    assert refused is not None, "the tier above the challenge holds"
+    assert (refused.reason, refused.policy) in {
+        ("challenge_cap", "challenges_network"),
+        ("challenge_cap", "challenges_country"),
+    }
+    assert refused.retry_after is not None
+    assert refused.retry_after <= 3600
+    clock.advance(3601)
+    again = guard.check("+447400999999", content="c", ip="203.0.113.99", challenge_passed=True)
+    assert again.allowed, "an hour on, a solved send passes"

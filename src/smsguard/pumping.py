@@ -199,6 +199,7 @@ class UnverifiedCap:
         return found
 
 
+HOUR: Final = 3600.0
 DAY: Final = 86400.0
 WEEK: Final = 7 * DAY
 DAILY_NUMBER: Final = 10
@@ -385,10 +386,12 @@ class ChallengeCap:
     """The tier above the challenge: codes sent because the client passed a challenge (a
     CAPTCHA) are counted per scope, and past a ceiling even a solved challenge is refused.
 
-    Per ``by`` scope (``"range"``, ``"network"``, ``"country"``) and day: at most ``limit +
-    per_verified * (numbers verified in the scope that day)`` solved sends (a CAPTCHA farm sells
-    solves by the thousand; real users solve few, and a scope whose users enter their codes earns
-    more). A number counts once a day in a scope, however often it is solved for (a bombing's
+    Per ``by`` scope (``"range"``, ``"network"``, ``"country"``) and sliding ``window`` (a day
+    by default): at most ``limit + per_verified * (numbers verified in the scope that day)``
+    solved sends (a CAPTCHA farm sells solves by the thousand; real users solve few, and a scope
+    whose users enter their codes earns more). A shorter window makes the tier a rate: a farm
+    that spends it holds a real user who solved up for minutes (its Retry-After), not for the
+    rest of the day. A number counts once a day in a scope, however often it is solved for (a bombing's
     victim: its own codes are the per-number rules' business). Attempts without a passed
     challenge are not its business. Reason ``challenge_cap``
     (kind ``limit``: a refusal no CAPTCHA lifts).
@@ -403,6 +406,7 @@ class ChallengeCap:
         limit: int = 20,
         *,
         per_verified: float = 0.05,
+        window: float = DAY,
         digits: int = 4,
         name: str | None = None,
         shadow: bool = False,
@@ -412,7 +416,9 @@ class ChallengeCap:
         positive("limit", limit)
         if per_verified < 0:
             raise ConfigError(f"ChallengeCap per_verified must not be negative, not {per_verified!r}")
+        seconds("window", window)
         self.by, self.limit, self.per_verified, self.digits = by, limit, per_verified, digits
+        self.window = window
         self.name = name or f"challenges_{by}"
         self.shadow = shadow
         self.needs_details = by == "network"
@@ -430,11 +436,11 @@ class ChallengeCap:
             Counter(
                 key(self.name, scope),
                 self.limit,
-                now + DAY,
+                now + self.window,
                 unless=number,
                 earn=key(self.name, scope, "earned"),
                 per_earned=self.per_verified,
-                window=DAY,
+                window=self.window,
             ),
         )
 
@@ -719,8 +725,8 @@ def recommended(
         LearnedCap("network", floor=10, ceiling=100, challenge=challenge),
         LearnedCap("country", floor=30, ceiling=300, fresh=30, challenge=challenge),
         ChallengeCap("range", 1, per_verified=2.0),
-        ChallengeCap("network", 30, per_verified=0.1),
-        ChallengeCap("country", 100, per_verified=0.1),
+        ChallengeCap("network", 5, per_verified=0.02, window=HOUR),
+        ChallengeCap("country", 12, per_verified=0.02, window=HOUR),
     ]
     if daily_budget is not None:
         spend = SpendCap(daily_budget, prices=prices, alarm=SHED, tz=tz)
