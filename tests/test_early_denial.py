@@ -271,10 +271,10 @@ def same_as_whole(
 
 
 def counting(g: Guard) -> list[object]:
-    """The calls of ``g``'s ``number_plan`` from now on (each one a number planned)."""
+    """The calls of ``g``'s ``plan_number`` from now on (each one a number planned)."""
     calls: list[object] = []
-    plan = g.planner.number_plan
-    g.planner.number_plan = lambda *a, **kw: calls.append(a) or plan(*a, **kw)  # type: ignore[method-assign]
+    plan = g.planner.plan_number
+    g.planner.plan_number = lambda *a, **kw: calls.append(a) or plan(*a, **kw)  # type: ignore[method-assign]
     return calls
 
 

@@ -79,7 +79,6 @@ class _Kept(NamedTuple):
     limit: int
     kind: str
     region: str | None
-    phone_id: str
     again: Callable[[float], Plan | None]  # the number's plan at a time (for ``remaining``)
 
 
@@ -153,7 +152,7 @@ class DenyCache:
             kept = _new(
                 _Kept,
                 (now, until, frees, counts, frees[index], attempt.phone, owner.name, owner.reason,
-                 decision.limit, owner.kind, attempt.region, phone_id, again),
+                 decision.limit, owner.kind, attempt.region, again),
             )  # fmt: skip
             with self._lock:
                 if self._version == version:
@@ -171,7 +170,7 @@ class DenyCache:
         kept = self._kept[challenge_passed].get(phone_id)
         if kept is None:
             return None
-        since, until, frees, counts, last, phone, policy, reason, limit, kind, region, _, again = kept
+        since, until, frees, counts, last, phone, policy, reason, limit, kind, region, again = kept
         if not since <= now < until:
             return None
         self.denied += 1

@@ -230,23 +230,19 @@ class Flows:
         ):
             return None
         planner = self.planner
-        if planner.steady:  # a number's denial, kept once planned: no plan at all
-            number = planner.settled(phone, content, ip, now, challenge_passed, context)
-            if number is not None:
-                decision = denials.recall(number.phone_id, challenge_passed, now)
-                if decision is not None:
-                    return decision
-        plan = planner.number_plan(phone, content, ip, now, challenge_passed, context)
+        attempt = planner.early_attempt(phone, content, ip, now, challenge_passed, context)
+        if attempt is None:
+            return None
+        steady = planner.steady and planner.settled(attempt, now)
+        if steady:  # a number's denial, kept once planned: no plan at all
+            decision = denials.recall(attempt.phone_id, challenge_passed, now)
+            if decision is not None:
+                return decision
+        plan = planner.plan_number(attempt, now)
         if plan is None:
             return None
-        if not planner.steady:
-            return denials.early(plan)
-        # The number's plan at another time, for the denial kept: the same counters (steady), and
-        # this attempt's text and context pass the rules on the text (it was planned).
-        again = partial(
-            planner.number_plan, phone, content, ip, challenge_passed=challenge_passed, context=context
-        )
-        return denials.early(plan, again)
+        # Steady, the number's plan at another time is the same counters, for the denial kept.
+        return denials.early(plan, partial(planner.plan_number, attempt) if steady else None)
 
     def _answered(self, plan: Plan, outcome: Outcome, now: float) -> Decision:
         job = plan.job

@@ -240,10 +240,24 @@ class Planner:
     ) -> Plan | None:
         """A plan of only the counters ``by_number`` gives ``phone`` at ``now``, and the flags of
         the policies that judge by the number (``JUDGED``), for the deny cache to answer before
-        the whole attempt is planned. None if one of those gives a verdict (the whole plan gives
-        it), if ``ip`` is no address (the whole plan raises), or before ``early_from``. Its
-        attempt has the number's fields, the content's text and the context, no ``content_id``
-        nor ``ip``: a denial's Decision reads no other. Raises InvalidPhone as ``plan`` does."""
+        the whole attempt is planned: ``plan_number`` of ``early_attempt``. None where either
+        gives None. Raises InvalidPhone as ``plan`` does."""
+        attempt = self.early_attempt(phone, content, ip, now, challenge_passed, context)
+        return None if attempt is None else self.plan_number(attempt, now)
+
+    def early_attempt(
+        self,
+        phone: str,
+        content: str,
+        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+        now: float,
+        challenge_passed: bool,
+        context: Mapping[str, Any] | None = None,
+    ) -> Attempt | None:
+        """The attempt an early plan reads: the number's fields, the content's text and the
+        context, no ``content_id`` nor ``ip`` (a denial's Decision reads no other). None if
+        ``ip`` is no address (the whole plan raises) or before ``early_from``. Raises
+        InvalidPhone as ``plan`` does."""
         if now < self.early_from or not (
             (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
         ):
@@ -251,11 +265,16 @@ class Planner:
         e164, phone_id, region, kind, network = self._typed(phone)
         given = _NO_CONTEXT if context is None else context
         number = (e164, phone_id, self.digest, content, None, None, given, region, kind, network)
-        attempt = _new(Attempt, (*number, challenge_passed))
+        return _new(Attempt, (*number, challenge_passed))
+
+    def plan_number(self, attempt: Attempt, now: float) -> Plan | None:
+        """``number_plan`` of an ``early_attempt``: None if a ``JUDGED`` policy gives a verdict
+        (the whole plan gives it)."""
         counters: list[Counter] = []
         owners: list[Owner] = []
         flags: list[Flag] = []
         flag_owners: list[Owner] = []
+        challenge_passed = attempt.challenge_passed
         for policy, challenges, owner, judged in self._early:
             if challenges and challenge_passed:
                 continue
@@ -275,52 +294,21 @@ class Planner:
         job = _new(Job, (now, "", tuple(flags), tuple(counters), True, None))
         return _new(Plan, (attempt, job, tuple(flag_owners), tuple(owners), None, ()))
 
-    def settled(
-        self,
-        phone: str,
-        content: str,
-        ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
-        now: float,
-        challenge_passed: bool,
-        context: Mapping[str, Any] | None = None,
-    ) -> Number | None:
-        """The Number of ``phone`` where this attempt's early plan is its number's steady one
-        (``steady``): ``ip`` an address, no policy learning, and the ``JUDGED``
-        policies that are not steady (rules on the text) neither giving a verdict nor a flag.
-        Else None: ``number_plan`` judges. Raises InvalidPhone as ``plan`` does."""
-        if now < self.early_from or not (
-            (ip in self._addresses or self._seen(ip)) if type(ip) is str else isinstance(ip, ADDRESS)
-        ):
-            return None
-        number = self._typed(phone)
-        if self._unsteady:
-            e164, phone_id, region, kind, network = number
-            attempt = _new(
-                Attempt,
-                (
-                    e164,
-                    phone_id,
-                    self.digest,
-                    content,
-                    None,
-                    None,
-                    _NO_CONTEXT if context is None else context,
-                    region,
-                    kind,
-                    network,
-                    challenge_passed,
-                ),
-            )
-            for policy, challenges in self._unsteady:
-                if challenges and challenge_passed:
-                    continue
-                review = policy.review(attempt, now)
-                if review is EXEMPT or isinstance(review, Deny):
-                    return None
-                for item in review:  # type: ignore[union-attr]
-                    if isinstance(item, Flag):
-                        return None
-        return number
+    def settled(self, attempt: Attempt, now: float) -> bool:
+        """Whether ``attempt``'s early plan (an ``early_attempt``) is its number's steady one
+        (``steady``): the ``JUDGED`` policies that are not steady (rules on the text) give
+        neither a verdict nor a flag. Else ``plan_number`` judges."""
+        challenge_passed = attempt.challenge_passed
+        for policy, challenges in self._unsteady:
+            if challenges and challenge_passed:
+                continue
+            review = policy.review(attempt, now)
+            if review is EXEMPT or isinstance(review, Deny):
+                return False
+            for item in review:  # type: ignore[union-attr]
+                if isinstance(item, Flag):
+                    return False
+        return True
 
     def _seen(self, ip: str) -> bool:
         """Whether ``ip`` is an address (kept among those seen valid, ``cache`` at most)."""

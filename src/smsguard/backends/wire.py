@@ -178,11 +178,9 @@ class Wire:
                 groups.insert(0, groups.pop(always))
         args: list[Any] = [repr(now), job.token, len(flags), len(groups), witness, _score(now)]
         issue = job.code if isinstance(job.code, Issue) else None
-        if not flags:
-            pass
-        elif issue is None:
+        if flags and issue is None:
             args += (int(f.shadow) for f in flags)
-        else:  # an exempting flag issues the code
+        elif flags:  # an exempting flag issues the code
             args += ("1" if f.shadow else "e" if f.reason is None else "0" for f in flags)
         extras: list[Any] = []  # keys the counters refer to, after the groups' keys
         firsts: dict[float, float] = {}  # a window -> the first hit time it counts
