@@ -45,6 +45,7 @@ from smsguard.plan import (
 from smsguard.plan import key as _key
 
 Request = tuple[Any, ...]
+_new = tuple.__new__  # an Outcome built as a plain tuple (its fields checked in smsguard.denials)
 Steps = Generator[Request, Any, Outcome]
 
 TALLY = resources.files("smsguard.backends").joinpath("lua/tally.lua").read_text()
@@ -168,11 +169,10 @@ class Wire:
         log that every admitted attempt writes to, if there is one; else a set of tokens."""
         prefix = self.prefix
         now = job.now
-        keys = [prefix + f.key for f in flags]
-        groups = _groups(counters)
+        keys = [prefix + f.key for f in flags] if flags else []
+        groups, always = _grouped(counters)
         witness = 0  # only a call that commits needs one
         if commit and groups:
-            always = _taken_always(groups, counters)
             witness = 2 if always is None else 1
             if always:  # first, where the script looks
                 groups.insert(0, groups.pop(always))
@@ -188,57 +188,58 @@ class Wire:
         order: list[int] = []
         alone: dict[str, int] = {}  # the key of a counter alone in its group -> its place (from 1)
         sums: dict[str, int] = {}  # the key of a sum -> its place (from 1): a gate
+        place = 0  # a counter's place in the script's order, from 1
         for name, tag, members in groups:
             keys.append(prefix + name)
             head = len(args)
             args += (len(members), 0, "", tag + ":" if isinstance(tag, str) else "")
             least, least_score, last = math.inf, "", now  # the least bound, and its score
-            for place, i in enumerate(members, len(order) + 1):
-                c = counters[i]
-                if c.amount or c.since is not None:  # a fixed period (see _window): negative
-                    bound, limit = (0.0 if c.since is None else c.since), -c.limit
+            for i in members:
+                place += 1
+                # Unpacked at once: each field read by name costs a lookup (the hot loop).
+                (key, limit, expires_at, shadow, unless, earn, per_earned, amount, window, since, _, match,
+                 _, gate, gate_at) = counters[i]  # fmt: skip
+                if amount or since is not None:  # a fixed period (see _window): negative
+                    bound, limit = (0.0 if since is None else since), -limit
                 else:  # windows and bounds recur in a job (an hour per number and per network)
-                    window = c.expires_at - now if c.window is None else c.window
-                    first = firsts.get(window)
-                    if first is None:
-                        first = firsts[window] = _first_counted(now, window)
-                    bound = first
-                    limit = c.limit
+                    if window is None:
+                        window = expires_at - now
+                    bound = firsts.get(window)  # type: ignore[assignment]
+                    if bound is None:
+                        bound = firsts[window] = _first_counted(now, window)
                 score = scores.get(bound)
                 if score is None:
                     score = scores[bound] = _score(bound)
                 if bound < least:
                     least, least_score = bound, score
-                if c.expires_at > last:
-                    last = c.expires_at
-                if c.shadow or c.amount or c.unless is not None or c.earn is not None or c.gate:
+                if expires_at > last:
+                    last = expires_at
+                if shadow or amount or unless is not None or earn is not None or gate:
                     marks = []
-                    for mark in (c.unless, c.earn):
+                    for mark in (unless, earn):
                         if mark is None:
                             marks.append(0)
-                        elif mark is c.unless and mark in alone:  # a counter's own key, counted before
+                        elif mark is unless and mark in alone:  # a counter's own key, counted before
                             marks.append(-alone[mark])  # read as that count, by its window
                         else:
                             extras.append(prefix + mark)
                             marks.append(len(flags) + len(groups) + len(extras))  # its index in KEYS
-                    match = int(c.match is not None)
-                    spec: Any = (
-                        f"{limit} {c.shadow} {match} {marks[0]} {marks[1]} {c.per_earned!r} {c.amount}"
-                    )
-                    if c.gate is not None:  # checked from the gate's count on: 'g<place>:<count>'
-                        gate = sums.get(c.gate, alone.get(c.gate))
-                        if gate is None:
-                            raise BackendError(f"{c.key!r}: its gate {c.gate!r} is no earlier counter alone")
-                        spec += f" g{gate}:{c.gate_at}"
-                elif c.match is not None:
+                    matched = int(match is not None)
+                    spec: Any = f"{limit} {shadow} {matched} {marks[0]} {marks[1]} {per_earned!r} {amount}"
+                    if gate is not None:  # checked from the gate's count on: 'g<place>:<count>'
+                        at = sums.get(gate, alone.get(gate))
+                        if at is None:
+                            raise BackendError(f"{key!r}: its gate {gate!r} is no earlier counter alone")
+                        spec += f" g{at}:{gate_at}"
+                elif match is not None:
                     spec = limit + (0.5 if limit > 0 else -0.5)  # a half more: it counts by the tag
                 else:
                     spec = limit
                 args += (spec, score)
-                if len(members) == 1 and name == c.key and not c.amount:
-                    alone[name] = place
-                elif c.amount:
+                if amount:
                     sums[name] = place
+                elif len(members) == 1 and name == key:
+                    alone[name] = place
             args[head + 1] = math.ceil((last - now) * 1000) + 1000
             args[head + 2] = least_score  # the very string of that counter's bound: the script compares them
             order += members
@@ -433,20 +434,23 @@ def _outcome(
     try:
         flag, nshadowed = int(reply[0]), int(reply[1])
         end = len(reply) - nshadowed
-        shadowed = tuple(int(i) for i in reply[end:])
+        shadowed = tuple(map(int, reply[end:])) if nshadowed else ()
         state = None
         if coded:
             status, nonce, left, issued_at = reply[end - 4 : end]
             end -= 4
             if status:
                 state = CodeState(_text(status), _text(nonce), int(left), float(issued_at))
-        middle = reply[2:end]
-        if flag >= 0 and middle:
-            raise ValueError("it counts after a flag")
-        counts = tuple(int(c) for c in middle[:n])
-        frees = middle[n:]
-        if flag < 0 and (len(counts) != n or len(frees) not in (0, n)):
-            raise ValueError(f"it does not fit {n} counters")
+        if flag >= 0:
+            if end > 2:
+                raise ValueError("it counts after a flag")
+            counts: tuple[int, ...] = ()
+            frees: Sequence[Any] = ()
+        else:
+            middle = reply[2:end]
+            counts, frees = tuple(map(int, middle[:n])), middle[n:]
+            if len(counts) != n or len(frees) not in (0, n):
+                raise ValueError(f"it does not fit {n} counters")
         if nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed):
             raise ValueError("its shadowed items do not fit the job")
         waits = (
@@ -454,12 +458,12 @@ def _outcome(
         )
     except (TypeError, ValueError, IndexError) as exc:
         raise BackendError(f"unreadable script reply {reply!r}: {exc}") from None
-    if order != sorted(order):  # back to the job's order
+    if n > 1 and order != sorted(order):  # back to the job's order
         sent = {at: i for i, at in enumerate(order)}
         counts = tuple(counts[sent[i]] for i in range(n)) if counts else ()
         waits = tuple(waits[sent[i]] for i in range(n)) if waits else ()
         shadowed = tuple(sorted(i if i < nflags else nflags + order[i - nflags] for i in shadowed))
-    return Outcome(flag, counts, waits, shadowed, state)
+    return _new(Outcome, (flag, counts, waits, shadowed, state))
 
 
 _SOON = 1e-6
@@ -524,26 +528,43 @@ def _first_counted(now: float, window: float) -> float:
     return t
 
 
-def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, list[int]]]:
+def _grouped(
+    counters: Sequence[Counter],
+) -> tuple[list[tuple[str, str | bool | None, list[int]]], int | None]:
     """``counters`` by the key that holds their hits, in order of first appearance: (key, tag,
     indexes). A log shared by several counters; else a counter's own key. The tag of a log is
-    the ``match`` of its counters (None: none has one), False for a sum, which is alone."""
+    the ``match`` of its counters (None: none has one), False for a sum, which is alone. And the
+    index of the first group that is a log every admitted attempt takes a hit in (its counters
+    enforcing, none passed over), or None."""
     groups: dict[str, tuple[str, str | bool | None, list[int]]] = {}
+    passed: set[str] = set()  # logs with a counter that may not take the attempt's hit
     for i, c in enumerate(counters):
-        if c.amount:
-            groups[c.key] = (c.key, False, [i])
+        key, _, _, shadow, unless, _, _, amount, _, _, log, match, _, _, _ = c
+        if amount:
+            groups[key] = (key, False, [i])
             continue
-        name = _held(c)
+        name = key if log is None else log  # _held(c)
+        if shadow or unless is not None:
+            passed.add(name)
         group = groups.get(name)
         if group is None:
-            groups[name] = (name, c.match, [i])
+            groups[name] = (name, match, [i])
             continue
-        if c.match is not None and group[1] != c.match:
+        if match is not None and group[1] != match:
             if group[1] is not None:
-                raise BackendError(f"counters on the log {name!r} match two tags: {group[1]!r}, {c.match!r}")
-            groups[name] = group = (name, c.match, group[2])
+                raise BackendError(f"counters on the log {name!r} match two tags: {group[1]!r}, {match!r}")
+            groups[name] = group = (name, match, group[2])
         group[2].append(i)
-    return list(groups.values())
+    found = list(groups.values())
+    for k, (name, tag, _) in enumerate(found):
+        if tag is not False and name not in passed:
+            return found, k
+    return found, None
+
+
+def _groups(counters: Sequence[Counter]) -> list[tuple[str, str | bool | None, list[int]]]:
+    """``counters`` by the key that holds their hits (see ``_grouped``)."""
+    return _grouped(counters)[0]
 
 
 def _tokens(held: str) -> str:
@@ -551,17 +572,6 @@ def _tokens(held: str) -> str:
     start = held.find("{")
     end = held.find("}", start + 1)
     return _key("tokens", held[start + 1 : end] if 0 <= start < end - 1 else held)
-
-
-def _taken_always(
-    groups: list[tuple[str, str | bool | None, list[int]]], counters: Sequence[Counter]
-) -> int | None:
-    """The index of the first of ``groups`` (see ``_groups``) that is a log every admitted
-    attempt takes a hit in (its counters enforcing, none passed over), or None."""
-    for k, (_, tag, members) in enumerate(groups):
-        if tag is not False and all(not counters[i].shadow and counters[i].unless is None for i in members):
-            return k
-    return None
 
 
 def _by_slot(counters: Sequence[Counter]) -> list[list[int]]:
