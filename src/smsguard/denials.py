@@ -273,27 +273,28 @@ class DenyCache:
         if out.flag >= 0:
             return
         full, filled, by_number = self.full, self.filled, self.by_number
-        mine = [o.name in by_number for o in owners] if owners else [False] * len(job.counters)
+        # Whether a counter is the number's own (``_mine_at``) is looked up only for those that
+        # change: an admission changes one of its counters or none, so no list per job.
         dropped = False  # whether what a kept denial of ``number`` rests on changed
         if out.waits:
-            for c, n, wait, of_number in zip(job.counters, out.counts, out.waits, mine, strict=True):
+            for i, (c, n, wait) in enumerate(zip(job.counters, out.counts, out.waits, strict=True)):
                 if wait > 0 and _cacheable(c):
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
-                    if not of_number:
+                    if not _mine_at(owners, i, by_number):
                         self._other(c.key, now + wait, number)  # known then, maybe full until it frees
                     else:
                         self._mine(now + wait, number)
                         dropped = True
                 elif wait == 0:  # not full now
-                    if full.pop(c.key, None) is not None and of_number:
+                    if full.pop(c.key, None) is not None and _mine_at(owners, i, by_number):
                         dropped = True
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
-            for c, n, of_number in zip(job.counters, out.counts, mine, strict=True):
+            for i, (c, n) in enumerate(zip(job.counters, out.counts, strict=True)):
                 if n >= 0 and n + (c.amount or 1) >= c.limit:
                     filled[c.key] = c.expires_at
-                    if not of_number:
+                    if not _mine_at(owners, i, by_number):
                         self._other(c.key, c.expires_at, number)
                     else:
                         dropped = True
@@ -396,6 +397,14 @@ def _again(
     if plan is None:  # pragma: no cover - a steady policy that changed its mind
         raise AssertionError("a steady number's early plan is gone")
     return plan, _new(Outcome, (-1, counts, tuple(f - now if f else 0.0 for f in frees), (), None))
+
+
+def _mine_at(owners: tuple[Owner, ...] | None, i: int, by_number: frozenset[str]) -> bool:
+    """Whether the job's counter ``i`` is of a policy counted by the number alone (``owners``
+    None or empty: counted as another's)."""
+    if not owners:
+        return False
+    return owners[i].name in by_number
 
 
 def _cacheable(counter: Counter) -> bool:
