@@ -263,21 +263,24 @@ class DenyCache:
         """What the backend answered to ``job`` (``owners``: its counters' policies, ``number``
         its attempt's number hash; None: all counted as other than the number's, see
         ``others_until``)."""
-        if not job.commit:
+        # Unpacked once: each field read off a NamedTuple by name costs a generic lookup.
+        now, _, flags, counters, commit, _ = job
+        found, counts, waits, _, _ = out
+        if not commit:
             return
-        now, until = job.now, job.now + self.horizon
-        if job.flags and not any(f.shadow for f in job.flags):
-            seen = job.flags if out.flag < 0 else job.flags[: out.flag]
+        until = now + self.horizon
+        if flags and not any(f.shadow for f in flags):
+            seen = flags if found < 0 else flags[:found]
             for flag in seen:
                 self.unset[flag.key] = until
-        if out.flag >= 0:
+        if found >= 0:
             return
         full, filled, by_number = self.full, self.filled, self.by_number
         # Whether a counter is the number's own (``_mine_at``) is looked up only for those that
         # change: an admission changes one of its counters or none, so no list per job.
         dropped = False  # whether what a kept denial of ``number`` rests on changed
-        if out.waits:
-            for i, (c, n, wait) in enumerate(zip(job.counters, out.counts, out.waits, strict=True)):
+        if waits:
+            for i, (c, n, wait) in enumerate(zip(counters, counts, waits, strict=True)):
                 if wait > 0 and _cacheable(c):
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
@@ -291,7 +294,7 @@ class DenyCache:
                         dropped = True
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
-            for i, (c, n) in enumerate(zip(job.counters, out.counts, strict=True)):
+            for i, (c, n) in enumerate(zip(counters, counts, strict=True)):
                 if n >= 0 and n + (c.amount or 1) >= c.limit:
                     filled[c.key] = c.expires_at
                     if not _mine_at(owners, i, by_number):
