@@ -118,3 +118,24 @@ def test_off_and_bad_settings(redis_server: RedisServer, clock: Clock) -> None:
     cache = Guard.from_settings(settings).flows.denials
     assert cache is not None
     assert cache.horizon == 0.5
+
+
+def test_may_deny_bounds_every_counter_known_full(redis_server: RedisServer, clock: Clock) -> None:
+    """``may_deny`` False (an unseen number: no early plan, no walk) only where nothing of the
+    number is known full: a number's own counter known full keeps it True until it frees."""
+    a, _ = workers(redis_server, clock)
+    denials = a.flows.denials
+    assert denials is not None
+    victim = a.flows.planner.identify(VICTIM).phone_id
+    other = a.flows.planner.identify("+8613900139000").phone_id
+    assert not denials.may_deny(victim, clock())
+    assert flood(a, 3) == [True, True, True]
+    clock.advance(40)  # its same-content counters free: only its own PhoneRate is full
+    assert flood(a, 2, 3) == [False, False]
+    assert denials.denied == 1, "the second denial is the cache's, before planning"
+    assert denials.may_deny(victim, clock())
+    assert not denials.may_deny(other, clock())
+    assert a.check("+8613900139000", content="hi", ip="10.9.9.9").allowed
+    clock.advance(3600)  # the hour frees: nothing of it is known full any more
+    assert not denials.may_deny(victim, clock())
+    assert flood(a, 1, 5) == [True]

@@ -109,6 +109,12 @@ class DenyCache:
         content, the IP) may be known full here, or filled by this guard (for ``early``); those
         keyed under a number's hash tag (its same content) in ``number_until`` instead."""
         self.number_until: dict[str, float] = {}
+        self.mine: dict[str, float] = {}
+        """Until when a counter of a number's own (``by_number``) may be known full here, by the
+        number's hash; ``mine_unnamed`` for those learnt with no number. With ``others_until``
+        and ``number_until``, an exact and cheap test (``may_deny``) that nothing is known of a
+        number: an unseen one's attempt then skips its early plan and ``_known`` altogether."""
+        self.mine_unnamed = 0.0
         self._lock = threading.Lock()
         self._kept: tuple[dict[str, _Kept], dict[str, _Kept]] = ({}, {})
         # A number's early denial kept (``recall``), by its hash, without and with a challenge
@@ -119,9 +125,10 @@ class DenyCache:
         """Denials decided here (for benchmarks and tests)."""
         self._learnt = 0
 
-    def answer(self, job: Job) -> Outcome | None:
-        """The backend's answer to ``job``, if known here: a denial; else None (ask it)."""
-        if not job.commit or not job.counters:
+    def answer(self, job: Job, number: str | None = None) -> Outcome | None:
+        """The backend's answer to ``job``, if known here: a denial; else None (ask it).
+        ``number``: the hash of the job's attempt's number, if known (``may_deny`` then first)."""
+        if not job.commit or not job.counters or (number is not None and not self.may_deny(number, job.now)):
             return None
         known = self._known(job)
         if known is None:
@@ -161,6 +168,18 @@ class DenyCache:
                         table.clear()
                     table[phone_id] = kept
         return decision
+
+    def may_deny(self, number: str, now: float) -> bool:
+        """Whether a counter of an attempt for the number ``number`` (its hash) may be known full
+        here at ``now``; False: ``early`` and ``answer`` would give None, with nothing to walk.
+        Exact, not a guess: every counter learnt full has one of these bounds at its ``frees``
+        or later (``learn``)."""
+        return (
+            now < self.mine.get(number, 0.0)
+            or now < self.others_until
+            or now < self.number_until.get(number, 0.0)
+            or now < self.mine_unnamed
+        )
 
     def recall(self, phone_id: str, challenge_passed: bool, now: float) -> Decision | None:
         """The early denial ``early`` kept for the number ``phone_id``, at ``now``, if it still
@@ -244,36 +263,41 @@ class DenyCache:
         """What the backend answered to ``job`` (``owners``: its counters' policies, ``number``
         its attempt's number hash; None: all counted as other than the number's, see
         ``others_until``)."""
-        if not job.commit:
+        # Unpacked once: each field read off a NamedTuple by name costs a generic lookup.
+        now, _, flags, counters, commit, _ = job
+        found, counts, waits, _, _ = out
+        if not commit:
             return
-        now, until = job.now, job.now + self.horizon
-        if job.flags and not any(f.shadow for f in job.flags):
-            seen = job.flags if out.flag < 0 else job.flags[: out.flag]
+        until = now + self.horizon
+        if flags and not any(f.shadow for f in flags):
+            seen = flags if found < 0 else flags[:found]
             for flag in seen:
                 self.unset[flag.key] = until
-        if out.flag >= 0:
+        if found >= 0:
             return
         full, filled, by_number = self.full, self.filled, self.by_number
-        mine = [o.name in by_number for o in owners] if owners else [False] * len(job.counters)
+        # Whether a counter is the number's own (``_mine_at``) is looked up only for those that
+        # change: an admission changes one of its counters or none, so no list per job.
         dropped = False  # whether what a kept denial of ``number`` rests on changed
-        if out.waits:
-            for c, n, wait, of_number in zip(job.counters, out.counts, out.waits, mine, strict=True):
+        if waits:
+            for i, (c, n, wait) in enumerate(zip(counters, counts, waits, strict=True)):
                 if wait > 0 and _cacheable(c):
                     full[c.key] = _Full(now + wait, min(now + wait, until), c.limit, n)
                     filled.pop(c.key, None)
-                    if not of_number:
+                    if not _mine_at(owners, i, by_number):
                         self._other(c.key, now + wait, number)  # known then, maybe full until it frees
                     else:
+                        self._mine(now + wait, number)
                         dropped = True
                 elif wait == 0:  # not full now
-                    if full.pop(c.key, None) is not None and of_number:
+                    if full.pop(c.key, None) is not None and _mine_at(owners, i, by_number):
                         dropped = True
                     filled.pop(c.key, None)
         else:  # admitted: the counters it took the last slot of are full, until unknown
-            for c, n, of_number in zip(job.counters, out.counts, mine, strict=True):
+            for i, (c, n) in enumerate(zip(counters, counts, strict=True)):
                 if n >= 0 and n + (c.amount or 1) >= c.limit:
                     filled[c.key] = c.expires_at
-                    if not of_number:
+                    if not _mine_at(owners, i, by_number):
                         self._other(c.key, c.expires_at, number)
                     else:
                         dropped = True
@@ -297,6 +321,15 @@ class DenyCache:
                 self._version += 1
                 self._kept[0].clear()
                 self._kept[1].clear()
+
+    def _mine(self, until: float, number: str) -> None:
+        """A counter of ``number``'s own known full until ``until`` (for ``may_deny``; under the
+        lock, as ``_other``)."""
+        with self._lock:
+            if not number:
+                self.mine_unnamed = max(self.mine_unnamed, until)
+            elif until > self.mine.get(number, 0.0):
+                self.mine[number] = until
 
     def _drop(self, number: str | None) -> None:
         """What is kept (``recall``) of ``number`` (None: of every number) goes, and nothing
@@ -334,6 +367,7 @@ class DenyCache:
         """Forget everything (the backend failed: what it holds is no longer known)."""
         self.full.clear()
         self.unset.clear()
+        self.mine, self.mine_unnamed = {}, 0.0  # no counter known full: none of a number's
         # ``filled`` stays: it only sends jobs to the backend
         self._drop(None)
 
@@ -347,6 +381,10 @@ class DenyCache:
             if len(kept) > _MAX_ENTRIES:  # too many to keep: one bound for every number instead
                 self.others_until, kept = max(self.others_until, *kept.values()), {}
             self.number_until = kept
+            mine = {k: t for k, t in self.mine.items() if t > now}
+            if len(mine) > _MAX_ENTRIES:  # as above
+                self.mine_unnamed, mine = max(self.mine_unnamed, *mine.values()), {}
+            self.mine = mine
         if len(self.full) + len(self.unset) > _MAX_ENTRIES:
             self.full, self.unset = {}, {}
         if len(self.filled) > _MAX_ENTRIES:  # more full counters than this: trust no cached denial
@@ -362,6 +400,14 @@ def _again(
     if plan is None:  # pragma: no cover - a steady policy that changed its mind
         raise AssertionError("a steady number's early plan is gone")
     return plan, _new(Outcome, (-1, counts, tuple(f - now if f else 0.0 for f in frees), (), None))
+
+
+def _mine_at(owners: tuple[Owner, ...] | None, i: int, by_number: frozenset[str]) -> bool:
+    """Whether the job's counter ``i`` is of a policy counted by the number alone (``owners``
+    None or empty: counted as another's)."""
+    if not owners:
+        return False
+    return owners[i].name in by_number
 
 
 def _cacheable(counter: Counter) -> bool:

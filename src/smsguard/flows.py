@@ -175,7 +175,7 @@ class Flows:
                         self._owed_at = now + outage.retry_interval
                     else:
                         unsent = exc  # the whole backend is down: the job is not sent
-            known = self.denials.answer(plan.job) if self.denials is not None else None
+            known = self.denials.answer(plan.job, plan.attempt.phone_id) if self.denials is not None else None
             if unsent is not None:
                 decision = self._unanswered(plan, unsent)
             elif known is not None:  # a full counter known here: denied with no round trip
@@ -238,6 +238,8 @@ class Flows:
             decision = denials.recall(attempt.phone_id, challenge_passed, now)
             if decision is not None:
                 return decision
+        if not denials.may_deny(attempt.phone_id, now):
+            return None  # an unseen number's: nothing known to deny it by, no plan to make
         plan = planner.plan_number(attempt, now)
         if plan is None:
             return None

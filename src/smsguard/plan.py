@@ -18,6 +18,10 @@ from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
 from smsguard.attempt import Receipt as Receipt  # beside the Decision that holds it
 
+_new = tuple.__new__  # a NamedTuple built as a plain tuple, in its field order (as smsguard.planner)
+if Receipt._fields != ("token", "counters", "fallback"):  # pragma: no cover - a change not followed here
+    raise ImportError(f"smsguard.plan builds Receipt as (token, counters, fallback), not {Receipt._fields}")
+
 
 def key(name: str, subject: str, *detail: str) -> str:
     """The storage key of ``name``'s item for ``subject``: ``name:{subject}:detail...``.
@@ -325,10 +329,13 @@ class Plan(NamedTuple):
     def decide(self, out: Outcome, degraded: bool = False, fallback: bool = False) -> Decision:
         """The decision from ``out`` (pure); ``degraded`` when the fail mode decided, on the
         in-process ``fallback`` backend or from the flags mirrored there."""
-        attempt = self.attempt
-        shadowed = self.shadowed + self._shadowed(out) if out.shadowed else self.shadowed
-        if out.flag >= 0:
-            flag, owner = self.job.flags[out.flag], self.flag_owners[out.flag]
+        # Unpacked once: each field read off a NamedTuple by name costs a generic lookup.
+        attempt, job, flag_owners, _, final, shadowed = self
+        found, counts, waits, out_shadowed, _ = out
+        if out_shadowed:
+            shadowed += self._shadowed(out)
+        if found >= 0:
+            flag, owner = job.flags[found], flag_owners[found]
             if flag.reason is None:
                 return Decision(
                     True,
@@ -360,13 +367,13 @@ class Plan(NamedTuple):
                 attempt.phone_id,
                 shadowed,
             )
-        if self.final is not None:
-            return self.final.decision(attempt, shadowed, degraded)
-        denied, wait = frees_last(out.waits) if out.waits else (-1, 0.0)
+        if final is not None:
+            return final.decision(attempt, shadowed, degraded)
+        denied, wait = frees_last(waits) if waits else (-1, 0.0)
         if denied >= 0:
             return self.denied_by(out, denied, wait, degraded, shadowed)
         remaining = _Remaining(self, out)
-        counters = taken(self.job.counters, len(self.job.flags), out.shadowed, out.counts)
+        counters = taken(job.counters, len(job.flags), out_shadowed, counts)
         return Decision(
             True,
             attempt.phone,
@@ -375,7 +382,7 @@ class Plan(NamedTuple):
             None,
             remaining,
             None,
-            Receipt(self.job.token, counters, fallback),
+            _new(Receipt, (job.token, counters, fallback)),
             None,
             degraded,
             attempt.region,
