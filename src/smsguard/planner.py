@@ -335,7 +335,8 @@ class Planner:
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        e164, phone_id, region, kind, network = self._number(canonical(phone))  # identify(), inlined
+        # identify(), inlined: by the number as typed first (the early plan's cache, filled then)
+        e164, phone_id, region, kind, network = self._typed(phone)
         if ip is not None and not isinstance(ip, ADDRESS):
             try:
                 ip = self._ip(ip)

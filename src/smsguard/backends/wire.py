@@ -451,7 +451,7 @@ def _outcome(
             counts, frees = tuple(map(int, middle[:n])), middle[n:]
             if len(counts) != n or len(frees) not in (0, n):
                 raise ValueError(f"it does not fit {n} counters")
-        if nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed):
+        if nshadowed and (nshadowed < 0 or any(not 0 <= i < nflags + n for i in shadowed)):
             raise ValueError("its shadowed items do not fit the job")
         waits = (
             tuple(_wait(counters[i], at, now) for i, at in zip(order, frees, strict=True)) if frees else ()
