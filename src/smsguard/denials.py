@@ -52,13 +52,10 @@ from typing import NamedTuple
 
 from smsguard.attempt import Decision
 from smsguard.errors import ConfigError
-from smsguard.plan import Change, Counter, Forget, Job, Later, Outcome, Owner, Plan, Receipt, SetFlag
+from smsguard.plan import Change, Counter, Forget, Job, Later, Outcome, Owner, Plan, Receipt, SetFlag, built
 
-# A denial's Outcome built as a plain tuple, in this field order (as smsguard.planner builds).
-_new = tuple.__new__
-_OUTCOME = ("flag", "counts", "waits", "shadowed", "code")
-if Outcome._fields != _OUTCOME:  # pragma: no cover - a change of Outcome not followed here
-    raise ImportError(f"smsguard.denials builds Outcome as {_OUTCOME}, not {Outcome._fields}")
+# A denial's Outcome built as a plain tuple (smsguard.plan.built).
+_new = built(Outcome, "flag", "counts", "waits", "shadowed", "code")
 
 _PRUNE_EVERY = 4096  # entries learnt between sweeps of the expired ones
 _MAX_ENTRIES = 100_000  # past this after a sweep, everything goes (only costs round trips)

@@ -15,7 +15,7 @@ from smsguard import attempt as codes
 from smsguard.attempt import Attempt, Decision
 from smsguard.errors import ConfigError, InvalidInput, MissingSubject
 from smsguard.phone import Digest, Number, canonical, identify
-from smsguard.plan import Counter, Flag, Job, Owner, Plan, Record, Verdict
+from smsguard.plan import Counter, Flag, Job, Owner, Plan, Record, Verdict, built
 from smsguard.policies import (
     ATTEMPT,
     EXEMPT,
@@ -37,18 +37,11 @@ ADDRESS: Final = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 """The types of an address already parsed (an adapter's): taken as given."""
 _NO_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({})
 
-# A decision's Attempt, Job and Plan are built here as plain tuples, in these field orders: a
-# NamedTuple's own __new__ binds its arguments in Python, at twice the cost or more.
-_new = tuple.__new__
-_BUILT: dict[Any, tuple[str, ...]] = {
-    Attempt: ("phone", "phone_id", "digest", "content", "content_id", "ip", "context", "region",
-              "number_type", "network", "challenge_passed"),
-    Job: ("now", "token", "flags", "counters", "commit", "code"),
-    Plan: ("attempt", "job", "flag_owners", "counter_owners", "final", "shadowed"),
-}  # fmt: skip
-for _type, _fields in _BUILT.items():
-    if _type._fields != _fields:  # pragma: no cover - a change of the type not followed here
-        raise ImportError(f"smsguard.planner builds {_type.__name__} as {_fields}, not {_type._fields}")
+# A decision's Attempt, Job and Plan are built here as plain tuples, in these field orders.
+built(Attempt, "phone", "phone_id", "digest", "content", "content_id", "ip", "context", "region",
+      "number_type", "network", "challenge_passed")  # fmt: skip
+built(Job, "now", "token", "flags", "counters", "commit", "code")
+_new = built(Plan, "attempt", "job", "flag_owners", "counter_owners", "final", "shadowed")
 
 
 class Planner:
@@ -335,8 +328,7 @@ class Planner:
             raise InvalidInput(f"phone must be a string, not {type(phone).__name__}")
         if content is not None and not isinstance(content, str):
             raise InvalidInput(f"content must be a string, not {type(content).__name__}")
-        # identify(), inlined: by the number as typed first (the early plan's cache, filled then)
-        e164, phone_id, region, kind, network = self._typed(phone)
+        e164, phone_id, region, kind, network = self._number(canonical(phone))  # identify(), inlined
         if ip is not None and not isinstance(ip, ADDRESS):
             try:
                 ip = self._ip(ip)

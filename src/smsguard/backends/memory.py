@@ -25,13 +25,12 @@ from smsguard.plan import (
     Record,
     SetFlag,
     Tallied,
+    built,
     taken,
 )
 
 OK: Final = "ok"
-_new = tuple.__new__
-if Outcome._fields != ("flag", "counts", "waits", "shadowed", "code"):  # pragma: no cover
-    raise ImportError(f"MemoryBackend.run builds an Outcome as a tuple, not as {Outcome._fields}")
+_new = built(Outcome, "flag", "counts", "waits", "shadowed", "code")
 _SPENT = "\x00spent:"
 """Prefix of the marker of a refunded receipt (no policy key starts with a NUL)."""
 
