@@ -233,13 +233,15 @@ class Flows:
         attempt = planner.early_attempt(phone, content, ip, now, challenge_passed, context)
         if attempt is None:
             return None
+        if not denials.may_deny(attempt.phone_id, now):
+            # An unseen number's: nothing known to deny it by, no plan to make (nor a denial
+            # kept: each rests on a counter of the number known full, which may_deny covers).
+            return None
         steady = planner.steady and planner.settled(attempt, now)
         if steady:  # a number's denial, kept once planned: no plan at all
             decision = denials.recall(attempt.phone_id, challenge_passed, now)
             if decision is not None:
                 return decision
-        if not denials.may_deny(attempt.phone_id, now):
-            return None  # an unseen number's: nothing known to deny it by, no plan to make
         plan = planner.plan_number(attempt, now)
         if plan is None:
             return None
