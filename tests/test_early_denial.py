@@ -247,6 +247,7 @@ def same_as_whole(
         o = backend.check(typed[p], content=contents[c], ip=IPS[i])
         assert seen(a) == seen(b)
         assert verdict(a) == verdict(o)
+        kept_denials_are_known(early, clock.now)
         if then == "refund" and a.allowed:
             for g, d in ((early, a), (whole, b), (backend, o)):
                 g.refund(d)
@@ -264,6 +265,17 @@ def same_as_whole(
                     "blacklist", number
                 )
             blocked ^= {number}
+
+
+def kept_denials_are_known(g: Guard, now: float) -> None:
+    """Every early denial kept for a number, while it holds, is one ``may_deny`` says the
+    number may have: an attempt ``may_deny`` clears is let past ``recall`` unasked."""
+    denials = g.flows.denials
+    assert denials is not None
+    for table in denials._kept:
+        for number, kept in table.items():
+            if kept.since <= now < kept.until:
+                assert denials.may_deny(number, now), (number, kept)
 
 
 # A number planned once: where every policy counted by the number is steady (``Steady``), its

@@ -790,6 +790,34 @@ def test_evicting_redis_is_warned_of_at_first_use(
         server.stop()
 
 
+def test_an_async_guard_warns_of_an_evicting_redis_at_its_first_decision(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(tmp_path, None, "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        backend = RedisBackend.from_url(server.url)
+        guard = guard_on(backend, clock, [DailyCap(3)])
+
+        def warnings() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+
+        async def first() -> Outcome:  # a decision's one EVALSHA, sent straight: no call before it
+            return await backend.arun(Job(clock.now, "t", (), ()))
+
+        async def twice() -> None:
+            await guard.acheck(VICTIM)
+            await guard.acheck(VICTIM)
+
+        with caplog.at_level(logging.WARNING, logger="smsguard"):
+            assert asyncio.run(first()) == Outcome(-1, (), (), ())
+            assert len(warnings()) == 1, warnings()
+            asyncio.run(twice())
+        assert len(warnings()) == 1, "once, at first use"
+        assert "maxmemory-policy is allkeys-lru" in warnings()[0]
+    finally:
+        server.stop()
+
+
 def test_switch_and_list_entries_survive_volatile_eviction(tmp_path: Path, clock: Clock) -> None:
     """Under volatile-* Redis evicts only keys with a TTL: the switch and list entries have none."""
     server = RedisServer(tmp_path, None, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-lru").start()

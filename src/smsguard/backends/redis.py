@@ -259,8 +259,7 @@ class RedisBackend:
         # One request, sent straight, as ``run`` does: no generator to drive.
         request, order = one
         client = self._loop_client()
-        if not self._policy_checked:
-            await self._apolicy(client)
+        await self._apolicy(client)
         return self.wire.outcome(job, await self._asent(client, request), order)
 
     def apply(self, changes: Sequence[Change]) -> None:
