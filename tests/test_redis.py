@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,57 @@ def test_concurrent_acheck_share_round_trips_and_stay_exact(redis_server: RedisS
     assert sum(batches) == len(decisions) - 1, "all but the first went in batches"
     assert sum(d.allowed for d in decisions) == 25, "each script still all-or-nothing: the IP's 25"
     assert guard.status(VICTIM)[0].used == sum(d.allowed for d in decisions[:100]) + 1
+
+
+def test_concurrent_acheck_go_in_two_round_trips_of_halves(redis_server: RedisServer, clock: Clock) -> None:
+    """Thirty-two tasks deciding one after another: two round trips on the wire at once, never
+    more, each at most half of the decisions under way, so the app plans one half while Redis
+    runs the other; and every limit still exact."""
+    backend = RedisBackend.from_url(redis_server.url, prefix=unique_prefix())
+    guard = guard_on(backend, clock, [PhoneRate("2/hour"), IPThrottle("100/hour")])
+    batches: list[int] = []
+    alone: list[int] = []  # at each decision sent alone: the round trips already on the wire
+    flying, most = 0, 0
+    one, send = backend._aeval, backend._aevals
+
+    async def on_the_wire(call: Awaitable[Any]) -> Any:
+        nonlocal flying, most
+        flying += 1
+        most = max(most, flying)
+        try:
+            return await call
+        finally:
+            flying -= 1
+
+    async def counted_one(client: Any, keys: list[Any], args: list[Any]) -> Any:
+        alone.append(flying)
+        return await on_the_wire(one(client, keys, args))
+
+    async def counted(client: Any, calls: list[Any]) -> list[Any]:
+        batches.append(len(calls))
+        return await on_the_wire(send(client, calls))
+
+    backend._aeval = counted_one  # type: ignore[method-assign]
+    backend._aevals = counted  # type: ignore[method-assign]
+
+    async def task(t: int) -> list[Decision]:
+        # Each number three times (one over its limit), and one IP for every fourth task.
+        numbers = [f"+861380013{t:02d}{i:02d}" for i in range(4) for _ in range(3)]
+        return [await guard.acheck(n, ip=f"203.0.113.{t % 8}") for n in numbers]
+
+    async def flood() -> list[list[Decision]]:
+        return await asyncio.gather(*(task(t) for t in range(32)))
+
+    decisions = [d for ds in asyncio.run(flood()) for d in ds]
+    assert most == 2, "a second round trip goes while the first is on the wire, never a third"
+    assert max(batches) <= 16, f"none over half of the 32 under way: {batches}"
+    assert len(batches) <= 3 * len(decisions) // 16, "few round trips: about one per half"
+    assert set(alone) == {0}, "alone only when nothing is on the wire"
+    assert len(alone) + sum(batches) == len(decisions)
+    by_reason = {r: sum(d.reason == r for d in decisions) for r in (None, "phone_rate", "ip_throttle")}
+    # Each number is admitted twice (128 numbers); each IP then takes 4 tasks' 32 admissions,
+    # under its 100: the phone's limit alone denies, once per number.
+    assert by_reason == {None: 256, "phone_rate": 128, "ip_throttle": 0}
 
 
 def test_kill_and_restart_redis_mid_run(tmp_path: Path, clock: Clock) -> None:

@@ -444,8 +444,9 @@ def test_a_lost_reply_resent_does_not_deny_its_own_async_attempt(
 
 
 def test_a_lost_reply_to_a_pipelined_batch(cutter: Cutter, redis_server: RedisServer, clock: Clock) -> None:
-    """Twenty concurrent acheck calls: the first goes alone, the other nineteen in one pipeline,
-    whose replies are lost after every script ran. Each is allowed, once: the IP's limit of 20
+    """Twenty concurrent acheck calls: the first goes alone, the second as the next round trip,
+    the other eighteen in pipelines of about half (see _Batches); the first of those pipelines
+    loses its replies after every script ran. Each is allowed, once: the IP's limit of 20
     holds exactly."""
     guard = guard_on(through(cutter), clock, [PhoneRate("1/minute"), IPThrottle("20/hour")])
     numbers = [f"+86138001380{i:02d}" for i in range(21)]

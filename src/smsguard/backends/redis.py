@@ -561,22 +561,30 @@ class _Batches:
     its own all-or-nothing script. A decision that finds nothing on the wire is sent at once,
     alone: without concurrency nothing waits.
 
+    Two round trips may be on the wire at once, each carrying about half of the decisions under
+    way. With one, the app and Redis took turns: the app idle while Redis ran a batch, Redis idle
+    while the app planned the next. With two, the app plans one half while Redis runs the other.
+    So a second round trip goes once as many decisions wait as the first carries, taking half
+    of all under way, and the rest go when one lands: halves whatever the concurrency, and no
+    more round trips than one a half.
+
     A round trip that times out is a stall: the decisions waiting behind it fail with it, at
     once, as an outage, never sent. Redis would answer them no sooner, and a decision is bounded
     by one timeout, not by the stalled round trip's and then its own."""
 
     def __init__(self, backend: RedisBackend, client: Any) -> None:
         self.backend, self.client = backend, client
-        self.waiting: list[_Waiting] = []
-        self.sending = False
+        self.waiting: list[_Waiting] = []  # never any while nothing is on the wire
+        self.flying: list[int] = []  # the decisions in each round trip on the wire
         self._tasks: set[asyncio.Task[None]] = set()  # held, so that none is collected mid-flight
 
     async def eval(self, keys: list[Any], args: list[Any]) -> Any:
-        if self.sending:
+        if self.flying:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.waiting.append((keys, args, future))
+            self._next()
             return await future
-        self.sending = True
+        self.flying.append(1)
         stalled = None
         try:
             return await self.backend._aeval(self.client, keys, args)
@@ -584,22 +592,33 @@ class _Batches:
             stalled = exc
             raise
         finally:
-            self._next(stalled)
+            self._landed(1, stalled)
 
-    def _next(self, stalled: Exception | None = None) -> None:
-        """Send what waited (in a task: the caller that finished has its answer), or rest; after
-        a round trip that ``stalled``, fail what waited and rest."""
-        if not self.waiting:
-            self.sending = False
+    def _next(self) -> None:
+        """Send what waits if it is time: all of it when nothing is on the wire; with one round
+        trip on it, half of the decisions under way once that many wait."""
+        if not self.waiting or len(self.flying) > 1:
             return
-        batch, self.waiting = self.waiting, []
-        if stalled is not None:
-            self.sending = False
-            _fail(batch, rx.TimeoutError(f"queued behind a round trip that timed out: {stalled}"))
-            return
+        size = len(self.waiting)
+        if self.flying:
+            size = (self.flying[0] + size + 1) // 2
+            if len(self.waiting) < size:
+                return
+        batch, self.waiting = self.waiting[:size], self.waiting[size:]
+        self.flying.append(size)
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _landed(self, size: int, stalled: Exception | None) -> None:
+        """A round trip of ``size`` decisions is off the wire: send what waits, if it is time;
+        after one that ``stalled``, fail what waits instead."""
+        self.flying.remove(size)
+        if stalled is None:
+            self._next()
+        elif self.waiting:
+            batch, self.waiting = self.waiting, []
+            _fail(batch, rx.TimeoutError(f"queued behind a round trip that timed out: {stalled}"))
 
     async def _send(self, batch: list[_Waiting]) -> None:
         stalled = None
@@ -622,7 +641,7 @@ class _Batches:
                 else:
                     future.set_result(reply)
         finally:
-            self._next(stalled)
+            self._landed(len(batch), stalled)
 
 
 def _fail(batch: list[_Waiting], exc: Exception) -> None:
