@@ -597,13 +597,12 @@ class _Batches:
     def _next(self) -> None:
         """Send what waits if it is time: all of it when nothing is on the wire; with one round
         trip on it, half of the decisions under way once that many wait."""
-        if not self.waiting or len(self.flying) > 1:
+        waiting = len(self.waiting)
+        if not waiting or len(self.flying) > 1:
             return
-        size = len(self.waiting)
-        if self.flying:
-            size = (self.flying[0] + size + 1) // 2
-            if len(self.waiting) < size:
-                return
+        size = (self.flying[0] + waiting + 1) // 2 if self.flying else waiting
+        if size > waiting:
+            return
         batch, self.waiting = self.waiting[:size], self.waiting[size:]
         self.flying.append(size)
         task = asyncio.get_running_loop().create_task(self._send(batch))
